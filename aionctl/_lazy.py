@@ -1,0 +1,53 @@
+"""A Typer group whose sub-commands are imported only when one of them is used.
+
+Shells run aionctl in loops and on every TAB, so start-up time is part of the interface: ``aionctl
+--help`` lists commands from the registry's one-line help without importing any of them, and running
+a command imports just that command's module.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import typer
+import typer.core
+import typer.main
+
+from aionctl.commands import BY_NAME, COMMANDS
+
+
+class LazyGroup(typer.core.TyperGroup):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._loaded: dict[str, Any] = {}
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [spec.name for spec in COMMANDS] + [n for n in super().list_commands(ctx) if n not in BY_NAME]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        spec = BY_NAME.get(cmd_name)
+        if spec is None:
+            return super().get_command(ctx, cmd_name)
+        if cmd_name not in self._loaded:
+            module = importlib.import_module(spec.module)
+            command = typer.main.get_command(module.app)
+            command.name = spec.name
+            if not command.help:
+                command.help = spec.help
+            self._loaded[cmd_name] = command
+        return self._loaded[cmd_name]
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        rows = [(spec.name, spec.help) for spec in COMMANDS]
+        rows += [
+            (name, cmd.get_short_help_str(limit=formatter.width))
+            for name in super().list_commands(ctx)
+            if name not in BY_NAME and (cmd := super().get_command(ctx, name)) is not None and not cmd.hidden
+        ]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+__all__ = ["LazyGroup"]

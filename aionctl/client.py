@@ -1,0 +1,141 @@
+"""How aionctl reaches aiond: endpoint resolution, gRPC channels, HTTP probes and error translation.
+
+gRPC and httpx errors never leave this module raw: they become :mod:`aion.errors` exceptions whose exit
+codes scripts can branch on (5 unreachable or timed out, 4 refused, 6 precondition, 1 other).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from aion.addresses import HostPort, parse_hostport
+from aion.errors import AuthError, ConflictError, DaemonUnavailable, Error, ServiceError
+
+if TYPE_CHECKING:
+    import grpc
+
+DEFAULT_GRPC_ADDR = "127.0.0.1:8470"
+DEFAULT_HTTP_ADDR = "127.0.0.1:8471"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where the daemon is and how long to wait for it."""
+
+    grpc: HostPort
+    http: HostPort
+    timeout: float
+
+    @classmethod
+    def resolve(cls, addr: str | None, http_addr: str | None, timeout: float) -> Endpoint:
+        """Flag or environment value when given (Typer has merged the two), else the default."""
+        return cls(
+            grpc=parse_hostport(addr or DEFAULT_GRPC_ADDR, what="--addr"),
+            http=parse_hostport(http_addr or DEFAULT_HTTP_ADDR, what="--http-addr"),
+            timeout=timeout,
+        )
+
+    def http_url(self, path: str) -> str:
+        return f"http://{self.http.url_host}:{self.http.port}{path}"
+
+
+@contextlib.contextmanager
+def channel(endpoint: Endpoint) -> Iterator[grpc.Channel]:
+    """A gRPC channel to the daemon, closed on exit."""
+    import grpc
+
+    ch = grpc.insecure_channel(str(endpoint.grpc), options=[("grpc.enable_retries", 0)])
+    try:
+        yield ch
+    finally:
+        ch.close()
+
+
+def translate_rpc_error(exc: grpc.RpcError, endpoint: Endpoint, what: str) -> Error:
+    """Map a failed call to the aion error (and so the exit code) it means for a user."""
+    import grpc
+
+    code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
+    detail = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+    where = f"aiond at {endpoint.grpc}"
+    if code is grpc.StatusCode.UNAVAILABLE:
+        return DaemonUnavailable(
+            f"{what}: cannot reach {where}: {detail}",
+            hint="is aiond running? set the address with --addr or AION_ADDR",
+        )
+    if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+        return DaemonUnavailable(
+            f"{what}: {where} did not answer within {endpoint.timeout:g}s", hint="raise --timeout, or check the daemon"
+        )
+    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+        return AuthError(f"{what}: {where} refused the call: {detail}", hint="check your token and its role")
+    if code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ABORTED, grpc.StatusCode.ALREADY_EXISTS):
+        return ConflictError(f"{what}: {detail}")
+    if code is grpc.StatusCode.UNIMPLEMENTED:
+        return ServiceError(f"{what}: {where} does not offer this call: {detail}", hint="upgrade aiond")
+    return ServiceError(f"{what}: {where} answered {code.name}: {detail}")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Probe:
+    """The outcome of one health probe."""
+
+    name: str
+    target: str
+    reachable: bool
+    """False when nothing answered in time (refused, reset, timed out)."""
+    ok: bool
+    status: str
+    """What answered: a gRPC serving status, or an HTTP status code."""
+    latency_ms: float
+    error: str | None = None
+
+
+def probe_grpc_health(endpoint: Endpoint, service: str = "") -> Probe:
+    """grpc.health.v1 Check for ``service`` ("" is the whole server)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    target = str(endpoint.grpc)
+    started = time.perf_counter()
+    with channel(endpoint) as ch:
+        try:
+            reply = health_pb2_grpc.HealthStub(ch).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=endpoint.timeout
+            )
+        except grpc.RpcError as exc:
+            elapsed = (time.perf_counter() - started) * 1000
+            code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
+            reachable = code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+            detail = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+            return Probe("grpc", target, reachable, False, code.name, elapsed, detail or code.name)
+    elapsed = (time.perf_counter() - started) * 1000
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    return Probe("grpc", target, True, reply.status == health_pb2.HealthCheckResponse.SERVING, status, elapsed)
+
+
+def probe_http(endpoint: Endpoint, name: str, path: str) -> Probe:
+    """GET ``path`` on the daemon's HTTP listener; 200 is ok."""
+    import httpx
+
+    url = endpoint.http_url(path)
+    started = time.perf_counter()
+    try:
+        with httpx.Client(timeout=endpoint.timeout, trust_env=False) as client:
+            response = client.get(url)
+    except httpx.TimeoutException:
+        elapsed = (time.perf_counter() - started) * 1000
+        return Probe(name, url, False, False, "TIMEOUT", elapsed, f"no answer within {endpoint.timeout:g}s")
+    except httpx.HTTPError as exc:
+        elapsed = (time.perf_counter() - started) * 1000
+        return Probe(name, url, False, False, "UNREACHABLE", elapsed, str(exc) or type(exc).__name__)
+    elapsed = (time.perf_counter() - started) * 1000
+    ok = response.status_code == 200
+    return Probe(name, url, True, ok, str(response.status_code), elapsed, None if ok else response.text[:200])
+
+
+__all__ = ["Endpoint", "Probe", "channel", "probe_grpc_health", "probe_http", "translate_rpc_error"]

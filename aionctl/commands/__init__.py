@@ -1,0 +1,24 @@
+"""The registry of aionctl's commands, one module per noun, imported only when that command runs.
+
+Each module exposes ``app``, a ``typer.Typer``. The one-line help here is what ``aionctl --help``
+lists, so listing commands never imports them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CommandSpec:
+    name: str
+    module: str
+    help: str
+
+
+COMMANDS: tuple[CommandSpec, ...] = (
+    CommandSpec("health", "aionctl.commands.health", "Check that aiond is alive and ready (gRPC and HTTP)."),
+    CommandSpec("status", "aionctl.commands.status", "Show what the running aiond reports about itself."),
+)
+
+BY_NAME = {spec.name: spec for spec in COMMANDS}

@@ -1,0 +1,82 @@
+"""``aionctl health``: is aiond alive and ready? Probes gRPC health, HTTP /healthz and HTTP /readyz.
+
+Exit 0 when every probe passes, 5 when any endpoint cannot be reached or times out, 1 when the daemon
+answers but is not healthy or not ready (for example while it drains).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import typer
+
+from aion.exitcodes import ExitCode
+from aionctl.client import Endpoint, Probe, probe_grpc_health, probe_http
+from aionctl.options import Address, HttpAddress, Output, Timeout, global_options
+from aionctl.output import OutputFormat, document, emit
+
+app = typer.Typer()
+
+
+@app.command()
+def health(
+    ctx: typer.Context,
+    addr: Address = None,
+    http_addr: HttpAddress = None,
+    timeout: Timeout = 5.0,
+    output: Output = OutputFormat.TEXT,
+) -> None:
+    """Check that aiond is alive and ready (gRPC and HTTP)."""
+    endpoint = Endpoint.resolve(addr, http_addr, timeout)
+    probes = [
+        probe_grpc_health(endpoint),
+        probe_http(endpoint, "http-live", "/healthz"),
+        probe_http(endpoint, "http-ready", "/readyz"),
+    ]
+    code = outcome(probes)
+    opts = global_options(ctx)
+    doc = document(
+        "HealthReport",
+        {
+            "healthy": code is ExitCode.OK,
+            "checks": [_probe_doc(p) for p in probes],
+        },
+    )
+    if not (opts.quiet and output is OutputFormat.TEXT):
+        emit(doc, output, text=lambda: render_text(probes, color=opts.color()))
+    raise typer.Exit(int(code))
+
+
+def outcome(probes: list[Probe]) -> ExitCode:
+    if not all(p.reachable for p in probes):
+        return ExitCode.UNAVAILABLE
+    if not all(p.ok for p in probes):
+        return ExitCode.FINDINGS
+    return ExitCode.OK
+
+
+def _probe_doc(p: Probe) -> dict[str, object]:
+    d = dataclasses.asdict(p)
+    return {
+        "name": d["name"],
+        "target": d["target"],
+        "reachable": d["reachable"],
+        "ok": d["ok"],
+        "status": d["status"],
+        "latencyMs": round(p.latency_ms, 3),
+        "error": d["error"],
+    }
+
+
+def render_text(probes: list[Probe], *, color: bool) -> str:
+    width = max(len(p.name) for p in probes)
+    lines = []
+    for p in probes:
+        mark = "ok" if p.ok else ("unreachable" if not p.reachable else "FAIL")
+        if color:
+            mark = typer.style(mark, fg="green" if p.ok else "red", bold=not p.ok)
+        line = f"{p.name:<{width}}  {mark:<11}  {p.status:<11}  {p.latency_ms:7.1f} ms  {p.target}"
+        if p.error:
+            line += f"\n{'':<{width}}  {p.error}"
+        lines.append(line)
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,66 @@
+"""Options shared by many aionctl commands, each defined once here and reused by annotation.
+
+Connection settings resolve as flag > environment variable > built-in default (contexts from a config
+file slot in between environment and default when they arrive).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+from aionctl.output.interface import OutputFormat
+
+DEFAULT_TIMEOUT_SECONDS = 5.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GlobalOptions:
+    """Options given before the command name; commands read them from ``ctx.obj``."""
+
+    no_color: bool = False
+    quiet: bool = False
+    debug: bool = False
+
+    def color(self, stream: object = None) -> bool:
+        """Whether escape codes may be written: a terminal, no --no-color, no NO_COLOR, not TERM=dumb."""
+        target = stream if stream is not None else sys.stdout
+        if self.no_color or "NO_COLOR" in os.environ or os.environ.get("TERM") == "dumb":
+            return False
+        isatty = getattr(target, "isatty", None)
+        return bool(isatty and isatty())
+
+
+def global_options(ctx: typer.Context) -> GlobalOptions:
+    """The global options of this invocation (defaults when a command runs without the root group)."""
+    root = ctx.find_root()
+    return root.obj if isinstance(root.obj, GlobalOptions) else GlobalOptions()
+
+
+Output = Annotated[
+    OutputFormat,
+    typer.Option("--output", "-o", help="Output format: text for people, json or yaml for programs.",
+                 case_sensitive=False),
+]  # fmt: skip
+
+Address = Annotated[
+    str | None,
+    typer.Option("--addr", envvar="AION_ADDR", metavar="HOST:PORT",
+                 help="aiond gRPC address [default: 127.0.0.1:8470]."),
+]  # fmt: skip
+
+HttpAddress = Annotated[
+    str | None,
+    typer.Option("--http-addr", envvar="AION_HTTP_ADDR", metavar="HOST:PORT",
+                 help="aiond HTTP address (health, readiness, metrics) [default: 127.0.0.1:8471]."),
+]  # fmt: skip
+
+Timeout = Annotated[
+    float,
+    typer.Option("--timeout", envvar="AION_TIMEOUT", min=0.1, max=600.0, metavar="SECONDS",
+                 help="Deadline for each call to the daemon."),
+]  # fmt: skip

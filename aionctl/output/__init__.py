@@ -1,0 +1,42 @@
+"""Renderers for aionctl's output: text for people, json and yaml for programs.
+
+Every document printed for a program is a mapping with ``apiVersion`` and ``kind`` first, so scripts
+can check what they parse. Data goes to stdout; messages and progress go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any, TextIO, assert_never
+
+from aionctl.output.interface import API_VERSION, OutputFormat
+
+
+def document(kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    """A printable document: apiVersion and kind first, then the body."""
+    return {"apiVersion": API_VERSION, "kind": kind, **body}
+
+
+def emit(
+    doc: Mapping[str, Any], fmt: OutputFormat, *, text: Callable[[], str], stream: TextIO | None = None
+) -> None:
+    """Write ``doc`` in ``fmt``; ``text`` renders the human form only when it is asked for."""
+    out = stream if stream is not None else sys.stdout
+    match fmt:
+        case OutputFormat.TEXT:
+            rendered = text()
+        case OutputFormat.JSON:
+            rendered = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+        case OutputFormat.YAML:
+            import yaml
+
+            rendered = yaml.safe_dump(dict(doc), sort_keys=False, allow_unicode=True)
+        case _:
+            assert_never(fmt)
+    out.write(rendered if rendered.endswith("\n") or not rendered else rendered + "\n")
+    out.flush()
+
+
+__all__ = ["API_VERSION", "OutputFormat", "document", "emit"]

@@ -1,0 +1,61 @@
+"""The ``aiond`` command: parse settings, then run the daemon until it is told to stop.
+
+Exit codes follow aion.exitcodes: 0 after a clean stop, 2 for bad settings, 3 for unreadable inputs
+(config or state directory), 6 when a listen address or the state directory is already taken.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+
+from aion import __version__
+from aion.errors import Error
+from aion.exitcodes import EXIT_CODE_HELP, ExitCode
+
+
+def _parser() -> argparse.ArgumentParser:
+    from aiond import settings
+
+    codes = "\n".join(f"  {int(code)}  {text}" for code, text in EXIT_CODE_HELP.items())
+    parser = argparse.ArgumentParser(
+        prog="aiond",
+        description="The aion daemon: routes tasks under the policies and serves the aion.v1 gRPC API.",
+        epilog=f"exit codes:\n{codes}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"aiond {__version__}")
+    settings.add_arguments(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _run(vars(args))
+    except Error as exc:
+        print(f"aiond: error: {exc.diagnostics()}", file=sys.stderr)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run(flags: dict[str, str | None]) -> int:
+    from aiond import logs, settings
+    from aiond.server import Daemon
+
+    loaded = settings.load(flags, os.environ)
+    logs.configure(loaded.log_level, loaded.log_format)
+
+    async def serve() -> None:
+        await Daemon(loaded).serve()
+
+    asyncio.run(serve())
+    return int(ExitCode.OK)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

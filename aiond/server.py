@@ -1,0 +1,337 @@
+"""The aiond process lifecycle: one asyncio loop serving gRPC (grpc.aio) and HTTP (aiohttp).
+
+Read :meth:`Daemon.serve` top to bottom: ``startup()`` -> wait for a stop request -> ``shutdown()``.
+
+Signals handled by :meth:`Daemon.serve`:
+
+- SIGTERM, SIGINT: graceful stop (the shutdown order below). A second one while draining stops at once.
+- SIGHUP: logged and ignored for now; config reload arrives with the policy store.
+
+Shutdown order (:meth:`Daemon.shutdown`), which a test checks:
+
+1. Phase DRAINING: ``/readyz`` answers 503 and gRPC health answers NOT_SERVING.
+2. Wait ``--shutdown-delay`` seconds, so load balancers stop sending new work.
+3. End long-lived streams (health Watch), which would otherwise hold the server for the whole grace.
+4. Stop gRPC: new calls are refused; in-flight calls get ``--shutdown-grace`` seconds, then are cancelled.
+5. Stop HTTP: the listener closes; in-flight requests finish.
+6. Release the state directory. Phase STOPPED; a stopped daemon cannot be started again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import enum
+import errno
+import logging
+import os
+import signal
+import socket
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import grpc
+from aiohttp import web
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health as grpc_health
+from grpc_reflection.v1alpha import reflection
+
+from aion import __version__
+from aion.addresses import HostPort
+from aion.api.v1 import events_pb2, modules_pb2, policies_pb2, router_pb2, tasks_pb2
+from aion.errors import ConflictError, InputError
+from aiond import http
+from aiond.services import admin, unimplemented
+from aiond.settings import Settings
+from aiond.state import StateDirLock
+from aiond.telemetry import CallTracker, Metrics
+
+log = logging.getLogger("aiond")
+
+# Keepalive: ping idle clients every minute so dead peers are noticed, and accept client pings down
+# to every 10 s (gRPC's default would answer faster pings with GOAWAY "too_many_pings").
+_GRPC_KEEPALIVE_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.keepalive_time_ms", 60_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_pings_without_data", 0),
+)
+
+# Contract services this version answers with UNIMPLEMENTED (still listed by reflection).
+_NOT_YET_SERVED = (
+    tasks_pb2.DESCRIPTOR.services_by_name["TaskService"],
+    router_pb2.DESCRIPTOR.services_by_name["RouterService"],
+    policies_pb2.DESCRIPTOR.services_by_name["PolicyService"],
+    modules_pb2.DESCRIPTOR.services_by_name["ModuleService"],
+    events_pb2.DESCRIPTOR.services_by_name["EventService"],
+)
+
+
+class Phase(enum.Enum):
+    NEW = "new"
+    STARTING = "starting"
+    SERVING = "serving"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ServiceBinding:
+    """An extra gRPC service to mount: ``register`` adds it to the server and returns its full name."""
+
+    register: Callable[[grpc.aio.Server], str]
+
+
+class _Health(grpc_health.aio.HealthServicer):
+    """grpc.health.v1 whose Watch streams end when the daemon drains.
+
+    The library's Watch never returns, so an open watcher would hold shutdown for the whole grace
+    period. Here a watcher receives NOT_SERVING and then a normal end of stream.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.closing = asyncio.Event()
+
+    async def Watch(  # noqa: N802 - the gRPC method name
+        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        watch = asyncio.ensure_future(super().Watch(request, context))
+        closing = asyncio.ensure_future(self.closing.wait())
+        try:
+            await asyncio.wait({watch, closing}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watch.cancel()
+            closing.cancel()
+        if watch.done() and not watch.cancelled() and watch.exception() is not None:
+            raise watch.exception()  # type: ignore[misc]
+        await context.write(health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.NOT_SERVING))
+
+
+class Daemon:
+    """One aiond instance. ``await Daemon(settings).serve()`` runs it until SIGTERM."""
+
+    def __init__(self, settings: Settings, *, extra_services: Sequence[ServiceBinding] = ()) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self._extra_services = tuple(extra_services)
+        self._phase = Phase.NEW
+        self._started_at = dt.datetime.now(dt.UTC)
+        self._stop_requested = asyncio.Event()
+        self._force_stop = asyncio.Event()
+        self._tracker = CallTracker(self.metrics)
+        self._health = _Health()
+        self._grpc: grpc.aio.Server | None = None
+        self._http: web.AppRunner | None = None
+        self._lock: StateDirLock | None = None
+        self.grpc_address: HostPort | None = None
+        self.http_address: HostPort | None = None
+        self.phase_log: list[Phase] = []
+
+    @property
+    def phase(self) -> Phase:
+        return self._phase
+
+    def _enter(self, phase: Phase) -> None:
+        self._phase = phase
+        self.phase_log.append(phase)
+        self.metrics.ready.set(1 if phase is Phase.SERVING else 0)
+        log.debug("phase %s", phase.value)
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        """Run until a stop is requested (signal or :meth:`request_stop`), then shut down in order."""
+        self._install_signal_handlers()
+        try:
+            await self.startup()
+            await self._stop_requested.wait()
+        finally:
+            await self.shutdown()
+            self._remove_signal_handlers()
+
+    async def startup(self) -> None:
+        """Check inputs, take the state directory, bind both listeners, then report ready."""
+        if self._phase is not Phase.NEW:
+            raise RuntimeError(f"a daemon in phase {self._phase.value} cannot be started")
+        self._enter(Phase.STARTING)
+        s = self.settings
+        if not s.config_dir.is_dir():
+            what = "does not exist" if not s.config_dir.exists() else "is not a directory"
+            raise InputError(
+                f"config directory {s.config_dir} {what}", hint="point --config at the directory of your config set"
+            )
+        self._lock = StateDirLock.acquire(s.state_dir)
+        self._grpc = self._build_grpc_server()
+        self.grpc_address = _bind_grpc(self._grpc, s.grpc_listen)
+        self._http, self.http_address = await self._start_http(s.http_listen)
+        await self._grpc.start()
+        await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
+        self._enter(Phase.SERVING)
+        log.info(
+            "aiond %s serving: gRPC on %s, HTTP on %s (config %s, state %s)",
+            __version__,
+            self.grpc_address,
+            self.http_address,
+            s.config_dir,
+            s.state_dir,
+        )
+
+    def request_stop(self, *, force: bool = False) -> None:
+        """Ask :meth:`serve` to shut down; ``force`` (or a second request while draining) skips the waits."""
+        if force or self._stop_requested.is_set():
+            self._force_stop.set()
+        self._stop_requested.set()
+
+    async def shutdown(self) -> None:
+        """Stop in the documented order. Safe after a failed or partial startup; idempotent."""
+        if self._phase in (Phase.NEW, Phase.STOPPED):
+            self._enter(Phase.STOPPED)
+            return
+        # 1. Not ready any more: /readyz 503, gRPC health NOT_SERVING.
+        self._enter(Phase.DRAINING)
+        await self._health.enter_graceful_shutdown()
+        log.info("draining: readiness is now 503")
+        # 2. Give load balancers time to notice, unless told to hurry.
+        if self.settings.shutdown_delay > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._force_stop.wait(), timeout=self.settings.shutdown_delay)
+        # 3. End long-lived streams.
+        self._health.closing.set()
+        # 4. gRPC: refuse new calls, let in-flight ones finish within the grace period.
+        if self._grpc is not None:
+            grace = 0.0 if self._force_stop.is_set() else self.settings.shutdown_grace
+            stopping = asyncio.ensure_future(self._grpc.stop(grace))
+            forced = asyncio.ensure_future(self._force_stop.wait())
+            await asyncio.wait({stopping, forced}, return_when=asyncio.FIRST_COMPLETED)
+            if not stopping.done():
+                log.warning("second stop request: cancelling in-flight calls")
+                await self._grpc.stop(0)
+            await stopping
+            forced.cancel()
+        # 5. HTTP: close the listener; in-flight requests finish.
+        if self._http is not None:
+            await self._http.cleanup()
+        # 6. Release the state directory.
+        if self._lock is not None:
+            self._lock.release()
+        self._enter(Phase.STOPPED)
+        log.info("stopped")
+
+    # -- assembly ---------------------------------------------------------------------------------
+
+    def _build_grpc_server(self) -> grpc.aio.Server:
+        limit = self.settings.grpc_max_message_bytes
+        server = grpc.aio.server(
+            interceptors=[self._tracker],
+            options=[
+                # Never share a port with another process: a second daemon must fail to bind.
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+                *_GRPC_KEEPALIVE_OPTIONS,
+            ],
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        names = [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
+        names.append(admin.add_to_server(server, self.status))
+        names.extend(unimplemented.add_to_server(server, service) for service in _NOT_YET_SERVED)
+        names.extend(binding.register(server) for binding in self._extra_services)
+        names.append(reflection.SERVICE_NAME)
+        reflection.enable_server_reflection(names, server)
+        return server
+
+    async def _start_http(self, listen: HostPort) -> tuple[web.AppRunner, HostPort]:
+        app = http.build_app(readiness=self._readiness, metrics=self.metrics, version=__version__)
+        runner = web.AppRunner(
+            app, handle_signals=False, access_log=None, shutdown_timeout=self.settings.shutdown_grace
+        )
+        await runner.setup()
+        try:
+            sock = _listen_socket(listen, what="HTTP", flag="--http-listen")
+            bound = sock.getsockname()
+            await web.SockSite(runner, sock).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        return runner, HostPort(listen.host, int(bound[1]))
+
+    def _readiness(self) -> tuple[bool, str]:
+        return self._phase is Phase.SERVING, self._phase.value
+
+    def status(self) -> admin.DaemonStatus:
+        """The daemon's self-description, as AdminService.GetStatus reports it."""
+        return admin.DaemonStatus(
+            version=__version__,
+            phase=self._phase.value,
+            started_at=self._started_at,
+            pid=os.getpid(),
+            config_dir=str(self.settings.config_dir),
+            state_dir=str(self.settings.state_dir),
+            grpc_address=str(self.grpc_address or ""),
+            http_address=str(self.http_address or ""),
+            inflight_rpcs=self._tracker.in_flight,
+        )
+
+    # -- signals ----------------------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_stop_signal, sig)
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+
+    def _remove_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+
+    def _on_stop_signal(self, sig: signal.Signals) -> None:
+        if self._stop_requested.is_set():
+            log.warning("%s again: stopping now", sig.name)
+        else:
+            log.info("%s: shutting down gracefully (send it again to stop at once)", sig.name)
+        self.request_stop()
+
+    def _on_sighup(self) -> None:
+        log.warning("SIGHUP: this aiond version has no config reload yet; ignoring")
+
+
+def _listen_socket(listen: HostPort, *, what: str, flag: str) -> socket.socket:
+    """A bound, listening TCP socket, or a ConflictError that says the port is taken."""
+    family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
+    try:
+        return socket.create_server((listen.host, listen.port), family=family, reuse_port=False)
+    except OSError as exc:
+        raise _bind_error(listen, what, flag, exc) from exc
+
+
+def _bind_error(listen: HostPort, what: str, flag: str, exc: OSError) -> Exception:
+    if exc.errno == errno.EADDRINUSE:
+        return ConflictError(
+            f"cannot listen for {what} on {listen}: address already in use",
+            hint=f"another aiond or another program holds it; choose a free port with {flag}",
+        )
+    if exc.errno == errno.EACCES:
+        return ConflictError(
+            f"cannot listen for {what} on {listen}: permission denied", hint=f"use a port above 1023 with {flag}"
+        )
+    return InputError(f"cannot listen for {what} on {listen}: {exc.strerror}", hint=f"check {flag}")
+
+
+def _bind_grpc(server: grpc.aio.Server, listen: HostPort) -> HostPort:
+    # Probe the address with a plain socket first: it gives a precise reason (in use, no permission,
+    # no such address) where grpc only says "failed to bind". grpc's own bind below stays the authority.
+    if listen.port != 0:
+        _listen_socket(listen, what="gRPC", flag="--grpc-listen").close()
+    try:
+        port = server.add_insecure_port(str(listen))
+    except RuntimeError as exc:
+        raise _bind_error(listen, "gRPC", "--grpc-listen", OSError(errno.EADDRINUSE, "in use")) from exc
+    return HostPort(listen.host, port)
+
+
+__all__ = ["Daemon", "Phase", "ServiceBinding"]

@@ -1,0 +1,185 @@
+"""aiond's settings, each defined once.
+
+Every setting is one dataclass field whose metadata names its command-line flag, its environment
+variable, how to parse it and its help text; the argument parser, the environment lookup and the
+documentation are all derived from that one definition. Precedence: flag > environment > default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from aion.addresses import HostPort, parse_hostport
+from aion.errors import UsageError
+
+DEFAULT_GRPC_LISTEN = HostPort("127.0.0.1", 8470)
+DEFAULT_HTTP_LISTEN = HostPort("127.0.0.1", 8471)
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Option:
+    """How one setting is spelled outside the program."""
+
+    flag: str
+    env: str
+    help: str
+    metavar: str
+    parse: Callable[[str, str], Any]
+    """Called with (raw text, the name the user used); raises UsageError naming that name."""
+
+
+def _path(text: str, name: str) -> Path:
+    if not text.strip():
+        raise UsageError(f"{name}: a path is required, got an empty value")
+    return Path(text).expanduser().absolute()
+
+
+def _hostport(text: str, name: str) -> HostPort:
+    return parse_hostport(text, what=name)
+
+
+def _seconds(text: str, name: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"{name}: {text!r} is not a number of seconds") from None
+    if not 0 <= value <= 3600:  # noqa: PLR2004 - an hour bounds any sane drain
+        raise UsageError(f"{name}: {value} is outside 0..3600 seconds")
+    return value
+
+
+def _bytes_limit(text: str, name: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise UsageError(f"{name}: {text!r} is not a whole number of bytes") from None
+    if not 1024 <= value <= 256 * 1024 * 1024:
+        raise UsageError(f"{name}: {value} is outside 1 KiB..256 MiB")
+    return value
+
+
+def _choice(*choices: str) -> Callable[[str, str], str]:
+    def parse(text: str, name: str) -> str:
+        value = text.strip().lower()
+        if value not in choices:
+            raise UsageError(f"{name}: {text!r} is not one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+def _opt(flag: str, env: str, help: str, metavar: str, parse: Callable[[str, str], Any]) -> dict[str, Option]:
+    return {"option": Option(flag=flag, env=env, help=help, metavar=metavar, parse=parse)}
+
+
+def default_state_dir() -> Path:
+    """``$XDG_STATE_HOME/aiond``, else ``~/.local/state/aiond``."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "aiond"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything aiond needs to start. Build it with :func:`load`."""
+
+    config_dir: Path = dataclasses.field(
+        metadata=_opt("--config", "AIOND_CONFIG", "directory holding the config set (intents, policies, ...)",
+                      "DIR", _path)
+    )  # fmt: skip
+    state_dir: Path = dataclasses.field(
+        default_factory=default_state_dir,
+        metadata=_opt("--state-dir", "AIOND_STATE_DIR", "directory for the daemon's durable state",
+                      "DIR", _path),
+    )  # fmt: skip
+    grpc_listen: HostPort = dataclasses.field(
+        default=DEFAULT_GRPC_LISTEN,
+        metadata=_opt("--grpc-listen", "AIOND_GRPC_LISTEN", "gRPC API address; port 0 picks a free port",
+                      "HOST:PORT", _hostport),
+    )  # fmt: skip
+    http_listen: HostPort = dataclasses.field(
+        default=DEFAULT_HTTP_LISTEN,
+        metadata=_opt("--http-listen", "AIOND_HTTP_LISTEN",
+                      "HTTP address for /healthz, /readyz and /metrics; port 0 picks a free port",
+                      "HOST:PORT", _hostport),
+    )  # fmt: skip
+    shutdown_delay: float = dataclasses.field(
+        default=0.0,
+        metadata=_opt("--shutdown-delay", "AIOND_SHUTDOWN_DELAY",
+                      "seconds /readyz reports 503 before draining starts, so load balancers stop "
+                      "sending work first", "SECONDS", _seconds),
+    )  # fmt: skip
+    shutdown_grace: float = dataclasses.field(
+        default=10.0,
+        metadata=_opt("--shutdown-grace", "AIOND_SHUTDOWN_GRACE",
+                      "seconds in-flight calls may take to finish on shutdown before they are cancelled",
+                      "SECONDS", _seconds),
+    )  # fmt: skip
+    grpc_max_message_bytes: int = dataclasses.field(
+        default=4 * 1024 * 1024,
+        metadata=_opt("--grpc-max-message-bytes", "AIOND_GRPC_MAX_MESSAGE_BYTES",
+                      "largest gRPC message accepted or sent", "BYTES", _bytes_limit),
+    )  # fmt: skip
+    log_level: str = dataclasses.field(
+        default="info",
+        metadata=_opt("--log-level", "AIOND_LOG_LEVEL", "one of " + ", ".join(LOG_LEVELS), "LEVEL",
+                      _choice(*LOG_LEVELS)),
+    )  # fmt: skip
+    log_format: str = dataclasses.field(
+        default="text",
+        metadata=_opt("--log-format", "AIOND_LOG_FORMAT", "text, or json (one object per line)", "FORMAT",
+                      _choice(*LOG_FORMATS)),
+    )  # fmt: skip
+
+
+def options() -> list[tuple[dataclasses.Field[Any], Option]]:
+    """Every setting with its spelling, in declaration order."""
+    return [(f, f.metadata["option"]) for f in dataclasses.fields(Settings)]
+
+
+def _is_required(field: dataclasses.Field[Any]) -> bool:
+    return field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+
+
+def _default_text(field: dataclasses.Field[Any]) -> str:
+    if field.default is not dataclasses.MISSING:
+        return str(field.default)
+    if field.default_factory is not dataclasses.MISSING:
+        return str(field.default_factory())
+    return "required"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per setting; every flag defaults to None so that the environment can fill it in."""
+    for field, opt in options():
+        parser.add_argument(
+            opt.flag,
+            dest=field.name,
+            metavar=opt.metavar,
+            default=None,
+            help=f"{opt.help} [env {opt.env}; default: {_default_text(field)}]",
+        )
+
+
+def load(flags: Mapping[str, str | None], environ: Mapping[str, str]) -> Settings:
+    """Resolve every setting from flags, then the environment, then its default."""
+    values: dict[str, Any] = {}
+    for field, opt in options():
+        raw = flags.get(field.name)
+        name = opt.flag
+        if raw is None and opt.env in environ:
+            raw, name = environ[opt.env], opt.env
+        if raw is not None:
+            values[field.name] = opt.parse(raw, name)
+        elif _is_required(field):
+            raise UsageError(f"{opt.flag} is required", hint=f"pass {opt.flag} {opt.metavar} or set {opt.env}")
+    return Settings(**values)
+
+
+__all__ = ["Option", "Settings", "add_arguments", "default_state_dir", "load", "options"]

@@ -1,0 +1,182 @@
+"""aiond's Prometheus metrics and the gRPC interceptor that feeds them.
+
+Metrics live in a registry owned by the daemon instance (never the process-global default), so two
+daemons in one test process do not share counters. Names follow Prometheus conventions: ``aion_``
+prefix, base units, ``_total`` for counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import platform
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+
+from aion import __version__
+
+_HandlerFactory = Callable[..., grpc.RpcMethodHandler]
+
+
+class Metrics:
+    """The daemon's metric families, registered in their own registry."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        build = Gauge(
+            "aion_build_info",
+            "aiond build information; the value is always 1.",
+            ["version", "python"],
+            registry=self.registry,
+        )
+        build.labels(version=__version__, python=platform.python_version()).set(1)
+        self.ready = Gauge(
+            "aion_daemon_ready", "1 while aiond reports ready on /readyz, else 0.", registry=self.registry
+        )
+        self.grpc_in_flight = Gauge(
+            "aion_grpc_requests_in_flight", "gRPC calls being served right now.", registry=self.registry
+        )
+        self.grpc_requests = Counter(
+            "aion_grpc_requests",
+            "gRPC calls finished, by service, method and status code.",
+            ["service", "method", "code"],
+            registry=self.registry,
+        )
+        self.grpc_duration = Histogram(
+            "aion_grpc_request_duration_seconds",
+            "Time to serve a gRPC call, by service and method.",
+            ["service", "method"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+
+    def exposition(self) -> bytes:
+        """The registry in the Prometheus text format."""
+        return generate_latest(self.registry)
+
+
+class CallTracker(grpc.aio.ServerInterceptor):
+    """Counts in-flight gRPC calls and records each call's duration and status code.
+
+    aiond reads :attr:`in_flight` for its status report, and shutdown waits on :meth:`wait_idle`.
+    """
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    async def wait_idle(self) -> None:
+        """Return once no call is in flight."""
+        await self._idle.wait()
+
+    def _enter(self) -> float:
+        self._in_flight += 1
+        self._idle.clear()
+        self._metrics.grpc_in_flight.inc()
+        return time.perf_counter()
+
+    def _exit(self, method: str, started: float, code: grpc.StatusCode) -> None:
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self._idle.set()
+        self._metrics.grpc_in_flight.dec()
+        service, _, name = method.lstrip("/").rpartition("/")
+        self._metrics.grpc_requests.labels(service=service, method=name, code=code.name).inc()
+        self._metrics.grpc_duration.labels(service=service, method=name).observe(time.perf_counter() - started)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method: str = handler_call_details.method
+        if handler.unary_unary:
+            return self._rewrap(handler, grpc.unary_unary_rpc_method_handler, handler.unary_unary, method)
+        if handler.unary_stream:
+            return self._rewrap(handler, grpc.unary_stream_rpc_method_handler, handler.unary_stream, method)
+        if handler.stream_unary:
+            return self._rewrap(handler, grpc.stream_unary_rpc_method_handler, handler.stream_unary, method)
+        return self._rewrap(handler, grpc.stream_stream_rpc_method_handler, handler.stream_stream, method)
+
+    def _rewrap(
+        self, handler: grpc.RpcMethodHandler, factory: _HandlerFactory, behavior: Any, method: str
+    ) -> grpc.RpcMethodHandler:
+        # grpc.aio tells response-streaming handlers apart by kind: an async generator yields its
+        # responses, a coroutine writes them through context.write(). The wrapper keeps the kind.
+        if inspect.isasyncgenfunction(behavior):
+
+            async def tracked_stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+                started = self._enter()
+                code = grpc.StatusCode.OK
+                try:
+                    async for response in behavior(request, context):
+                        yield response
+                except BaseException as exc:
+                    code = _code_for(exc, context)
+                    raise
+                else:
+                    code = context.code() or grpc.StatusCode.OK
+                finally:
+                    self._exit(method, started, code)
+
+            wrapped: Any = tracked_stream
+        else:
+
+            async def tracked(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                started = self._enter()
+                code = grpc.StatusCode.OK
+                try:
+                    result = await behavior(request, context)
+                except BaseException as exc:
+                    code = _code_for(exc, context)
+                    raise
+                else:
+                    code = context.code() or grpc.StatusCode.OK
+                    return result
+                finally:
+                    self._exit(method, started, code)
+
+            wrapped = tracked
+        return factory(
+            wrapped,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def _code_for(exc: BaseException, context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode:
+    if isinstance(exc, asyncio.CancelledError):
+        return grpc.StatusCode.CANCELLED
+    code = context.code()
+    if isinstance(exc, grpc.aio.AbortError) and code is not None:
+        return code
+    return grpc.StatusCode.UNKNOWN
+
+
+__all__ = ["CallTracker", "Metrics"]
