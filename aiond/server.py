@@ -250,11 +250,14 @@ class Daemon:
             app, handle_signals=False, access_log=None, shutdown_timeout=self.settings.shutdown_grace
         )
         await runner.setup()
+        sock: socket.socket | None = None
         try:
             sock = _listen_socket(listen, what="HTTP", flag="--http-listen")
             bound = sock.getsockname()
             await web.SockSite(runner, sock).start()
         except BaseException:
+            if sock is not None:
+                sock.close()
             await runner.cleanup()
             raise
         return runner, HostPort(listen.host, int(bound[1]))

@@ -15,7 +15,9 @@ from aionctl.output.interface import API_VERSION, OutputFormat
 
 
 def document(kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
-    """A printable document: apiVersion and kind first, then the body."""
+    """A printable document: apiVersion and kind first, then the body (which must not set either)."""
+    if "apiVersion" in body or "kind" in body:
+        raise ValueError("a document body must not set apiVersion or kind")
     return {"apiVersion": API_VERSION, "kind": kind, **body}
 
 

@@ -1,0 +1,1 @@
+complete --command aionctl --no-files --arguments "(env _AIONCTL_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) aionctl)" --condition "env _AIONCTL_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) aionctl"

@@ -1,0 +1,126 @@
+"""aionctl as users run it: the real program, its exit codes, its streams, no daemon needed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from aion import __version__
+from aion.exitcodes import EXIT_CODE_HELP
+from tests.rig.daemon import aionctl, clean_env, program
+from tests.rig.procs import free_port
+
+
+def test_version_fast_path_and_full_path_agree() -> None:
+    fast = aionctl("--version")
+    full = aionctl("--no-color", "--version")  # goes through the Typer application
+    assert fast.returncode == full.returncode == 0
+    assert fast.stdout == full.stdout == f"aionctl {__version__}\n"
+    assert fast.stderr == full.stderr == ""
+
+
+def test_help_lists_commands_and_exit_codes() -> None:
+    result = aionctl("--help")
+    assert result.returncode == 0
+    assert "health  Check that aiond is alive and ready" in result.stdout
+    assert "status  Show what the running aiond reports about itself." in result.stdout
+    for code, text in EXIT_CODE_HELP.items():
+        assert f"{int(code)}  {text}" in result.stdout
+    assert "\x1b[" not in result.stdout
+    assert not any(ch in result.stdout for ch in "╭─│"), "help must be plain text in a pipe"
+
+
+def test_help_imports_no_command_module() -> None:
+    code = (
+        "import sys; from aionctl.app import run; rc = run(['--help']);"
+        "loaded = sorted(m for m in sys.modules if m.startswith('aionctl.commands.'));"
+        "print(loaded, file=sys.stderr); sys.exit(rc or (1 if loaded else 0))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_command_imports_only_itself() -> None:
+    code = (
+        "import sys; from aionctl.app import run; rc = run(['health', '--help']);"
+        "loaded = sorted(m for m in sys.modules if m.startswith('aionctl.commands.'));"
+        "print(loaded); sys.exit(rc)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "['aionctl.commands.health']"
+
+
+@pytest.mark.parametrize(
+    ("args", "stderr_part"),
+    [
+        (["no-such-command"], "No such command 'no-such-command'"),
+        (["health", "--output", "xml"], "Invalid value for '--output' / '-o'"),
+        (["health", "--timeout", "0"], "Invalid value for '--timeout'"),
+        (["health", "--addr", "nope"], "error: --addr: 'nope' is not HOST:PORT"),
+        (["health", "--bogus"], "No such option: --bogus"),
+    ],
+)
+def test_usage_errors_exit_2_without_a_traceback(args: list[str], stderr_part: str) -> None:
+    result = aionctl(*args)
+    assert result.returncode == 2, result.stderr
+    assert stderr_part in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_bad_address_from_the_environment_is_a_usage_error() -> None:
+    result = aionctl("health", env={"AION_ADDR": "[::1]"})
+    assert result.returncode == 2
+    assert "error: --addr: '[::1]' is not [IPV6]:PORT" in result.stderr
+
+
+def test_health_of_nothing_is_unreachable_exit_5() -> None:
+    port = free_port()
+    result = aionctl("health", "-o", "json", "--addr", f"127.0.0.1:{port}", "--http-addr", f"127.0.0.1:{port}")
+    assert result.returncode == 5
+    report = json.loads(result.stdout)
+    assert report["healthy"] is False
+    assert [c["reachable"] for c in report["checks"]] == [False, False, False]
+    assert all(c["error"] for c in report["checks"])
+
+
+def test_status_of_nothing_is_unreachable_exit_5() -> None:
+    result = aionctl("status", "--addr", f"127.0.0.1:{free_port()}", "--timeout", "2")
+    assert result.returncode == 5
+    assert result.stdout == ""
+    assert result.stderr.startswith("error: status: cannot reach aiond at 127.0.0.1:")
+    assert "hint: is aiond running?" in result.stderr
+
+
+def test_quiet_health_prints_nothing_but_keeps_the_exit_code() -> None:
+    port = free_port()
+    result = aionctl("-q", "health", "--addr", f"127.0.0.1:{port}", "--http-addr", f"127.0.0.1:{port}")
+    assert result.returncode == 5
+    assert result.stdout == ""
+
+
+def test_bash_completion_completes_command_names() -> None:
+    env = clean_env({"_AIONCTL_COMPLETE": "complete_bash", "COMP_WORDS": "aionctl he", "COMP_CWORD": "1"})
+    result = subprocess.run([program("aionctl")], capture_output=True, text=True, env=env, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["health"]
+
+
+def test_bash_completion_completes_a_commands_options() -> None:
+    env = clean_env({"_AIONCTL_COMPLETE": "complete_bash", "COMP_WORDS": "aionctl health --out", "COMP_CWORD": "2"})
+    result = subprocess.run([program("aionctl")], capture_output=True, text=True, env=env, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["--output"]
+
+
+def test_committed_completion_scripts_are_current() -> None:
+    from tests.rig.daemon import REPO
+
+    result = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "completions.py"), "--check"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr

@@ -1,0 +1,230 @@
+"""A real aiond process driven by the real aionctl, grpc_health_probe and grpcurl."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import httpx
+import jsonschema
+import pytest
+
+from aion import __version__, schemas
+from tests.rig.daemon import Aiond, aionctl, clean_env, program
+from tests.rig.procs import ManagedProcess, free_port, poll
+from tests.rig.services import GoTools
+
+
+def test_health_reports_every_probe_ok(aiond: Aiond) -> None:
+    result = aionctl("health", "--output", "json", env=aiond.aionctl_env())
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    jsonschema.validate(report, schemas.load("output/health"))
+    assert report["healthy"] is True
+    assert [(c["name"], c["status"], c["ok"]) for c in report["checks"]] == [
+        ("grpc", "SERVING", True),
+        ("http-live", "200", True),
+        ("http-ready", "200", True),
+    ]
+
+
+def test_health_text_goes_to_stdout_without_escape_codes(aiond: Aiond) -> None:
+    result = aionctl("health", "--addr", aiond.grpc_addr, "--http-addr", aiond.http_addr)
+    assert result.returncode == 0
+    assert result.stderr == ""
+    lines = result.stdout.splitlines()
+    assert [line.split()[:2] for line in lines] == [["grpc", "ok"], ["http-live", "ok"], ["http-ready", "ok"]]
+    assert "\x1b[" not in result.stdout
+
+
+def test_health_yaml(aiond: Aiond) -> None:
+    import yaml
+
+    result = aionctl("health", "-o", "yaml", env=aiond.aionctl_env())
+    assert result.returncode == 0
+    report = yaml.safe_load(result.stdout)
+    jsonschema.validate(report, schemas.load("output/health"))
+
+
+def test_status_describes_the_daemon(aiond: Aiond) -> None:
+    result = aionctl("status", "-o", "json", env=aiond.aionctl_env())
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
+    jsonschema.validate(status, schemas.load("output/status"))
+    assert status["version"] == __version__
+    assert status["state"] == "serving"
+    assert status["pid"] == aiond.process.pid
+    assert status["grpcAddress"] == aiond.grpc_addr
+    assert status["httpAddress"] == aiond.http_addr
+    assert status["stateDir"] == str(aiond.state_dir)
+    assert status["inflightRpcs"] == 1  # the GetStatus call itself
+
+
+def test_grpc_health_probe_says_serving(aiond: Aiond, go_tools: GoTools) -> None:
+    result = go_tools.run("grpc_health_probe", f"-addr={aiond.grpc_addr}", "-connect-timeout=5s", "-rpc-timeout=5s")
+    assert result.stdout.strip() == "status: SERVING"
+
+
+def test_grpcurl_lists_the_whole_contract_through_reflection(aiond: Aiond, go_tools: GoTools) -> None:
+    listed = go_tools.run("grpcurl", "-plaintext", aiond.grpc_addr, "list").stdout.split()
+    assert listed == [
+        "aion.v1.AdminService",
+        "aion.v1.EventService",
+        "aion.v1.ModuleService",
+        "aion.v1.PolicyService",
+        "aion.v1.RouterService",
+        "aion.v1.TaskService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ]
+    described = go_tools.run("grpcurl", "-plaintext", aiond.grpc_addr, "describe", "aion.v1.PolicyService").stdout
+    assert "rpc RollbackPolicy ( .aion.v1.RollbackPolicyRequest ) returns ( .aion.v1.RollbackPolicyResponse );" in described
+
+
+def test_grpcurl_calls_get_status(aiond: Aiond, go_tools: GoTools) -> None:
+    result = go_tools.run("grpcurl", "-plaintext", "-format", "json", aiond.grpc_addr, "aion.v1.AdminService/GetStatus")
+    status = json.loads(result.stdout)
+    assert status["version"] == __version__
+    assert status["state"] == "SERVING_STATE_SERVING"
+
+
+def test_services_not_served_yet_say_so(aiond: Aiond, go_tools: GoTools) -> None:
+    result = go_tools.run(
+        "grpcurl", "-plaintext", "-d", '{"intent": "summarize"}', aiond.grpc_addr, "aion.v1.TaskService/SubmitTask",
+        check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "Code: Unimplemented" in result.stderr
+    assert "TaskService.SubmitTask is not available in this aiond version" in result.stderr
+
+
+def test_metrics_count_calls(aiond: Aiond) -> None:
+    assert aionctl("status", env=aiond.aionctl_env()).returncode == 0
+    text = httpx.get(f"http://{aiond.http_addr}/metrics", timeout=5).text
+    assert 'aion_build_info{python=' in text
+    assert "aion_daemon_ready 1.0" in text
+    assert 'aion_grpc_requests_total{code="OK",method="GetStatus",service="aion.v1.AdminService"} 1.0' in text
+
+
+def test_sigterm_drains_then_exits_cleanly(tmp_path: Path) -> None:
+    daemon = Aiond(tmp_path, extra_args=["--shutdown-delay", "3"]).start()
+    try:
+        daemon.process.signal(signal.SIGTERM)
+        # During the shutdown delay the daemon still answers, but is not ready.
+        poll(
+            lambda: httpx.get(f"http://{daemon.http_addr}/readyz", timeout=1).status_code == 503,
+            timeout=5,
+            what="readyz 503",
+        )
+        assert httpx.get(f"http://{daemon.http_addr}/healthz", timeout=1).status_code == 200
+        report = aionctl("health", "-o", "json", env=daemon.aionctl_env())
+        assert report.returncode == 1, report.stdout
+        checks = {c["name"]: c for c in json.loads(report.stdout)["checks"]}
+        assert checks["grpc"]["status"] == "NOT_SERVING"
+        assert checks["http-ready"]["status"] == "503"
+        assert daemon.process.wait(timeout=15) == 0
+    finally:
+        daemon.stop()
+    log = daemon.process.log_path.read_text()
+    order = ["SIGTERM: shutting down gracefully", "draining: readiness is now 503", "stopped"]
+    positions = [log.index(line) for line in order]
+    assert positions == sorted(positions), log
+
+
+def test_second_sigterm_stops_at_once(tmp_path: Path) -> None:
+    daemon = Aiond(tmp_path, extra_args=["--shutdown-delay", "60"]).start()
+    try:
+        daemon.process.signal(signal.SIGTERM)
+        poll(lambda: httpx.get(f"http://{daemon.http_addr}/readyz", timeout=1).status_code == 503, timeout=5, what="503")
+        daemon.process.signal(signal.SIGTERM)
+        assert daemon.process.wait(timeout=10) == 0
+    finally:
+        daemon.stop()
+    assert "SIGTERM again: stopping now" in daemon.process.log_path.read_text()
+
+
+def test_sighup_does_not_kill_the_daemon(aiond: Aiond) -> None:
+    aiond.process.signal(signal.SIGHUP)
+    poll(lambda: "SIGHUP" in aiond.process.log_path.read_text() or None, timeout=5, what="SIGHUP logged")
+    assert aionctl("health", env=aiond.aionctl_env()).returncode == 0
+
+
+def _run_aiond(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [program("aiond"), *args], capture_output=True, text=True, env=clean_env(), timeout=30, check=False
+    )
+
+
+def test_a_second_daemon_cannot_take_the_grpc_port(aiond: Aiond, tmp_path: Path) -> None:
+    result = _run_aiond(
+        tmp_path, "--config", "examples", "--state-dir", str(tmp_path / "other"),
+        "--grpc-listen", aiond.grpc_addr, "--http-listen", f"127.0.0.1:{free_port()}",
+    )  # fmt: skip
+    assert result.returncode == 6, result.stderr
+    assert f"aiond: error: cannot listen for gRPC on {aiond.grpc_addr}: address already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_second_daemon_cannot_take_the_http_port(aiond: Aiond, tmp_path: Path) -> None:
+    result = _run_aiond(
+        tmp_path, "--config", "examples", "--state-dir", str(tmp_path / "other"),
+        "--grpc-listen", f"127.0.0.1:{free_port()}", "--http-listen", aiond.http_addr,
+    )  # fmt: skip
+    assert result.returncode == 6, result.stderr
+    assert f"cannot listen for HTTP on {aiond.http_addr}: address already in use" in result.stderr
+
+
+def test_a_second_daemon_cannot_share_the_state_dir(aiond: Aiond, tmp_path: Path) -> None:
+    result = _run_aiond(
+        tmp_path, "--config", "examples", "--state-dir", str(aiond.state_dir),
+        "--grpc-listen", f"127.0.0.1:{free_port()}", "--http-listen", f"127.0.0.1:{free_port()}",
+    )  # fmt: skip
+    assert result.returncode == 6, result.stderr
+    assert f"state directory {aiond.state_dir} is in use by another aiond (pid {aiond.process.pid})" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        ([], 2, "aiond: error: --config is required"),
+        (["--config", "/nonexistent/aion"], 3, "aiond: error: config directory /nonexistent/aion does not exist"),
+        (["--config", "examples", "--grpc-listen", "x"], 2, "aiond: error: --grpc-listen: 'x' is not HOST:PORT"),
+        (["--config", "examples", "--bogus"], 2, "aiond: error: unrecognized arguments: --bogus"),
+    ],
+)
+def test_bad_settings_exit_with_a_clear_message(tmp_path: Path, args: list[str], code: int, message: str) -> None:
+    result = _run_aiond(tmp_path, "--state-dir", str(tmp_path / "s"), *args)
+    assert result.returncode == code, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_json_logs_are_one_object_per_line(tmp_path: Path) -> None:
+    daemon = Aiond(tmp_path, extra_args=["--log-format", "json"]).start()
+    assert daemon.stop() == 0
+    records = [json.loads(line) for line in daemon.process.log_path.read_text().splitlines() if line.strip()]
+    assert [r["message"] for r in records][-1] == "stopped"
+    assert {"time", "level", "logger", "message"} <= set(records[0])
+
+
+def test_environment_settings_are_used(tmp_path: Path) -> None:
+    grpc_port, http_port = free_port(), free_port()
+    env = clean_env(
+        {
+            "AIOND_CONFIG": "examples",
+            "AIOND_STATE_DIR": str(tmp_path / "s"),
+            "AIOND_GRPC_LISTEN": f"127.0.0.1:{grpc_port}",
+            "AIOND_HTTP_LISTEN": f"127.0.0.1:{http_port}",
+        }
+    )
+    proc = ManagedProcess("aiond", [program("aiond")], log_path=tmp_path / "aiond.log", env=env, cwd=Path(os.getcwd()))
+    proc.start()
+    try:
+        proc.wait_ready(lambda: httpx.get(f"http://127.0.0.1:{http_port}/readyz", timeout=1).status_code == 200, timeout=30)
+        result = aionctl("health", "--addr", f"127.0.0.1:{grpc_port}", "--http-addr", f"127.0.0.1:{http_port}")
+        assert result.returncode == 0, result.stdout
+    finally:
+        assert proc.stop() == 0

@@ -1,0 +1,226 @@
+"""aiond's lifecycle in-process: a real grpc.aio server and a real HTTP listener on loopback, with a slow
+RPC in flight while the daemon drains, so the documented shutdown order is observed, not assumed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from aion.addresses import HostPort
+from aion.errors import ConflictError, InputError
+from aiond.server import Daemon, Phase, ServiceBinding
+from aiond.settings import Settings
+
+SLOW_METHOD = "/aion.test.Slow/Wait"
+
+
+class SlowService:
+    """A test service whose one method waits until the test releases it."""
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    def register(self, server: grpc.aio.Server) -> str:
+        async def wait(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+            self.entered.set()
+            await self.release.wait()
+            return b"done:" + request
+
+        handler = grpc.unary_unary_rpc_method_handler(wait)
+        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("aion.test.Slow", {"Wait": handler})])
+        return "aion.test.Slow"
+
+
+def settings(tmp_path: Path, **overrides: Any) -> Settings:
+    base: dict[str, Any] = {
+        "config_dir": tmp_path,
+        "state_dir": tmp_path / "state",
+        "grpc_listen": HostPort("127.0.0.1", 0),
+        "http_listen": HostPort("127.0.0.1", 0),
+        "shutdown_grace": 10.0,
+    }
+    base.update(overrides)
+    return Settings(**base)
+
+
+def run(scenario: Any) -> None:
+    """Run an async scenario; any daemon it registers is shut down even when an assertion fails."""
+    daemons: list[Daemon] = []
+
+    async def main() -> None:
+        try:
+            await scenario(daemons.append)
+        finally:
+            for daemon in daemons:
+                await daemon.shutdown()
+
+    asyncio.run(main())
+
+
+def test_in_flight_call_finishes_while_readiness_reports_draining(tmp_path: Path) -> None:
+    async def scenario(track: Any) -> None:
+        slow = SlowService()
+        daemon = Daemon(settings(tmp_path, shutdown_delay=0.5), extra_services=[ServiceBinding(slow.register)])
+        track(daemon)
+        await daemon.startup()
+        assert daemon.phase is Phase.SERVING
+        target = str(daemon.grpc_address)
+        ready_url = f"http://{daemon.http_address}/readyz"
+        async with grpc.aio.insecure_channel(target) as channel, httpx.AsyncClient() as http:
+            health = health_pb2_grpc.HealthStub(channel)
+            assert (await http.get(ready_url)).status_code == 200
+            call = channel.unary_unary(SLOW_METHOD)(b"x", timeout=30)
+            await asyncio.wait_for(slow.entered.wait(), 10)
+
+            stopping = asyncio.ensure_future(daemon.shutdown())
+            await until(lambda: daemon.phase is Phase.DRAINING)
+            # Steps 1-2: still answering, but not ready; the call in flight keeps running.
+            assert (await http.get(ready_url)).status_code == 503
+            reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+            # Step 4: after the delay gRPC refuses new calls, yet waits for the one in flight.
+            async def refused() -> bool:
+                try:
+                    await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                except grpc.aio.AioRpcError:
+                    return True
+                return False
+
+            await until_async(refused)
+            assert not stopping.done()
+            assert daemon.phase is Phase.DRAINING
+            slow.release.set()
+            assert await call == b"done:x"
+            await asyncio.wait_for(stopping, 15)
+        assert daemon.phase_log == [Phase.STARTING, Phase.SERVING, Phase.DRAINING, Phase.STOPPED]
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(ready_url, timeout=2)
+
+    run(scenario)
+
+
+async def until(condition: Any, timeout: float = 10.0) -> None:
+    """Poll ``condition`` on the event loop until it holds, or fail after ``timeout``."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+async def until_async(condition: Any, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+def test_grace_period_cancels_calls_that_do_not_finish(tmp_path: Path) -> None:
+    async def scenario(track: Any) -> None:
+        slow = SlowService()
+        daemon = Daemon(settings(tmp_path, shutdown_grace=0.3), extra_services=[ServiceBinding(slow.register)])
+        track(daemon)
+        await daemon.startup()
+        async with grpc.aio.insecure_channel(str(daemon.grpc_address)) as channel:
+            call = channel.unary_unary(SLOW_METHOD)(b"x", timeout=30)
+            await asyncio.wait_for(slow.entered.wait(), 10)
+            await asyncio.wait_for(daemon.shutdown(), 10)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await call
+            assert info.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+        assert daemon.phase is Phase.STOPPED
+
+    run(scenario)
+
+
+def test_health_watch_ends_with_not_serving_on_shutdown(tmp_path: Path) -> None:
+    async def scenario(track: Any) -> None:
+        daemon = Daemon(settings(tmp_path))
+        track(daemon)
+        await daemon.startup()
+        async with grpc.aio.insecure_channel(str(daemon.grpc_address)) as channel:
+            stream = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(), timeout=30)
+            first = await stream.read()
+            assert first.status == health_pb2.HealthCheckResponse.SERVING
+            stopping = asyncio.ensure_future(daemon.shutdown())
+            statuses = []
+            while (message := await stream.read()) is not grpc.aio.EOF:
+                statuses.append(message.status)
+            await asyncio.wait_for(stopping, 5)  # well inside the 10 s grace: the watch did not hold it
+            assert statuses and set(statuses) == {health_pb2.HealthCheckResponse.NOT_SERVING}
+            assert await stream.code() == grpc.StatusCode.OK
+
+    run(scenario)
+
+
+def test_a_stopped_daemon_cannot_start_again(tmp_path: Path) -> None:
+    async def scenario(track: Any) -> None:
+        daemon = Daemon(settings(tmp_path))
+        track(daemon)
+        await daemon.startup()
+        await daemon.shutdown()
+        with pytest.raises(RuntimeError, match="phase stopped cannot be started"):
+            await daemon.startup()
+
+    run(scenario)
+
+
+def test_failed_startup_releases_what_it_took(tmp_path: Path) -> None:
+    async def scenario(track: Any) -> None:
+        first = Daemon(settings(tmp_path))
+        track(first)
+        await first.startup()
+        assert first.http_address is not None
+        # Same HTTP port, different state dir: the gRPC listener binds, then HTTP fails.
+        second = Daemon(settings(tmp_path, state_dir=tmp_path / "other", http_listen=first.http_address))
+        track(second)
+        with pytest.raises(ConflictError, match="address already in use"):
+            await second.startup()
+        await second.shutdown()
+        assert second.phase is Phase.STOPPED
+        # The second daemon's state dir lock was released: a third daemon can take it.
+        third = Daemon(settings(tmp_path, state_dir=tmp_path / "other"))
+        track(third)
+        await third.startup()
+        await third.shutdown()
+        await first.shutdown()
+
+    run(scenario)
+
+
+def test_missing_config_dir_is_an_input_error(tmp_path: Path) -> None:
+    async def scenario(track: Any) -> None:
+        daemon = Daemon(settings(tmp_path, config_dir=tmp_path / "absent"))
+        track(daemon)
+        with pytest.raises(InputError, match="does not exist"):
+            await daemon.startup()
+        await daemon.shutdown()
+
+    run(scenario)
+
+
+def test_calls_in_flight_are_counted(tmp_path: Path) -> None:
+    async def scenario(track: Any) -> None:
+        slow = SlowService()
+        daemon = Daemon(settings(tmp_path), extra_services=[ServiceBinding(slow.register)])
+        track(daemon)
+        await daemon.startup()
+        async with grpc.aio.insecure_channel(str(daemon.grpc_address)) as channel:
+            calls = [channel.unary_unary(SLOW_METHOD)(b"x", timeout=30) for _ in range(3)]
+            await until(lambda: daemon.status().inflight_rpcs == 3)
+            slow.release.set()
+            assert await asyncio.gather(*calls) == [b"done:x"] * 3
+        assert daemon.status().inflight_rpcs == 0
+        text = daemon.metrics.exposition().decode()
+        assert 'aion_grpc_requests_total{code="OK",method="Wait",service="aion.test.Slow"} 3.0' in text
+        await daemon.shutdown()
+
+    run(scenario)

@@ -1,0 +1,1 @@
+"""The real-services test rig: installers, process management, service fixtures and the pytest plugin."""

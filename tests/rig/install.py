@@ -1,0 +1,325 @@
+#!/usr/bin/env python3
+"""Install the real services and tools the test suite runs against. Idempotent; caches under ~/.cache.
+
+    python3 tests/rig/install.py all      # everything below (what `.ci/run` and `nox -s tests` run)
+    python3 tests/rig/install.py apt      # docker-registry, prometheus, Java 17, Maven (needs root or sudo)
+    python3 tests/rig/install.py go       # cosign, oras, grpcurl, grpc_health_probe at pinned versions
+    python3 tests/rig/install.py kafka    # Kafka broker jars from Maven Central
+    python3 tests/rig/install.py check    # report what is missing; exit 1 if anything is
+
+The test fixtures import this module to find what it installed (same paths, same pins), so the two can
+never disagree. Only the standard library is used: this runs before any virtualenv exists.
+
+Environment: AION_RIG_HOME (default ~/.cache/aion-rig) holds the tools, the Kafka jars, the Go module
+cache and, when the machine's Go is missing or too old, a Go toolchain fetched from the Go module proxy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import urllib.request
+import zipfile
+from pathlib import Path
+
+RIG_HOME = Path(os.environ.get("AION_RIG_HOME") or Path.home() / ".cache" / "aion-rig")
+BIN_DIR = RIG_HOME / "bin"
+HERE = Path(__file__).resolve().parent
+
+# Go-built peers: binary name -> (package, version). Bump a version here and the tools rebuild.
+GO_TOOLS: dict[str, tuple[str, str]] = {
+    "cosign": ("github.com/sigstore/cosign/v3/cmd/cosign", "v3.1.3"),
+    "oras": ("oras.land/oras/cmd/oras", "v1.3.6"),
+    "grpcurl": ("github.com/fullstorydev/grpcurl/cmd/grpcurl", "v1.9.4"),
+    "grpc_health_probe": ("github.com/grpc-ecosystem/grpc-health-probe", "v0.4.62"),
+}
+GO_MIN_VERSION = (1, 26, 7)  # oras v1.3.6 declares go 1.26.7
+GO_FALLBACK_TOOLCHAIN = "go1.26.8"
+
+KAFKA_VERSION = "4.1.1"
+KAFKA_POM = HERE / "kafka" / "pom.xml"
+KAFKA_LIBS = RIG_HOME / "kafka" / KAFKA_VERSION / "libs"
+
+# Debian packages: package -> the command it provides.
+APT_PACKAGES = {"docker-registry": "docker-registry", "prometheus": "prometheus"}
+JAVA_PACKAGE = "openjdk-17-jre-headless"
+MAVEN_PACKAGE = "maven"
+JAVA_MIN_MAJOR = 17
+
+
+class InstallError(Exception):
+    pass
+
+
+def log(message: str) -> None:
+    print(f"[rig] {message}", file=sys.stderr, flush=True)
+
+
+# -- locating what is installed (used by the fixtures) ---------------------------------------------
+
+
+def tool_path(name: str) -> Path | None:
+    """The installed binary for a Go tool, if its stamp matches the pinned version."""
+    path = BIN_DIR / name
+    stamp = _read_stamps().get(name)
+    if path.is_file() and os.access(path, os.X_OK) and stamp == GO_TOOLS[name][1]:
+        return path
+    return None
+
+
+def kafka_classpath() -> str | None:
+    """The broker classpath (``libs/*``), if the jars for the pinned pom are in place."""
+    stamp = KAFKA_LIBS / ".pom.sha256"
+    if stamp.is_file() and stamp.read_text().strip() == _sha256(KAFKA_POM) and any(KAFKA_LIBS.glob("kafka_*.jar")):
+        return str(KAFKA_LIBS / "*")
+    return None
+
+
+def java_path() -> Path | None:
+    """A Java 17+ ``java``, if there is one."""
+    java = shutil.which("java")
+    if java is None:
+        return None
+    result = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)
+    match = re.search(r'version "(\d+)', result.stderr + result.stdout)
+    if match and int(match.group(1)) >= JAVA_MIN_MAJOR:
+        return Path(java)
+    return None
+
+
+def command_path(command: str) -> Path | None:
+    found = shutil.which(command)
+    return Path(found) if found else None
+
+
+def missing() -> dict[str, str]:
+    """What is not installed yet -> the command that installs it."""
+    this = f"python3 {Path(__file__).relative_to(Path.cwd()) if _under_cwd() else __file__}"
+    todo: dict[str, str] = {}
+    for package, command in APT_PACKAGES.items():
+        if command_path(command) is None:
+            todo[package] = f"sudo {this} apt"
+    if java_path() is None:
+        todo["java17"] = f"sudo {this} apt"
+    for name in GO_TOOLS:
+        if tool_path(name) is None:
+            todo[name] = f"{this} go"
+    if kafka_classpath() is None:
+        todo["kafka"] = f"{this} kafka"
+    return todo
+
+
+def _under_cwd() -> bool:
+    try:
+        Path(__file__).resolve().relative_to(Path.cwd())
+    except ValueError:
+        return False
+    return True
+
+
+# -- apt ---------------------------------------------------------------------------------------------
+
+
+def install_apt() -> None:
+    wanted = [pkg for pkg, cmd in APT_PACKAGES.items() if command_path(cmd) is None]
+    if java_path() is None:
+        wanted.append(JAVA_PACKAGE)
+    if command_path("mvn") is None:
+        wanted.append(MAVEN_PACKAGE)
+    if not wanted:
+        log("apt: docker-registry, prometheus, Java 17 and Maven are present")
+        return
+    prefix: list[str] = []
+    if os.geteuid() != 0:
+        if command_path("sudo") is None or subprocess.run(["sudo", "-n", "true"], check=False).returncode != 0:
+            raise InstallError(f"apt: need root to install {' '.join(wanted)}; run: sudo {sys.argv[0]} apt")
+        prefix = ["sudo", "-n"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    log(f"apt: installing {' '.join(wanted)}")
+    _run([*prefix, "apt-get", "update", "-q"], env=env)
+    # The packages' own services must not start: the tests start their own instances on free ports.
+    policy = Path("/usr/sbin/policy-rc.d")
+    created_policy = False
+    if os.geteuid() == 0 and not policy.exists():
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+        created_policy = True
+    try:
+        _run([*prefix, "apt-get", "install", "-y", "-q", "--no-install-recommends", *wanted], env=env)
+    finally:
+        if created_policy:
+            policy.unlink()
+
+
+# -- Go tools ----------------------------------------------------------------------------------------
+
+
+def _go_version(go: str) -> tuple[int, ...] | None:
+    result = subprocess.run([go, "env", "GOVERSION"], capture_output=True, text=True, check=False)
+    match = re.fullmatch(r"go(\d+)\.(\d+)(?:\.(\d+))?\S*", result.stdout.strip())
+    if not match:
+        return None
+    return tuple(int(part or 0) for part in match.groups())
+
+
+def _go_binary() -> str:
+    """A Go new enough for the pinned tools: the machine's, or a toolchain from the Go module proxy."""
+    system = shutil.which("go")
+    if system and (_go_version(system) or (0,)) >= GO_MIN_VERSION:
+        return system
+    local = RIG_HOME / "go" / GO_FALLBACK_TOOLCHAIN / "bin" / "go"
+    if local.is_file():
+        return str(local)
+    _fetch_go_toolchain(local.parent.parent)
+    return str(local)
+
+
+def _fetch_go_toolchain(root: Path) -> None:
+    """Download the Go toolchain the way `GOTOOLCHAIN` does: a module zip served by the Go proxy."""
+    proxy = (os.environ.get("GOPROXY") or "https://proxy.golang.org").split(",")[0].split("|")[0]
+    if proxy in ("direct", "off"):
+        proxy = "https://proxy.golang.org"
+    version = f"v0.0.1-{GO_FALLBACK_TOOLCHAIN}.linux-amd64"
+    url = f"{proxy.rstrip('/')}/golang.org/toolchain/@v/{version}.zip"
+    log(f"go: fetching {GO_FALLBACK_TOOLCHAIN} from {url}")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root.parent) as tmp:
+        archive = Path(tmp) / "go.zip"
+        with urllib.request.urlopen(url, timeout=300) as response, archive.open("wb") as out:  # noqa: S310
+            shutil.copyfileobj(response, out)
+        prefix = f"golang.org/toolchain@{version}/"
+        staging = Path(tmp) / "go"
+        with zipfile.ZipFile(archive) as zf:
+            for info in zf.infolist():
+                if not info.filename.startswith(prefix) or info.is_dir():
+                    continue
+                rel = Path(info.filename[len(prefix) :])
+                if rel.is_absolute() or ".." in rel.parts:
+                    raise InstallError(f"go: refusing unsafe path in toolchain zip: {info.filename}")
+                target = staging / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src, target.open("wb") as dst:
+                    shutil.copyfileobj(src, dst)
+                # Module zips drop file modes; the go command marks bin/ and pkg/tool/ executable too.
+                if rel.parts[0] == "bin" or rel.parts[:2] == ("pkg", "tool"):
+                    target.chmod(target.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+        staging.rename(root)
+
+
+def install_go_tools() -> None:
+    todo = [name for name in GO_TOOLS if tool_path(name) is None]
+    if not todo:
+        log("go: " + ", ".join(f"{n} {v}" for n, (_, v) in GO_TOOLS.items()) + " are present")
+        return
+    go = _go_binary()
+    BIN_DIR.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "GOMODCACHE": str(RIG_HOME / "go-mod"),
+        "GOFLAGS": "-mod=mod -buildvcs=false",
+        "CGO_ENABLED": "0",
+    }
+    stamps = _read_stamps()
+    for name in todo:
+        package, version = GO_TOOLS[name]
+        log(f"go: building {name} {version} (first time only; cosign takes a few minutes)")
+        with tempfile.TemporaryDirectory(dir=RIG_HOME) as gobin:
+            _run([go, "install", f"{package}@{version}"], env={**env, "GOBIN": gobin})
+            built = [p for p in Path(gobin).iterdir() if p.is_file()]
+            if len(built) != 1:
+                raise InstallError(f"go: expected one binary for {package}, got {[p.name for p in built]}")
+            os.replace(built[0], BIN_DIR / name)
+        stamps[name] = version
+        _write_stamps(stamps)
+
+
+def _read_stamps() -> dict[str, str]:
+    try:
+        data = json.loads((BIN_DIR / ".versions.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def _write_stamps(stamps: dict[str, str]) -> None:
+    tmp = BIN_DIR / ".versions.json.tmp"
+    tmp.write_text(json.dumps(stamps, indent=2, sort_keys=True))
+    os.replace(tmp, BIN_DIR / ".versions.json")
+
+
+# -- Kafka -------------------------------------------------------------------------------------------
+
+
+def install_kafka() -> None:
+    if kafka_classpath() is not None:
+        log(f"kafka: {KAFKA_VERSION} jars are present")
+        return
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise InstallError(f"kafka: Maven is missing; run: sudo {sys.argv[0]} apt")
+    log(f"kafka: resolving {KAFKA_VERSION} and its dependencies from Maven Central")
+    staging = KAFKA_LIBS.with_name("libs.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    _run(
+        [
+            mvn,
+            "-q",
+            "-B",
+            "-f",
+            str(KAFKA_POM),
+            f"-Dmaven.repo.local={RIG_HOME / 'm2'}",
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={staging}",
+            "-DincludeScope=runtime",
+        ]
+    )
+    (staging / ".pom.sha256").write_text(_sha256(KAFKA_POM) + "\n")
+    shutil.rmtree(KAFKA_LIBS, ignore_errors=True)
+    staging.rename(KAFKA_LIBS)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# -- driver ------------------------------------------------------------------------------------------
+
+
+def _run(cmd: list[str], env: dict[str, str] | None = None) -> None:
+    result = subprocess.run(cmd, env=env, check=False)
+    if result.returncode != 0:
+        raise InstallError(f"command failed ({result.returncode}): {' '.join(cmd)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("step", choices=["all", "apt", "go", "kafka", "check"])
+    args = parser.parse_args(argv)
+    RIG_HOME.mkdir(parents=True, exist_ok=True)
+    steps = {"apt": install_apt, "go": install_go_tools, "kafka": install_kafka}
+    if args.step == "check":
+        todo = missing()
+        for what, command in todo.items():
+            print(f"missing {what}: {command}")
+        return 1 if todo else 0
+    chosen = list(steps) if args.step == "all" else [args.step]
+    failures = []
+    for step in chosen:
+        try:
+            steps[step]()
+        except InstallError as exc:
+            log(f"error: {exc}")
+            failures.append(step)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

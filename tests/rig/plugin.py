@@ -1,0 +1,116 @@
+"""pytest plugin: session fixtures that start the real services the tests talk to.
+
+Loaded for every run through ``-p tests.rig.plugin`` in pyproject.toml. When a service cannot be
+found or started: with ``CI=true`` the test fails (a missing service is a failure in CI, never a skip);
+otherwise it is skipped with the reason and the command that installs it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.rig import install
+from tests.rig.daemon import Aiond
+from tests.rig.services import GoTools, KafkaBroker, OciRegistry, Prometheus
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def unavailable(what: str, reason: str, install_cmd: str) -> None:
+    """Fail under CI, skip otherwise; never returns."""
+    message = f"{what} unavailable: {reason}. Install it with: {install_cmd}"
+    if in_ci():
+        pytest.fail(f"CI=true and {message}", pytrace=False)
+    pytest.skip(message)
+
+
+def _install_hint(step: str) -> str:
+    return f"python3 tests/rig/install.py {step}"
+
+
+@pytest.fixture(scope="session")
+def rig_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("rig")
+
+
+@pytest.fixture(scope="session")
+def oci_registry(rig_workdir: Path) -> Iterator[OciRegistry]:
+    """A real OCI registry (distribution 2.8) at ``oci_registry.host``, deletes enabled."""
+    if install.command_path("docker-registry") is None:
+        unavailable("OCI registry", "docker-registry is not installed", f"sudo {_install_hint('apt')}")
+    registry = OciRegistry(rig_workdir / "registry")
+    try:
+        registry.start()
+    except (RuntimeError, TimeoutError) as exc:
+        registry.stop()
+        unavailable("OCI registry", str(exc), f"sudo {_install_hint('apt')}")
+    yield registry
+    registry.stop()
+
+
+@pytest.fixture(scope="session")
+def _kafka_session(rig_workdir: Path) -> Iterator[KafkaBroker]:
+    java = install.java_path()
+    if java is None:
+        unavailable("Kafka", "no Java 17 or newer", f"sudo {_install_hint('apt')}")
+    classpath = install.kafka_classpath()
+    if classpath is None:
+        unavailable("Kafka", f"the Kafka {install.KAFKA_VERSION} jars are not installed", _install_hint("kafka"))
+    assert java is not None and classpath is not None
+    broker = KafkaBroker(rig_workdir / "kafka", java, classpath)
+    try:
+        broker.start()
+        broker.create_restricted_user()
+    except (RuntimeError, TimeoutError) as exc:
+        broker.kill()
+        unavailable("Kafka", str(exc), _install_hint("kafka"))
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def kafka_broker(_kafka_session: KafkaBroker) -> KafkaBroker:
+    """A running Kafka 4.x broker with SASL/SCRAM and ACLs; ``.admin`` and ``.restricted`` hold
+    credentials. A test may stop, kill or restart it; the next test gets it running again."""
+    if not _kafka_session.running:
+        _kafka_session.start()
+    return _kafka_session
+
+
+@pytest.fixture(scope="session")
+def prometheus(rig_workdir: Path) -> Iterator[Prometheus]:
+    """A real Prometheus; tests choose what it scrapes with ``set_targets``."""
+    if install.command_path("prometheus") is None:
+        unavailable("Prometheus", "prometheus is not installed", f"sudo {_install_hint('apt')}")
+    server = Prometheus(rig_workdir / "prometheus")
+    try:
+        server.start()
+    except (RuntimeError, TimeoutError) as exc:
+        server.stop()
+        unavailable("Prometheus", str(exc), f"sudo {_install_hint('apt')}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def go_tools() -> GoTools:
+    """cosign, oras, grpcurl and grpc_health_probe at the pinned versions."""
+    paths = {name: install.tool_path(name) for name in install.GO_TOOLS}
+    absent = sorted(name for name, path in paths.items() if path is None)
+    if absent:
+        unavailable("Go tools", f"{', '.join(absent)} not built at the pinned versions", _install_hint("go"))
+    return GoTools({name: path for name, path in paths.items() if path is not None})
+
+
+@pytest.fixture
+def aiond(tmp_path: Path) -> Iterator[Aiond]:
+    """A real aiond on the example config, on free loopback ports, ready; stopped after the test."""
+    daemon = Aiond(tmp_path).start()
+    yield daemon
+    daemon.stop()

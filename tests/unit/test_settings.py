@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from aion.addresses import HostPort
+from aion.errors import UsageError
+from aiond import settings
+
+
+def parse(argv: list[str], env: dict[str, str] | None = None) -> settings.Settings:
+    parser = argparse.ArgumentParser()
+    settings.add_arguments(parser)
+    return settings.load(vars(parser.parse_args(argv)), env or {})
+
+
+def test_every_setting_has_one_spelling_each() -> None:
+    opts = settings.options()
+    assert [f.name for f, _ in opts] == [f.name for f in dataclasses.fields(settings.Settings)]
+    flags = [o.flag for _, o in opts]
+    envs = [o.env for _, o in opts]
+    assert len(set(flags)) == len(flags)
+    assert len(set(envs)) == len(envs)
+    for field, opt in opts:
+        assert opt.flag == "--" + field.name.replace("_", "-") or field.name == "config_dir"
+        assert opt.env.startswith("AIOND_")
+
+
+def test_flag_beats_env_beats_default(tmp_path: Path) -> None:
+    env = {"AIOND_CONFIG": str(tmp_path / "env"), "AIOND_GRPC_LISTEN": "127.0.0.1:9000"}
+    s = parse(["--config", str(tmp_path / "flag")], env)
+    assert s.config_dir == tmp_path / "flag"
+    assert s.grpc_listen == HostPort("127.0.0.1", 9000)
+    assert s.http_listen == settings.DEFAULT_HTTP_LISTEN
+    assert s.shutdown_grace == 10.0
+
+
+def test_config_is_required() -> None:
+    with pytest.raises(UsageError) as info:
+        parse([])
+    assert info.value.diagnostics() == "--config is required\nhint: pass --config DIR or set AIOND_CONFIG"
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        (["--grpc-listen", "nope"], {}, "--grpc-listen: 'nope' is not HOST:PORT"),
+        ([], {"AIOND_HTTP_LISTEN": "h:99999"}, "AIOND_HTTP_LISTEN: port '99999' is not a number from 0 to 65535"),
+        (["--shutdown-grace", "soon"], {}, "--shutdown-grace: 'soon' is not a number of seconds"),
+        (["--shutdown-delay", "-1"], {}, "--shutdown-delay: -1.0 is outside 0..3600 seconds"),
+        (["--log-level", "loud"], {}, "--log-level: 'loud' is not one of debug, info, warning, error"),
+        (["--grpc-max-message-bytes", "12"], {}, "--grpc-max-message-bytes: 12 is outside 1 KiB..256 MiB"),
+    ],
+)
+def test_bad_values_name_where_they_came_from(argv: list[str], env: dict[str, str], message: str) -> None:
+    with pytest.raises(UsageError) as info:
+        parse(["--config", "/x", *argv], env)
+    assert info.value.message == message
+
+
+def test_state_dir_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    assert parse(["--config", "/x"]).state_dir == tmp_path / "aiond"
