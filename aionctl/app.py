@@ -49,7 +49,9 @@ def _print_version(value: bool) -> None:
 @app.callback()
 def root(
     ctx: typer.Context,
-    no_color: Annotated[bool, typer.Option("--no-color", help="Never colour the output (NO_COLOR works too).")] = False,
+    no_color: Annotated[
+        bool, typer.Option("--no-color", help="Never colour the output (NO_COLOR works too).")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
     debug: Annotated[
         bool, typer.Option("--debug", envvar="AION_DEBUG", help="Show the underlying cause of errors.")

@@ -59,8 +59,7 @@ def translate_rpc_error(exc: grpc.RpcError, endpoint: Endpoint, what: str) -> Er
     """Map a failed call to the aion error (and so the exit code) it means for a user."""
     import grpc
 
-    code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
-    detail = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+    code, detail = rpc_status(exc)
     where = f"aiond at {endpoint.grpc}"
     if code is grpc.StatusCode.UNAVAILABLE:
         return DaemonUnavailable(
@@ -69,7 +68,8 @@ def translate_rpc_error(exc: grpc.RpcError, endpoint: Endpoint, what: str) -> Er
         )
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:
         return DaemonUnavailable(
-            f"{what}: {where} did not answer within {endpoint.timeout:g}s", hint="raise --timeout, or check the daemon"
+            f"{what}: {where} did not answer within {endpoint.timeout:g}s",
+            hint="raise --timeout, or check the daemon",
         )
     if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
         return AuthError(f"{what}: {where} refused the call: {detail}", hint="check your token and its role")
@@ -78,6 +78,21 @@ def translate_rpc_error(exc: grpc.RpcError, endpoint: Endpoint, what: str) -> Er
     if code is grpc.StatusCode.UNIMPLEMENTED:
         return ServiceError(f"{what}: {where} does not offer this call: {detail}", hint="upgrade aiond")
     return ServiceError(f"{what}: {where} answered {code.name}: {detail}")
+
+
+def rpc_status(exc: grpc.RpcError) -> tuple[grpc.StatusCode, str]:
+    """Status code and details of a failed call. Errors raised by calls are also grpc.Call objects,
+    which carry both; anything else counts as UNKNOWN."""
+    import grpc
+
+    code = getattr(exc, "code", None)
+    details = getattr(exc, "details", None)
+    status = code() if callable(code) else None
+    text = details() if callable(details) else None
+    return (
+        status if isinstance(status, grpc.StatusCode) else grpc.StatusCode.UNKNOWN,
+        text if isinstance(text, str) else str(exc),
+    )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -109,13 +124,14 @@ def probe_grpc_health(endpoint: Endpoint, service: str = "") -> Probe:
             )
         except grpc.RpcError as exc:
             elapsed = (time.perf_counter() - started) * 1000
-            code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
+            code, detail = rpc_status(exc)
             reachable = code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-            detail = exc.details() if isinstance(exc, grpc.Call) else str(exc)
             return Probe("grpc", target, reachable, False, code.name, elapsed, detail or code.name)
     elapsed = (time.perf_counter() - started) * 1000
     status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-    return Probe("grpc", target, True, reply.status == health_pb2.HealthCheckResponse.SERVING, status, elapsed)
+    return Probe(
+        "grpc", target, True, reply.status == health_pb2.HealthCheckResponse.SERVING, status, elapsed
+    )
 
 
 def probe_http(endpoint: Endpoint, name: str, path: str) -> Probe:

@@ -30,12 +30,9 @@ import os
 import signal
 import socket
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import grpc
 from aiohttp import web
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1 import health as grpc_health
 from grpc_reflection.v1alpha import reflection
 
 from aion import __version__
@@ -43,7 +40,7 @@ from aion.addresses import HostPort
 from aion.api.v1 import events_pb2, modules_pb2, policies_pb2, router_pb2, tasks_pb2
 from aion.errors import ConflictError, InputError
 from aiond import http
-from aiond.services import admin, unimplemented
+from aiond.services import admin, health, unimplemented
 from aiond.settings import Settings
 from aiond.state import StateDirLock
 from aiond.telemetry import CallTracker, Metrics
@@ -85,32 +82,6 @@ class ServiceBinding:
     register: Callable[[grpc.aio.Server], str]
 
 
-class _Health(grpc_health.aio.HealthServicer):
-    """grpc.health.v1 whose Watch streams end when the daemon drains.
-
-    The library's Watch never returns, so an open watcher would hold shutdown for the whole grace
-    period. Here a watcher receives NOT_SERVING and then a normal end of stream.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.closing = asyncio.Event()
-
-    async def Watch(  # noqa: N802 - the gRPC method name
-        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> None:
-        watch = asyncio.ensure_future(super().Watch(request, context))
-        closing = asyncio.ensure_future(self.closing.wait())
-        try:
-            await asyncio.wait({watch, closing}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            watch.cancel()
-            closing.cancel()
-        if watch.done() and not watch.cancelled() and watch.exception() is not None:
-            raise watch.exception()  # type: ignore[misc]
-        await context.write(health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.NOT_SERVING))
-
-
 class Daemon:
     """One aiond instance. ``await Daemon(settings).serve()`` runs it until SIGTERM."""
 
@@ -123,7 +94,7 @@ class Daemon:
         self._stop_requested = asyncio.Event()
         self._force_stop = asyncio.Event()
         self._tracker = CallTracker(self.metrics)
-        self._health = _Health()
+        self._health = health.HealthServicer()
         self._grpc: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None
         self._lock: StateDirLock | None = None
@@ -162,14 +133,15 @@ class Daemon:
         if not s.config_dir.is_dir():
             what = "does not exist" if not s.config_dir.exists() else "is not a directory"
             raise InputError(
-                f"config directory {s.config_dir} {what}", hint="point --config at the directory of your config set"
+                f"config directory {s.config_dir} {what}",
+                hint="point --config at the directory of your config set",
             )
         self._lock = StateDirLock.acquire(s.state_dir)
         self._grpc = self._build_grpc_server()
         self.grpc_address = _bind_grpc(self._grpc, s.grpc_listen)
         self._http, self.http_address = await self._start_http(s.http_listen)
         await self._grpc.start()
-        await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
+        await self._health.set("", health.SERVING)
         self._enter(Phase.SERVING)
         log.info(
             "aiond %s serving: gRPC on %s, HTTP on %s (config %s, state %s)",
@@ -193,14 +165,14 @@ class Daemon:
             return
         # 1. Not ready any more: /readyz 503, gRPC health NOT_SERVING.
         self._enter(Phase.DRAINING)
-        await self._health.enter_graceful_shutdown()
+        await self._health.drain()
         log.info("draining: readiness is now 503")
         # 2. Give load balancers time to notice, unless told to hurry.
         if self.settings.shutdown_delay > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._force_stop.wait(), timeout=self.settings.shutdown_delay)
         # 3. End long-lived streams.
-        self._health.closing.set()
+        await self._health.close()
         # 4. gRPC: refuse new calls, let in-flight ones finish within the grace period.
         if self._grpc is not None:
             grace = 0.0 if self._force_stop.is_set() else self.settings.shutdown_grace
@@ -235,8 +207,7 @@ class Daemon:
                 *_GRPC_KEEPALIVE_OPTIONS,
             ],
         )
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        names = [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
+        names = [health.add_to_server(server, self._health)]
         names.append(admin.add_to_server(server, self.status))
         names.extend(unimplemented.add_to_server(server, service) for service in _NOT_YET_SERVED)
         names.extend(binding.register(server) for binding in self._extra_services)
@@ -320,7 +291,8 @@ def _bind_error(listen: HostPort, what: str, flag: str, exc: OSError) -> Excepti
         )
     if exc.errno == errno.EACCES:
         return ConflictError(
-            f"cannot listen for {what} on {listen}: permission denied", hint=f"use a port above 1023 with {flag}"
+            f"cannot listen for {what} on {listen}: permission denied",
+            hint=f"use a port above 1023 with {flag}",
         )
     return InputError(f"cannot listen for {what} on {listen}: {exc.strerror}", hint=f"check {flag}")
 

@@ -50,7 +50,7 @@ def _seconds(text: str, name: str) -> float:
         value = float(text)
     except ValueError:
         raise UsageError(f"{name}: {text!r} is not a number of seconds") from None
-    if not 0 <= value <= 3600:  # noqa: PLR2004 - an hour bounds any sane drain
+    if not 0 <= value <= 3600:
         raise UsageError(f"{name}: {value} is outside 0..3600 seconds")
     return value
 
@@ -75,8 +75,10 @@ def _choice(*choices: str) -> Callable[[str, str], str]:
     return parse
 
 
-def _opt(flag: str, env: str, help: str, metavar: str, parse: Callable[[str, str], Any]) -> dict[str, Option]:
-    return {"option": Option(flag=flag, env=env, help=help, metavar=metavar, parse=parse)}
+def _opt(
+    flag: str, env: str, help_text: str, metavar: str, parse: Callable[[str, str], Any]
+) -> dict[str, Option]:
+    return {"option": Option(flag=flag, env=env, help=help_text, metavar=metavar, parse=parse)}
 
 
 def default_state_dir() -> Path:
@@ -178,7 +180,9 @@ def load(flags: Mapping[str, str | None], environ: Mapping[str, str]) -> Setting
         if raw is not None:
             values[field.name] = opt.parse(raw, name)
         elif _is_required(field):
-            raise UsageError(f"{opt.flag} is required", hint=f"pass {opt.flag} {opt.metavar} or set {opt.env}")
+            raise UsageError(
+                f"{opt.flag} is required", hint=f"pass {opt.flag} {opt.metavar} or set {opt.env}"
+            )
     return Settings(**values)
 
 

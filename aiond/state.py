@@ -40,7 +40,8 @@ class StateDirLock:
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             raise InputError(
-                f"cannot open {lock_path}: {exc.strerror}", hint="choose a writable directory with --state-dir"
+                f"cannot open {lock_path}: {exc.strerror}",
+                hint="choose a writable directory with --state-dir",
             ) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -12,7 +12,7 @@ import inspect
 import platform
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 from prometheus_client import (
@@ -28,7 +28,9 @@ from prometheus_client import (
 
 from aion import __version__
 
-_HandlerFactory = Callable[..., grpc.RpcMethodHandler]
+# grpc's handler types are generic only in their stubs, so these aliases exist for the type checker alone.
+_Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+_HandlerFactory: TypeAlias = "Callable[..., grpc.RpcMethodHandler[Any, Any]]"
 
 
 class Metrics:
@@ -105,13 +107,15 @@ class CallTracker(grpc.aio.ServerInterceptor):
         self._metrics.grpc_in_flight.dec()
         service, _, name = method.lstrip("/").rpartition("/")
         self._metrics.grpc_requests.labels(service=service, method=name, code=code.name).inc()
-        self._metrics.grpc_duration.labels(service=service, method=name).observe(time.perf_counter() - started)
+        self._metrics.grpc_duration.labels(service=service, method=name).observe(
+            time.perf_counter() - started
+        )
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> _Handler | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
@@ -124,14 +128,14 @@ class CallTracker(grpc.aio.ServerInterceptor):
             return self._rewrap(handler, grpc.stream_unary_rpc_method_handler, handler.stream_unary, method)
         return self._rewrap(handler, grpc.stream_stream_rpc_method_handler, handler.stream_stream, method)
 
-    def _rewrap(
-        self, handler: grpc.RpcMethodHandler, factory: _HandlerFactory, behavior: Any, method: str
-    ) -> grpc.RpcMethodHandler:
+    def _rewrap(self, handler: _Handler, factory: _HandlerFactory, behavior: Any, method: str) -> _Handler:
         # grpc.aio tells response-streaming handlers apart by kind: an async generator yields its
         # responses, a coroutine writes them through context.write(). The wrapper keeps the kind.
         if inspect.isasyncgenfunction(behavior):
 
-            async def tracked_stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+            async def tracked_stream(
+                request: Any, context: grpc.aio.ServicerContext[Any, Any]
+            ) -> AsyncIterator[Any]:
                 started = self._enter()
                 code = grpc.StatusCode.OK
                 try:
@@ -141,7 +145,7 @@ class CallTracker(grpc.aio.ServerInterceptor):
                     code = _code_for(exc, context)
                     raise
                 else:
-                    code = context.code() or grpc.StatusCode.OK
+                    code = _set_code(context)
                 finally:
                     self._exit(method, started, code)
 
@@ -157,7 +161,7 @@ class CallTracker(grpc.aio.ServerInterceptor):
                     code = _code_for(exc, context)
                     raise
                 else:
-                    code = context.code() or grpc.StatusCode.OK
+                    code = _set_code(context)
                     return result
                 finally:
                     self._exit(method, started, code)
@@ -170,10 +174,16 @@ class CallTracker(grpc.aio.ServerInterceptor):
         )
 
 
+def _set_code(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode:
+    """The code a handler set with set_code(), or OK; grpc returns None when none was set."""
+    code: grpc.StatusCode | None = context.code()
+    return code if code is not None else grpc.StatusCode.OK
+
+
 def _code_for(exc: BaseException, context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode:
     if isinstance(exc, asyncio.CancelledError):
         return grpc.StatusCode.CANCELLED
-    code = context.code()
+    code: grpc.StatusCode | None = context.code()
     if isinstance(exc, grpc.aio.AbortError) and code is not None:
         return code
     return grpc.StatusCode.UNKNOWN

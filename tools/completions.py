@@ -29,7 +29,9 @@ def render(shell: str) -> bytes:
     env = {**os.environ, "_AIONCTL_COMPLETE": f"source_{shell}"}
     result = subprocess.run([program], capture_output=True, env=env, check=False)
     if result.returncode != 0 or not result.stdout.strip():
-        raise SystemExit(f"completions: aionctl gave no {shell} script: {result.stderr.decode(errors='replace')}")
+        raise SystemExit(
+            f"completions: aionctl gave no {shell} script: {result.stderr.decode(errors='replace')}"
+        )
     return result.stdout.strip() + b"\n"
 
 

@@ -51,7 +51,9 @@ def snapshot() -> Lock:
     messages, enums = _all_descriptors()
     lock: Lock = {"messages": {}, "enums": {}, "reserved": {}}
     for msg in sorted(messages, key=lambda m: m.full_name):
-        lock["messages"][msg.full_name] = {str(f.number): f.name for f in sorted(msg.fields, key=lambda f: f.number)}
+        lock["messages"][msg.full_name] = {
+            str(f.number): f.name for f in sorted(msg.fields, key=lambda f: f.number)
+        }
         proto = descriptor_pb2.DescriptorProto()
         msg.CopyToProto(proto)
         reserved = [n for r in proto.reserved_range for n in range(r.start, r.end)]
@@ -84,7 +86,9 @@ def check(history: Lock, current: Lock) -> list[str]:
                         f"{noun} number; reserve it and use a new one"
                     )
                 elif number not in now and number not in reserved:
-                    problems.append(f"{owner} {noun} {number} ({name!r}) was removed without `reserved {number};`")
+                    problems.append(
+                        f"{owner} {noun} {number} ({name!r}) was removed without `reserved {number};`"
+                    )
     return problems
 
 

@@ -29,7 +29,9 @@ def status(
     endpoint = Endpoint.resolve(addr, None, timeout)
     with channel(endpoint) as ch:
         try:
-            reply = admin_pb2_grpc.AdminServiceStub(ch).GetStatus(admin_pb2.GetStatusRequest(), timeout=timeout)
+            reply = admin_pb2_grpc.AdminServiceStub(ch).GetStatus(
+                admin_pb2.GetStatusRequest(), timeout=timeout
+            )
         except grpc.RpcError as exc:
             raise translate_rpc_error(exc, endpoint, "status") from exc
     body = json_format.MessageToDict(reply, always_print_fields_with_no_presence=True)

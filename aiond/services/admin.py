@@ -42,7 +42,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     def __init__(self, status: Callable[[], DaemonStatus]) -> None:
         self._status = status
 
-    async def GetStatus(  # noqa: N802 - gRPC method names are the contract's
+    async def GetStatus(
         self, request: admin_pb2.GetStatusRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> admin_pb2.GetStatusResponse:
         s = self._status()
@@ -63,16 +63,16 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def _not_yet(self, context: grpc.aio.ServicerContext[Any, Any], what: str) -> Any:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{what} is not available in this aiond version")
 
-    async def ListBreakers(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:  # noqa: N802
+    async def ListBreakers(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         return await self._not_yet(context, "AdminService.ListBreakers")
 
-    async def SetBreakerState(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:  # noqa: N802
+    async def SetBreakerState(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         return await self._not_yet(context, "AdminService.SetBreakerState")
 
-    async def ListIntentModes(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:  # noqa: N802
+    async def ListIntentModes(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         return await self._not_yet(context, "AdminService.ListIntentModes")
 
-    async def SetIntentMode(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:  # noqa: N802
+    async def SetIntentMode(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         return await self._not_yet(context, "AdminService.SetIntentMode")
 
 

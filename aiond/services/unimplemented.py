@@ -12,7 +12,9 @@ import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 
 
-def _handler(full_method: str, client_streaming: bool, server_streaming: bool) -> grpc.RpcMethodHandler:
+def _handler(
+    full_method: str, client_streaming: bool, server_streaming: bool
+) -> grpc.RpcMethodHandler[Any, Any]:
     message = f"{full_method} is not available in this aiond version"
 
     async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
@@ -30,7 +32,9 @@ def _handler(full_method: str, client_streaming: bool, server_streaming: bool) -
 
 def add_to_server(server: grpc.aio.Server, service: ServiceDescriptor) -> str:
     handlers = {
-        method.name: _handler(f"{service.name}.{method.name}", method.client_streaming, method.server_streaming)
+        method.name: _handler(
+            f"{service.name}.{method.name}", method.client_streaming, method.server_streaming
+        )
         for method in service.methods
     }
     server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(service.full_name, handlers)])

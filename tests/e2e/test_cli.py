@@ -80,7 +80,9 @@ def test_bad_address_from_the_environment_is_a_usage_error() -> None:
 
 def test_health_of_nothing_is_unreachable_exit_5() -> None:
     port = free_port()
-    result = aionctl("health", "-o", "json", "--addr", f"127.0.0.1:{port}", "--http-addr", f"127.0.0.1:{port}")
+    result = aionctl(
+        "health", "-o", "json", "--addr", f"127.0.0.1:{port}", "--http-addr", f"127.0.0.1:{port}"
+    )
     assert result.returncode == 5
     report = json.loads(result.stdout)
     assert report["healthy"] is False
@@ -111,7 +113,9 @@ def test_bash_completion_completes_command_names() -> None:
 
 
 def test_bash_completion_completes_a_commands_options() -> None:
-    env = clean_env({"_AIONCTL_COMPLETE": "complete_bash", "COMP_WORDS": "aionctl health --out", "COMP_CWORD": "2"})
+    env = clean_env(
+        {"_AIONCTL_COMPLETE": "complete_bash", "COMP_WORDS": "aionctl health --out", "COMP_CWORD": "2"}
+    )
     result = subprocess.run([program("aionctl")], capture_output=True, text=True, env=env, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["--output"]
@@ -121,6 +125,9 @@ def test_committed_completion_scripts_are_current() -> None:
     from tests.rig.daemon import REPO
 
     result = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "completions.py"), "--check"], capture_output=True, text=True, check=False
+        [sys.executable, str(REPO / "tools" / "completions.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stderr

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 from pathlib import Path
@@ -64,8 +63,10 @@ def test_status_describes_the_daemon(aiond: Aiond) -> None:
 
 
 def test_grpc_health_probe_says_serving(aiond: Aiond, go_tools: GoTools) -> None:
-    result = go_tools.run("grpc_health_probe", f"-addr={aiond.grpc_addr}", "-connect-timeout=5s", "-rpc-timeout=5s")
-    assert result.stdout.strip() == "status: SERVING"
+    result = go_tools.run(
+        "grpc_health_probe", f"-addr={aiond.grpc_addr}", "-connect-timeout=5s", "-rpc-timeout=5s"
+    )
+    assert (result.stdout + result.stderr).strip() == "status: SERVING"
 
 
 def test_grpcurl_lists_the_whole_contract_through_reflection(aiond: Aiond, go_tools: GoTools) -> None:
@@ -80,22 +81,28 @@ def test_grpcurl_lists_the_whole_contract_through_reflection(aiond: Aiond, go_to
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
     ]
-    described = go_tools.run("grpcurl", "-plaintext", aiond.grpc_addr, "describe", "aion.v1.PolicyService").stdout
-    assert "rpc RollbackPolicy ( .aion.v1.RollbackPolicyRequest ) returns ( .aion.v1.RollbackPolicyResponse );" in described
+    described = go_tools.run(
+        "grpcurl", "-plaintext", aiond.grpc_addr, "describe", "aion.v1.PolicyService"
+    ).stdout
+    assert (
+        "rpc RollbackPolicy ( .aion.v1.RollbackPolicyRequest ) returns ( .aion.v1.RollbackPolicyResponse );"
+        in described
+    )
 
 
 def test_grpcurl_calls_get_status(aiond: Aiond, go_tools: GoTools) -> None:
-    result = go_tools.run("grpcurl", "-plaintext", "-format", "json", aiond.grpc_addr, "aion.v1.AdminService/GetStatus")
+    result = go_tools.run(
+        "grpcurl", "-plaintext", "-format", "json", aiond.grpc_addr, "aion.v1.AdminService/GetStatus"
+    )
     status = json.loads(result.stdout)
     assert status["version"] == __version__
     assert status["state"] == "SERVING_STATE_SERVING"
 
 
 def test_services_not_served_yet_say_so(aiond: Aiond, go_tools: GoTools) -> None:
-    result = go_tools.run(
-        "grpcurl", "-plaintext", "-d", '{"intent": "summarize"}', aiond.grpc_addr, "aion.v1.TaskService/SubmitTask",
-        check=False,
-    )  # fmt: skip
+    request = '{"intent": "summarize"}'
+    method = "aion.v1.TaskService/SubmitTask"
+    result = go_tools.run("grpcurl", "-plaintext", "-d", request, aiond.grpc_addr, method, check=False)
     assert result.returncode != 0
     assert "Code: Unimplemented" in result.stderr
     assert "TaskService.SubmitTask is not available in this aiond version" in result.stderr
@@ -104,7 +111,7 @@ def test_services_not_served_yet_say_so(aiond: Aiond, go_tools: GoTools) -> None
 def test_metrics_count_calls(aiond: Aiond) -> None:
     assert aionctl("status", env=aiond.aionctl_env()).returncode == 0
     text = httpx.get(f"http://{aiond.http_addr}/metrics", timeout=5).text
-    assert 'aion_build_info{python=' in text
+    assert "aion_build_info{python=" in text
     assert "aion_daemon_ready 1.0" in text
     assert 'aion_grpc_requests_total{code="OK",method="GetStatus",service="aion.v1.AdminService"} 1.0' in text
 
@@ -138,7 +145,11 @@ def test_second_sigterm_stops_at_once(tmp_path: Path) -> None:
     daemon = Aiond(tmp_path, extra_args=["--shutdown-delay", "60"]).start()
     try:
         daemon.process.signal(signal.SIGTERM)
-        poll(lambda: httpx.get(f"http://{daemon.http_addr}/readyz", timeout=1).status_code == 503, timeout=5, what="503")
+        poll(
+            lambda: httpx.get(f"http://{daemon.http_addr}/readyz", timeout=1).status_code == 503,
+            timeout=5,
+            what="503",
+        )
         daemon.process.signal(signal.SIGTERM)
         assert daemon.process.wait(timeout=10) == 0
     finally:
@@ -164,7 +175,9 @@ def test_a_second_daemon_cannot_take_the_grpc_port(aiond: Aiond, tmp_path: Path)
         "--grpc-listen", aiond.grpc_addr, "--http-listen", f"127.0.0.1:{free_port()}",
     )  # fmt: skip
     assert result.returncode == 6, result.stderr
-    assert f"aiond: error: cannot listen for gRPC on {aiond.grpc_addr}: address already in use" in result.stderr
+    assert (
+        f"aiond: error: cannot listen for gRPC on {aiond.grpc_addr}: address already in use" in result.stderr
+    )
     assert "Traceback" not in result.stderr
 
 
@@ -183,19 +196,32 @@ def test_a_second_daemon_cannot_share_the_state_dir(aiond: Aiond, tmp_path: Path
         "--grpc-listen", f"127.0.0.1:{free_port()}", "--http-listen", f"127.0.0.1:{free_port()}",
     )  # fmt: skip
     assert result.returncode == 6, result.stderr
-    assert f"state directory {aiond.state_dir} is in use by another aiond (pid {aiond.process.pid})" in result.stderr
+    assert (
+        f"state directory {aiond.state_dir} is in use by another aiond (pid {aiond.process.pid})"
+        in result.stderr
+    )
 
 
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
         ([], 2, "aiond: error: --config is required"),
-        (["--config", "/nonexistent/aion"], 3, "aiond: error: config directory /nonexistent/aion does not exist"),
-        (["--config", "examples", "--grpc-listen", "x"], 2, "aiond: error: --grpc-listen: 'x' is not HOST:PORT"),
+        (
+            ["--config", "/nonexistent/aion"],
+            3,
+            "aiond: error: config directory /nonexistent/aion does not exist",
+        ),
+        (
+            ["--config", "examples", "--grpc-listen", "x"],
+            2,
+            "aiond: error: --grpc-listen: 'x' is not HOST:PORT",
+        ),
         (["--config", "examples", "--bogus"], 2, "aiond: error: unrecognized arguments: --bogus"),
     ],
 )
-def test_bad_settings_exit_with_a_clear_message(tmp_path: Path, args: list[str], code: int, message: str) -> None:
+def test_bad_settings_exit_with_a_clear_message(
+    tmp_path: Path, args: list[str], code: int, message: str
+) -> None:
     result = _run_aiond(tmp_path, "--state-dir", str(tmp_path / "s"), *args)
     assert result.returncode == code, result.stderr
     assert message in result.stderr
@@ -220,11 +246,18 @@ def test_environment_settings_are_used(tmp_path: Path) -> None:
             "AIOND_HTTP_LISTEN": f"127.0.0.1:{http_port}",
         }
     )
-    proc = ManagedProcess("aiond", [program("aiond")], log_path=tmp_path / "aiond.log", env=env, cwd=Path(os.getcwd()))
+    proc = ManagedProcess(
+        "aiond", [program("aiond")], log_path=tmp_path / "aiond.log", env=env, cwd=Path.cwd()
+    )
     proc.start()
     try:
-        proc.wait_ready(lambda: httpx.get(f"http://127.0.0.1:{http_port}/readyz", timeout=1).status_code == 200, timeout=30)
-        result = aionctl("health", "--addr", f"127.0.0.1:{grpc_port}", "--http-addr", f"127.0.0.1:{http_port}")
+        proc.wait_ready(
+            lambda: httpx.get(f"http://127.0.0.1:{http_port}/readyz", timeout=1).status_code == 200,
+            timeout=30,
+        )
+        result = aionctl(
+            "health", "--addr", f"127.0.0.1:{grpc_port}", "--http-addr", f"127.0.0.1:{http_port}"
+        )
         assert result.returncode == 0, result.stdout
     finally:
         assert proc.stop() == 0

@@ -4,7 +4,6 @@ RPC in flight while the daemon drains, so the documented shutdown order is obser
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,16 @@ from aiond.settings import Settings
 SLOW_METHOD = "/aion.test.Slow/Wait"
 
 
+def slow_call(channel: grpc.aio.Channel) -> grpc.aio.UnaryUnaryCall[bytes, bytes]:
+    """Start one call of the slow method (raw bytes in and out)."""
+
+    def raw(data: bytes) -> bytes:
+        return data
+
+    method = channel.unary_unary(SLOW_METHOD, request_serializer=raw, response_deserializer=raw)
+    return method(b"x", timeout=30)
+
+
 class SlowService:
     """A test service whose one method waits until the test releases it."""
 
@@ -34,8 +43,10 @@ class SlowService:
             await self.release.wait()
             return b"done:" + request
 
-        handler = grpc.unary_unary_rpc_method_handler(wait)
-        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("aion.test.Slow", {"Wait": handler})])
+        handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(wait)
+        server.add_generic_rpc_handlers(
+            [grpc.method_handlers_generic_handler("aion.test.Slow", {"Wait": handler})]
+        )
         return "aion.test.Slow"
 
 
@@ -68,16 +79,17 @@ def run(scenario: Any) -> None:
 def test_in_flight_call_finishes_while_readiness_reports_draining(tmp_path: Path) -> None:
     async def scenario(track: Any) -> None:
         slow = SlowService()
-        daemon = Daemon(settings(tmp_path, shutdown_delay=0.5), extra_services=[ServiceBinding(slow.register)])
+        daemon = Daemon(
+            settings(tmp_path, shutdown_delay=0.5), extra_services=[ServiceBinding(slow.register)]
+        )
         track(daemon)
         await daemon.startup()
-        assert daemon.phase is Phase.SERVING
         target = str(daemon.grpc_address)
         ready_url = f"http://{daemon.http_address}/readyz"
         async with grpc.aio.insecure_channel(target) as channel, httpx.AsyncClient() as http:
             health = health_pb2_grpc.HealthStub(channel)
             assert (await http.get(ready_url)).status_code == 200
-            call = channel.unary_unary(SLOW_METHOD)(b"x", timeout=30)
+            call = slow_call(channel)
             await asyncio.wait_for(slow.entered.wait(), 10)
 
             stopping = asyncio.ensure_future(daemon.shutdown())
@@ -97,7 +109,7 @@ def test_in_flight_call_finishes_while_readiness_reports_draining(tmp_path: Path
 
             await until_async(refused)
             assert not stopping.done()
-            assert daemon.phase is Phase.DRAINING
+            assert daemon.phase_log[-1] is Phase.DRAINING
             slow.release.set()
             assert await call == b"done:x"
             await asyncio.wait_for(stopping, 15)
@@ -126,11 +138,13 @@ async def until_async(condition: Any, timeout: float = 10.0) -> None:
 def test_grace_period_cancels_calls_that_do_not_finish(tmp_path: Path) -> None:
     async def scenario(track: Any) -> None:
         slow = SlowService()
-        daemon = Daemon(settings(tmp_path, shutdown_grace=0.3), extra_services=[ServiceBinding(slow.register)])
+        daemon = Daemon(
+            settings(tmp_path, shutdown_grace=0.3), extra_services=[ServiceBinding(slow.register)]
+        )
         track(daemon)
         await daemon.startup()
         async with grpc.aio.insecure_channel(str(daemon.grpc_address)) as channel:
-            call = channel.unary_unary(SLOW_METHOD)(b"x", timeout=30)
+            call = slow_call(channel)
             await asyncio.wait_for(slow.entered.wait(), 10)
             await asyncio.wait_for(daemon.shutdown(), 10)
             with pytest.raises(grpc.aio.AioRpcError) as info:
@@ -155,7 +169,8 @@ def test_health_watch_ends_with_not_serving_on_shutdown(tmp_path: Path) -> None:
             while (message := await stream.read()) is not grpc.aio.EOF:
                 statuses.append(message.status)
             await asyncio.wait_for(stopping, 5)  # well inside the 10 s grace: the watch did not hold it
-            assert statuses and set(statuses) == {health_pb2.HealthCheckResponse.NOT_SERVING}
+            assert statuses
+            assert set(statuses) == {health_pb2.HealthCheckResponse.NOT_SERVING}
             assert await stream.code() == grpc.StatusCode.OK
 
     run(scenario)
@@ -214,7 +229,7 @@ def test_calls_in_flight_are_counted(tmp_path: Path) -> None:
         track(daemon)
         await daemon.startup()
         async with grpc.aio.insecure_channel(str(daemon.grpc_address)) as channel:
-            calls = [channel.unary_unary(SLOW_METHOD)(b"x", timeout=30) for _ in range(3)]
+            calls = [slow_call(channel) for _ in range(3)]
             await until(lambda: daemon.status().inflight_rpcs == 3)
             slow.release.set()
             assert await asyncio.gather(*calls) == [b"done:x"] * 3

@@ -28,7 +28,9 @@ def test_tool_runs(go_tools: GoTools, tool: str) -> None:
 @pytest.mark.parametrize("tool", sorted(install.GO_TOOLS))
 def test_tool_is_built_from_the_pinned_module_version(go_tools: GoTools, tool: str) -> None:
     go = shutil.which("go") or str(install.RIG_HOME / "go" / install.GO_FALLBACK_TOOLCHAIN / "bin" / "go")
-    info = subprocess.run([go, "version", "-m", str(go_tools.path(tool))], capture_output=True, text=True, check=True)
+    info = subprocess.run(
+        [go, "version", "-m", str(go_tools.path(tool))], capture_output=True, text=True, check=True
+    )
     package, version = install.GO_TOOLS[tool]
     main_module = next(line.split() for line in info.stdout.splitlines() if line.strip().startswith("mod\t"))
     assert package.startswith(main_module[1])

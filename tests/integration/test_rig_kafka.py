@@ -93,7 +93,11 @@ def test_a_wrong_password_is_refused(kafka_broker: KafkaBroker) -> None:
     admin = AdminClient(kafka_broker.client_config(impostor))
     with pytest.raises(KafkaException) as info:
         admin.list_topics(timeout=5)
-    assert info.value.args[0].code() in (KafkaError._AUTHENTICATION, KafkaError._TRANSPORT, KafkaError._TIMED_OUT)
+    assert info.value.args[0].code() in (
+        KafkaError._AUTHENTICATION,
+        KafkaError._TRANSPORT,
+        KafkaError._TIMED_OUT,
+    )
 
 
 def test_broker_restarts_in_place_and_keeps_its_data(kafka_broker: KafkaBroker) -> None:

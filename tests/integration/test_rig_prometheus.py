@@ -26,5 +26,7 @@ def test_aiond_metrics_pass_promtool(aiond: Aiond) -> None:
     promtool = install.command_path("promtool")
     assert promtool is not None, "promtool ships with the prometheus package"
     exposition = httpx.get(f"http://{aiond.http_addr}/metrics", timeout=5).content
-    result = subprocess.run([str(promtool), "check", "metrics"], input=exposition, capture_output=True, check=False)
+    result = subprocess.run(
+        [str(promtool), "check", "metrics"], input=exposition, capture_output=True, check=False
+    )
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()

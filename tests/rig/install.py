@@ -78,7 +78,11 @@ def tool_path(name: str) -> Path | None:
 def kafka_classpath() -> str | None:
     """The broker classpath (``libs/*``), if the jars for the pinned pom are in place."""
     stamp = KAFKA_LIBS / ".pom.sha256"
-    if stamp.is_file() and stamp.read_text().strip() == _sha256(KAFKA_POM) and any(KAFKA_LIBS.glob("kafka_*.jar")):
+    if (
+        stamp.is_file()
+        and stamp.read_text().strip() == _sha256(KAFKA_POM)
+        and any(KAFKA_LIBS.glob("kafka_*.jar"))
+    ):
         return str(KAFKA_LIBS / "*")
     return None
 
@@ -139,7 +143,10 @@ def install_apt() -> None:
         return
     prefix: list[str] = []
     if os.geteuid() != 0:
-        if command_path("sudo") is None or subprocess.run(["sudo", "-n", "true"], check=False).returncode != 0:
+        if (
+            command_path("sudo") is None
+            or subprocess.run(["sudo", "-n", "true"], check=False).returncode != 0
+        ):
             raise InstallError(f"apt: need root to install {' '.join(wanted)}; run: sudo {sys.argv[0]} apt")
         prefix = ["sudo", "-n"]
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
@@ -236,7 +243,7 @@ def install_go_tools() -> None:
             built = [p for p in Path(gobin).iterdir() if p.is_file()]
             if len(built) != 1:
                 raise InstallError(f"go: expected one binary for {package}, got {[p.name for p in built]}")
-            os.replace(built[0], BIN_DIR / name)
+            built[0].replace(BIN_DIR / name)
         stamps[name] = version
         _write_stamps(stamps)
 
@@ -252,7 +259,7 @@ def _read_stamps() -> dict[str, str]:
 def _write_stamps(stamps: dict[str, str]) -> None:
     tmp = BIN_DIR / ".versions.json.tmp"
     tmp.write_text(json.dumps(stamps, indent=2, sort_keys=True))
-    os.replace(tmp, BIN_DIR / ".versions.json")
+    tmp.replace(BIN_DIR / ".versions.json")
 
 
 # -- Kafka -------------------------------------------------------------------------------------------
@@ -300,7 +307,9 @@ def _run(cmd: list[str], env: dict[str, str] | None = None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("step", choices=["all", "apt", "go", "kafka", "check"])
     args = parser.parse_args(argv)
     RIG_HOME.mkdir(parents=True, exist_ok=True)

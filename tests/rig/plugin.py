@@ -61,8 +61,11 @@ def _kafka_session(rig_workdir: Path) -> Iterator[KafkaBroker]:
         unavailable("Kafka", "no Java 17 or newer", f"sudo {_install_hint('apt')}")
     classpath = install.kafka_classpath()
     if classpath is None:
-        unavailable("Kafka", f"the Kafka {install.KAFKA_VERSION} jars are not installed", _install_hint("kafka"))
-    assert java is not None and classpath is not None
+        unavailable(
+            "Kafka", f"the Kafka {install.KAFKA_VERSION} jars are not installed", _install_hint("kafka")
+        )
+    assert java is not None
+    assert classpath is not None
     broker = KafkaBroker(rig_workdir / "kafka", java, classpath)
     try:
         broker.start()

@@ -36,7 +36,13 @@ def port_open(host: str, port: int) -> bool:
         return False
 
 
-def poll(probe: Callable[[], T | None], *, timeout: float, what: str, alive: Callable[[], str | None] = lambda: None) -> T:
+def poll(
+    probe: Callable[[], T | None],
+    *,
+    timeout: float,
+    what: str,
+    alive: Callable[[], str | None] = lambda: None,
+) -> T:
     """Call ``probe`` until it returns something other than None (or False); raise after ``timeout``.
 
     ``alive`` returns None while the thing being waited for can still become ready, or a reason why

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-import os
 import secrets
 import subprocess
 import uuid
@@ -94,7 +93,8 @@ class KafkaBroker:
         self.process: ManagedProcess | None = None
 
     def _write_config(self) -> None:
-        ctl = f'username="controller" password="{self._controller_secret}" user_controller="{self._controller_secret}"'
+        secret = self._controller_secret
+        ctl = f'username="controller" password="{secret}" user_controller="{secret}"'
         admin = f'username="{self.admin.username}" password="{self.admin.password}"'
         props = {
             "process.roles": "broker,controller",
@@ -284,7 +284,9 @@ class Prometheus:
 
     def start(self) -> Prometheus:
         self.process.start()
-        self.process.wait_ready(lambda: httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200, timeout=START_TIMEOUT)
+        self.process.wait_ready(
+            lambda: httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200, timeout=START_TIMEOUT
+        )
         return self
 
     def stop(self) -> None:
@@ -294,7 +296,7 @@ class Prometheus:
         """Replace the scraped targets (``host:port``), atomically."""
         tmp = self.targets_file.with_suffix(".tmp")
         tmp.write_text(json.dumps([{"targets": list(targets), "labels": labels or {}}]))
-        os.replace(tmp, self.targets_file)
+        tmp.replace(self.targets_file)
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         """Instant query; the result vector."""
@@ -338,7 +340,8 @@ class GoTools:
             cwd=cwd,
         )
         if check and result.returncode != 0:
+            command = " ".join([name, *args])
             raise AssertionError(
-                f"{name} {' '.join(args)} exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+                f"{command} exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
             )
         return result

@@ -26,7 +26,10 @@ def test_every_proto_file_has_generated_code() -> None:
 
 def test_generated_code_is_current() -> None:
     result = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "protogen.py"), "--check"], capture_output=True, text=True, check=False
+        [sys.executable, str(REPO / "tools" / "protogen.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, f"stale generated code; run `nox -s proto`\n{result.stderr}"
 
@@ -64,7 +67,9 @@ def test_enums_start_with_an_unspecified_zero(fd: FileDescriptor) -> None:
         zero = enum.values_by_number[0]
         assert zero.name == f"{_screaming(enum.name)}_UNSPECIFIED", enum.full_name
         prefix = _screaming(enum.name) + "_"
-        assert all(v.name.startswith(prefix) for v in enum.values), f"{enum.full_name} values need the {prefix} prefix"
+        assert all(v.name.startswith(prefix) for v in enum.values), (
+            f"{enum.full_name} values need the {prefix} prefix"
+        )
 
 
 @pytest.mark.parametrize("fd", files(), ids=lambda fd: fd.name)
@@ -82,7 +87,9 @@ def test_request_and_response_messages_are_not_shared() -> None:
         for service in fd.services_by_name.values():
             for method in service.methods:
                 for message in (method.input_type, method.output_type):
-                    assert message.full_name not in used, f"{message.full_name} used by {used.get(message.full_name)}"
+                    assert message.full_name not in used, (
+                        f"{message.full_name} used by {used.get(message.full_name)}"
+                    )
                     used[message.full_name] = method.full_name
 
 
@@ -91,12 +98,16 @@ def test_the_contract_covers_what_later_work_needs() -> None:
         "aion.v1.TaskService": {"SubmitTask", "GetTask", "WatchTask", "CancelTask"},
         "aion.v1.RouterService": {"ExplainRoute"},
         "aion.v1.PolicyService": {
-            "ApplyPolicy", "ReloadPolicy", "RollbackPolicy", "ListPolicyVersions", "GetPolicyVersion", "GetPolicyStatus",
+            "ApplyPolicy", "ReloadPolicy", "RollbackPolicy",
+            "ListPolicyVersions", "GetPolicyVersion", "GetPolicyStatus",
         },
         "aion.v1.ModuleService": {
-            "ListModules", "InstallModule", "GetModule", "SetModuleParallelism", "VerifyModules", "RemoveModule",
+            "ListModules", "InstallModule", "GetModule",
+            "SetModuleParallelism", "VerifyModules", "RemoveModule",
         },
-        "aion.v1.AdminService": {"GetStatus", "ListBreakers", "SetBreakerState", "ListIntentModes", "SetIntentMode"},
+        "aion.v1.AdminService": {
+            "GetStatus", "ListBreakers", "SetBreakerState", "ListIntentModes", "SetIntentMode",
+        },
         "aion.v1.EventService": {"TailEvents"},
     }  # fmt: skip
     actual = {
@@ -118,7 +129,9 @@ def test_field_lock_is_current() -> None:
         sys.path.remove(str(REPO / "tools"))
     committed = json.loads((REPO / "proto" / "fields.lock.json").read_text())
     assert protolock.check(committed, protolock.snapshot()) == []
-    assert protolock.merge(committed, protolock.snapshot()) == committed, "run `nox -s proto` to record new fields"
+    assert protolock.merge(committed, protolock.snapshot()) == committed, (
+        "run `nox -s proto` to record new fields"
+    )
 
 
 def test_field_lock_catches_a_reused_number() -> None:

@@ -30,7 +30,9 @@ def test_every_error_class_is_exported_and_mapped() -> None:
     assert classes == set(EXPECTED_CODES)
 
 
-@pytest.mark.parametrize(("cls", "code"), EXPECTED_CODES.items(), ids=lambda v: getattr(v, "__name__", str(v)))
+@pytest.mark.parametrize(
+    ("cls", "code"), EXPECTED_CODES.items(), ids=lambda v: getattr(v, "__name__", str(v))
+)
 def test_error_exit_code(cls: type[errors.Error], code: ExitCode) -> None:
     assert cls("x").exit_code is code
 

@@ -48,7 +48,11 @@ def test_config_is_required() -> None:
     ("argv", "env", "message"),
     [
         (["--grpc-listen", "nope"], {}, "--grpc-listen: 'nope' is not HOST:PORT"),
-        ([], {"AIOND_HTTP_LISTEN": "h:99999"}, "AIOND_HTTP_LISTEN: port '99999' is not a number from 0 to 65535"),
+        (
+            [],
+            {"AIOND_HTTP_LISTEN": "h:99999"},
+            "AIOND_HTTP_LISTEN: port '99999' is not a number from 0 to 65535",
+        ),
         (["--shutdown-grace", "soon"], {}, "--shutdown-grace: 'soon' is not a number of seconds"),
         (["--shutdown-delay", "-1"], {}, "--shutdown-delay: -1.0 is outside 0..3600 seconds"),
         (["--log-level", "loud"], {}, "--log-level: 'loud' is not one of debug, info, warning, error"),
