@@ -17,6 +17,7 @@ from aion.errors import AuthError, ConflictError, DaemonUnavailable, Error, Serv
 
 if TYPE_CHECKING:
     import grpc
+    import httpx
 
 DEFAULT_GRPC_ADDR = "127.0.0.1:8470"
 DEFAULT_HTTP_ADDR = "127.0.0.1:8471"
@@ -134,15 +135,23 @@ def probe_grpc_health(endpoint: Endpoint, service: str = "") -> Probe:
     )
 
 
-def probe_http(endpoint: Endpoint, name: str, path: str) -> Probe:
+@contextlib.contextmanager
+def http_client(endpoint: Endpoint) -> Iterator[httpx.Client]:
+    """An HTTP client for the daemon's listener (no proxies from the environment: it is our daemon)."""
+    import httpx
+
+    with httpx.Client(timeout=endpoint.timeout, trust_env=False) as client:
+        yield client
+
+
+def probe_http(client: httpx.Client, endpoint: Endpoint, name: str, path: str) -> Probe:
     """GET ``path`` on the daemon's HTTP listener; 200 is ok."""
     import httpx
 
     url = endpoint.http_url(path)
     started = time.perf_counter()
     try:
-        with httpx.Client(timeout=endpoint.timeout, trust_env=False) as client:
-            response = client.get(url)
+        response = client.get(url)
     except httpx.TimeoutException:
         elapsed = (time.perf_counter() - started) * 1000
         return Probe(name, url, False, False, "TIMEOUT", elapsed, f"no answer within {endpoint.timeout:g}s")
@@ -154,4 +163,13 @@ def probe_http(endpoint: Endpoint, name: str, path: str) -> Probe:
     return Probe(name, url, True, ok, str(response.status_code), elapsed, None if ok else response.text[:200])
 
 
-__all__ = ["Endpoint", "Probe", "channel", "probe_grpc_health", "probe_http", "translate_rpc_error"]
+__all__ = [
+    "Endpoint",
+    "Probe",
+    "channel",
+    "http_client",
+    "probe_grpc_health",
+    "probe_http",
+    "rpc_status",
+    "translate_rpc_error",
+]

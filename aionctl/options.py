@@ -35,6 +35,12 @@ class GlobalOptions:
         return bool(isatty and isatty())
 
 
+def command_app() -> typer.Typer:
+    """The Typer application a command module exposes as ``app``: plain help (no box drawing, no
+    markup), no completion options of its own (the root has them), no pretty tracebacks."""
+    return typer.Typer(rich_markup_mode=None, add_completion=False, pretty_exceptions_enable=False)
+
+
 def global_options(ctx: typer.Context) -> GlobalOptions:
     """The global options of this invocation (defaults when a command runs without the root group)."""
     root = ctx.find_root()

@@ -1,7 +1,7 @@
 """The registry of aionctl's commands, one module per noun, imported only when that command runs.
 
-Each module exposes ``app``, a ``typer.Typer``. The one-line help here is what ``aionctl --help``
-lists, so listing commands never imports them.
+Each module exposes ``app``, made by :func:`aionctl.options.command_app`. The one-line help here is
+what ``aionctl --help`` lists, so listing commands never imports them.
 """
 
 from __future__ import annotations

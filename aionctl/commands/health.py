@@ -11,11 +11,11 @@ import dataclasses
 import typer
 
 from aion.exitcodes import ExitCode
-from aionctl.client import Endpoint, Probe, probe_grpc_health, probe_http
-from aionctl.options import Address, HttpAddress, Output, Timeout, global_options
+from aionctl.client import Endpoint, Probe, http_client, probe_grpc_health, probe_http
+from aionctl.options import Address, HttpAddress, Output, Timeout, command_app, global_options
 from aionctl.output import OutputFormat, document, emit
 
-app = typer.Typer()
+app = command_app()
 
 
 @app.command()
@@ -28,11 +28,12 @@ def health(
 ) -> None:
     """Check that aiond is alive and ready (gRPC and HTTP)."""
     endpoint = Endpoint.resolve(addr, http_addr, timeout)
-    probes = [
-        probe_grpc_health(endpoint),
-        probe_http(endpoint, "http-live", "/healthz"),
-        probe_http(endpoint, "http-ready", "/readyz"),
-    ]
+    with http_client(endpoint) as client:
+        probes = [
+            probe_grpc_health(endpoint),
+            probe_http(client, endpoint, "http-live", "/healthz"),
+            probe_http(client, endpoint, "http-ready", "/readyz"),
+        ]
     code = outcome(probes)
     opts = global_options(ctx)
     doc = document(

@@ -7,10 +7,10 @@ from typing import Any
 import typer
 
 from aionctl.client import Endpoint, channel, translate_rpc_error
-from aionctl.options import Address, Output, Timeout, global_options
+from aionctl.options import Address, Output, Timeout, command_app, global_options
 from aionctl.output import OutputFormat, document, emit
 
-app = typer.Typer()
+app = command_app()
 
 
 @app.command()

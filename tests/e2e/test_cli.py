@@ -10,6 +10,7 @@ import pytest
 
 from aion import __version__
 from aion.exitcodes import EXIT_CODE_HELP
+from aionctl.commands import COMMANDS
 from tests.rig.daemon import aionctl, clean_env, program
 from tests.rig.procs import free_port
 
@@ -31,6 +32,16 @@ def test_help_lists_commands_and_exit_codes() -> None:
         assert f"{int(code)}  {text}" in result.stdout
     assert "\x1b[" not in result.stdout
     assert not any(ch in result.stdout for ch in "╭─│"), "help must be plain text in a pipe"
+
+
+@pytest.mark.parametrize("command", [spec.name for spec in COMMANDS])
+def test_every_command_has_plain_help(command: str) -> None:
+    result = aionctl(command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"Usage: aionctl {command} [OPTIONS]")
+    assert "\x1b[" not in result.stdout
+    assert not any(ch in result.stdout for ch in "╭─│"), "help must be plain text in a pipe"
+    assert "--install-completion" not in result.stdout, "completion options belong to the root only"
 
 
 def test_help_imports_no_command_module() -> None:
@@ -131,3 +142,13 @@ def test_committed_completion_scripts_are_current() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_readme_cli_reference_matches_help() -> None:
+    from tests.rig.daemon import REPO
+
+    result = aionctl("--help", env={"COLUMNS": "100"})
+    readme = (REPO / "README.md").read_text()
+    assert f"```\n{result.stdout.rstrip()}\n```" in readme, (
+        "update README's CLI reference from `aionctl --help`"
+    )
