@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 
 from aion.errors import UsageError
 
 MAX_PORT = 65535
+_HOSTNAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]{0,252}[A-Za-z0-9_])?")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -36,6 +38,8 @@ def parse_hostport(text: str, *, what: str) -> HostPort:
     """
     example = "for example 127.0.0.1:8470 or [::1]:8470"
     value = text.strip()
+    if "://" in value:
+        raise UsageError(f"{what}: {text!r} is a URL; give HOST:PORT without a scheme", hint=example)
     if value.startswith("["):
         host, sep, rest = value[1:].partition("]")
         if not sep or not rest.startswith(":"):
@@ -51,6 +55,8 @@ def parse_hostport(text: str, *, what: str) -> HostPort:
             raise UsageError(f"{what}: {text!r} is not HOST:PORT", hint=example)
         if ":" in host:
             raise UsageError(f"{what}: put an IPv6 address in brackets, as in [{host}]:{port_text}")
+        if not _HOSTNAME.fullmatch(host):
+            raise UsageError(f"{what}: {host!r} is not a host name or IP address", hint=example)
     if not port_text.isascii() or not port_text.isdigit() or int(port_text) > MAX_PORT:
         raise UsageError(f"{what}: port {port_text!r} is not a number from 0 to {MAX_PORT}", hint=example)
     return HostPort(host=host, port=int(port_text))

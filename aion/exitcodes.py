@@ -34,3 +34,5 @@ EXIT_CODE_HELP = {
     ExitCode.CONFLICT: "conflict or failed precondition",
 }
 """One line per code, for ``--help`` and README."""
+
+__all__ = ["EXIT_CODE_HELP", "ExitCode"]

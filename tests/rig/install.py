@@ -237,7 +237,7 @@ def install_go_tools() -> None:
     stamps = _read_stamps()
     for name in todo:
         package, version = GO_TOOLS[name]
-        log(f"go: building {name} {version} (first time only; cosign takes a few minutes)")
+        log(f"go: building {name} {version} (once; cached in {RIG_HOME})")
         with tempfile.TemporaryDirectory(dir=RIG_HOME) as gobin:
             _run([go, "install", f"{package}@{version}"], env={**env, "GOBIN": gobin})
             built = [p for p in Path(gobin).iterdir() if p.is_file()]

@@ -37,6 +37,9 @@ def test_parses(text: str, expected: HostPort) -> None:
         ("::1:80", "--addr: put an IPv6 address in brackets, as in [::1]:80"),
         ("[::1]80", "--addr: '[::1]80' is not [IPV6]:PORT"),
         ("[nothost]:80", "--addr: 'nothost' is not an IPv6 address"),
+        ("exa mple:80", "--addr: 'exa mple' is not a host name or IP address"),
+        ("-host:80", "--addr: '-host' is not a host name or IP address"),
+        ("http://h:80", "--addr: 'http://h:80' is a URL; give HOST:PORT without a scheme"),
     ],
 )
 def test_rejects_with_a_message_naming_the_setting(text: str, message: str) -> None:
