@@ -11,7 +11,6 @@ import os
 
 import nox
 
-nox.options.default_venv_backend = "venv"
 nox.options.reuse_venv = "yes"
 nox.options.sessions = ["lint", "typecheck", "tests"]
 

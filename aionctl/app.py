@@ -29,7 +29,7 @@ _EXIT_CODES = "\n".join(f"  {int(code)}  {text}" for code, text in EXIT_CODE_HEL
 app = typer.Typer(
     cls=LazyGroup,
     name=PROG,
-    help="Operate the aion task-routing platform: validate config, install modules, drive aiond.",
+    help="Operate the aion task-routing platform and its daemon, aiond, from shells, scripts and CI.",
     # \b keeps the exit-code table as written instead of re-wrapping it.
     epilog=f"\b\nExit codes:\n{_EXIT_CODES}",
     # Plain help and errors: no box drawing, no colour in pipes; also keeps start-up fast.

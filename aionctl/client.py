@@ -1,5 +1,8 @@
 """How aionctl reaches aiond: endpoint resolution, gRPC channels, HTTP probes and error translation.
 
+aionctl connects to the daemon directly: proxy settings in the environment (http_proxy, ...) are not
+used, for gRPC and HTTP alike, so both reach the same place and loopback never goes through a proxy.
+
 gRPC and httpx errors never leave this module raw: they become :mod:`aion.errors` exceptions whose exit
 codes scripts can branch on (5 unreachable or timed out, 4 refused, 6 precondition, 1 other).
 """
@@ -49,7 +52,9 @@ def channel(endpoint: Endpoint) -> Iterator[grpc.Channel]:
     """A gRPC channel to the daemon, closed on exit."""
     import grpc
 
-    ch = grpc.insecure_channel(str(endpoint.grpc), options=[("grpc.enable_retries", 0)])
+    ch = grpc.insecure_channel(
+        str(endpoint.grpc), options=[("grpc.enable_retries", 0), ("grpc.enable_http_proxy", 0)]
+    )
     try:
         yield ch
     finally:

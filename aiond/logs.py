@@ -1,10 +1,21 @@
-"""Logging setup for aiond: human text on a terminal, or one JSON object per line for log shippers."""
+"""Logging setup for aiond: human text, or one JSON object per line for log shippers.
+
+Two things keep the log usable during an incident:
+
+- Malformed HTTP requests (a gRPC client pointed at the HTTP port, a TLS probe, a port scanner) are
+  logged by aiohttp as errors with a traceback. They say nothing about aiond's health, so they are
+  reduced to one debug line.
+- In json mode every line must be JSON, so grpc's C core, which writes straight to the process's
+  stderr, is silenced unless GRPC_VERBOSITY is set explicitly (call :func:`prepare_grpc` before grpc
+  is imported).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
 import logging
+import os
 import sys
 
 
@@ -23,6 +34,31 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class BadRequestFilter(logging.Filter):
+    """Turns aiohttp's "Error handling request" for unparsable requests into one debug line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None or type(exc).__name__ not in (
+            "BadHttpMessage",
+            "BadStatusLine",
+            "HttpProcessingError",
+        ):
+            return True
+        record.msg = "ignored a malformed HTTP request: %s"
+        record.args = (str(exc).splitlines()[0],)
+        record.exc_info = None
+        record.exc_text = None
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+def prepare_grpc(fmt: str) -> None:
+    """Before grpc is imported: keep its C core off stderr in json mode, unless the user chose."""
+    if fmt == "json":
+        os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
+
 def configure(level: str, fmt: str) -> None:
     """Send aiond's logs to stderr at ``level`` in ``fmt`` ("text" or "json")."""
     handler = logging.StreamHandler(sys.stderr)
@@ -33,4 +69,4 @@ def configure(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # aiohttp's access log is off; its server errors still reach the root logger.
+    logging.getLogger("aiohttp.server").addFilter(BadRequestFilter())

@@ -37,18 +37,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _run(vars(args))
     except Error as exc:
-        print(f"aiond: error: {exc.diagnostics()}", file=sys.stderr)
+        _report(exc)
         return int(exc.exit_code)
     except KeyboardInterrupt:
         return 130
 
 
+def _report(exc: Error) -> None:
+    """The last word before exiting: a JSON log line when logs are JSON, else plain text."""
+    import logging
+
+    root = logging.getLogger()
+    if root.handlers and type(root.handlers[0].formatter).__name__ == "JsonFormatter":
+        logging.getLogger("aiond").error("%s", exc.diagnostics())
+    else:
+        print(f"aiond: error: {exc.diagnostics()}", file=sys.stderr)
+
+
 def _run(flags: dict[str, str | None]) -> int:
     from aiond import logs, settings
-    from aiond.server import Daemon
 
     loaded = settings.load(flags, os.environ)
+    logs.prepare_grpc(loaded.log_format)
     logs.configure(loaded.log_level, loaded.log_format)
+
+    from aiond.server import Daemon
 
     async def serve() -> None:
         await Daemon(loaded).serve()

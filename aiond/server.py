@@ -101,6 +101,7 @@ class Daemon:
         self.grpc_address: HostPort | None = None
         self.http_address: HostPort | None = None
         self.phase_log: list[Phase] = []
+        self._shutdown: asyncio.Future[None] | None = None
 
     @property
     def phase(self) -> Phase:
@@ -137,9 +138,11 @@ class Daemon:
                 hint="point --config at the directory of your config set",
             )
         self._lock = StateDirLock.acquire(s.state_dir)
+        # HTTP first: an aiohttp runner gives its port back when cleaned up, while a grpc server that
+        # bound a port but never started keeps it until the process exits.
+        self._http, self.http_address = await self._start_http(s.http_listen)
         self._grpc = self._build_grpc_server()
         self.grpc_address = _bind_grpc(self._grpc, s.grpc_listen)
-        self._http, self.http_address = await self._start_http(s.http_listen)
         await self._grpc.start()
         await self._health.set("", health.SERVING)
         self._enter(Phase.SERVING)
@@ -159,10 +162,35 @@ class Daemon:
         self._stop_requested.set()
 
     async def shutdown(self) -> None:
-        """Stop in the documented order. Safe after a failed or partial startup; idempotent."""
-        if self._phase in (Phase.NEW, Phase.STOPPED):
+        """Stop in the documented order. Safe after a failed or partial startup, and idempotent:
+        concurrent calls wait for the one shutdown in progress.
+
+        Worst case, without a second signal: ``--shutdown-delay`` + ``--shutdown-grace`` (gRPC) +
+        ``--shutdown-grace`` (HTTP requests still running, in practice none: they are probes).
+        """
+        if self._shutdown is None:
+            self._shutdown = asyncio.ensure_future(self._shutdown_once())
+        await asyncio.shield(self._shutdown)
+
+    async def _shutdown_once(self) -> None:
+        served = Phase.SERVING in self.phase_log
+        try:
+            if served:
+                await self._drain()
+            elif self._grpc is not None:
+                await self._grpc.stop(0)  # never served: nothing to drain, nobody to warn
+            # 5. HTTP: close the listener; in-flight requests finish.
+            if self._http is not None:
+                await self._http.cleanup()
+        finally:
+            # 6. Release the state directory, whatever failed above.
+            if self._lock is not None:
+                self._lock.release()
             self._enter(Phase.STOPPED)
-            return
+            if served:
+                log.info("stopped")
+
+    async def _drain(self) -> None:
         # 1. Not ready any more: /readyz 503, gRPC health NOT_SERVING.
         self._enter(Phase.DRAINING)
         await self._health.drain()
@@ -174,24 +202,18 @@ class Daemon:
         # 3. End long-lived streams.
         await self._health.close()
         # 4. gRPC: refuse new calls, let in-flight ones finish within the grace period.
-        if self._grpc is not None:
-            grace = 0.0 if self._force_stop.is_set() else self.settings.shutdown_grace
-            stopping = asyncio.ensure_future(self._grpc.stop(grace))
-            forced = asyncio.ensure_future(self._force_stop.wait())
+        assert self._grpc is not None
+        grace = 0.0 if self._force_stop.is_set() else self.settings.shutdown_grace
+        stopping = asyncio.ensure_future(self._grpc.stop(grace))
+        forced = asyncio.ensure_future(self._force_stop.wait())
+        try:
             await asyncio.wait({stopping, forced}, return_when=asyncio.FIRST_COMPLETED)
             if not stopping.done():
                 log.warning("second stop request: cancelling in-flight calls")
                 await self._grpc.stop(0)
             await stopping
+        finally:
             forced.cancel()
-        # 5. HTTP: close the listener; in-flight requests finish.
-        if self._http is not None:
-            await self._http.cleanup()
-        # 6. Release the state directory.
-        if self._lock is not None:
-            self._lock.release()
-        self._enter(Phase.STOPPED)
-        log.info("stopped")
 
     # -- assembly ---------------------------------------------------------------------------------
 
@@ -275,10 +297,17 @@ class Daemon:
 
 
 def _listen_socket(listen: HostPort, *, what: str, flag: str) -> socket.socket:
-    """A bound, listening TCP socket, or a ConflictError that says the port is taken."""
-    family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
+    """A bound, listening TCP socket, or an error that says precisely why the address cannot be used."""
     try:
-        return socket.create_server((listen.host, listen.port), family=family, reuse_port=False)
+        infos = socket.getaddrinfo(listen.host, listen.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise InputError(
+            f"cannot listen for {what} on {listen}: cannot resolve {listen.host!r} ({exc.strerror})",
+            hint=f"use an IP address or a resolvable host name in {flag}",
+        ) from exc
+    family, _, _, _, sockaddr = infos[0]
+    try:
+        return socket.create_server(sockaddr[:2], family=family, reuse_port=False)
     except OSError as exc:
         raise _bind_error(listen, what, flag, exc) from exc
 
@@ -290,22 +319,27 @@ def _bind_error(listen: HostPort, what: str, flag: str, exc: OSError) -> Excepti
             hint=f"another aiond or another program holds it; choose a free port with {flag}",
         )
     if exc.errno == errno.EACCES:
-        return ConflictError(
+        return InputError(
             f"cannot listen for {what} on {listen}: permission denied",
             hint=f"use a port above 1023 with {flag}",
+        )
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return InputError(
+            f"cannot listen for {what} on {listen}: no such address on this host",
+            hint=f"use an address of one of this host's interfaces in {flag}, or 0.0.0.0",
         )
     return InputError(f"cannot listen for {what} on {listen}: {exc.strerror}", hint=f"check {flag}")
 
 
 def _bind_grpc(server: grpc.aio.Server, listen: HostPort) -> HostPort:
-    # Probe the address with a plain socket first: it gives a precise reason (in use, no permission,
-    # no such address) where grpc only says "failed to bind". grpc's own bind below stays the authority.
-    if listen.port != 0:
-        _listen_socket(listen, what="gRPC", flag="--grpc-listen").close()
+    # Probe the address with a plain socket first (port 0 included: binding it still checks the
+    # address): it gives the precise reason where grpc only says "failed to bind". grpc's own bind
+    # below stays the authority.
+    _listen_socket(listen, what="gRPC", flag="--grpc-listen").close()
     try:
         port = server.add_insecure_port(str(listen))
     except RuntimeError as exc:
-        raise _bind_error(listen, "gRPC", "--grpc-listen", OSError(errno.EADDRINUSE, "in use")) from exc
+        raise InputError(f"cannot listen for gRPC on {listen}: {exc}", hint="check --grpc-listen") from exc
     return HostPort(listen.host, port)
 
 

@@ -75,35 +75,23 @@ class Metrics:
 
 
 class CallTracker(grpc.aio.ServerInterceptor):
-    """Counts in-flight gRPC calls and records each call's duration and status code.
-
-    aiond reads :attr:`in_flight` for its status report, and shutdown waits on :meth:`wait_idle`.
-    """
+    """Counts in-flight gRPC calls (for the status report) and records each call's duration and code."""
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
         self._in_flight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
 
     @property
     def in_flight(self) -> int:
         return self._in_flight
 
-    async def wait_idle(self) -> None:
-        """Return once no call is in flight."""
-        await self._idle.wait()
-
     def _enter(self) -> float:
         self._in_flight += 1
-        self._idle.clear()
         self._metrics.grpc_in_flight.inc()
         return time.perf_counter()
 
     def _exit(self, method: str, started: float, code: grpc.StatusCode) -> None:
         self._in_flight -= 1
-        if self._in_flight == 0:
-            self._idle.set()
         self._metrics.grpc_in_flight.dec()
         service, _, name = method.lstrip("/").rpartition("/")
         self._metrics.grpc_requests.labels(service=service, method=name, code=code.name).inc()

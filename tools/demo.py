@@ -80,7 +80,7 @@ def main() -> int:
             say("What the daemon reports about itself (AdminService.GetStatus over gRPC)")
             show([str(BIN / "aionctl"), "status"], env)
 
-            say("SIGTERM: readiness goes to 503, in-flight calls drain, then aiond stops")
+            say("SIGTERM: aiond drains (readiness 503, in-flight calls finish) and stops; see its log")
             print(f"$ kill -TERM {daemon.pid}", flush=True)
             daemon.send_signal(signal.SIGTERM)
             code = daemon.wait(timeout=30)

@@ -1,8 +1,9 @@
 """Keep aion.v1 wire-compatible: a field or enum number, once used, is never given another meaning.
 
-``proto/fields.lock.json`` remembers every (message or enum, number) -> name the contract has ever had.
-Entries are only ever added. A change that renames a number's field, or drops a field without
-``reserved``, is reported by :func:`check` (run by the test suite).
+``proto/fields.lock.json`` remembers every (message, number) -> "name: type" and (enum, number) -> name
+the contract has ever had. Entries are only ever added. A change that gives a number another field
+name, type or cardinality, or drops a field without ``reserved``, is reported by :func:`check` (run by
+the test suite).
 
     python tools/protolock.py          # record new fields in the lock (what `nox -s proto` runs)
     python tools/protolock.py --check  # report violations and unrecorded fields; exit 1 if any
@@ -18,13 +19,31 @@ from pathlib import Path
 from typing import Any
 
 from google.protobuf import descriptor_pb2
-from google.protobuf.descriptor import Descriptor, EnumDescriptor
+from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCK = ROOT / "proto" / "fields.lock.json"
 MODULES = sorted(p.stem for p in (ROOT / "proto" / "aion" / "v1").glob("*.proto"))
 
 Lock = dict[str, dict[str, dict[str, str]]]
+
+_SCALARS = {
+    value: name.removeprefix("TYPE_").lower()
+    for name, value in vars(FieldDescriptor).items()
+    if name.startswith("TYPE_") and isinstance(value, int)
+}
+
+
+def _field_signature(field: FieldDescriptor) -> str:
+    """ "name: type", with "repeated" for lists; map fields show as their entry message."""
+    if field.message_type is not None:
+        kind = field.message_type.full_name
+    elif field.enum_type is not None:
+        kind = field.enum_type.full_name
+    else:
+        kind = _SCALARS[field.type]
+    repeated = "repeated " if field.is_repeated else ""
+    return f"{field.name}: {repeated}{kind}"
 
 
 def _all_descriptors() -> tuple[list[Descriptor], list[EnumDescriptor]]:
@@ -51,9 +70,8 @@ def snapshot() -> Lock:
     messages, enums = _all_descriptors()
     lock: Lock = {"messages": {}, "enums": {}, "reserved": {}}
     for msg in sorted(messages, key=lambda m: m.full_name):
-        lock["messages"][msg.full_name] = {
-            str(f.number): f.name for f in sorted(msg.fields, key=lambda f: f.number)
-        }
+        fields = sorted(msg.fields, key=lambda f: f.number)
+        lock["messages"][msg.full_name] = {str(f.number): _field_signature(f) for f in fields}
         proto = descriptor_pb2.DescriptorProto()
         msg.CopyToProto(proto)
         reserved = [n for r in proto.reserved_range for n in range(r.start, r.end)]
@@ -82,8 +100,8 @@ def check(history: Lock, current: Lock) -> list[str]:
             for number, name in sorted(numbers.items(), key=lambda item: int(item[0])):
                 if number in now and now[number] != name:
                     problems.append(
-                        f"{owner} {noun} {number} was {name!r} and is now {now[number]!r}: never reuse a "
-                        f"{noun} number; reserve it and use a new one"
+                        f"{owner} {noun} {number} was {name!r} and is now {now[number]!r}: never change "
+                        f"what a {noun} number means; reserve it and use a new one"
                     )
                 elif number not in now and number not in reserved:
                     problems.append(

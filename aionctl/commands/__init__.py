@@ -19,6 +19,7 @@ class CommandSpec:
 COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec("health", "aionctl.commands.health", "Check that aiond is alive and ready (gRPC and HTTP)."),
     CommandSpec("status", "aionctl.commands.status", "Show what the running aiond reports about itself."),
+    CommandSpec("schema", "aionctl.commands.schema", "Print the JSON Schemas that ship with aion."),
 )
 
 BY_NAME = {spec.name: spec for spec in COMMANDS}

@@ -1,4 +1,5 @@
-"""``aionctl health``: is aiond alive and ready? Probes gRPC health, HTTP /healthz and HTTP /readyz.
+"""``aionctl health``: is aiond alive and ready? Probes gRPC health, HTTP /healthz and HTTP /readyz,
+concurrently, each within ``--timeout``.
 
 Exit 0 when every probe passes, 5 when any endpoint cannot be reached or times out, 1 when the daemon
 answers but is not healthy or not ready (for example while it drains).
@@ -7,6 +8,7 @@ answers but is not healthy or not ready (for example while it drains).
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import ThreadPoolExecutor
 
 import typer
 
@@ -28,12 +30,14 @@ def health(
 ) -> None:
     """Check that aiond is alive and ready (gRPC and HTTP)."""
     endpoint = Endpoint.resolve(addr, http_addr, timeout)
-    with http_client(endpoint) as client:
-        probes = [
-            probe_grpc_health(endpoint),
-            probe_http(client, endpoint, "http-live", "/healthz"),
-            probe_http(client, endpoint, "http-ready", "/readyz"),
+    # The probes run at once, so the whole check takes at most --timeout, not three times it.
+    with http_client(endpoint) as client, ThreadPoolExecutor(max_workers=3) as pool:
+        futures = [
+            pool.submit(probe_grpc_health, endpoint),
+            pool.submit(probe_http, client, endpoint, "http-live", "/healthz"),
+            pool.submit(probe_http, client, endpoint, "http-ready", "/readyz"),
         ]
+        probes = [f.result() for f in futures]
     code = outcome(probes)
     opts = global_options(ctx)
     doc = document(

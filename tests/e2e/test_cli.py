@@ -152,3 +152,22 @@ def test_readme_cli_reference_matches_help() -> None:
     assert f"```\n{result.stdout.rstrip()}\n```" in readme, (
         "update README's CLI reference from `aionctl --help`"
     )
+
+
+def test_schema_list_and_show() -> None:
+    from aion import schemas
+
+    listed = aionctl("schema", "list", "-o", "json")
+    assert listed.returncode == 0, listed.stderr
+    doc = json.loads(listed.stdout)
+    assert doc["kind"] == "SchemaList"
+    assert [s["name"] for s in doc["schemas"]] == schemas.names()
+    shown = aionctl("schema", "show", "output/health")
+    assert shown.returncode == 0
+    assert json.loads(shown.stdout) == schemas.load("output/health")
+
+
+def test_schema_show_unknown_is_an_input_error() -> None:
+    result = aionctl("schema", "show", "no/such")
+    assert result.returncode == 3
+    assert result.stderr == "error: no schema named 'no/such'\nhint: `aionctl schema list` shows the names\n"

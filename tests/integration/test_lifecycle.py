@@ -76,30 +76,51 @@ def run(scenario: Any) -> None:
     asyncio.run(main())
 
 
-def test_in_flight_call_finishes_while_readiness_reports_draining(tmp_path: Path) -> None:
+def test_draining_daemon_answers_but_is_not_ready(tmp_path: Path) -> None:
     async def scenario(track: Any) -> None:
-        slow = SlowService()
-        daemon = Daemon(
-            settings(tmp_path, shutdown_delay=0.5), extra_services=[ServiceBinding(slow.register)]
-        )
+        # A long delay keeps the daemon in steps 1-2 for as long as the assertions take; a forced
+        # stop ends it afterwards.
+        daemon = Daemon(settings(tmp_path, shutdown_delay=600))
         track(daemon)
         await daemon.startup()
-        target = str(daemon.grpc_address)
         ready_url = f"http://{daemon.http_address}/readyz"
-        async with grpc.aio.insecure_channel(target) as channel, httpx.AsyncClient() as http:
+        async with (
+            grpc.aio.insecure_channel(str(daemon.grpc_address)) as channel,
+            httpx.AsyncClient() as http,
+        ):
             health = health_pb2_grpc.HealthStub(channel)
             assert (await http.get(ready_url)).status_code == 200
-            call = slow_call(channel)
-            await asyncio.wait_for(slow.entered.wait(), 10)
-
             stopping = asyncio.ensure_future(daemon.shutdown())
-            await until(lambda: daemon.phase is Phase.DRAINING)
-            # Steps 1-2: still answering, but not ready; the call in flight keeps running.
+            await until(lambda: daemon.phase_log[-1] is Phase.DRAINING)
             assert (await http.get(ready_url)).status_code == 503
+            assert (await http.get(f"http://{daemon.http_address}/healthz")).status_code == 200
             reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
             assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+            assert not stopping.done()
+            daemon.request_stop(force=True)
+            await asyncio.wait_for(stopping, 10)
+        assert daemon.phase_log == [Phase.STARTING, Phase.SERVING, Phase.DRAINING, Phase.STOPPED]
 
-            # Step 4: after the delay gRPC refuses new calls, yet waits for the one in flight.
+    run(scenario)
+
+
+def test_in_flight_call_finishes_before_http_stops(tmp_path: Path) -> None:
+    async def scenario(track: Any) -> None:
+        slow = SlowService()
+        daemon = Daemon(settings(tmp_path), extra_services=[ServiceBinding(slow.register)])
+        track(daemon)
+        await daemon.startup()
+        ready_url = f"http://{daemon.http_address}/readyz"
+        async with (
+            grpc.aio.insecure_channel(str(daemon.grpc_address)) as channel,
+            httpx.AsyncClient() as http,
+        ):
+            health = health_pb2_grpc.HealthStub(channel)
+            call = slow_call(channel)
+            await asyncio.wait_for(slow.entered.wait(), 10)
+            stopping = asyncio.ensure_future(daemon.shutdown())
+
+            # Step 4 has begun once gRPC refuses new calls; the call in flight is still running.
             async def refused() -> bool:
                 try:
                     await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
@@ -109,13 +130,14 @@ def test_in_flight_call_finishes_while_readiness_reports_draining(tmp_path: Path
 
             await until_async(refused)
             assert not stopping.done()
-            assert daemon.phase_log[-1] is Phase.DRAINING
+            # Step 5 has not: HTTP still answers, and says not ready.
+            assert (await http.get(ready_url)).status_code == 503
             slow.release.set()
             assert await call == b"done:x"
             await asyncio.wait_for(stopping, 15)
         assert daemon.phase_log == [Phase.STARTING, Phase.SERVING, Phase.DRAINING, Phase.STOPPED]
         with pytest.raises(httpx.ConnectError):
-            httpx.get(ready_url, timeout=2)
+            httpx.get(ready_url, timeout=2, trust_env=False)
 
     run(scenario)
 
@@ -193,20 +215,37 @@ def test_failed_startup_releases_what_it_took(tmp_path: Path) -> None:
         first = Daemon(settings(tmp_path))
         track(first)
         await first.startup()
-        assert first.http_address is not None
-        # Same HTTP port, different state dir: the gRPC listener binds, then HTTP fails.
-        second = Daemon(settings(tmp_path, state_dir=tmp_path / "other", http_listen=first.http_address))
+        assert first.grpc_address is not None
+        # Same gRPC port, different state dir: HTTP binds and starts, then gRPC fails.
+        second = Daemon(
+            settings(
+                tmp_path, state_dir=tmp_path / "other", grpc_listen=first.grpc_address, shutdown_delay=600
+            )
+        )
         track(second)
         with pytest.raises(ConflictError, match="address already in use"):
             await second.startup()
-        await second.shutdown()
-        assert second.phase is Phase.STOPPED
-        # The second daemon's state dir lock was released: a third daemon can take it.
-        third = Daemon(settings(tmp_path, state_dir=tmp_path / "other"))
+        await asyncio.wait_for(second.shutdown(), 5)  # it never served: no drain, no delay
+        assert second.phase_log == [Phase.STARTING, Phase.STOPPED]
+        assert second.http_address is not None
+        # Everything the second daemon took is free again: its HTTP port and its state dir.
+        third = Daemon(settings(tmp_path, state_dir=tmp_path / "other", http_listen=second.http_address))
         track(third)
         await third.startup()
+        assert third.http_address == second.http_address
         await third.shutdown()
         await first.shutdown()
+
+    run(scenario)
+
+
+def test_shutdown_is_single_flight(tmp_path: Path) -> None:
+    async def scenario(track: Any) -> None:
+        daemon = Daemon(settings(tmp_path))
+        track(daemon)
+        await daemon.startup()
+        await asyncio.gather(daemon.shutdown(), daemon.shutdown(), daemon.shutdown())
+        assert daemon.phase_log == [Phase.STARTING, Phase.SERVING, Phase.DRAINING, Phase.STOPPED]
 
     run(scenario)
 

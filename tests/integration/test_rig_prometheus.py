@@ -25,7 +25,7 @@ def test_prometheus_scrapes_aiond(prometheus: Prometheus, aiond: Aiond) -> None:
 def test_aiond_metrics_pass_promtool(aiond: Aiond) -> None:
     promtool = install.command_path("promtool")
     assert promtool is not None, "promtool ships with the prometheus package"
-    exposition = httpx.get(f"http://{aiond.http_addr}/metrics", timeout=5).content
+    exposition = httpx.get(f"http://{aiond.http_addr}/metrics", timeout=5, trust_env=False).content
     result = subprocess.run(
         [str(promtool), "check", "metrics"], input=exposition, capture_output=True, check=False
     )

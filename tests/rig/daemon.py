@@ -13,9 +13,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import httpx
-
-from tests.rig.procs import ManagedProcess, free_port
+from tests.rig.procs import ManagedProcess, free_port, http_ok, start_with_retries
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -40,40 +38,40 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 class Aiond:
-    """A real aiond process."""
+    """A real aiond process on free loopback ports."""
 
     def __init__(self, workdir: Path, *, config_dir: Path = EXAMPLES, extra_args: Sequence[str] = ()) -> None:
         self.workdir = workdir
-        self.grpc_port = free_port()
-        self.http_port = free_port()
-        self.grpc_addr = f"127.0.0.1:{self.grpc_port}"
-        self.http_addr = f"127.0.0.1:{self.http_port}"
+        self.config_dir = config_dir
+        self.extra_args = list(extra_args)
         self.state_dir = workdir / "state"
-        self.process = ManagedProcess(
-            "aiond",
-            [
-                program("aiond"),
-                "--config",
-                str(config_dir),
-                "--state-dir",
-                str(self.state_dir),
-                "--grpc-listen",
-                self.grpc_addr,
-                "--http-listen",
-                self.http_addr,
-                *extra_args,
-            ],
-            log_path=workdir / "aiond.log",
-            env=clean_env(),
-        )
+        self.grpc_addr = self.http_addr = ""
+        self.process = self._process()
+
+    def _process(self) -> ManagedProcess:
+        self.grpc_addr = f"127.0.0.1:{free_port()}"
+        self.http_addr = f"127.0.0.1:{free_port()}"
+        argv = [
+            program("aiond"),
+            "--config", str(self.config_dir),
+            "--state-dir", str(self.state_dir),
+            "--grpc-listen", self.grpc_addr,
+            "--http-listen", self.http_addr,
+            *self.extra_args,
+        ]  # fmt: skip
+        return ManagedProcess("aiond", argv, log_path=self.workdir / "aiond.log", env=clean_env())
 
     def start(self, timeout: float = 30.0) -> Aiond:
-        self.process.start()
-        self.process.wait_ready(self.ready, timeout=timeout)
+        def launch() -> ManagedProcess:
+            if self.process.proc is not None:  # a retry: the last ports were taken
+                self.process = self._process()
+            return self.process.start()
+
+        start_with_retries(launch, self.ready, timeout=timeout)
         return self
 
     def ready(self) -> bool:
-        return httpx.get(f"http://{self.http_addr}/readyz", timeout=1).status_code == 200
+        return http_ok(f"http://{self.http_addr}/readyz")
 
     def stop(self) -> int | None:
         return self.process.stop()

@@ -17,9 +17,11 @@ cache and, when the machine's Go is missing or too old, a Go toolchain fetched f
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
 import json
 import os
+import platform
 import re
 import shutil
 import stat
@@ -43,6 +45,12 @@ GO_TOOLS: dict[str, tuple[str, str]] = {
 }
 GO_MIN_VERSION = (1, 26, 7)  # oras v1.3.6 declares go 1.26.7
 GO_FALLBACK_TOOLCHAIN = "go1.26.8"
+# The toolchain module's hashes as recorded in the Go checksum database (sum.golang.org), which is
+# what the go command itself checks before it runs a downloaded toolchain.
+GO_TOOLCHAIN_H1 = {
+    "amd64": "h1:ZOmGe1OnfREDMIdb1Qi4G9JSuDPBLGExZMQ4nis1RXM=",
+    "arm64": "h1:sYL/O6MqS68ML0kjsQ36WoYIpJqkw60TxizWUYUKQMc=",
+}
 
 KAFKA_VERSION = "4.1.1"
 KAFKA_POM = HERE / "kafka" / "pom.xml"
@@ -152,18 +160,17 @@ def install_apt() -> None:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     log(f"apt: installing {' '.join(wanted)}")
     _run([*prefix, "apt-get", "update", "-q"], env=env)
-    # The packages' own services must not start: the tests start their own instances on free ports.
-    policy = Path("/usr/sbin/policy-rc.d")
-    created_policy = False
-    if os.geteuid() == 0 and not policy.exists():
-        policy.write_text("#!/bin/sh\nexit 101\n")
-        policy.chmod(0o755)
-        created_policy = True
+    # The packages' own services (a registry on :5000 with deletes on, Prometheus on :9090) must not
+    # start: the tests start their own instances on free ports. policy-rc.d tells Debian so.
+    policy = "/usr/sbin/policy-rc.d"
+    created_policy = not Path(policy).exists()
+    if created_policy:
+        _run([*prefix, "sh", "-c", f"printf '#!/bin/sh\\nexit 101\\n' > {policy} && chmod 755 {policy}"])
     try:
         _run([*prefix, "apt-get", "install", "-y", "-q", "--no-install-recommends", *wanted], env=env)
     finally:
         if created_policy:
-            policy.unlink()
+            _run([*prefix, "rm", "-f", policy])
 
 
 # -- Go tools ----------------------------------------------------------------------------------------
@@ -189,12 +196,29 @@ def _go_binary() -> str:
     return str(local)
 
 
+def _go_arch() -> str:
+    machine = platform.machine().lower()
+    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(machine)
+    if arch is None:
+        raise InstallError(f"go: no pinned Go toolchain for {machine}; install Go 1.26.7 or newer yourself")
+    return arch
+
+
+def _dirhash_h1(archive: zipfile.ZipFile) -> str:
+    """The Go module "h1:" hash of a module zip (golang.org/x/mod/sumdb/dirhash Hash1)."""
+    names = sorted(info.filename for info in archive.infolist() if not info.is_dir())
+    summary = "".join(f"{hashlib.sha256(archive.read(name)).hexdigest()}  {name}\n" for name in names)
+    return "h1:" + base64.b64encode(hashlib.sha256(summary.encode()).digest()).decode()
+
+
 def _fetch_go_toolchain(root: Path) -> None:
-    """Download the Go toolchain the way `GOTOOLCHAIN` does: a module zip served by the Go proxy."""
+    """Download the Go toolchain the way `GOTOOLCHAIN` does: a module zip served by the Go proxy,
+    checked against the hash the Go checksum database records for it."""
     proxy = (os.environ.get("GOPROXY") or "https://proxy.golang.org").split(",")[0].split("|")[0]
     if proxy in ("direct", "off"):
         proxy = "https://proxy.golang.org"
-    version = f"v0.0.1-{GO_FALLBACK_TOOLCHAIN}.linux-amd64"
+    arch = _go_arch()
+    version = f"v0.0.1-{GO_FALLBACK_TOOLCHAIN}.linux-{arch}"
     url = f"{proxy.rstrip('/')}/golang.org/toolchain/@v/{version}.zip"
     log(f"go: fetching {GO_FALLBACK_TOOLCHAIN} from {url}")
     root.parent.mkdir(parents=True, exist_ok=True)
@@ -205,6 +229,11 @@ def _fetch_go_toolchain(root: Path) -> None:
         prefix = f"golang.org/toolchain@{version}/"
         staging = Path(tmp) / "go"
         with zipfile.ZipFile(archive) as zf:
+            actual = _dirhash_h1(zf)
+            if actual != GO_TOOLCHAIN_H1[arch]:
+                raise InstallError(
+                    f"go: {url} has hash {actual}, expected {GO_TOOLCHAIN_H1[arch]}; refusing it"
+                )
             for info in zf.infolist():
                 if not info.filename.startswith(prefix) or info.is_dir():
                     continue

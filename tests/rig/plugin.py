@@ -47,7 +47,7 @@ def oci_registry(rig_workdir: Path) -> Iterator[OciRegistry]:
     registry = OciRegistry(rig_workdir / "registry")
     try:
         registry.start()
-    except (RuntimeError, TimeoutError) as exc:
+    except Exception as exc:
         registry.stop()
         unavailable("OCI registry", str(exc), f"sudo {_install_hint('apt')}")
     yield registry
@@ -70,7 +70,7 @@ def _kafka_session(rig_workdir: Path) -> Iterator[KafkaBroker]:
     try:
         broker.start()
         broker.create_restricted_user()
-    except (RuntimeError, TimeoutError) as exc:
+    except Exception as exc:
         broker.kill()
         unavailable("Kafka", str(exc), _install_hint("kafka"))
     yield broker
@@ -94,7 +94,7 @@ def prometheus(rig_workdir: Path) -> Iterator[Prometheus]:
     server = Prometheus(rig_workdir / "prometheus")
     try:
         server.start()
-    except (RuntimeError, TimeoutError) as exc:
+    except Exception as exc:
         server.stop()
         unavailable("Prometheus", str(exc), f"sudo {_install_hint('apt')}")
     yield server

@@ -6,7 +6,9 @@ dies first. Short pauses between polls are the only waiting there is.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -19,6 +21,20 @@ from typing import TypeVar
 T = TypeVar("T")
 
 POLL_INTERVAL = 0.05
+_PR_SET_PDEATHSIG = 1
+_LIVE: set[ManagedProcess] = set()
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: the kernel sends SIGKILL when the test runner dies, however it dies."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for proc in list(_LIVE):
+        proc.kill()
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -66,6 +82,38 @@ def poll(
         time.sleep(POLL_INTERVAL)
 
 
+def http_ok(url: str) -> bool:
+    """GET ``url`` directly (never through a proxy from the environment); True on 200."""
+    import httpx
+
+    return httpx.get(url, timeout=1, trust_env=False).status_code == 200
+
+
+def start_with_retries(
+    launch: Callable[[], ManagedProcess], ready: Callable[[], object], *, timeout: float, attempts: int = 3
+) -> ManagedProcess:
+    """Start a service on ports picked by :func:`free_port`, and wait until it is ready.
+
+    Another process can take such a port between the pick and the service's bind. When the service
+    dies saying so, ``launch`` runs again (it picks new ports); any other failure is raised at once.
+    """
+    for attempt in range(1, attempts + 1):
+        proc = launch()
+        try:
+            proc.wait_ready(ready, timeout=timeout)
+        except RuntimeError:
+            conflict = "address already in use" in proc.log_tail(400).lower()
+            proc.kill()
+            if conflict and attempt < attempts:
+                continue
+            raise
+        except BaseException:
+            proc.kill()
+            raise
+        return proc
+    raise AssertionError("unreachable")
+
+
 class ManagedProcess:
     """A child process with its output in a log file, stopped with SIGTERM then SIGKILL."""
 
@@ -96,10 +144,12 @@ class ManagedProcess:
                 stdin=subprocess.DEVNULL,
                 env=self.env,
                 cwd=self.cwd,
-                start_new_session=True,  # signals to the test runner do not reach it by accident
+                start_new_session=True,  # a Ctrl-C meant for pytest does not reach it first
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 - the rig starts no threads before this
             )
         finally:
             log.close()
+        _LIVE.add(self)
         return self
 
     @property
@@ -137,6 +187,7 @@ class ManagedProcess:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.kill()
+        _LIVE.discard(self)
         return self.proc.returncode
 
     def kill(self) -> None:
@@ -144,6 +195,7 @@ class ManagedProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
+        _LIVE.discard(self)
 
     def log_tail(self, lines: int = 40) -> str:
         try:

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from tests.rig import install
-from tests.rig.procs import ManagedProcess, free_port, poll, port_open
+from tests.rig.procs import ManagedProcess, free_port, http_ok, poll, port_open, start_with_retries
 
 START_TIMEOUT = 60.0
 
@@ -30,12 +30,17 @@ START_TIMEOUT = 60.0
 class OciRegistry:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
+        self.storage = workdir / "storage"
+        self.storage.mkdir(parents=True, exist_ok=True)
+        self.port = 0
+        self.host = self.url = ""
+        self.process: ManagedProcess | None = None
+
+    def _launch(self) -> ManagedProcess:
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
         self.url = f"http://{self.host}"
-        self.storage = workdir / "storage"
-        config = workdir / "config.yml"
-        self.storage.mkdir(parents=True, exist_ok=True)
+        config = self.workdir / "config.yml"
         config.write_text(
             "version: 0.1\n"
             "log:\n  level: warn\n  accesslog:\n    disabled: true\n"
@@ -49,20 +54,18 @@ class OciRegistry:
         )
         binary = install.command_path("docker-registry")
         assert binary is not None
-        self.process = ManagedProcess(
-            "docker-registry", [str(binary), "serve", str(config)], log_path=workdir / "registry.log"
-        )
+        log = self.workdir / "registry.log"
+        return ManagedProcess("docker-registry", [str(binary), "serve", str(config)], log_path=log).start()
 
     def start(self) -> OciRegistry:
-        self.process.start()
-        self.process.wait_ready(self._ready, timeout=START_TIMEOUT)
+        self.process = start_with_retries(
+            self._launch, lambda: http_ok(f"{self.url}/v2/"), timeout=START_TIMEOUT
+        )
         return self
 
-    def _ready(self) -> bool:
-        return httpx.get(f"{self.url}/v2/", timeout=1).status_code == 200
-
     def stop(self) -> None:
-        self.process.stop()
+        if self.process is not None:
+            self.process.stop()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,9 +81,8 @@ class KafkaBroker:
     def __init__(self, workdir: Path, java: Path, classpath: str) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.controller_port = free_port()
-        self.bootstrap = f"127.0.0.1:{self.port}"
+        self.port = self.controller_port = 0
+        self.bootstrap = ""
         self.admin = KafkaUser("admin", secrets.token_urlsafe(18))
         self.restricted = KafkaUser("restricted", secrets.token_urlsafe(18))
         self._controller_secret = secrets.token_urlsafe(18)
@@ -89,8 +91,13 @@ class KafkaBroker:
         self._config = workdir / "server.properties"
         self._log_config = workdir / "log4j2.properties"
         self._data = workdir / "data"
-        self._write_config()
+        self._started_once = False
         self.process: ManagedProcess | None = None
+
+    def _pick_ports(self) -> None:
+        self.port, self.controller_port = free_port(), free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self._write_config()
 
     def _write_config(self) -> None:
         secret = self._controller_secret
@@ -182,14 +189,19 @@ class KafkaBroker:
             raise RuntimeError(f"kafka storage format failed:\n{result.stdout}\n{result.stderr}")
 
     def start(self) -> KafkaBroker:
-        """Start (or restart) the broker and wait until the admin can list topics."""
-        if not (self._data / "meta.properties").exists():
-            self.format_storage()
-        self.process = ManagedProcess(
-            "kafka", self._java_cmd("kafka.Kafka", str(self._config)), log_path=self.workdir / "kafka.log"
-        )
-        self.process.start()
-        self.process.wait_ready(self._ready, timeout=START_TIMEOUT)
+        """Start the broker and wait until the admin can list topics. The first start picks the ports
+        (and formats the log dir); later starts reuse them, so ``bootstrap`` never changes."""
+
+        def launch() -> ManagedProcess:
+            if not self._started_once:  # each attempt of the first start may pick new ports
+                self._pick_ports()
+            if not (self._data / "meta.properties").exists():
+                self.format_storage()
+            argv = self._java_cmd("kafka.Kafka", str(self._config))
+            return ManagedProcess("kafka", argv, log_path=self.workdir / "kafka.log").start()
+
+        self.process = start_with_retries(launch, self._ready, timeout=START_TIMEOUT)
+        self._started_once = True
         return self
 
     def _ready(self) -> bool:
@@ -254,10 +266,16 @@ class Prometheus:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.port = 0
+        self.url = ""
         self.targets_file = workdir / "targets.json"
         self.targets_file.write_text("[]")
+        self.process: ManagedProcess | None = None
+
+    def _launch(self) -> ManagedProcess:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        workdir = self.workdir
         config = workdir / "prometheus.yml"
         config.write_text(
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n"
@@ -269,7 +287,7 @@ class Prometheus:
         )
         binary = install.command_path("prometheus")
         assert binary is not None
-        self.process = ManagedProcess(
+        return ManagedProcess(
             "prometheus",
             [
                 str(binary),
@@ -280,17 +298,17 @@ class Prometheus:
                 "--log.level=warn",
             ],
             log_path=workdir / "prometheus.log",
-        )
+        ).start()
 
     def start(self) -> Prometheus:
-        self.process.start()
-        self.process.wait_ready(
-            lambda: httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200, timeout=START_TIMEOUT
+        self.process = start_with_retries(
+            self._launch, lambda: http_ok(f"{self.url}/-/ready"), timeout=START_TIMEOUT
         )
         return self
 
     def stop(self) -> None:
-        self.process.stop()
+        if self.process is not None:
+            self.process.stop()
 
     def set_targets(self, targets: Sequence[str], labels: dict[str, str] | None = None) -> None:
         """Replace the scraped targets (``host:port``), atomically."""
@@ -300,7 +318,7 @@ class Prometheus:
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         """Instant query; the result vector."""
-        response = httpx.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=5)
+        response = httpx.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=5, trust_env=False)
         response.raise_for_status()
         body = response.json()
         assert body["status"] == "success", body

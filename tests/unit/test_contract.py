@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FileDescriptor
@@ -141,17 +142,23 @@ def test_field_lock_catches_a_reused_number() -> None:
     finally:
         sys.path.remove(str(REPO / "tools"))
     current = protolock.snapshot()
-    history = json.loads(json.dumps(current))
-    # Pretend field 1 of GetTaskRequest once had another name: the current contract reuses its number.
-    history["messages"]["aion.v1.GetTaskRequest"]["1"] = "old_task_ref"
-    problems = protolock.check(history, current)
-    assert problems == [
-        "aion.v1.GetTaskRequest field 1 was 'old_task_ref' and is now 'task_id': never reuse a field number; "
-        "reserve it and use a new one"
+    assert current["messages"]["aion.v1.GetTaskRequest"] == {"1": "task_id: string"}
+    assert current["messages"]["aion.v1.Decision"]["4"] == "fallback_chain: repeated aion.v1.Target"
+
+    def history_with(owner: str, number: str, signature: str) -> dict[str, Any]:
+        history: dict[str, Any] = json.loads(json.dumps(current))
+        history["messages"][owner][number] = signature
+        return history
+
+    # Field 1 of GetTaskRequest once had another name: the current contract reuses its number.
+    renamed = history_with("aion.v1.GetTaskRequest", "1", "old_task_ref: string")
+    assert protolock.check(renamed, current) == [
+        "aion.v1.GetTaskRequest field 1 was 'old_task_ref: string' and is now 'task_id: string': "
+        "never change what a field number means; reserve it and use a new one"
     ]
+    # Same name, another type: as breaking on the wire as a new name.
+    assert len(protolock.check(history_with("aion.v1.GetTaskRequest", "1", "task_id: int64"), current)) == 1
     # A removed field that is not reserved is caught too.
-    history = json.loads(json.dumps(current))
-    history["messages"]["aion.v1.GetTaskRequest"]["9"] = "gone"
-    assert protolock.check(history, current) == [
-        "aion.v1.GetTaskRequest field 9 ('gone') was removed without `reserved 9;`"
+    assert protolock.check(history_with("aion.v1.GetTaskRequest", "9", "gone: string"), current) == [
+        "aion.v1.GetTaskRequest field 9 ('gone: string') was removed without `reserved 9;`"
     ]
