@@ -7,8 +7,9 @@ otherwise it is skipped with the reason and the command that installs it.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,20 @@ def _install_hint(step: str) -> str:
     return f"python3 tests/rig/install.py {step}"
 
 
+@contextlib.contextmanager
+def _running(what: str, start: Callable[[], object], stop: Callable[[], object], hint: str) -> Iterator[None]:
+    """Start a service for the session, or report it unavailable; always stop it afterwards."""
+    try:
+        start()
+    except Exception as exc:  # any failure to start is reported the same way
+        stop()
+        unavailable(what, f"{type(exc).__name__}: {exc}", hint)
+    try:
+        yield
+    finally:
+        stop()
+
+
 @pytest.fixture(scope="session")
 def rig_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("rig")
@@ -45,13 +60,8 @@ def oci_registry(rig_workdir: Path) -> Iterator[OciRegistry]:
     if install.command_path("docker-registry") is None:
         unavailable("OCI registry", "docker-registry is not installed", f"sudo {_install_hint('apt')}")
     registry = OciRegistry(rig_workdir / "registry")
-    try:
-        registry.start()
-    except Exception as exc:
-        registry.stop()
-        unavailable("OCI registry", str(exc), f"sudo {_install_hint('apt')}")
-    yield registry
-    registry.stop()
+    with _running("OCI registry", registry.start, registry.stop, f"sudo {_install_hint('apt')}"):
+        yield registry
 
 
 @pytest.fixture(scope="session")
@@ -67,14 +77,13 @@ def _kafka_session(rig_workdir: Path) -> Iterator[KafkaBroker]:
     assert java is not None
     assert classpath is not None
     broker = KafkaBroker(rig_workdir / "kafka", java, classpath)
-    try:
+
+    def start() -> None:
         broker.start()
         broker.create_restricted_user()
-    except Exception as exc:
-        broker.kill()
-        unavailable("Kafka", str(exc), _install_hint("kafka"))
-    yield broker
-    broker.stop()
+
+    with _running("Kafka", start, broker.stop, _install_hint("kafka")):
+        yield broker
 
 
 @pytest.fixture
@@ -92,13 +101,8 @@ def prometheus(rig_workdir: Path) -> Iterator[Prometheus]:
     if install.command_path("prometheus") is None:
         unavailable("Prometheus", "prometheus is not installed", f"sudo {_install_hint('apt')}")
     server = Prometheus(rig_workdir / "prometheus")
-    try:
-        server.start()
-    except Exception as exc:
-        server.stop()
-        unavailable("Prometheus", str(exc), f"sudo {_install_hint('apt')}")
-    yield server
-    server.stop()
+    with _running("Prometheus", server.start, server.stop, f"sudo {_install_hint('apt')}"):
+        yield server
 
 
 @pytest.fixture(scope="session")
