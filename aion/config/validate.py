@@ -1,0 +1,241 @@
+"""Validating config files as a set: read, parse, recognise each file's kind, check it against its
+schema, then check the set across files, and build the immutable snapshot when all is well.
+
+This is the one validation path: ``aionctl validate`` and the daemon's policy activation both use it,
+so a set the CI gate accepts is exactly a set the daemon accepts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+from aion.config import kinds, schema, semantics
+from aion.config.findings import Finding, Severity
+from aion.config.kinds import CONFIG_SET, Kind
+from aion.config.model import ConfigSnapshot, build_intents, build_models, build_modules, build_policies
+from aion.config.yamlload import Document, Limits, load
+from aion.errors import InputError, UsageError
+
+STDIN = "-"
+STDIN_NAME = "<stdin>"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Source:
+    """One file to validate."""
+
+    name: str
+    """As shown in findings: the path as the user gave it (or as found under a directory)."""
+    data: bytes
+    kind: Kind | None = None
+    """Forced by the user (--kind); else recognised by name or content."""
+    explicit: bool = True
+    """Named by the user, rather than found by walking a directory."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Options:
+    strict: bool = False
+    """Unknown keys are errors, not warnings."""
+    limits: Limits = dataclasses.field(default_factory=Limits)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Report:
+    findings: tuple[Finding, ...]
+    files: Mapping[str, Kind | None]
+    """Every file read, with the kind it was recognised as (None: not recognised)."""
+    snapshot: ConfigSnapshot | None
+    """The set, when it is complete (intents and models at least) and has no errors."""
+
+    def count(self, severity: Severity) -> int:
+        return sum(1 for f in self.findings if f.severity is severity)
+
+    def failed(self, *, fail_on_warn: bool = False) -> bool:
+        worst = Severity.WARNING if fail_on_warn else Severity.ERROR
+        return any(f.severity.rank >= worst.rank for f in self.findings)
+
+
+def collect(
+    paths: Sequence[str],
+    *,
+    kind: Kind | None = None,
+    stdin: BinaryIO | None = None,
+    limits: Limits | None = None,
+) -> list[Source]:
+    """Files to validate from command-line paths: files, directories (walked for *.yml and *.yaml,
+    skipping hidden entries), or ``-`` for standard input. Raises InputError for a path that cannot
+    be read, UsageError for ``-`` given twice."""
+    limits = limits or Limits()
+    sources: list[Source] = []
+    seen: set[str] = set()
+    for given in paths:
+        if given == STDIN:
+            if any(s.name == STDIN_NAME for s in sources):
+                raise UsageError("'-' (standard input) can be given only once")
+            if stdin is None:
+                raise UsageError("'-' given, but there is no standard input to read")
+            sources.append(Source(STDIN_NAME, stdin.read(limits.max_bytes + 1), kind, explicit=True))
+            continue
+        path = Path(given)
+        if path.is_dir():
+            for found in _walk(path):
+                _add(sources, seen, found, str(found), kind, explicit=False, limits=limits)
+        elif path.exists():
+            _add(sources, seen, path, given, kind, explicit=True, limits=limits)
+        else:
+            raise InputError(f"{given}: no such file or directory", hint="check the path")
+    return sources
+
+
+def _walk(root: Path) -> Iterable[Path]:
+    for directory, dirnames, filenames in os.walk(root, onerror=_raise):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if not name.startswith(".") and name.lower().endswith(kinds.YAML_SUFFIXES):
+                yield Path(directory) / name
+
+
+def _raise(error: OSError) -> None:
+    raise InputError(f"{error.filename}: cannot read: {error.strerror}") from error
+
+
+def _add(
+    sources: list[Source],
+    seen: set[str],
+    path: Path,
+    name: str,
+    kind: Kind | None,
+    *,
+    explicit: bool,
+    limits: Limits,
+) -> None:
+    real = os.path.realpath(path)
+    if real in seen:
+        return
+    seen.add(real)
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(limits.max_bytes + 1)  # one byte over is enough to report the limit
+    except OSError as exc:
+        raise InputError(f"{name}: cannot read: {exc.strerror}", hint="check the file's permissions") from exc
+    sources.append(Source(name, data, kind, explicit))
+
+
+def validate(sources: Sequence[Source], options: Options | None = None, *, set_name: str = "") -> Report:
+    """Validate ``sources`` as one set."""
+    options = options or Options()
+    findings: list[Finding] = []
+    files: dict[str, Kind | None] = {}
+    valid: dict[Kind, Document] = {}
+    raw: dict[Kind, bytes] = {}
+    broken: set[Kind] = set()
+    base_dir: Path | None = None
+    for source in sources:
+        kind = source.kind or kinds.by_name(source.name)
+        document, found = load(source.data, source.name, options.limits)
+        findings.extend(found)
+        if document is not None and kind is None:
+            kind = kinds.by_content(document.data)
+        files[source.name] = kind
+        if kind is None:
+            if document is not None:
+                findings.append(_unknown_file(source))
+            continue
+        if document is not None:
+            found = schema.check(document, kind, strict=options.strict)
+            findings.extend(found)
+        if not kind.in_config_set:
+            continue
+        if kind in valid or kind in broken:
+            first = next(name for name, k in files.items() if k is kind and name != source.name)
+            findings.append(
+                Finding(
+                    source.name,
+                    0,
+                    0,
+                    "",
+                    "AION009",
+                    Severity.ERROR,
+                    f"a second {kind.value} file; {first} is the first",
+                )
+            )
+            continue
+        if document is None or any(f.severity is Severity.ERROR and f.file == source.name for f in findings):
+            broken.add(kind)
+            continue
+        valid[kind] = document
+        raw[kind] = source.data
+        if kind is Kind.POLICIES and source.name != STDIN_NAME:
+            base_dir = Path(source.name).parent
+    if valid or broken:
+        findings.extend(_incomplete(set_name, valid, broken))
+        view = semantics.SetView.build(valid, base_dir, frozenset(broken))
+        findings.extend(semantics.run(view))
+    findings.sort(key=Finding.sort_key)
+    snapshot = None
+    if (
+        not any(f.severity is Severity.ERROR for f in findings)
+        and Kind.INTENTS in valid
+        and Kind.MODELS in valid
+    ):
+        snapshot = _snapshot(valid, raw)
+    return Report(tuple(findings), files, snapshot)
+
+
+def _unknown_file(source: Source) -> Finding:
+    return Finding(
+        source.name,
+        0,
+        0,
+        "",
+        "AION008",
+        Severity.WARNING,
+        "not recognised as an aion config file (by name or top-level kind:); ignored",
+        hint="name it intents.yml, policies.yml, models.yml or modules.yml, add kind:, or pass --kind",
+    )
+
+
+def _incomplete(set_name: str, valid: Mapping[Kind, Document], broken: set[Kind]) -> Iterable[Finding]:
+    for kind in CONFIG_SET:
+        if kind in valid:
+            continue
+        why = f"{kind.value}.yml has errors" if kind in broken else f"the set has no {kind.value} file"
+        yield Finding(
+            set_name,
+            0,
+            0,
+            "",
+            "AION010",
+            Severity.INFO,
+            f"cross-file checks that need {kind.value} were skipped: {why}",
+        )
+
+
+def _snapshot(valid: Mapping[Kind, Document], raw: Mapping[Kind, bytes]) -> ConfigSnapshot:
+    digest = hashlib.sha256()
+    for kind in CONFIG_SET:
+        if kind in raw:
+            digest.update(kind.value.encode() + b"\0" + raw[kind] + b"\0")
+    policies = build_policies(valid[Kind.POLICIES].data if Kind.POLICIES in valid else None)
+    return ConfigSnapshot(
+        intents=build_intents(valid[Kind.INTENTS].data, policies),
+        policies=policies,
+        models=build_models(valid[Kind.MODELS].data),
+        modules=build_modules(valid[Kind.MODULES].data if Kind.MODULES in valid else None),
+        tag="sha256:" + digest.hexdigest(),
+    )
+
+
+def validate_directory(directory: Path, options: Options | None = None) -> Report:
+    """Validate every config file under ``directory`` as one set (what the daemon loads)."""
+    options = options or Options()
+    return validate(collect([str(directory)], limits=options.limits), options, set_name=str(directory))
+
+
+__all__ = ["STDIN", "STDIN_NAME", "Options", "Report", "Source", "collect", "validate", "validate_directory"]

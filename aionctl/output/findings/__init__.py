@@ -1,0 +1,27 @@
+"""Renderers of validation findings; one module per format, chosen here."""
+
+from __future__ import annotations
+
+from typing import assert_never
+
+from aionctl.output.findings import github, json_, junit, sarif, text
+from aionctl.output.findings.interface import FindingsFormat, Rendering
+
+
+def render(rendering: Rendering, fmt: FindingsFormat, *, color: bool = False, quiet: bool = False) -> str:
+    match fmt:
+        case FindingsFormat.TEXT:
+            return text.render(rendering, color=color, quiet=quiet)
+        case FindingsFormat.JSON:
+            return json_.render(rendering)
+        case FindingsFormat.SARIF:
+            return sarif.render(rendering)
+        case FindingsFormat.GITHUB:
+            return github.render(rendering)
+        case FindingsFormat.JUNIT:
+            return junit.render(rendering)
+        case _:
+            assert_never(fmt)
+
+
+__all__ = ["FindingsFormat", "Rendering", "render"]
