@@ -74,6 +74,7 @@ def proto(session: nox.Session) -> None:
 
 @nox.session
 def completions(session: nox.Session) -> None:
-    """Regenerate the shell completion scripts in completions/."""
+    """Regenerate the shell completion scripts in completions/ and README's CLI reference."""
     session.install("-e", ".")
     session.run("python", "tools/completions.py")
+    session.run("python", "tools/readme_help.py")

@@ -8,6 +8,7 @@ so a set the CI gate accepts is exactly a set the daemon accepts.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -83,10 +84,14 @@ def collect(
             sources.append(Source(STDIN_NAME, stdin.read(limits.max_bytes + 1), kind, explicit=True))
             continue
         path = Path(given)
-        if path.is_dir():
+        try:
+            is_dir, exists = path.is_dir(), path.exists()
+        except OSError as exc:  # for example a parent directory that cannot be searched
+            raise InputError(f"{given}: cannot access: {exc.strerror}", hint=_hint(exc)) from exc
+        if is_dir:
             for found in _walk(path):
                 _add(sources, seen, found, str(found), kind, explicit=False, limits=limits)
-        elif path.exists():
+        elif exists:
             _add(sources, seen, path, given, kind, explicit=True, limits=limits)
         else:
             raise InputError(f"{given}: no such file or directory", hint="check the path")
@@ -102,7 +107,11 @@ def _walk(root: Path) -> Iterable[Path]:
 
 
 def _raise(error: OSError) -> None:
-    raise InputError(f"{error.filename}: cannot read: {error.strerror}") from error
+    raise InputError(f"{error.filename}: cannot read: {error.strerror}", hint=_hint(error)) from error
+
+
+def _hint(error: OSError) -> str | None:
+    return "check the permissions" if error.errno in (errno.EACCES, errno.EPERM) else None
 
 
 def _add(
@@ -123,7 +132,7 @@ def _add(
         with path.open("rb") as handle:
             data = handle.read(limits.max_bytes + 1)  # one byte over is enough to report the limit
     except OSError as exc:
-        raise InputError(f"{name}: cannot read: {exc.strerror}", hint="check the file's permissions") from exc
+        raise InputError(f"{name}: cannot read: {exc.strerror}", hint=_hint(exc)) from exc
     sources.append(Source(name, data, kind, explicit))
 
 
@@ -154,17 +163,11 @@ def validate(sources: Sequence[Source], options: Options | None = None, *, set_n
             continue
         if kind in valid or kind in broken:
             first = next(name for name, k in files.items() if k is kind and name != source.name)
-            findings.append(
-                Finding(
-                    source.name,
-                    0,
-                    0,
-                    "",
-                    "AION009",
-                    Severity.ERROR,
-                    f"a second {kind.value} file; {first} is the first",
-                )
-            )
+            hint = None
+            if Path(first).parent != Path(source.name).parent:
+                hint = "to validate each directory as a set of its own, pass --each-dir"
+            message = f"a second {kind.value} file; {first} is the first"
+            findings.append(Finding(source.name, 0, 0, "", "AION009", Severity.ERROR, message, hint))
             continue
         if document is None or any(f.severity is Severity.ERROR and f.file == source.name for f in findings):
             broken.add(kind)

@@ -158,6 +158,10 @@ def load(source: bytes, file: str, limits: Limits | None = None) -> tuple[Docume
         return None, [*builder.findings, stop.finding]
     except yaml.MarkedYAMLError as exc:
         return None, [*builder.findings, _syntax(file, exc, text)]
+    except yaml.reader.ReaderError as exc:
+        line, column = _byte_position(text, exc.position)
+        message = f"character U+{exc.character:04X} is not allowed in YAML ({exc.reason})"
+        return None, [*builder.findings, Finding(file, line, column, "", "AION001", Severity.ERROR, message)]
     except yaml.YAMLError as exc:
         return None, [*builder.findings, _whole(file, "AION001", str(exc).strip())]
     return Document(file, builder.result, Positions(builder.root, builder.table)), builder.findings

@@ -15,7 +15,8 @@ import typer
 
 from aion import __version__
 from aion.config import kinds
-from aion.config.validate import STDIN, Options, collect, validate
+from aion.config.findings import Finding, Severity
+from aion.config.validate import STDIN, Options, Source, collect, validate
 from aion.config.yamlload import DEFAULT_MAX_BYTES, Limits
 from aion.errors import UsageError
 from aion.exitcodes import ExitCode
@@ -60,20 +61,33 @@ def validate_command(
     max_file_size: Annotated[
         int, typer.Option("--max-file-size", metavar="BYTES", min=1, help="Largest file read.")
     ] = DEFAULT_MAX_BYTES,
+    each_dir: Annotated[
+        bool,
+        typer.Option(
+            "--each-dir", help="Validate each directory's files as a separate set (one set per environment)."
+        ),
+    ] = False,
 ) -> None:
     """Validate config files (intents, policies, models, modules, module manifests, runbooks)."""
     opts = global_options(ctx)
     forced = _parse_kind(kind)
     limits = Limits(max_bytes=max_file_size)
+    options = Options(strict=strict, limits=limits)
     targets = paths or ["."]
     stdin = sys.stdin.buffer if STDIN in targets else None
     sources = collect(targets, kind=forced, stdin=stdin, limits=limits)
-    set_name = targets[0] if len(targets) == 1 and Path(targets[0]).is_dir() else ""
-    report = validate(sources, Options(strict=strict, limits=limits), set_name=set_name)
-    failed = report.failed(fail_on_warn=fail_on_warn)
+    findings: list[Finding] = []
+    files: dict[str, str | None] = {}
+    for set_name, members in _sets(sources, targets, each_dir=each_dir):
+        report = validate(members, options, set_name=set_name)
+        findings.extend(report.findings)
+        files.update({name: k.value if k else None for name, k in report.files.items()})
+    failed = any(
+        f.severity.rank >= (Severity.WARNING if fail_on_warn else Severity.ERROR).rank for f in findings
+    )
     rendering = Rendering(
-        findings=report.findings,
-        files={name: k.value if k else None for name, k in report.files.items()},
+        findings=tuple(findings),
+        files=files,
         failed=failed,
         fail_on_warn=fail_on_warn,
         tool_version=__version__,
@@ -86,6 +100,17 @@ def validate_command(
     if not sources:
         print(f"note: no YAML files found under {', '.join(targets)}", file=sys.stderr)
     raise typer.Exit(int(ExitCode.FINDINGS if failed else ExitCode.OK))
+
+
+def _sets(sources: list[Source], targets: list[str], *, each_dir: bool) -> list[tuple[str, list[Source]]]:
+    """The sets to validate: everything as one, or (--each-dir) one per directory of files."""
+    if not each_dir:
+        name = targets[0] if len(targets) == 1 and Path(targets[0]).is_dir() else ""
+        return [(name, sources)]
+    groups: dict[str, list[Source]] = {}
+    for source in sources:
+        groups.setdefault(str(Path(source.name).parent), []).append(source)
+    return list(groups.items())
 
 
 def _parse_kind(text: str | None) -> kinds.Kind | None:

@@ -5,6 +5,7 @@
     python3 tests/rig/install.py apt      # docker-registry, prometheus, Java 17, Maven (needs root or sudo)
     python3 tests/rig/install.py go       # cosign, oras, grpcurl, grpc_health_probe at pinned versions
     python3 tests/rig/install.py kafka    # Kafka broker jars from Maven Central
+    python3 tests/rig/install.py sarif    # the official SARIF 2.1.0 JSON Schema, from the npm registry
     python3 tests/rig/install.py check    # report what is missing; exit 1 if anything is
 
 The test fixtures import this module to find what it installed (same paths, same pins), so the two can
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import io
 import json
 import os
 import platform
@@ -27,6 +29,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tarfile
 import tempfile
 import urllib.request
 import zipfile
@@ -55,6 +58,15 @@ GO_TOOLCHAIN_H1 = {
 KAFKA_VERSION = "4.1.1"
 KAFKA_POM = HERE / "kafka" / "pom.xml"
 KAFKA_LIBS = RIG_HOME / "kafka" / KAFKA_VERSION / "libs"
+
+# The SARIF 2.1.0 schema (rtm.5) as Microsoft publishes it inside @microsoft/jest-sarif; fetched as the
+# npm registry serves the package, checked against the registry's integrity hash.
+SARIF_TARBALL = "https://registry.npmjs.org/@microsoft/jest-sarif/-/jest-sarif-1.0.0-beta.0.tgz"
+SARIF_INTEGRITY = (
+    "sha512-A1fOhPd6Ic5iDk4F9YPw1qNB4XF+7+IviR7xl8r2F6QzQkx5cpY9LsGk2rExiFIEcBbjpVnSmwWGBukASkiQ9A=="
+)
+SARIF_MEMBER = "package/lib/schemas/sarif-2.1.0-rtm.5.json"
+SARIF_SCHEMA = RIG_HOME / "sarif" / "sarif-2.1.0-rtm.5.json"
 
 # Debian packages: package -> the command it provides.
 APT_PACKAGES = {"docker-registry": "docker-registry", "prometheus": "prometheus"}
@@ -107,6 +119,10 @@ def java_path() -> Path | None:
     return None
 
 
+def sarif_schema_path() -> Path | None:
+    return SARIF_SCHEMA if SARIF_SCHEMA.is_file() else None
+
+
 def command_path(command: str) -> Path | None:
     found = shutil.which(command)
     return Path(found) if found else None
@@ -126,6 +142,8 @@ def missing() -> dict[str, str]:
             todo[name] = f"{this} go"
     if kafka_classpath() is None:
         todo["kafka"] = f"{this} kafka"
+    if sarif_schema_path() is None:
+        todo["sarif"] = f"{this} sarif"
     return todo
 
 
@@ -326,6 +344,31 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+# -- SARIF schema ------------------------------------------------------------------------------------
+
+
+def install_sarif_schema() -> None:
+    if sarif_schema_path() is not None:
+        log("sarif: the SARIF 2.1.0 schema is present")
+        return
+    log(f"sarif: fetching {SARIF_TARBALL}")
+    with urllib.request.urlopen(SARIF_TARBALL, timeout=120) as response:
+        data = response.read()
+    algorithm, _, expected = SARIF_INTEGRITY.partition("-")
+    actual = base64.b64encode(hashlib.new(algorithm, data).digest()).decode()
+    if actual != expected:
+        raise InstallError(f"sarif: {SARIF_TARBALL} does not match its registry integrity hash; refusing it")
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
+        member = archive.extractfile(SARIF_MEMBER)
+        if member is None:
+            raise InstallError(f"sarif: {SARIF_MEMBER} is missing from the package")
+        schema = member.read()
+    SARIF_SCHEMA.parent.mkdir(parents=True, exist_ok=True)
+    tmp = SARIF_SCHEMA.with_suffix(".tmp")
+    tmp.write_bytes(schema)
+    tmp.replace(SARIF_SCHEMA)
+
+
 # -- driver ------------------------------------------------------------------------------------------
 
 
@@ -339,10 +382,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("step", choices=["all", "apt", "go", "kafka", "check"])
+    parser.add_argument("step", choices=["all", "apt", "go", "kafka", "sarif", "check"])
     args = parser.parse_args(argv)
     RIG_HOME.mkdir(parents=True, exist_ok=True)
-    steps = {"apt": install_apt, "go": install_go_tools, "kafka": install_kafka}
+    steps = {
+        "apt": install_apt,
+        "go": install_go_tools,
+        "kafka": install_kafka,
+        "sarif": install_sarif_schema,
+    }
     if args.step == "check":
         todo = missing()
         for what, command in todo.items():

@@ -121,3 +121,13 @@ def aiond(tmp_path: Path) -> Iterator[Aiond]:
     daemon = Aiond(tmp_path).start()
     yield daemon
     daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def sarif_schema() -> Path:
+    """The official SARIF 2.1.0 JSON Schema (Microsoft's rtm.5), for checking aionctl's SARIF output."""
+    path = install.sarif_schema_path()
+    if path is None:
+        unavailable("SARIF schema", "it has not been fetched", _install_hint("sarif"))
+    assert path is not None
+    return path
