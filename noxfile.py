@@ -61,7 +61,8 @@ def demo(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks, side by side with their baselines; figures go to benchmarks/RESULTS.md."""
     session.install("-e", ".", *_groups("bench"))
-    session.run("python", "benchmarks/startup.py", *session.posargs)
+    session.run("python", "benchmarks/startup.py")
+    session.run("python", "benchmarks/validate.py")
 
 
 @nox.session

@@ -21,11 +21,15 @@ SECTION = re.compile(r"(### CLI reference\n\n```\n).*?(\n```)", re.S)
 def main() -> int:
     program = Path(sys.executable).parent / "aionctl"
     env = {**os.environ, "COLUMNS": "100"}
-    help_text = subprocess.run([str(program), "--help"], capture_output=True, text=True, env=env, check=True).stdout
+    help_text = subprocess.run(
+        [str(program), "--help"], capture_output=True, text=True, env=env, check=True
+    ).stdout
     text = README.read_text(encoding="utf-8")
     if not SECTION.search(text):
         raise SystemExit("readme_help: README has no '### CLI reference' section with a code block")
-    README.write_text(SECTION.sub(lambda m: m.group(1) + help_text.rstrip("\n") + m.group(2), text), encoding="utf-8")
+    README.write_text(
+        SECTION.sub(lambda m: m.group(1) + help_text.rstrip("\n") + m.group(2), text), encoding="utf-8"
+    )
     return 0
 
 

@@ -46,6 +46,9 @@ class SetView:
     intents: dict[str, Intent]
     models: Models | None
     modules: dict[str, Module] | None
+    _usable: dict[tuple[tuple[str, ...] | None, Locality], tuple[ModelRef, ...]] = dataclasses.field(
+        default_factory=dict, repr=False
+    )
 
     @classmethod
     def build(
@@ -80,11 +83,19 @@ class SetView:
 
     # -- reachability ------------------------------------------------------------------------------
 
-    def usable_models(self, intent: Intent, locality: Locality) -> list[ModelRef]:
-        """Models of the intent's tiers, of ``locality``, whose provider is known, allowed, not denied."""
+    def usable_models(self, intent: Intent, locality: Locality) -> tuple[ModelRef, ...]:
+        """Models of the intent's tiers, of ``locality``, whose provider is known, allowed, not denied.
+        Intents mostly share a few tier lists, so the answer is kept per (tiers, locality)."""
+        key = (intent.tiers_allowed, locality)
+        found = self._usable.get(key)
+        if found is None:
+            found = self._usable[key] = tuple(self._usable_models(intent.tiers_allowed, locality))
+        return found
+
+    def _usable_models(self, tiers_allowed: tuple[str, ...] | None, locality: Locality) -> list[ModelRef]:
         assert self.models is not None
         found = []
-        tiers = intent.tiers_allowed if intent.tiers_allowed is not None else tuple(self.models.tiers)
+        tiers = tiers_allowed if tiers_allowed is not None else tuple(self.models.tiers)
         for name in tiers:
             tier = self.models.tiers.get(name)
             if tier is None:

@@ -13,12 +13,13 @@ import hashlib
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import BinaryIO
 
 from aion.config import kinds, schema, semantics
 from aion.config.findings import Finding, Severity
 from aion.config.kinds import CONFIG_SET, Kind
-from aion.config.model import ConfigSnapshot, build_intents, build_models, build_modules, build_policies
+from aion.config.model import ConfigSnapshot, Models
 from aion.config.yamlload import Document, Limits, load
 from aion.errors import InputError, UsageError
 
@@ -176,18 +177,16 @@ def validate(sources: Sequence[Source], options: Options | None = None, *, set_n
         raw[kind] = source.data
         if kind is Kind.POLICIES and source.name != STDIN_NAME:
             base_dir = Path(source.name).parent
+    view = None
     if valid or broken:
         findings.extend(_incomplete(set_name, valid, broken))
         view = semantics.SetView.build(valid, base_dir, frozenset(broken))
         findings.extend(semantics.run(view))
     findings.sort(key=Finding.sort_key)
     snapshot = None
-    if (
-        not any(f.severity is Severity.ERROR for f in findings)
-        and Kind.INTENTS in valid
-        and Kind.MODELS in valid
-    ):
-        snapshot = _snapshot(valid, raw)
+    if view is not None and view.models is not None and Kind.INTENTS in valid:
+        if not any(f.severity is Severity.ERROR for f in findings):
+            snapshot = _snapshot(view, view.models, raw)
     return Report(tuple(findings), files, snapshot)
 
 
@@ -220,17 +219,17 @@ def _incomplete(set_name: str, valid: Mapping[Kind, Document], broken: set[Kind]
         )
 
 
-def _snapshot(valid: Mapping[Kind, Document], raw: Mapping[Kind, bytes]) -> ConfigSnapshot:
+def _snapshot(view: semantics.SetView, models: Models, raw: Mapping[Kind, bytes]) -> ConfigSnapshot:
+    """The set as the daemon holds it, from the model the checks already built."""
     digest = hashlib.sha256()
     for kind in CONFIG_SET:
         if kind in raw:
             digest.update(kind.value.encode() + b"\0" + raw[kind] + b"\0")
-    policies = build_policies(valid[Kind.POLICIES].data if Kind.POLICIES in valid else None)
     return ConfigSnapshot(
-        intents=build_intents(valid[Kind.INTENTS].data, policies),
-        policies=policies,
-        models=build_models(valid[Kind.MODELS].data),
-        modules=build_modules(valid[Kind.MODULES].data if Kind.MODULES in valid else None),
+        intents=MappingProxyType(view.intents),
+        policies=view.policies,
+        models=models,
+        modules=MappingProxyType(view.modules or {}),
         tag="sha256:" + digest.hexdigest(),
     )
 

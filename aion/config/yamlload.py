@@ -151,9 +151,16 @@ def load(source: bytes, file: str, limits: Limits | None = None) -> tuple[Docume
             Finding(file, line, column, "", "AION002", Severity.ERROR, f"byte 0x{byte} is not UTF-8")
         ]
     builder = _Builder(file, limits)
+    parser = yaml.CSafeLoader(text)
     try:
-        for event in yaml.parse(text, Loader=yaml.CSafeLoader):
-            builder.feed(event)
+        # get_event() directly rather than yaml.parse(): one C call per event instead of two plus
+        # a generator frame, which is a fifth of the time on large files.
+        next_event, feed = parser.get_event, builder.feed
+        while True:
+            event = next_event()
+            feed(event)
+            if type(event) is yaml.StreamEndEvent:
+                break
     except _Abort as stop:
         return None, [*builder.findings, stop.finding]
     except yaml.MarkedYAMLError as exc:
@@ -164,6 +171,8 @@ def load(source: bytes, file: str, limits: Limits | None = None) -> tuple[Docume
         return None, [*builder.findings, Finding(file, line, column, "", "AION001", Severity.ERROR, message)]
     except yaml.YAMLError as exc:
         return None, [*builder.findings, _whole(file, "AION001", str(exc).strip())]
+    finally:
+        parser.dispose()
     return Document(file, builder.result, Positions(builder.root, builder.table)), builder.findings
 
 
@@ -209,16 +218,18 @@ class _Builder:
     # -- events ------------------------------------------------------------------------------------
 
     def feed(self, event: yaml.Event) -> None:
-        self._at = _mark(event)
-        if isinstance(event, yaml.ScalarEvent):
+        mark = event.start_mark
+        self._at = (mark.line + 1, mark.column + 1)
+        kind = type(event)
+        if kind is yaml.ScalarEvent:
             self._scalar(event)
-        elif isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
+        elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
             self._open(event)
-        elif isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
+        elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
             self._close()
-        elif isinstance(event, yaml.AliasEvent):
+        elif kind is yaml.AliasEvent:
             self._alias(event)
-        elif isinstance(event, yaml.DocumentStartEvent):
+        elif kind is yaml.DocumentStartEvent:
             self._documents += 1
             if self._documents > 1:
                 raise self._error(
@@ -227,7 +238,7 @@ class _Builder:
 
     def _scalar(self, event: yaml.ScalarEvent) -> None:
         frame = self._stack[-1] if self._stack else None
-        position = _mark(event)
+        position = self._at
         if frame is not None and isinstance(frame.container, dict) and frame.key is None:
             self._key(frame, event, position)
             return
@@ -258,7 +269,7 @@ class _Builder:
             raise self._error("AION007", event, f"unsupported tag {_short(event.tag)}")
         if len(self._stack) >= self.limits.max_depth:
             raise self._error("AION003", event, f"nesting deeper than {self.limits.max_depth} levels")
-        line, column = _mark(event)
+        line, column = self._at
         if event.anchor:
             self._open_anchors.add(event.anchor)
         if is_map:
