@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._report import machine, median, today, write_section
+from benchmarks._report import machine, median, today, write_section  # noqa: E402
 
 BIN = Path(sys.executable).parent
 KINDS = ("intents", "policies", "models", "modules")

@@ -137,6 +137,20 @@ def _add(
     sources.append(Source(name, data, kind, explicit))
 
 
+def check_file(source: Source, options: Options) -> tuple[Kind | None, Document | None, list[Finding]]:
+    """One file on its own: read it, recognise its kind, check it against that kind's schema."""
+    kind = source.kind or kinds.by_name(source.name)
+    document, findings = load(source.data, source.name, options.limits)
+    if document is not None and kind is None:
+        kind = kinds.by_content(document.data)
+    if document is not None:
+        if kind is None:
+            findings.append(_unknown_file(source))
+        else:
+            findings.extend(schema.check(document, kind, strict=options.strict))
+    return kind, document, findings
+
+
 def validate(sources: Sequence[Source], options: Options | None = None, *, set_name: str = "") -> Report:
     """Validate ``sources`` as one set."""
     options = options or Options()
@@ -147,36 +161,19 @@ def validate(sources: Sequence[Source], options: Options | None = None, *, set_n
     broken: set[Kind] = set()
     base_dir: Path | None = None
     for source in sources:
-        kind = source.kind or kinds.by_name(source.name)
-        document, found = load(source.data, source.name, options.limits)
+        kind, document, found = check_file(source, options)
         findings.extend(found)
-        if document is not None and kind is None:
-            kind = kinds.by_content(document.data)
         files[source.name] = kind
-        if kind is None:
-            if document is not None:
-                findings.append(_unknown_file(source))
-            continue
-        if document is not None:
-            found = schema.check(document, kind, strict=options.strict)
-            findings.extend(found)
-        if not kind.in_config_set:
+        if kind is None or not kind.in_config_set:
             continue
         if kind in valid or kind in broken:
-            first = next(name for name, k in files.items() if k is kind and name != source.name)
-            hint = None
-            if Path(first).parent != Path(source.name).parent:
-                hint = "to validate each directory as a set of its own, pass --each-dir"
-            message = f"a second {kind.value} file; {first} is the first"
-            findings.append(Finding(source.name, 0, 0, "", "AION009", Severity.ERROR, message, hint))
-            continue
-        if document is None or any(f.severity is Severity.ERROR and f.file == source.name for f in findings):
+            findings.append(_second_file(source, kind, files))
+        elif document is None or any(f.severity is Severity.ERROR for f in found):
             broken.add(kind)
-            continue
-        valid[kind] = document
-        raw[kind] = source.data
-        if kind is Kind.POLICIES and source.name != STDIN_NAME:
-            base_dir = Path(source.name).parent
+        else:
+            valid[kind], raw[kind] = document, source.data
+            if kind is Kind.POLICIES and source.name != STDIN_NAME:
+                base_dir = Path(source.name).parent
     view = None
     if valid or broken:
         findings.extend(_incomplete(set_name, valid, broken))
@@ -184,10 +181,21 @@ def validate(sources: Sequence[Source], options: Options | None = None, *, set_n
         findings.extend(semantics.run(view))
     findings.sort(key=Finding.sort_key)
     snapshot = None
-    if view is not None and view.models is not None and Kind.INTENTS in valid:
-        if not any(f.severity is Severity.ERROR for f in findings):
-            snapshot = _snapshot(view, view.models, raw)
+    complete = view is not None and view.models is not None and Kind.INTENTS in valid
+    if complete and not any(f.severity is Severity.ERROR for f in findings):
+        assert view is not None
+        assert view.models is not None
+        snapshot = _snapshot(view, view.models, raw)
     return Report(tuple(findings), files, snapshot)
+
+
+def _second_file(source: Source, kind: Kind, files: Mapping[str, Kind | None]) -> Finding:
+    first = next(name for name, k in files.items() if k is kind and name != source.name)
+    hint = None
+    if Path(first).parent != Path(source.name).parent:
+        hint = "to validate each directory as a set of its own, pass --each-dir"
+    message = f"a second {kind.value} file; {first} is the first"
+    return Finding(source.name, 0, 0, "", "AION009", Severity.ERROR, message, hint)
 
 
 def _unknown_file(source: Source) -> Finding:
