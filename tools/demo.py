@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -61,6 +62,23 @@ def main() -> int:
             "--grpc-listen", grpc_addr,
             "--http-listen", http_addr,
         ]  # fmt: skip
+        say("Validate the example config set offline, as CI would (exit 0: clean)")
+        show([str(BIN / "aionctl"), "validate", str(ROOT / "examples")], env)
+        broken = Path(state) / "broken-config"
+        shutil.copytree(ROOT / "examples", broken)
+        intents = broken / "intents.yml"
+        intents.write_text(
+            intents.read_text().replace(
+                "candidates: [local, hybrid]\n  privacy: local-only",
+                "candidates: [local, api, hybrid]\n  privacy: local-only",
+            )
+        )
+        say("A copy where a local-only intent could reach a remote API: the finding points at the line")
+        show([str(BIN / "aionctl"), "validate", str(broken)], env, expect=1)
+        shutil.rmtree(broken)
+        say("Every finding names a rule; explain says what it checks and how to fix it")
+        show([str(BIN / "aionctl"), "explain", "AION301"], env)
+
         say("Start aiond on the example config set (logs go to stderr)")
         print("$ " + " ".join(shlex.quote(a) for a in ["aiond", *argv[1:]]), flush=True)
         daemon = subprocess.Popen(argv, env=env)
