@@ -10,7 +10,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, cast
 
-from aion.errors import InputError
+from aion.errors import InputError, UsageError
 
 
 def root() -> Traversable:
@@ -39,9 +39,10 @@ def names() -> list[str]:
 
 @cache
 def load(name: str) -> dict[str, Any]:
-    """The parsed schema called ``name``; InputError (exit 3) when there is none or it is unreadable."""
+    """The parsed schema called ``name``: UsageError (exit 2) when there is none, InputError (exit 3)
+    when it cannot be read."""
     if name not in names():
-        raise InputError(f"no schema named {name!r}", hint="`aionctl schema list` shows the names")
+        raise UsageError(f"no schema named {name!r}", hint="`aionctl schema list` shows the names")
     node = root()
     for part in f"{name}.json".split("/"):
         node = node.joinpath(part)

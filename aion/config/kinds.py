@@ -50,7 +50,7 @@ _KIND_VALUES = {
     Kind.AGENT_PACKAGE: "AgentPackage",
     Kind.RUNBOOK: "Runbook",
 }
-_BY_KIND_VALUE = {value: kind for kind, value in _KIND_VALUES.items()}
+_BY_KIND_VALUE = {value.lower(): kind for kind, value in _KIND_VALUES.items()}
 _BY_STEM = {kind.value: kind for kind in CONFIG_SET}
 YAML_SUFFIXES = (".yml", ".yaml")
 
@@ -63,21 +63,32 @@ def by_name(path: str) -> Kind | None:
     return _BY_STEM.get(pure.stem.lower())
 
 
-def by_content(data: Any) -> Kind | None:
-    """The kind a document declares with a top-level ``kind:``, if any."""
+def declared(data: Any) -> str | None:
+    """The value of a document's top-level ``kind:``, if it has one."""
     if isinstance(data, dict):
         value = data.get("kind")
         if isinstance(value, str):
-            return _BY_KIND_VALUE.get(value)
+            return value
     return None
+
+
+def by_content(data: Any) -> Kind | None:
+    """The kind a document declares with a top-level ``kind:`` (any letter case), if any."""
+    value = declared(data)
+    return None if value is None else _BY_KIND_VALUE.get(value.lower())
+
+
+def kind_values() -> list[str]:
+    """The values ``kind:`` can take, as documented (AgentPackage, Intents, ...)."""
+    return sorted(_KIND_VALUES.values())
 
 
 def parse(text: str) -> Kind:
     """A --kind value: a kind's name (intents, agent-package, ...) or its kind: value (AgentPackage)."""
-    value = text.strip()
+    value = text.strip().lower()
     if value in _BY_KIND_VALUE:
         return _BY_KIND_VALUE[value]
-    return Kind(value.lower())
+    return Kind(value)
 
 
-__all__ = ["CONFIG_SET", "YAML_SUFFIXES", "Kind", "by_content", "by_name", "parse"]
+__all__ = ["CONFIG_SET", "YAML_SUFFIXES", "Kind", "by_content", "by_name", "declared", "kind_values", "parse"]

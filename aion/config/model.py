@@ -127,12 +127,30 @@ def glob_regex(pattern: str, *, segments: bool) -> re.Pattern[str]:
     return re.compile("".join(out))
 
 
+def repository_of(ref: str) -> str | None:
+    """``registry/repository`` of an OCI reference (tag and digest dropped; Docker Hub names expanded
+    as docker does), or None for an image-layout reference (``oci:PATH``)."""
+    if ref.startswith("oci:"):
+        return None
+    name = ref.split("@", 1)[0]
+    slash, colon = name.rfind("/"), name.rfind(":")
+    if colon > slash:
+        name = name[:colon]
+    first, _, rest = name.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        return name
+    if not rest:
+        return f"docker.io/library/{name}"
+    return f"docker.io/{name}"
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class TrustRule:
     match: str
     keys: tuple[str, ...]
     identities: tuple[Identity, ...]
-    require_sbom: bool | None
+    require_sbom: bool
+    """The rule's own setting, else trust.require_sbom."""
 
     def matches(self, repository: str) -> bool:
         """Whether the rule applies to ``registry/repository`` (no tag or digest)."""
@@ -178,8 +196,12 @@ class Provider:
     api_key_secret: str | None
     locality: Locality
     timeout_ms: int | None
+    """None: twice the p95 target of the route the call serves (see :meth:`timeout_for`)."""
     builtin: bool
     """True when the values come from aion's built-in defaults (no entry in models.yml)."""
+
+    def timeout_for(self, route_p95_ms: int) -> int:
+        return self.timeout_ms if self.timeout_ms is not None else 2 * route_p95_ms
 
 
 BUILTIN_PROVIDERS: Mapping[str, Provider] = MappingProxyType(
@@ -311,6 +333,7 @@ def build_policies(doc: Mapping[str, Any] | None) -> Policies:
     retries = d.get("retries", {})
     limits = d.get("limits", {})
     trust = d.get("trust", {})
+    require_sbom = bool(trust.get("require_sbom", False))
     return Policies(
         budget=Budget(
             default_usd=_money(budget.get("default_usd", budget.get("hard_cap_usd"))), hard_cap_usd=cap
@@ -320,8 +343,8 @@ def build_policies(doc: Mapping[str, Any] | None) -> Policies:
         allow=frozenset(providers["allow"]) if "allow" in providers else None,
         deny=frozenset(providers.get("deny", ())),
         fallback_order=tuple(Route(r) for r in d.get("routing", {}).get("fallback_order", ALL_ROUTES)),
-        breakers=Breakers(**breakers),
-        retries=Retries(**retries),
+        breakers=_known(Breakers, breakers),
+        retries=_known(Retries, retries),
         limits=Limits(
             concurrency=_per_route(
                 limits.get("concurrency"), {Route.LOCAL: 16, Route.API: 64, Route.HYBRID: 16}
@@ -332,13 +355,13 @@ def build_policies(doc: Mapping[str, Any] | None) -> Policies:
             max_input_bytes=int(limits.get("max_input_bytes", 1024 * 1024)),
         ),
         trust=Trust(
-            require_sbom=bool(trust.get("require_sbom", False)),
+            require_sbom=require_sbom,
             rules=tuple(
                 TrustRule(
                     match=rule["match"],
                     keys=tuple(rule.get("keys", ())),
                     identities=tuple(Identity(i["issuer"], i["subject"]) for i in rule.get("identities", ())),
-                    require_sbom=rule.get("require_sbom"),
+                    require_sbom=bool(rule.get("require_sbom", require_sbom)),
                 )
                 for rule in trust.get("rules", ())
             ),
@@ -347,6 +370,12 @@ def build_policies(doc: Mapping[str, Any] | None) -> Policies:
             ),
         ),
     )
+
+
+def _known(cls: Any, values: Mapping[str, Any]) -> Any:
+    """``cls`` built from the keys it defines; unknown keys (reported by AION101) are left out."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in names})
 
 
 def _per_route(values: Mapping[str, Any] | None, defaults: Mapping[Route, int]) -> Mapping[Route, int]:
@@ -410,7 +439,10 @@ def build_models(doc: Mapping[str, Any] | None) -> Models:
     facts = d.get("models", {})
     models: dict[str, ModelInfo] = {}
     for tier in tiers.values():
-        for ref, local in [*((r, True) for r in tier.local), *((r, False) for r in tier.cloud)]:
+        for ref in (*tier.local, *tier.cloud):
+            # Free when the provider runs on this host, whichever list the model sits in.
+            provider = providers.get(ref.provider) or BUILTIN_PROVIDERS.get(ref.provider)
+            local = provider is not None and provider.locality is Locality.LOCAL
             spec = facts.get(str(ref), {})
             price_in, price_out = (
                 _money(spec.get("input_usd_per_mtok")),
@@ -491,4 +523,5 @@ __all__ = [
     "build_modules",
     "build_policies",
     "glob_regex",
+    "repository_of",
 ]

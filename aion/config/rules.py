@@ -141,6 +141,17 @@ _RULES = (
         the whole config directory to run every check.
         """,
     ),
+    Rule(
+        "AION011",
+        "unknown-kind",
+        _E,
+        "A file declares a kind: that aion does not know.",
+        """
+        A top-level `kind:` says the file is meant for aion, but the value is none of Intents,
+        Policies, Models, Modules, AgentPackage or Runbook (matched without regard to case), so the
+        file could not be checked at all. Fix the value; the hint suggests the closest kind.
+        """,
+    ),
     # -- schemas ---------------------------------------------------------------------------------
     Rule(
         "AION100",
@@ -217,6 +228,27 @@ _RULES = (
         Paths under trust.rules[].keys are relative to the config directory. A key that cannot be
         read verifies nothing, so every module that rule matches would be refused. Fix the path,
         or add the key.
+        """,
+    ),
+    Rule(
+        "AION206",
+        "manifest-module-unlisted",
+        _W,
+        "A module manifest names a module modules.yml does not list.",
+        """
+        An AgentPackage manifest validated with the set has a metadata.name that modules.yml does
+        not list, so the platform does not expect that module; often a renamed module. List it in
+        modules.yml, or fix the name.
+        """,
+    ),
+    Rule(
+        "AION207",
+        "manifest-runtime-mismatch",
+        _E,
+        "A module manifest and modules.yml disagree about the runtime.",
+        """
+        modules.yml says the module runs as wasm (or subprocess) and its AgentPackage manifest says
+        otherwise; the module could not be started as configured. Make them agree.
         """,
     ),
     # -- privacy ---------------------------------------------------------------------------------
@@ -432,6 +464,28 @@ _RULES = (
         """,
     ),
     Rule(
+        "AION416",
+        "module-untrusted",
+        _W,
+        "A module's registry and repository match no trust rule.",
+        """
+        Module verification fails closed: a module whose registry/repository matches no rule in
+        trust.rules, and whose registry is no named development exception, is never installed. Add
+        a trust rule that covers it, or fix its ref.
+        """,
+    ),
+    Rule(
+        "AION417",
+        "provider-no-endpoint",
+        _I,
+        "A provider that models use has no base_url.",
+        """
+        aion knows no default endpoint for this provider (azure endpoints are per deployment), so its
+        models cannot be called until providers.NAME.base_url is set in models.yml. Validation and
+        routing still work; execution of those models fails.
+        """,
+    ),
+    Rule(
         "AION415",
         "no-trust-policy",
         _I,
@@ -444,7 +498,7 @@ _RULES = (
     ),
 )
 
-RULES: dict[str, Rule] = {rule.id: rule for rule in _RULES}
+RULES: dict[str, Rule] = {rule.id: rule for rule in sorted(_RULES, key=lambda rule: rule.id)}
 
 
 def get(rule_id: str) -> Rule | None:

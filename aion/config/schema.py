@@ -39,7 +39,9 @@ def check(document: Document, kind: Kind, *, strict: bool = False) -> list[Findi
                 findings.append(_unknown_key(document, path, str(key), known, strict))
         elif kind_name == "PropertyNames":
             name = error.kind.error.instance
-            rule = _node(schema, schema_path[: schema_path.index("propertyNames") + 1])
+            # The failing keyword sits in the name rule, inline or behind a $ref: its parent node
+            # is the rule, whose description says what a valid name is.
+            rule = _node(schema, schema_path[:-1])
             what = rule.get("description", "")
             findings.append(
                 document.finding(
@@ -69,8 +71,14 @@ def _unknown_key(
     )
 
 
+MAX_MESSAGE = 300
+
+
 def _message(error: Any, schema: dict[str, Any], schema_path: list[str | int]) -> str:
     message: str = error.message
+    if len(message) > MAX_MESSAGE:
+        # The validator quotes the offending value whole; a megabyte of it helps nobody.
+        message = f"{message[:120]} ... {message[-160:]}"
     if type(error.kind).__name__ == "Enum" and isinstance(error.instance, str):
         allowed = [v for v in _node(schema, schema_path[:-1]).get("enum", []) if isinstance(v, str)]
         close = difflib.get_close_matches(error.instance, allowed, n=1, cutoff=0.6)

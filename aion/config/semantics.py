@@ -29,6 +29,7 @@ from aion.config.model import (
     build_modules,
     build_policies,
     glob_regex,
+    repository_of,
 )
 from aion.config.yamlload import Document
 
@@ -42,6 +43,8 @@ class SetView:
     """Kinds present in the set but with errors (so not in ``docs``)."""
     base_dir: Path | None
     """Directory that relative paths in the set (trust keys) are relative to."""
+    manifests: tuple[Document, ...]
+    """AgentPackage manifests validated with the set (schema-valid ones)."""
     policies: Policies
     intents: dict[str, Intent]
     models: Models | None
@@ -52,7 +55,11 @@ class SetView:
 
     @classmethod
     def build(
-        cls, docs: dict[Kind, Document], base_dir: Path | None, broken: frozenset[Kind] = frozenset()
+        cls,
+        docs: dict[Kind, Document],
+        base_dir: Path | None,
+        broken: frozenset[Kind] = frozenset(),
+        manifests: tuple[Document, ...] = (),
     ) -> SetView:
         def data(kind: Kind) -> Any:
             return docs[kind].data if kind in docs else None
@@ -62,6 +69,7 @@ class SetView:
             docs=docs,
             broken=broken,
             base_dir=base_dir,
+            manifests=manifests,
             policies=policies,
             intents=dict(build_intents(data(Kind.INTENTS), policies)),
             models=build_models(data(Kind.MODELS)) if Kind.MODELS in docs else None,
@@ -265,7 +273,7 @@ def duplicate_modules(view: SetView) -> Iterator[Finding]:
             yield view.finding(
                 "AION204",
                 Kind.MODULES,
-                ["modules", j, "name"],
+                ["modules", j],
                 f"module {name!r} is already defined as modules[{seen[name]}]",
             )
         else:
@@ -279,12 +287,17 @@ def missing_key_files(view: SetView) -> Iterator[Finding]:
     for i, rule in enumerate(rules_):
         for k, key in enumerate(rule.get("keys", [])):
             path = Path(key) if Path(key).is_absolute() else base / key
-            if not path.is_file():
+            try:
+                readable = path.is_file()
+            except OSError:  # a name too long, a directory that cannot be searched
+                readable = False
+            if not readable:
                 yield view.finding(
                     "AION205",
                     Kind.POLICIES,
                     ["trust", "rules", i, "keys", k],
-                    f"trust rule {rule['match']!r} names key {key!r}, but {path} is not a readable file",
+                    f"trust rule {rule['match']!r} names key {key!r}, "
+                    f"but {str(path)!r} is not a readable file",
                 )
 
 
@@ -587,6 +600,18 @@ def unused_fallback_routes(view: SetView) -> Iterator[Finding]:
             )
 
 
+def _covers(earlier: str, later: str) -> bool:
+    """Whether glob ``earlier`` matches every repository glob ``later`` matches. Conservative: only
+    the cases that are certain (same pattern, a literal later pattern, a ** subtree) say yes."""
+    if earlier in (later, "**"):
+        return True
+    if "*" not in later:
+        return glob_regex(earlier, segments=True).fullmatch(later) is not None
+    if earlier.endswith("/**") and "*" not in earlier[:-3]:
+        return later.startswith(earlier[:-3] + "/")
+    return False
+
+
 # -- supply chain ----------------------------------------------------------------------------------
 
 
@@ -603,7 +628,7 @@ def trust_rules(view: SetView) -> Iterator[Finding]:
                 "every module it matches is refused",
             )
         for j, earlier in enumerate(rules_[:i]):
-            if earlier.match == rule.match or glob_regex(earlier.match, segments=True).fullmatch(rule.match):
+            if _covers(earlier.match, rule.match):
                 yield view.finding(
                     "AION414",
                     Kind.POLICIES,
@@ -625,6 +650,89 @@ def modules_without_trust(view: SetView) -> Iterator[Finding]:
             "modules are listed, but policies.yml has no trust rules: installing them will be refused",
             key=True,
         )
+
+
+@check(Kind.POLICIES, Kind.MODULES)
+def untrusted_modules(view: SetView) -> Iterator[Finding]:
+    trust = view.policies.trust
+    if not trust.rules and not trust.unsafe_dev_registries:
+        return  # AION415 says so once
+    for j, spec in enumerate(view.docs[Kind.MODULES].data.get("modules", [])):
+        repository = repository_of(spec["ref"])
+        if repository is None:
+            continue  # an image layout on disk: checked when installed
+        registry = repository.split("/", 1)[0]
+        if any(rule.matches(repository) for rule in trust.rules):
+            continue
+        if any(exception.registry == registry for exception in trust.unsafe_dev_registries):
+            continue
+        yield view.finding(
+            "AION416",
+            Kind.MODULES,
+            ["modules", j, "ref"],
+            f"module {spec['name']!r} comes from {repository!r}, which no trust rule covers; "
+            "installing it will be refused",
+        )
+
+
+@check(Kind.MODELS)
+def providers_without_endpoint(view: SetView) -> Iterator[Finding]:
+    assert view.models is not None
+    reported: set[str] = set()
+    for tier in view.models.tiers.values():
+        for where, refs in (("local", tier.local), ("cloud", tier.cloud)):
+            for i, ref in enumerate(refs):
+                provider = view.models.provider(ref.provider)
+                if provider is None or provider.base_url is not None or ref.provider in reported:
+                    continue
+                reported.add(ref.provider)
+                yield view.finding(
+                    "AION417",
+                    Kind.MODELS,
+                    ["tiers", tier.name, where, i],
+                    f"provider {ref.provider!r} has no base_url; its models cannot be called until "
+                    f"providers.{ref.provider}.base_url is set",
+                )
+
+
+def _manifest_findings(view: SetView) -> Iterator[Finding]:
+    modules = {spec["name"]: spec for spec in view.docs[Kind.MODULES].data.get("modules", [])}
+    for manifest in view.manifests:
+        name = manifest.data["metadata"]["name"]
+        spec = modules.get(name)
+        if spec is None:
+            yield manifest.finding(
+                "AION206",
+                rules.RULES["AION206"].severity,
+                ["metadata", "name"],
+                f"module {name!r} of this manifest is not listed in modules.yml",
+            )
+        elif spec.get("runtime", "wasm") != manifest.data["runtime"]["type"]:
+            yield manifest.finding(
+                "AION207",
+                rules.RULES["AION207"].severity,
+                ["runtime", "type"],
+                f"the manifest says runtime {manifest.data['runtime']['type']!r}, "
+                f"modules.yml says {spec.get('runtime', 'wasm')!r}",
+            )
+
+
+@check(Kind.MODULES)
+def manifests_against_modules(view: SetView) -> Iterator[Finding]:
+    yield from _manifest_findings(view)
+
+
+@check(Kind.INTENTS)
+def manifest_intents(view: SetView) -> Iterator[Finding]:
+    for manifest in view.manifests:
+        for k, name in enumerate(manifest.data.get("intents", [])):
+            if name not in view.intents:
+                yield manifest.finding(
+                    "AION202",
+                    rules.RULES["AION202"].severity,
+                    ["intents", k],
+                    f"the manifest serves intent {name!r}, which intents.yml does not define",
+                )
 
 
 __all__ = ["SetView", "run"]

@@ -8,6 +8,7 @@ so a set the CI gate accepts is exactly a set the daemon accepts.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import errno
 import hashlib
 import os
@@ -38,6 +39,8 @@ class Source:
     """Forced by the user (--kind); else recognised by name or content."""
     explicit: bool = True
     """Named by the user, rather than found by walking a directory."""
+    stdin: bool = False
+    """Read from standard input (shown as <stdin>)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -78,11 +81,15 @@ def collect(
     seen: set[str] = set()
     for given in paths:
         if given == STDIN:
-            if any(s.name == STDIN_NAME for s in sources):
+            if any(s.stdin for s in sources):
                 raise UsageError("'-' (standard input) can be given only once")
             if stdin is None:
                 raise UsageError("'-' given, but there is no standard input to read")
-            sources.append(Source(STDIN_NAME, stdin.read(limits.max_bytes + 1), kind, explicit=True))
+            try:
+                data = stdin.read(limits.max_bytes + 1)
+            except OSError as exc:
+                raise InputError(f"cannot read standard input: {exc.strerror}") from exc
+            sources.append(Source(STDIN_NAME, data, kind, explicit=True, stdin=True))
             continue
         path = Path(given)
         try:
@@ -90,8 +97,13 @@ def collect(
         except OSError as exc:  # for example a parent directory that cannot be searched
             raise InputError(f"{given}: cannot access: {exc.strerror}", hint=_hint(exc)) from exc
         if is_dir:
+            before = len(sources)
             for found in _walk(path):
                 _add(sources, seen, found, str(found), kind, explicit=False, limits=limits)
+            if len(sources) == before and not any(os.path.realpath(f) in seen for f in _walk(path)):
+                raise InputError(
+                    f"{given}: no *.yml or *.yaml files in this directory", hint="check the path"
+                )
         elif exists:
             _add(sources, seen, path, given, kind, explicit=True, limits=limits)
         else:
@@ -100,7 +112,16 @@ def collect(
 
 
 def _walk(root: Path) -> Iterable[Path]:
-    for directory, dirnames, filenames in os.walk(root, onerror=_raise):
+    """YAML files under ``root``, sorted, hidden entries skipped. Symbolic links to directories are
+    followed (config repositories use them for shared sets), each real directory once, so a link
+    loop ends."""
+    visited: set[str] = set()
+    for directory, dirnames, filenames in os.walk(root, onerror=_raise, followlinks=True):
+        real = os.path.realpath(directory)
+        if real in visited:
+            dirnames[:] = []
+            continue
+        visited.add(real)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             if not name.startswith(".") and name.lower().endswith(kinds.YAML_SUFFIXES):
@@ -144,11 +165,22 @@ def check_file(source: Source, options: Options) -> tuple[Kind | None, Document 
     if document is not None and kind is None:
         kind = kinds.by_content(document.data)
     if document is not None:
-        if kind is None:
-            findings.append(_unknown_file(source))
-        else:
+        if kind is not None:
             findings.extend(schema.check(document, kind, strict=options.strict))
+        elif (value := kinds.declared(document.data)) is not None:
+            findings.append(_unknown_kind(document, value))
+        else:
+            findings.append(_unknown_file(source))
     return kind, document, findings
+
+
+def _unknown_kind(document: Document, value: str) -> Finding:
+    known = kinds.kind_values()
+    close = difflib.get_close_matches(value, known, n=1, cutoff=0.5)
+    hint = f"did you mean {close[0]!r}?" if close else f"one of {', '.join(known)}"
+    return document.finding(
+        "AION011", Severity.ERROR, ["kind"], f"kind: {value!r} is not a kind aion knows", hint=hint
+    )
 
 
 def validate(sources: Sequence[Source], options: Options | None = None, *, set_name: str = "") -> Report:
@@ -158,26 +190,31 @@ def validate(sources: Sequence[Source], options: Options | None = None, *, set_n
     files: dict[str, Kind | None] = {}
     valid: dict[Kind, Document] = {}
     raw: dict[Kind, bytes] = {}
-    broken: set[Kind] = set()
+    broken: dict[Kind, str] = {}
+    manifests: list[Document] = []
     base_dir: Path | None = None
     for source in sources:
         kind, document, found = check_file(source, options)
         findings.extend(found)
         files[source.name] = kind
+        clean = document is not None and not any(f.severity is Severity.ERROR for f in found)
+        if kind is Kind.AGENT_PACKAGE and clean:
+            assert document is not None
+            manifests.append(document)
         if kind is None or not kind.in_config_set:
             continue
         if kind in valid or kind in broken:
             findings.append(_second_file(source, kind, files))
-        elif document is None or any(f.severity is Severity.ERROR for f in found):
-            broken.add(kind)
+        elif document is None or not clean:
+            broken[kind] = source.name
         else:
             valid[kind], raw[kind] = document, source.data
-            if kind is Kind.POLICIES and source.name != STDIN_NAME:
+            if kind is Kind.POLICIES and not source.stdin:
                 base_dir = Path(source.name).parent
     view = None
     if valid or broken:
         findings.extend(_incomplete(set_name, valid, broken))
-        view = semantics.SetView.build(valid, base_dir, frozenset(broken))
+        view = semantics.SetView.build(valid, base_dir, frozenset(broken), tuple(manifests))
         findings.extend(semantics.run(view))
     findings.sort(key=Finding.sort_key)
     snapshot = None
@@ -190,7 +227,7 @@ def validate(sources: Sequence[Source], options: Options | None = None, *, set_n
 
 
 def _second_file(source: Source, kind: Kind, files: Mapping[str, Kind | None]) -> Finding:
-    first = next(name for name, k in files.items() if k is kind and name != source.name)
+    first = next((name for name, k in files.items() if k is kind and name != source.name), "another file")
     hint = None
     if Path(first).parent != Path(source.name).parent:
         hint = "to validate each directory as a set of its own, pass --each-dir"
@@ -211,11 +248,13 @@ def _unknown_file(source: Source) -> Finding:
     )
 
 
-def _incomplete(set_name: str, valid: Mapping[Kind, Document], broken: set[Kind]) -> Iterable[Finding]:
+def _incomplete(
+    set_name: str, valid: Mapping[Kind, Document], broken: Mapping[Kind, str]
+) -> Iterable[Finding]:
     for kind in CONFIG_SET:
         if kind in valid:
             continue
-        why = f"{kind.value}.yml has errors" if kind in broken else f"the set has no {kind.value} file"
+        why = f"{broken[kind]} has errors" if kind in broken else f"the set has no {kind.value} file"
         yield Finding(
             set_name,
             0,

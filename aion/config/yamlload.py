@@ -11,16 +11,19 @@ bound. Here each event becomes its value directly, and the loader enforces what 
 - only plain scalar keys and the YAML core tags;
 - a bound on nesting depth and on the size of the document once aliases are expanded.
 
-Plain scalars resolve as PyYAML does (YAML 1.1), so a file means the same here as in the other
-PyYAML-based tools of the platform; timestamps stay strings. Positions are 1-based.
+Plain scalar values resolve as PyYAML does (YAML 1.1), so a file means the same here as in the other
+PyYAML-based tools of the platform; timestamps stay strings, and mapping keys are always strings (as
+in JSON, which the schemas describe). Positions are 1-based lines and columns as editors count them
+(libyaml also breaks lines at NEL, U+2028 and U+2029; editors do not, so neither do positions here).
 """
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import yaml
@@ -38,13 +41,13 @@ _BOOLS = {
     **dict.fromkeys(("no", "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF"), False),
 }
 _INT = re.compile(
-    r"[-+]?0b[01_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+|[-+]?[1-9][0-9_]*(?::[0-5]?[0-9])+"
+    r"[-+]?0b_*[01][01_]*|[-+]?0_*[0-7][0-7_]*|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x_*[0-9a-fA-F][0-9a-fA-F_]*"
+    r"|[-+]?[1-9][0-9_]*(?::[0-5]?[0-9])+"
 )
 _FLOAT = re.compile(
     r"[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?|\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?"
     r"|[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)"
 )
-_TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}(?:(?:[Tt]|[ \t]+)[0-9]{1,2}:[0-9]{2}:[0-9]{2}.*)?")
 _NUMERIC_START = frozenset("0123456789+-.")
 
 
@@ -126,9 +129,17 @@ class _Frame:
     column: int
     anchor: str | None
     size: int = 1
+    height: int = 1
+    """Levels of containers from this one down, itself included."""
     key: tuple[str, int, int] | None = None
     merge_pending: bool = False
     merges: list[Any] = dataclasses.field(default_factory=list)
+    first_lines: dict[str, int] | None = None
+
+
+# Line breaks for libyaml that are not line breaks in an editor.
+_EXTRA_BREAKS = ("\u0085", "\u2028", "\u2029")
+_EDITOR_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 def load(source: bytes, file: str, limits: Limits | None = None) -> tuple[Document | None, list[Finding]]:
@@ -136,21 +147,19 @@ def load(source: bytes, file: str, limits: Limits | None = None) -> tuple[Docume
     findings; a document is returned with error findings when only some keys were bad."""
     limits = limits or Limits()
     if len(source) > limits.max_bytes:
-        return None, [
-            _whole(file, "AION003", f"file is {len(source)} bytes; the limit is {limits.max_bytes}")
-        ]
+        return None, [_whole(file, "AION003", f"file is larger than the limit of {limits.max_bytes} bytes")]
     text = source[3:] if source.startswith(b"\xef\xbb\xbf") else source
     if text.startswith((b"\xff\xfe", b"\xfe\xff")):
         return None, [_whole(file, "AION002", "file is UTF-16; save it as UTF-8")]
     try:
-        text.decode("utf-8")
+        decoded = text.decode("utf-8")
     except UnicodeDecodeError as exc:
         line, column = _byte_position(text, exc.start)
         byte = text[exc.start : exc.start + 1].hex()
         return None, [
             Finding(file, line, column, "", "AION002", Severity.ERROR, f"byte 0x{byte} is not UTF-8")
         ]
-    builder = _Builder(file, limits)
+    builder = _Builder(file, limits, _position_of(decoded))
     parser = yaml.CSafeLoader(text)
     try:
         # get_event() directly rather than yaml.parse(): one C call per event instead of two plus
@@ -164,7 +173,7 @@ def load(source: bytes, file: str, limits: Limits | None = None) -> tuple[Docume
     except _Abort as stop:
         return None, [*builder.findings, stop.finding]
     except yaml.MarkedYAMLError as exc:
-        return None, [*builder.findings, _syntax(file, exc, text)]
+        return None, [*builder.findings, _syntax(file, exc, text, builder.position)]
     except yaml.reader.ReaderError as exc:
         line, column = _byte_position(text, exc.position)
         message = f"character U+{exc.character:04X} is not allowed in YAML ({exc.reason})"
@@ -174,6 +183,23 @@ def load(source: bytes, file: str, limits: Limits | None = None) -> tuple[Docume
     finally:
         parser.dispose()
     return Document(file, builder.result, Positions(builder.root, builder.table)), builder.findings
+
+
+_Position = Callable[[Any], tuple[int, int]]
+
+
+def _position_of(text: str) -> _Position | None:
+    """How to turn a libyaml mark into an editor's line and column: None (the fast path: libyaml's
+    own numbers) unless the text has characters libyaml alone treats as line breaks."""
+    if not any(ch in text for ch in _EXTRA_BREAKS):
+        return None
+    starts = [0, *(m.end() for m in _EDITOR_BREAK.finditer(text))]
+
+    def position(mark: Any) -> tuple[int, int]:
+        line = bisect.bisect_right(starts, mark.index)
+        return line, mark.index - starts[line - 1] + 1
+
+    return position
 
 
 def _whole(file: str, rule: str, message: str) -> Finding:
@@ -186,41 +212,50 @@ def _byte_position(data: bytes, offset: int) -> tuple[int, int]:
     return data.count(b"\n", 0, offset) + 1, column
 
 
-def _syntax(file: str, exc: yaml.MarkedYAMLError, text: bytes) -> Finding:
+def _syntax(
+    file: str, exc: yaml.MarkedYAMLError, text: bytes, position: Callable[[Any], tuple[int, int]]
+) -> Finding:
     mark = exc.problem_mark or exc.context_mark
-    line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+    line, column = position(mark) if mark else (0, 0)
     message = " ".join(part for part in (exc.context, exc.problem) if part) or "not valid YAML"
     hint = None
-    if line:
-        source_line = text.split(b"\n")[line - 1] if line <= text.count(b"\n") + 1 else b""
-        if b"\t" in source_line[: max(column, 1)]:
-            hint = "YAML indents with spaces; this line has a tab"
+    lines = text.split(b"\n")
+    if 0 < line <= len(lines) and b"\t" in lines[line - 1][: max(column, 1)]:
+        hint = "YAML indents with spaces; this line has a tab"
     return Finding(file, line, column, "", "AION001", Severity.ERROR, message, hint)
 
 
 class _Builder:
     """Turns libyaml events into values, positions and findings."""
 
-    def __init__(self, file: str, limits: Limits) -> None:
+    def __init__(self, file: str, limits: Limits, position: _Position | None) -> None:
         self.file = file
         self.limits = limits
+        self._slow_position = position
         self.findings: list[Finding] = []
         self.table: dict[int, Any] = {}
         self.result: Any = None
         self.root = (1, 1)
         self._stack: list[_Frame] = []
-        self._path: list[str | int] = []
-        self._anchors: dict[str, tuple[Any, int, tuple[int, int]]] = {}
+        # anchor -> (value, expanded size, position, height)
+        self._anchors: dict[str, tuple[Any, int, tuple[int, int], int]] = {}
         self._open_anchors: set[str] = set()
         self._documents = 0
         self._at = (0, 0)
+
+    def position(self, mark: Any) -> tuple[int, int]:
+        if self._slow_position is not None:
+            return self._slow_position(mark)
+        return mark.line + 1, mark.column + 1
 
     # -- events ------------------------------------------------------------------------------------
 
     def feed(self, event: Any) -> None:
         # Typed Any: dispatching on the exact type (not isinstance) is the hot path on big files.
         mark = event.start_mark
-        self._at = (mark.line + 1, mark.column + 1)
+        self._at = (
+            (mark.line + 1, mark.column + 1) if self._slow_position is None else self._slow_position(mark)
+        )
         kind = type(event)
         if kind is yaml.ScalarEvent:
             self._scalar(event)
@@ -233,43 +268,40 @@ class _Builder:
         elif kind is yaml.DocumentStartEvent:
             self._documents += 1
             if self._documents > 1:
-                raise self._error(
-                    "AION006", event, "a second YAML document starts here; one document per file"
-                )
+                raise self._error("AION006", "a second YAML document starts here; one document per file")
 
-    def _scalar(self, event: yaml.ScalarEvent) -> None:
+    def _scalar(self, event: Any) -> None:
         frame = self._stack[-1] if self._stack else None
         position = self._at
-        if frame is not None and isinstance(frame.container, dict) and frame.key is None:
+        if frame is not None and frame.key is None and isinstance(frame.container, dict):
             self._key(frame, event, position)
             return
         value = self._resolve(event)
         if event.anchor:
-            self._anchors[event.anchor] = (value, 1, position)
-        self._add(value, 1, position)
+            self._anchors[event.anchor] = (value, 1, position, 0)
+        self._add(value, 1, 0, position)
 
-    def _key(self, frame: _Frame, event: yaml.ScalarEvent, position: tuple[int, int]) -> None:
+    def _key(self, frame: _Frame, event: Any, position: tuple[int, int]) -> None:
         tag = event.tag
         if tag not in (None, "!", _TAG + "str") and not (tag == _TAG + "merge" and event.value == "<<"):
-            raise self._error(
-                "AION007", event, f"mapping key with tag {_short(tag)}; keys must be plain strings"
-            )
+            raise self._error("AION007", f"mapping key with tag {_short(tag)}; keys must be plain strings")
         if event.value == "<<" and not event.style and tag in (None, _TAG + "merge"):
             frame.merge_pending = True
+        if event.anchor:
+            self._anchors[event.anchor] = (event.value, 1, position, 0)
         frame.key = (event.value, *position)
 
-    def _open(self, event: yaml.MappingStartEvent | yaml.SequenceStartEvent) -> None:
+    def _open(self, event: Any) -> None:
         parent = self._stack[-1] if self._stack else None
         if parent is not None and isinstance(parent.container, dict) and parent.key is None:
             raise self._error(
-                "AION007", event, "a mapping or list used as a mapping key; keys must be plain strings"
+                "AION007", "a mapping or list used as a mapping key; keys must be plain strings"
             )
-        is_map = isinstance(event, yaml.MappingStartEvent)
-        allowed = (None, "!", _TAG + ("map" if is_map else "seq"))
-        if event.tag not in allowed:
-            raise self._error("AION007", event, f"unsupported tag {_short(event.tag)}")
+        is_map = type(event) is yaml.MappingStartEvent
+        if event.tag not in (None, "!", _TAG + ("map" if is_map else "seq")):
+            raise self._error("AION007", f"unsupported tag {_short(event.tag)}")
         if len(self._stack) >= self.limits.max_depth:
-            raise self._error("AION003", event, f"nesting deeper than {self.limits.max_depth} levels")
+            raise self._error("AION003", f"nesting deeper than {self.limits.max_depth} levels")
         line, column = self._at
         if event.anchor:
             self._open_anchors.add(event.anchor)
@@ -279,52 +311,50 @@ class _Builder:
             self._stack.append(_Frame([], [], line, column, event.anchor))
 
     def _close(self) -> None:
-        frame = self._stack.pop()
-        if isinstance(frame.container, dict) and frame.merges:
-            self._merge(frame)
+        frame = self._stack[-1]
+        if frame.merges:
+            self._merge(frame)  # while the frame is still open, so findings get its full path
+        self._stack.pop()
         self.table[id(frame.container)] = frame.positions
         if frame.anchor:
             self._open_anchors.discard(frame.anchor)
-            self._anchors[frame.anchor] = (frame.container, frame.size, (frame.line, frame.column))
-        self._add(frame.container, frame.size, (frame.line, frame.column))
+            self._anchors[frame.anchor] = (
+                frame.container,
+                frame.size,
+                (frame.line, frame.column),
+                frame.height,
+            )
+        self._add(frame.container, frame.size, frame.height, (frame.line, frame.column))
 
-    def _alias(self, event: yaml.AliasEvent) -> None:
+    def _alias(self, event: Any) -> None:
         name = str(event.anchor)
         parent = self._stack[-1] if self._stack else None
         if parent is not None and isinstance(parent.container, dict) and parent.key is None:
-            raise self._error(
-                "AION007", event, f"alias *{name} used as a mapping key; keys must be plain strings"
-            )
+            raise self._error("AION007", f"alias *{name} used as a mapping key; keys must be plain strings")
         if name in self._open_anchors:
-            raise self._error("AION005", event, f"alias *{name} refers to a node that contains it")
+            raise self._error("AION005", f"alias *{name} refers to a node that contains it")
         if name not in self._anchors:
-            raise self._error(
-                "AION001", event, f"alias *{name} refers to no anchor (&{name}) defined before it"
-            )
-        value, size, position = self._anchors[name]
-        self._add(value, size, position)
+            raise self._error("AION001", f"alias *{name} refers to no anchor (&{name}) defined before it")
+        value, size, _, height = self._anchors[name]
+        if len(self._stack) + height > self.limits.max_depth:
+            raise self._error("AION003", f"alias *{name} nests deeper than {self.limits.max_depth} levels")
+        # The value is where the alias is written; inside it, positions stay at the anchor.
+        self._add(value, size, height, self._at)
 
     # -- building ------------------------------------------------------------------------------------
 
-    def _add(self, value: Any, size: int, position: tuple[int, int]) -> None:
+    def _add(self, value: Any, size: int, height: int, position: tuple[int, int]) -> None:
         if not self._stack:
             self.result, self.root = value, position
             return
         frame = self._stack[-1]
         frame.size += size
+        if height >= frame.height:
+            frame.height = height + 1
         if frame.size > self.limits.max_nodes:
-            line, column = self._at  # where the expansion happens: the alias, not its anchor
-            raise _Abort(
-                Finding(
-                    self.file,
-                    line,
-                    column,
-                    "",
-                    "AION005",
-                    Severity.ERROR,
-                    f"the document expands to more than {self.limits.max_nodes} nodes through aliases",
-                )
-            )
+            # Reported where the expansion happens: the alias, not its anchor.
+            message = f"the document expands to more than {self.limits.max_nodes} nodes through aliases"
+            raise _Abort(Finding(self.file, *self._at, "", "AION005", Severity.ERROR, message))
         if isinstance(frame.container, list):
             assert isinstance(frame.positions, list)
             frame.container.append(value)
@@ -340,7 +370,9 @@ class _Builder:
             return
         # Merged keys are only added when the mapping closes, so whatever is here was written out.
         if key in frame.container:
-            first = frame.positions[key][0]
+            if frame.first_lines is None:
+                frame.first_lines = {}
+            first = frame.first_lines.setdefault(key, frame.positions[key][0])
             self.findings.append(
                 Finding(
                     self.file,
@@ -362,16 +394,10 @@ class _Builder:
             sources = value if isinstance(value, list) else [value]
             for source in sources:
                 if not isinstance(source, dict):
+                    message = "a merge key (<<) takes a mapping or a list of mappings"
+                    pointer = json_pointer(self._path_of_stack())
                     self.findings.append(
-                        Finding(
-                            self.file,
-                            line,
-                            column,
-                            json_pointer(self._path_of_stack()),
-                            "AION100",
-                            Severity.ERROR,
-                            "a merge key (<<) takes a mapping or a list of mappings",
-                        )
+                        Finding(self.file, line, column, pointer, "AION100", Severity.ERROR, message)
                     )
                     continue
                 source_positions = self.table.get(id(source), {})
@@ -381,7 +407,7 @@ class _Builder:
                         frame.positions[key] = source_positions.get(key, (line, column, line, column))
 
     def _path_of_stack(self) -> list[str | int]:
-        """The path of the innermost open container (for findings raised while building it)."""
+        """The path of the innermost open container."""
         path: list[str | int] = []
         for frame in self._stack[:-1]:
             if isinstance(frame.container, dict):
@@ -392,7 +418,7 @@ class _Builder:
 
     # -- scalars ---------------------------------------------------------------------------------------
 
-    def _resolve(self, event: yaml.ScalarEvent) -> Any:
+    def _resolve(self, event: Any) -> Any:
         text: str = event.value
         tag = event.tag
         plain = not event.style and event.implicit[0]  # libyaml gives "" or None for plain style
@@ -400,23 +426,21 @@ class _Builder:
             return _plain(text) if plain and tag is None else text
         kind = tag.removeprefix(_TAG)
         if not tag.startswith(_TAG) or kind not in ("str", "timestamp", "null", "bool", "int", "float"):
-            raise self._error("AION007", event, f"unsupported tag {_short(tag)}")
-        converted: Any
+            raise self._error("AION007", f"unsupported tag {_short(tag)}")
         if kind in ("str", "timestamp"):
             return text
         if kind == "null" and text in _NULLS:
             return None
         if kind == "bool" and text in _BOOLS:
             return _BOOLS[text]
-        if kind == "int" and _INT.fullmatch(text):
-            return _int(text)
-        if kind == "float" and (_FLOAT.fullmatch(text) or _INT.fullmatch(text)):
-            converted = _float(text) if _FLOAT.fullmatch(text) else float(_int(text))
-            return converted if math.isfinite(converted) else text
-        raise self._error("AION007", event, f"{text!r} cannot be read as !!{kind}")
+        if kind in ("int", "float"):
+            number = _number(text, as_float=kind == "float")
+            if number is not None:
+                return number
+        raise self._error("AION007", f"{_clip(text)!r} cannot be read as !!{kind}")
 
-    def _error(self, rule: str, event: yaml.Event, message: str) -> _Abort:
-        line, column = _mark(event)
+    def _error(self, rule: str, message: str) -> _Abort:
+        line, column = self._at
         return _Abort(Finding(self.file, line, column, "", rule, Severity.ERROR, message))
 
 
@@ -424,26 +448,38 @@ def _short(tag: str | None) -> str:
     return "!!" + tag.removeprefix(_TAG) if tag and tag.startswith(_TAG) else str(tag)
 
 
-def _mark(event: yaml.Event) -> tuple[int, int]:
-    mark = event.start_mark
-    return (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
+def _clip(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _plain(text: str) -> Any:
-    """A plain scalar's value under YAML 1.1 implicit resolution, as PyYAML reads it."""
+    """A plain scalar's value under YAML 1.1 implicit resolution, as PyYAML reads it. A number too
+    large to represent stays text, for the schema check to report."""
     if not text or text in _NULLS:
         return None
-    first = text[0]
-    if first not in _NUMERIC_START:
+    if text[0] not in _NUMERIC_START:
         return _BOOLS.get(text, text)
-    if _INT.fullmatch(text):
-        return _int(text)
-    if _FLOAT.fullmatch(text):
-        number = _float(text)
-        # JSON has no infinity or NaN, and no setting accepts them: keep the text, so that a schema
-        # check reports "'.inf' is not of type number" rather than something about null.
-        return number if math.isfinite(number) else text
-    return text
+    number = _number(text, as_float=False)
+    return text if number is None else number
+
+
+def _number(text: str, *, as_float: bool) -> int | float | None:
+    """An int or float as YAML 1.1 writes them, or None when ``text`` is neither (or is out of
+    range: Python refuses integers of more than 4300 digits, and finite config has no infinity)."""
+    try:
+        if _INT.fullmatch(text):
+            value: int | float = _int(text)
+            if as_float:
+                value = float(value)
+        elif _FLOAT.fullmatch(text):
+            value = _float(text)
+        else:
+            return None
+    except (ValueError, OverflowError):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no infinity or NaN: the text goes to the schema check instead
+    return value
 
 
 def _int(text: str) -> int:

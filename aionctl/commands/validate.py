@@ -22,6 +22,7 @@ from aion.errors import UsageError
 from aion.exitcodes import ExitCode
 from aionctl.options import command_app, global_options
 from aionctl.output.findings import FindingsFormat, Rendering, render
+from aionctl.output.findings.interface import clean, clean_finding
 from aionctl.output.findings.text import summary
 
 app = command_app()
@@ -49,7 +50,7 @@ def validate_command(
         typer.Option(
             "--output",
             "-o",
-            help="text for people; json, sarif, github or junit for CI.",
+            help="text for people; json, yaml, sarif, github or junit for CI.",
             case_sensitive=False,
         ),
     ] = FindingsFormat.TEXT,
@@ -74,7 +75,7 @@ def validate_command(
     limits = Limits(max_bytes=max_file_size)
     options = Options(strict=strict, limits=limits)
     targets = paths or ["."]
-    stdin = sys.stdin.buffer if STDIN in targets else None
+    stdin = sys.stdin.buffer if STDIN in targets and sys.stdin is not None else None
     sources = collect(targets, kind=forced, stdin=stdin, limits=limits)
     findings: list[Finding] = []
     files: dict[str, str | None] = {}
@@ -86,8 +87,8 @@ def validate_command(
         f.severity.rank >= (Severity.WARNING if fail_on_warn else Severity.ERROR).rank for f in findings
     )
     rendering = Rendering(
-        findings=tuple(findings),
-        files=files,
+        findings=tuple(clean_finding(f) for f in findings),
+        files={clean(name): kind for name, kind in files.items()},
         failed=failed,
         fail_on_warn=fail_on_warn,
         tool_version=__version__,
@@ -97,8 +98,6 @@ def validate_command(
     sys.stdout.flush()
     if output is FindingsFormat.TEXT and not quiet:
         print(summary(rendering), file=sys.stderr)
-    if not sources:
-        print(f"note: no YAML files found under {', '.join(targets)}", file=sys.stderr)
     raise typer.Exit(int(ExitCode.FINDINGS if failed else ExitCode.OK))
 
 

@@ -168,7 +168,7 @@ def test_schema_list_and_show() -> None:
     assert json.loads(shown.stdout) == schemas.load("output/health")
 
 
-def test_schema_show_unknown_is_an_input_error() -> None:
+def test_schema_show_unknown_is_a_usage_error() -> None:
     result = aionctl("schema", "show", "no/such")
-    assert result.returncode == 3
+    assert result.returncode == 2
     assert result.stderr == "error: no schema named 'no/such'\nhint: `aionctl schema list` shows the names\n"

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -13,7 +16,8 @@ import pytest
 
 from aion import schemas
 from aion.config import rules
-from tests.rig.daemon import EXAMPLES, aionctl
+from aionctl.output.findings.interface import clean
+from tests.rig.daemon import EXAMPLES, aionctl, program
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus"
 
@@ -222,3 +226,114 @@ def test_schema_list_includes_every_file_kind() -> None:
     listed = {s["name"] for s in json.loads(aionctl("schema", "list", "-o", "json").stdout)["schemas"]}
     assert {"config/intents", "config/policies", "config/models", "config/modules"} <= listed
     assert {"package/agent-package", "runbook", "output/validation-report"} <= listed
+
+
+ODD_NAMES = ["ctl\x01\x1b[31m.yml", "tab\tand\u2028line.yml"]
+
+
+@pytest.mark.parametrize("name", ODD_NAMES)
+def test_odd_file_names_cannot_break_any_format(tmp_path: Path, name: str, sarif_schema: Path) -> None:
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    (folder / name).write_text('kind: Intents\nsummarize:\n  bogus: "\\x1b[31mred"\n')
+    text = aionctl("validate", str(folder))
+    assert not any(ch in text.stdout for ch in "\x01\x1b\t\u2028")
+    assert clean(name) in text.stdout
+    ET.fromstring(aionctl("validate", "-o", "junit", str(folder)).stdout)  # noqa: S314 - our own output
+    report = json.loads(aionctl("validate", "-o", "json", str(folder)).stdout)
+    jsonschema.validate(report, schemas.load("output/validation-report"))
+    log = json.loads(aionctl("validate", "-o", "sarif", str(folder)).stdout)
+    jsonschema.Draft4Validator(json.loads(sarif_schema.read_text())).validate(log)
+    for line in aionctl("validate", "-o", "github", str(folder)).stdout.splitlines():
+        assert "\x1b" not in line
+        assert line.startswith("::")
+
+
+def test_undecodable_file_name(tmp_path: Path, sarif_schema: Path) -> None:
+    folder = tmp_path / "bytes"
+    folder.mkdir()
+    raw_name = os.fsencode(folder) + b"/int\xffents.yml"
+    with open(raw_name, "w") as handle:  # noqa: PTH123 - pathlib cannot name a file with undecodable bytes
+        handle.write("kind: Intents\nsummarize:\n  privacy: nope\n")
+    shown = str(folder / "int\\xffents.yml")
+    for fmt in ("text", "junit", "github"):
+        result = aionctl("validate", "-o", fmt, str(folder))
+        assert result.returncode == 1, (fmt, result.stderr)
+        assert "int\\xffents.yml" in result.stdout, fmt
+    assert json.loads(aionctl("validate", "-o", "json", str(folder)).stdout)["files"] == [
+        {"path": shown, "kind": "intents"}
+    ]
+    log = json.loads(aionctl("validate", "-o", "sarif", str(folder)).stdout)
+    jsonschema.Draft4Validator(json.loads(sarif_schema.read_text())).validate(log)
+
+
+def test_sarif_keeps_set_notes_out_of_results(config_set: Path, sarif_schema: Path) -> None:
+    result = aionctl("validate", "-o", "sarif", str(config_set / "intents.yml"))
+    log = json.loads(result.stdout)
+    jsonschema.Draft4Validator(json.loads(sarif_schema.read_text())).validate(log)
+    run = log["runs"][0]
+    assert all(r.get("locations") for r in run["results"])
+    notes = run["invocations"][0]["toolExecutionNotifications"]
+    assert {n["descriptor"]["id"] for n in notes} == {"AION010"}
+    assert run["columnKind"] == "unicodeCodePoints"
+
+
+def test_yaml_output(config_set: Path) -> None:
+    import yaml
+
+    break_privacy(config_set)
+    report = yaml.safe_load(aionctl("validate", "-o", "yaml", str(config_set)).stdout)
+    jsonschema.validate(report, schemas.load("output/validation-report"))
+    assert [f["rule"] for f in report["findings"]] == ["AION301"]
+
+
+def test_stdin_edge_cases(tmp_path: Path) -> None:
+    closed = subprocess.run(
+        [program("aionctl"), "validate", "-"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert closed.returncode == 0  # an empty input is an empty document, recognised as nothing
+    literally = tmp_path / "<stdin>"
+    literally.write_text("kind: Intents\nsummarize: {}\n")
+    both = aionctl("validate", "--kind", "intents", "-", str(literally), input="summarize: {}\n")
+    assert both.returncode == 1
+    assert "AION009" in both.stdout
+    assert "Traceback" not in both.stderr
+
+
+def test_stdin_that_does_not_exist_is_a_usage_error() -> None:
+    script = "import sys; sys.stdin = None; from aionctl.main import main; sys.exit(main(['validate', '-']))"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    assert result.returncode == 2, result.stderr
+    assert "there is no standard input to read" in result.stderr
+
+
+def test_an_empty_directory_is_an_input_error(tmp_path: Path) -> None:
+    result = aionctl("validate", str(tmp_path))
+    assert result.returncode == 3
+    assert "no *.yml or *.yaml files in this directory" in result.stderr
+
+
+def test_directory_links_are_followed_and_loops_end(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    shutil.copytree(CORPUS / "_base", real)
+    break_privacy(real)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "prod").symlink_to(real, target_is_directory=True)
+    (real / "loop").symlink_to(repo, target_is_directory=True)
+    result = aionctl("validate", "--each-dir", str(repo))
+    assert result.returncode == 1
+    assert "AION301" in result.stdout
+
+
+def test_long_values_are_not_echoed_whole(config_set: Path) -> None:
+    intents = config_set / "intents.yml"
+    intents.write_text(intents.read_text().replace("vector_usage: false", "vector_usage: " + "x" * 100_000))
+    result = aionctl("validate", "-o", "json", str(config_set))
+    (finding,) = [f for f in json.loads(result.stdout)["findings"] if f["rule"] == "AION100"]
+    assert len(finding["message"]) < 400
+    assert finding["message"].endswith('is not of type "boolean"')

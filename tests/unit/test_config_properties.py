@@ -17,7 +17,14 @@ from aion.config.validate import Source, validate
 from aion.config.yamlload import Limits, load
 
 BASE = Path(__file__).resolve().parents[1] / "corpus" / "_base"
-BASE_FILES = {p.name: p.read_bytes() for p in sorted(BASE.glob("*.yml"))}
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+# Two seed sets: the corpus base (small) and the examples (every section of every file kind, so that
+# random values also land under breakers, retries, limits, trust, providers and prices).
+SEEDS = {
+    "base": {p.name: p.read_bytes() for p in sorted(BASE.glob("*.yml"))},
+    "examples": {p.name: p.read_bytes() for p in sorted(EXAMPLES.glob("*.yml"))},
+}
+BASE_FILES = SEEDS["base"]
 # AION_FUZZ_SCALE=20 runs twenty times the examples, for a longer hunt than the suite affords.
 SCALE = float(os.environ.get("AION_FUZZ_SCALE", "1"))
 # Findings about a file as a whole (its size, encoding, kind) or about the set carry no line.
@@ -78,13 +85,14 @@ def test_random_documents_of_every_kind_validate_without_crashing(kind: Kind, va
     assert_located(report.findings, {"doc.yml"})
 
 
-@settings(max_examples=int(300 * SCALE), deadline=None)
-@given(st.sampled_from(sorted(BASE_FILES)), json_values, st.data())
+@settings(max_examples=int(400 * SCALE), deadline=None)
+@given(st.sampled_from(sorted(SEEDS)), st.sampled_from(sorted(BASE_FILES)), json_values, st.data())
 def test_a_valid_set_with_one_value_replaced_never_crashes(
-    name: str, value: object, data: st.DataObject
+    seed: str, name: str, value: object, data: st.DataObject
 ) -> None:
     """Swap one node of a valid file for a random value: cross-file rules see every odd shape."""
-    document = yaml.safe_load(BASE_FILES[name])
+    files = dict(SEEDS[seed])
+    document = yaml.safe_load(files[name])
     node = document
     path: list[object] = []
     while isinstance(node, dict | list) and node and data.draw(st.booleans()):
@@ -98,7 +106,37 @@ def test_a_valid_set_with_one_value_replaced_never_crashes(
         parent[path[-1]] = value
     else:
         document = value
-    files = dict(BASE_FILES)
+    files[name] = yaml.safe_dump(document, allow_unicode=True).encode()
+    report = validate([Source(n, b) for n, b in files.items()], set_name="(set)")
+    assert_located(report.findings, set(files))
+
+
+@settings(max_examples=int(200 * SCALE), deadline=None)
+@given(
+    st.sampled_from(sorted(SEEDS)),
+    st.sampled_from(sorted(BASE_FILES)),
+    st.text(max_size=12),
+    json_values,
+    st.data(),
+)
+def test_unknown_keys_anywhere_never_crash(
+    seed: str, name: str, key: str, value: object, data: st.DataObject
+) -> None:
+    """Add a key to a random mapping of a valid file: unknown keys are warnings, never crashes."""
+    files = dict(SEEDS[seed])
+    document = yaml.safe_load(files[name])
+    mappings = [document]
+    stack = [document]
+    while stack:
+        node = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else []
+        for child in children:
+            if isinstance(child, dict):
+                mappings.append(child)
+            if isinstance(child, dict | list):
+                stack.append(child)
+    target = data.draw(st.sampled_from(mappings))
+    target[key] = value
     files[name] = yaml.safe_dump(document, allow_unicode=True).encode()
     report = validate([Source(n, b) for n, b in files.items()], set_name="(set)")
     assert_located(report.findings, set(files))
@@ -150,3 +188,15 @@ def test_numbers_read_back_as_pyyaml_reads_them(number: int, real: float) -> Non
     expected = yaml.safe_load(text)
     # YAML 1.1 reads 1e-05 (no dot) as a string and 1.0e-05 as a float: both loaders must agree.
     assert document.data == expected
+
+
+def test_trust_rule_shadowing_is_only_claimed_when_certain() -> None:
+    from aion.config.semantics import _covers
+
+    assert _covers("ghcr.io/**", "ghcr.io/aion/*")
+    assert _covers("ghcr.io/aion/*", "ghcr.io/aion/ocr")
+    assert _covers("ghcr.io/*", "ghcr.io/*")
+    assert _covers("**", "anything/at/all")
+    assert not _covers("ghcr.io/*", "ghcr.io/**")
+    assert not _covers("ghcr.io/aion/*", "ghcr.io/aion/ocr/sub")
+    assert not _covers("ghcr.io/a*", "ghcr.io/*")

@@ -42,10 +42,11 @@ def run_case(case: Path, workdir: Path) -> list[str]:
     sources = collect([str(target)], kind=forced, limits=limits)
     report = validate(sources, Options(strict=options.get("strict", False), limits=limits), set_name="(set)")
     prefix = str(target) + "/"
-    return sorted(
-        f"{(f.file.removeprefix(prefix) or '(set)')}:{f.line}:{f.column} {f.rule} {f.severity.value}"
-        for f in report.findings
-    )
+    lines = []
+    for f in report.findings:
+        where = f"{f.file.removeprefix(prefix) or '(set)'}:{f.line}:{f.column}"
+        lines.append(f"{where} {f.rule} {f.severity.value} {f.pointer}".rstrip())
+    return sorted(lines)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])

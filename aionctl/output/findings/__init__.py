@@ -14,6 +14,10 @@ def render(rendering: Rendering, fmt: FindingsFormat, *, color: bool = False, qu
             return text.render(rendering, color=color, quiet=quiet)
         case FindingsFormat.JSON:
             return json_.render(rendering)
+        case FindingsFormat.YAML:
+            import yaml
+
+            return str(yaml.safe_dump(json_.document(rendering), sort_keys=False, allow_unicode=True))
         case FindingsFormat.SARIF:
             return sarif.render(rendering)
         case FindingsFormat.GITHUB:

@@ -7,7 +7,7 @@ expects (%, CR and LF everywhere; also : and , inside properties).
 from __future__ import annotations
 
 from aion.config.findings import Finding, Severity
-from aionctl.output.findings.interface import Rendering
+from aionctl.output.findings.interface import SET_LEVEL_RULES, Rendering
 
 _COMMANDS = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
 
@@ -22,7 +22,7 @@ def escape_property(text: str) -> str:
 
 def line(finding: Finding) -> str:
     props = []
-    if finding.file:
+    if finding.file and finding.rule not in SET_LEVEL_RULES:
         props.append(f"file={escape_property(finding.file)}")
         if finding.line:
             props.append(f"line={finding.line}")

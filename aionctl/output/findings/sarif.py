@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 from aion.config import rules
 from aion.config.findings import Finding, Severity
-from aionctl.output.findings.interface import Rendering
+from aionctl.output.findings.interface import SET_LEVEL_RULES, Rendering
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 _LEVELS = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "note"}
@@ -42,7 +42,24 @@ def document(rendering: Rendering) -> dict[str, Any]:
                         ],
                     }
                 },
-                "results": [_result(f, index) for f in rendering.findings],
+                # Results need a location for code-scanning uploads; notes about the set as a
+                # whole are tool notifications instead.
+                "invocations": [
+                    {
+                        "executionSuccessful": True,
+                        "toolExecutionNotifications": [
+                            {
+                                "descriptor": {"id": f.rule},
+                                "level": _LEVELS[f.severity],
+                                "message": {"text": f.message},
+                            }
+                            for f in rendering.findings
+                            if f.rule in SET_LEVEL_RULES
+                        ],
+                    }
+                ],
+                "columnKind": "unicodeCodePoints",
+                "results": [_result(f, index) for f in rendering.findings if f.rule not in SET_LEVEL_RULES],
             }
         ],
     }
