@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import re
 from collections.abc import Mapping
 from decimal import Decimal
@@ -109,6 +110,7 @@ class Identity:
     """Glob over the certificate identity; * matches any run of characters."""
 
 
+@functools.lru_cache(maxsize=1024)
 def glob_regex(pattern: str, *, segments: bool) -> re.Pattern[str]:
     """A glob as a regex. With ``segments``, * stays within a /-separated segment and ** crosses them;
     without, * matches anything."""

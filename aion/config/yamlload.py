@@ -49,6 +49,9 @@ _FLOAT = re.compile(
     r"|[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)"
 )
 _NUMERIC_START = frozenset("0123456789+-.")
+_SCALAR, _ALIAS, _DOCUMENT_START = yaml.ScalarEvent, yaml.AliasEvent, yaml.DocumentStartEvent
+_MAP_START, _SEQ_START = yaml.MappingStartEvent, yaml.SequenceStartEvent
+_MAP_END, _SEQ_END = yaml.MappingEndEvent, yaml.SequenceEndEvent
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -241,38 +244,45 @@ class _Builder:
         self._anchors: dict[str, tuple[Any, int, tuple[int, int], int]] = {}
         self._open_anchors: set[str] = set()
         self._documents = 0
-        self._at = (0, 0)
+        self._event: Any = None
 
     def position(self, mark: Any) -> tuple[int, int]:
         if self._slow_position is not None:
             return self._slow_position(mark)
         return mark.line + 1, mark.column + 1
 
+    @property
+    def _at(self) -> tuple[int, int]:
+        """Position of the event being handled (computed only when needed: most events need none)."""
+        mark = self._event.start_mark
+        return self.position(mark) if mark is not None else (0, 0)
+
     # -- events ------------------------------------------------------------------------------------
 
     def feed(self, event: Any) -> None:
-        # Typed Any: dispatching on the exact type (not isinstance) is the hot path on big files.
-        mark = event.start_mark
-        self._at = (
-            (mark.line + 1, mark.column + 1) if self._slow_position is None else self._slow_position(mark)
-        )
+        # The hot path on big files: typed Any and dispatched on the exact type, not isinstance.
+        self._event = event
         kind = type(event)
-        if kind is yaml.ScalarEvent:
+        if kind is _SCALAR:
             self._scalar(event)
-        elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
-            self._open(event)
-        elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
+        elif kind is _MAP_END or kind is _SEQ_END:
             self._close()
-        elif kind is yaml.AliasEvent:
+        elif kind is _MAP_START or kind is _SEQ_START:
+            self._open(event)
+        elif kind is _ALIAS:
             self._alias(event)
-        elif kind is yaml.DocumentStartEvent:
+        elif kind is _DOCUMENT_START:
             self._documents += 1
             if self._documents > 1:
                 raise self._error("AION006", "a second YAML document starts here; one document per file")
 
     def _scalar(self, event: Any) -> None:
         frame = self._stack[-1] if self._stack else None
-        position = self._at
+        mark = event.start_mark
+        if self._slow_position is None:
+            position = (mark.line + 1, mark.column + 1)
+        else:
+            position = self._slow_position(mark)
         if frame is not None and frame.key is None and isinstance(frame.container, dict):
             self._key(frame, event, position)
             return
@@ -297,7 +307,7 @@ class _Builder:
             raise self._error(
                 "AION007", "a mapping or list used as a mapping key; keys must be plain strings"
             )
-        is_map = type(event) is yaml.MappingStartEvent
+        is_map = type(event) is _MAP_START
         if event.tag not in (None, "!", _TAG + ("map" if is_map else "seq")):
             raise self._error("AION007", f"unsupported tag {_short(event.tag)}")
         if len(self._stack) >= self.limits.max_depth:

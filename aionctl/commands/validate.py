@@ -7,6 +7,7 @@ Exit 0 when clean, 1 with errors (or warnings, with --fail-on-warn; unknown keys
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -16,7 +17,7 @@ import typer
 from aion import __version__
 from aion.config import kinds
 from aion.config.findings import Finding, Severity
-from aion.config.validate import STDIN, Options, Source, collect, validate
+from aion.config.validate import STDIN, Options, Source, collect, validate_many
 from aion.config.yamlload import DEFAULT_MAX_BYTES, Limits
 from aion.errors import UsageError
 from aion.exitcodes import ExitCode
@@ -68,6 +69,16 @@ def validate_command(
             "--each-dir", help="Validate each directory's files as a separate set (one set per environment)."
         ),
     ] = False,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            "--jobs",
+            "-j",
+            metavar="N",
+            min=0,
+            help="Sets validated at once with --each-dir; 0 means one per CPU.",
+        ),
+    ] = 0,
 ) -> None:
     """Validate config files (intents, policies, models, modules, module manifests, runbooks)."""
     opts = global_options(ctx)
@@ -79,10 +90,12 @@ def validate_command(
     sources = collect(targets, kind=forced, stdin=stdin, limits=limits)
     findings: list[Finding] = []
     files: dict[str, str | None] = {}
-    for set_name, members in _sets(sources, targets, each_dir=each_dir):
-        report = validate(members, options, set_name=set_name)
-        findings.extend(report.findings)
-        files.update({name: k.value if k else None for name, k in report.files.items()})
+    workers = jobs or os.cpu_count() or 1
+    for set_findings, set_files in validate_many(
+        _sets(sources, targets, each_dir=each_dir), options, jobs=workers
+    ):
+        findings.extend(set_findings)
+        files.update({name: k.value if k else None for name, k in set_files.items()})
     failed = any(
         f.severity.rank >= (Severity.WARNING if fail_on_warn else Severity.ERROR).rank for f in findings
     )

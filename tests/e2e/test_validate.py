@@ -337,3 +337,15 @@ def test_long_values_are_not_echoed_whole(config_set: Path) -> None:
     (finding,) = [f for f in json.loads(result.stdout)["findings"] if f["rule"] == "AION100"]
     assert len(finding["message"]) < 400
     assert finding["message"].endswith('is not of type "boolean"')
+
+
+def test_parallel_sets_report_exactly_what_sequential_ones_do(tmp_path: Path) -> None:
+    for n in range(6):
+        shutil.copytree(CORPUS / "_base", tmp_path / f"env{n}")
+    break_privacy(tmp_path / "env2")
+    (tmp_path / "env4" / "models.yml").write_text("tiers: {tier0: {local: [\"nobody:x\"]}}\n")
+    one = aionctl("validate", "--each-dir", "--jobs", "1", "-o", "json", str(tmp_path))
+    many = aionctl("validate", "--each-dir", "--jobs", "3", "-o", "json", str(tmp_path))
+    assert one.returncode == many.returncode == 1
+    assert json.loads(one.stdout) == json.loads(many.stdout)
+    assert {f["rule"] for f in json.loads(many.stdout)["findings"]} >= {"AION301", "AION203"}
