@@ -343,7 +343,7 @@ def test_parallel_sets_report_exactly_what_sequential_ones_do(tmp_path: Path) ->
     for n in range(6):
         shutil.copytree(CORPUS / "_base", tmp_path / f"env{n}")
     break_privacy(tmp_path / "env2")
-    (tmp_path / "env4" / "models.yml").write_text("tiers: {tier0: {local: [\"nobody:x\"]}}\n")
+    (tmp_path / "env4" / "models.yml").write_text('tiers: {tier0: {local: ["nobody:x"]}}\n')
     one = aionctl("validate", "--each-dir", "--jobs", "1", "-o", "json", str(tmp_path))
     many = aionctl("validate", "--each-dir", "--jobs", "3", "-o", "json", str(tmp_path))
     assert one.returncode == many.returncode == 1
