@@ -9,10 +9,12 @@ Exception tree::
     Error
     ├── UsageError              exit 2  a value given on the command line or in the environment is wrong
     ├── InputError              exit 3  a file or directory cannot be read or is not what it must be
-    │   └── ConfigError         exit 3  a config file cannot be loaded at all
+    │   ├── ConfigError         exit 3  a config file cannot be loaded at all
+    │   └── RegistryError       exit 3  a registry or image layout cannot be read or written
     ├── FindingsError           exit 1  the command ran and found problems (invalid config, failed check)
     │   └── VerificationError   exit 1  a signature, digest or trust-policy check failed
     ├── AuthError               exit 4  authentication or authorisation refused
+    │   └── RegistryAuthError   exit 4  a registry refused the credentials (or there were none)
     ├── DaemonUnavailable       exit 5  the daemon cannot be reached or did not answer in time
     ├── ConflictError           exit 6  a precondition does not hold (nothing to roll back to, ...)
     └── ServiceError            exit 1  the daemon answered with an error that is none of the above
@@ -52,6 +54,10 @@ class ConfigError(InputError):
     pass
 
 
+class RegistryError(InputError):
+    pass
+
+
 class FindingsError(Error):
     exit_code = ExitCode.FINDINGS
 
@@ -62,6 +68,10 @@ class VerificationError(FindingsError):
 
 class AuthError(Error):
     exit_code = ExitCode.AUTH
+
+
+class RegistryAuthError(AuthError):
+    pass
 
 
 class DaemonUnavailable(Error):
@@ -84,6 +94,8 @@ __all__ = [
     "Error",
     "FindingsError",
     "InputError",
+    "RegistryAuthError",
+    "RegistryError",
     "ServiceError",
     "UsageError",
     "VerificationError",

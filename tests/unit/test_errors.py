@@ -15,6 +15,8 @@ EXPECTED_CODES = {
     errors.DaemonUnavailable: ExitCode.UNAVAILABLE,
     errors.ConflictError: ExitCode.CONFLICT,
     errors.ServiceError: ExitCode.FINDINGS,
+    errors.RegistryError: ExitCode.INPUT,
+    errors.RegistryAuthError: ExitCode.AUTH,
 }
 
 

@@ -1,0 +1,400 @@
+"""A small OCI distribution client on httpx.
+
+Written here rather than taken from oras-py (0.2.43), which is unsafe for an install path: it does not
+verify digests on pull, has no referrers client, and retries for minutes. This client:
+
+- resolves a tag to a manifest and computes its digest itself (a registry's Docker-Content-Digest
+  header is checked, never trusted), then fetches everything else by digest and verifies every byte;
+- streams blobs to the caller with a size cap, hashing as it goes;
+- finds referrers through the referrers API, or the ``sha256-<hex>`` tag where there is none, and
+  keeps that tag up to date when it pushes a referrer to such a registry;
+- answers ``Basic`` and ``Bearer`` challenges with credentials from the environment or the docker
+  client's config (:mod:`aion.oci.auth`);
+- retries a few times, quickly, on connection errors, 429 and 5xx (honouring Retry-After, at most
+  :data:`MAX_RETRY_AFTER` seconds), then fails with a clear error.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, BinaryIO
+
+import httpx
+
+from aion import __version__
+from aion.errors import RegistryAuthError, RegistryError, VerificationError
+from aion.oci import auth
+from aion.oci.interface import MAX_MANIFEST_BYTES, Progress
+from aion.oci.model import INDEX, MANIFEST_TYPES, Descriptor, Digest, Manifest, Reference
+
+ATTEMPTS = 3
+BACKOFF = (0.2, 0.8)
+MAX_RETRY_AFTER = 5.0
+RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+CHUNK = 1024 * 1024
+_ACCEPT = ", ".join(MANIFEST_TYPES)
+
+
+class RegistryClient:
+    """One client for any number of registries; use as a context manager, or call :meth:`close`."""
+
+    def __init__(
+        self,
+        *,
+        plain_http: frozenset[str] = frozenset(),
+        timeout: float = 30.0,
+        environ: dict[str, str] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._plain_http = plain_http
+        self._environ = environ
+        self._sleep = sleep
+        self._http = httpx.Client(
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            follow_redirects=True,
+            headers={"User-Agent": f"aion/{__version__}"},
+            trust_env=True,
+        )
+        self._tokens: dict[tuple[str, str], str] = {}
+        self._basic: set[str] = set()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- the ArtifactStore interface ---------------------------------------------------------------
+
+    def resolve(self, ref: Reference) -> Manifest:
+        target = str(ref.digest) if ref.digest else ref.tag or "latest"
+        raw, headers = self._get_manifest(ref, target)
+        digest = ref.digest or Digest.of(raw)
+        claimed = headers.get("docker-content-digest")
+        if claimed and claimed != str(Digest.of(raw, Digest.parse(claimed).algorithm)):
+            raise VerificationError(
+                f"{ref}: the registry says the manifest is {claimed}, but its bytes hash otherwise",
+                hint="the registry serves inconsistent content; do not trust it",
+            )
+        digest.verify(raw, f"{ref} manifest")
+        return Manifest.parse(raw, digest, f"{ref} manifest")
+
+    def manifest(self, ref: Reference, digest: Digest) -> Manifest:
+        raw, _ = self._get_manifest(ref, str(digest))
+        digest.verify(raw, f"{ref.name}@{digest}")
+        return Manifest.parse(raw, digest, f"{ref.name}@{digest}")
+
+    def tag_digest(self, ref: Reference, tag: str) -> Digest | None:
+        try:
+            raw, _ = self._get_manifest(ref, tag)
+        except RegistryError as exc:
+            if "not found" in exc.message:
+                return None
+            raise
+        return Digest.of(raw)
+
+    def fetch_blob(
+        self,
+        ref: Reference,
+        descriptor: Descriptor,
+        out: BinaryIO,
+        *,
+        limit: int,
+        progress: Progress | None = None,
+    ) -> None:
+        what = f"{ref.name} blob {descriptor.digest}"
+        if descriptor.size > limit:
+            raise VerificationError(f"{what} is {descriptor.size} bytes; the limit is {limit}")
+        url = self._url(ref, f"/blobs/{descriptor.digest}")
+        hasher = descriptor.digest.hasher()
+        received = 0
+        try:
+            with self._stream(ref, "GET", url) as response:
+                self._raise_for(response, ref, what)
+                for chunk in response.iter_bytes(CHUNK):
+                    received += len(chunk)
+                    if received > descriptor.size:
+                        raise VerificationError(
+                            f"{what}: the registry sent more than the {descriptor.size} bytes named"
+                        )
+                    hasher.update(chunk)
+                    out.write(chunk)
+                    if progress is not None:
+                        progress(len(chunk))
+        except httpx.TransportError as exc:
+            raise RegistryError(f"{what}: the download broke off after {received} bytes: {exc}") from exc
+        if received != descriptor.size:
+            raise VerificationError(f"{what}: got {received} bytes of {descriptor.size}")
+        if hasher.hexdigest() != descriptor.digest.hex:
+            raise VerificationError(
+                f"{what}: content does not match its digest",
+                hint="the registry served other bytes than the ones it named; do not trust it",
+            )
+
+    def referrers(self, ref: Reference, digest: Digest, artifact_type: str | None = None) -> list[Descriptor]:
+        url = self._url(ref, f"/referrers/{digest}")
+        params = {"artifactType": artifact_type} if artifact_type else None
+        response = self._request(ref, "GET", url, params=params, headers={"Accept": INDEX})
+        if response.status_code == 200 and response.headers.get("content-type", "").startswith(INDEX):
+            raw = self._bounded(response, f"{ref.name} referrers of {digest}")
+            index = Manifest.parse(raw, Digest.of(raw), f"{ref.name} referrers of {digest}")
+        elif response.status_code in (404, 405):
+            # No referrers API: the fallback is an index under the tag sha256-<hex>.
+            try:
+                raw, _ = self._get_manifest(ref, digest.tag_fallback)
+            except RegistryError as exc:
+                if "not found" in exc.message:
+                    return []
+                raise
+            index = Manifest.parse(raw, Digest.of(raw), f"{ref.name}:{digest.tag_fallback}")
+        else:
+            self._raise_for(response, ref, f"referrers of {digest}")
+            return []
+        return [d for d in index.manifests if artifact_type is None or d.artifact_type == artifact_type]
+
+    def push_blob(self, ref: Reference, descriptor: Descriptor, data: BinaryIO) -> None:
+        exists = self._request(ref, "HEAD", self._url(ref, f"/blobs/{descriptor.digest}"))
+        if exists.status_code == 200:
+            return
+        start = self._request(ref, "POST", self._url(ref, "/blobs/uploads/"))
+        self._raise_for(start, ref, f"upload of {descriptor.digest}", expected=(202,))
+        location = httpx.URL(start.headers.get("location", ""))
+        if not location.is_absolute_url:
+            location = httpx.URL(self._url(ref, "")).join(location)
+        target = location.copy_merge_params({"digest": str(descriptor.digest)})
+        data.seek(0)
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(descriptor.size)}
+        done = self._request(ref, "PUT", target, content=_chunks(data), headers=headers, retry=False)
+        self._raise_for(done, ref, f"upload of {descriptor.digest}", expected=(201,))
+
+    def push_manifest(self, ref: Reference, raw: bytes, media_type: str, tag: str | None) -> Digest:
+        digest = Digest.of(raw)
+        target = tag or str(digest)
+        response = self._request(
+            ref,
+            "PUT",
+            self._url(ref, f"/manifests/{target}"),
+            content=raw,
+            headers={"Content-Type": media_type},
+        )
+        self._raise_for(response, ref, f"push of manifest {target}", expected=(201,))
+        manifest = Manifest.parse(raw, digest, f"{ref.name} manifest")
+        if manifest.subject is not None and "oci-subject" not in response.headers:
+            self._add_to_fallback(ref, manifest)
+        return digest
+
+    # -- referrers fallback ------------------------------------------------------------------------
+
+    def _add_to_fallback(self, ref: Reference, manifest: Manifest) -> None:
+        assert manifest.subject is not None
+        tag = manifest.subject.digest.tag_fallback
+        entries: list[dict[str, Any]] = []
+        try:
+            raw, _ = self._get_manifest(ref, tag)
+            entries = list(json.loads(raw).get("manifests") or [])
+        except RegistryError as exc:
+            if "not found" not in exc.message:
+                raise
+        descriptor = manifest.descriptor.to_json()
+        if manifest.annotations:
+            descriptor["annotations"] = dict(manifest.annotations)
+        if not any(e.get("digest") == descriptor["digest"] for e in entries):
+            entries.append(descriptor)
+        index = json.dumps(
+            {"schemaVersion": 2, "mediaType": INDEX, "manifests": entries}, separators=(",", ":")
+        )
+        response = self._request(
+            ref,
+            "PUT",
+            self._url(ref, f"/manifests/{tag}"),
+            content=index.encode(),
+            headers={"Content-Type": INDEX},
+        )
+        self._raise_for(response, ref, f"push of referrers tag {tag}", expected=(201,))
+
+    # -- HTTP ----------------------------------------------------------------------------------------
+
+    def _base(self, ref: Reference) -> str:
+        host = "registry-1.docker.io" if ref.registry == "docker.io" else ref.registry
+        scheme = "http" if ref.registry in self._plain_http else "https"
+        return f"{scheme}://{host}"
+
+    def _url(self, ref: Reference, path: str) -> str:
+        return f"{self._base(ref)}/v2/{ref.repository}{path}"
+
+    def _get_manifest(self, ref: Reference, target: str) -> tuple[bytes, httpx.Headers]:
+        response = self._request(
+            ref, "GET", self._url(ref, f"/manifests/{target}"), headers={"Accept": _ACCEPT}
+        )
+        self._raise_for(response, ref, f"manifest {target}")
+        return self._bounded(response, f"{ref.name}:{target} manifest"), response.headers
+
+    @staticmethod
+    def _bounded(response: httpx.Response, what: str) -> bytes:
+        length = response.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > MAX_MANIFEST_BYTES:
+            raise VerificationError(
+                f"{what} is {length} bytes; manifests are limited to {MAX_MANIFEST_BYTES}"
+            )
+        body = response.content
+        if len(body) > MAX_MANIFEST_BYTES:
+            raise VerificationError(f"{what} is over the {MAX_MANIFEST_BYTES}-byte manifest limit")
+        return body
+
+    def _request(
+        self, ref: Reference, method: str, url: httpx.URL | str, *, retry: bool = True, **kwargs: Any
+    ) -> httpx.Response:
+        """One request, with auth challenges answered and transient failures retried."""
+        attempts = ATTEMPTS if retry else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                response = self._send(ref, method, url, **kwargs)
+            except httpx.TransportError as exc:
+                if attempt == attempts:
+                    reason = str(exc) or type(exc).__name__
+                    raise RegistryError(
+                        f"{ref.registry or ref.repository}: {method} {_path(url)} failed: {reason}",
+                        hint="check the registry address, the network, and --plain-http for an HTTP registry",
+                    ) from exc
+                self._sleep(BACKOFF[min(attempt - 1, len(BACKOFF) - 1)])
+                continue
+            if response.status_code in RETRY_STATUS and attempt < attempts:
+                self._sleep(_retry_after(response, BACKOFF[min(attempt - 1, len(BACKOFF) - 1)]))
+                continue
+            return response
+        raise AssertionError("unreachable")
+
+    def _send(self, ref: Reference, method: str, url: httpx.URL | str, **kwargs: Any) -> httpx.Response:
+        response = self._http.request(
+            method, url, headers=self._auth_headers(ref, kwargs.pop("headers", None)), **kwargs
+        )
+        if response.status_code != 401:
+            return response
+        challenge = auth.parse_challenge(response.headers.get("www-authenticate", ""))
+        if challenge is None or not self._answer(ref, challenge, method):
+            return response
+        response.close()
+        return self._http.request(
+            method, url, headers=self._auth_headers(ref, kwargs.get("headers")), **kwargs
+        )
+
+    @contextlib.contextmanager
+    def _stream(self, ref: Reference, method: str, url: str) -> Iterator[httpx.Response]:
+        # The first request (and its redirects) goes through _request for auth and retries; the
+        # body is then read as a stream.
+        probe = self._request(ref, "HEAD", url)
+        if probe.status_code in (401, 403):
+            self._raise_for(probe, ref, url)
+        with self._http.stream(method, url, headers=self._auth_headers(ref, None)) as response:
+            yield response
+
+    def _auth_headers(self, ref: Reference, extra: dict[str, str] | None) -> dict[str, str]:
+        headers = dict(extra or {})
+        token = self._tokens.get((ref.registry, ref.repository))
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        elif ref.registry in self._basic:
+            creds = auth.credentials_for(ref.registry, self._environ)
+            if creds and creds.username is not None:
+                pair = f"{creds.username}:{creds.password or ''}".encode()
+                headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
+        return headers
+
+    def _answer(self, ref: Reference, challenge: auth.Challenge, method: str) -> bool:
+        creds = auth.credentials_for(ref.registry, self._environ)
+        if challenge.scheme == "basic":
+            if creds is None or creds.username is None or ref.registry in self._basic:
+                return False
+            self._basic.add(ref.registry)
+            return True
+        realm = challenge.params.get("realm")
+        if not realm:
+            return False
+        actions = "pull,push" if method in ("POST", "PUT", "PATCH", "DELETE") else "pull"
+        scope = f"repository:{ref.repository}:{actions}"
+        params = {k: v for k, v in {"service": challenge.params.get("service"), "scope": scope}.items() if v}
+        request_auth = None
+        if creds and creds.identity_token:
+            data = {"grant_type": "refresh_token", "refresh_token": creds.identity_token, **params}
+            try:
+                token_response = self._http.post(realm, data=data)
+            except httpx.TransportError as exc:
+                raise RegistryError(
+                    f"{ref.registry}: the token service at {realm} is unreachable: {exc}"
+                ) from exc
+        else:
+            if creds and creds.username is not None:
+                request_auth = httpx.BasicAuth(creds.username, creds.password or "")
+            try:
+                token_response = self._http.get(realm, params=params, auth=request_auth)
+            except httpx.TransportError as exc:
+                raise RegistryError(
+                    f"{ref.registry}: the token service at {realm} is unreachable: {exc}"
+                ) from exc
+        if token_response.status_code in (401, 403):
+            raise RegistryAuthError(
+                f"{ref.registry}: the token service refused the credentials ({token_response.status_code})",
+                hint="set AION_REGISTRY_USERNAME/AION_REGISTRY_PASSWORD or log in with docker login",
+            )
+        try:
+            body = token_response.json()
+            token = body.get("token") or body.get("access_token")
+        except ValueError:
+            token = None
+        if token_response.status_code != 200 or not isinstance(token, str):
+            raise RegistryAuthError(f"{ref.registry}: the token service at {realm} gave no token")
+        self._tokens[(ref.registry, ref.repository)] = token
+        return True
+
+    @staticmethod
+    def _raise_for(
+        response: httpx.Response, ref: Reference, what: str, *, expected: tuple[int, ...] = (200,)
+    ) -> None:
+        status = response.status_code
+        if status in expected:
+            return
+        if status in (401, 403):
+            raise RegistryAuthError(
+                f"{ref.registry}: {what}: access refused ({status}{_codes(response)})",
+                hint="set AION_REGISTRY_USERNAME/AION_REGISTRY_PASSWORD or log in with docker login",
+            )
+        if status == 404:
+            raise RegistryError(f"{ref.name}: {what} not found{_codes(response)}")
+        raise RegistryError(f"{ref.registry}: {what}: the registry answered {status}{_codes(response)}")
+
+
+def _codes(response: httpx.Response) -> str:
+    with contextlib.suppress(Exception):
+        response.read()
+        errors = response.json().get("errors") or []
+        codes = [f"{e.get('code')}: {e.get('message')}" for e in errors if isinstance(e, dict)]
+        if codes:
+            return " - " + "; ".join(codes)[:300]
+    return ""
+
+
+def _retry_after(response: httpx.Response, default: float) -> float:
+    value = response.headers.get("retry-after", "")
+    try:
+        return min(max(float(value), 0.0), MAX_RETRY_AFTER)
+    except ValueError:
+        return default
+
+
+def _path(url: httpx.URL | str) -> str:
+    return httpx.URL(str(url)).path
+
+
+def _chunks(data: BinaryIO) -> Iterator[bytes]:
+    while chunk := data.read(CHUNK):
+        yield chunk
+
+
+__all__ = ["RegistryClient"]
