@@ -1,0 +1,73 @@
+"""Public keys that signatures are checked against (cosign key pairs are ECDSA P-256 by default)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, utils
+
+from aion.errors import InputError
+
+
+@dataclasses.dataclass(frozen=True)
+class PublicKey:
+    key: ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+    source: str
+    """Where it came from (a path), for messages."""
+
+    @property
+    def fingerprint(self) -> str:
+        """``sha256:<hex>`` of the key's SubjectPublicKeyInfo: how findings and lock files name a key."""
+        der = self.key.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        return "sha256:" + hashlib.sha256(der).hexdigest()
+
+    def verifies(self, signature: bytes, data: bytes) -> bool:
+        """Whether ``signature`` is this key's over ``data`` (ECDSA with SHA-256 or SHA-384 by curve)."""
+        try:
+            if isinstance(self.key, ed25519.Ed25519PublicKey):
+                self.key.verify(signature, data)
+            else:
+                self.key.verify(signature, data, ec.ECDSA(_hash_for(self.key)))
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+
+    def verifies_digest(self, signature: bytes, digest: bytes) -> bool:
+        """Like :meth:`verifies`, over a SHA-256 digest computed elsewhere (ECDSA keys only)."""
+        if isinstance(self.key, ed25519.Ed25519PublicKey):
+            return False
+        try:
+            self.key.verify(signature, digest, ec.ECDSA(utils.Prehashed(hashes.SHA256())))
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+
+
+def _hash_for(key: ec.EllipticCurvePublicKey) -> hashes.HashAlgorithm:
+    return hashes.SHA384() if key.curve.key_size >= 384 else hashes.SHA256()
+
+
+def load_public_key(path: Path) -> PublicKey:
+    """A PEM public key (``cosign.pub``); InputError when it cannot be read or is not one."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the public key: {exc.strerror}") from exc
+    try:
+        key = serialization.load_pem_public_key(data)
+    except ValueError as exc:
+        raise InputError(
+            f"{path}: not a PEM public key", hint="give the .pub file of a cosign key pair"
+        ) from exc
+    if not isinstance(key, ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey):
+        raise InputError(f"{path}: only ECDSA and Ed25519 keys are supported (cosign's are ECDSA P-256)")
+    return PublicKey(key, str(path))
+
+
+__all__ = ["PublicKey", "load_public_key"]
