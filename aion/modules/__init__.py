@@ -1,0 +1,1 @@
+"""aion.modules: the module package format, safe unpacking, the module store, and installs."""
