@@ -9,7 +9,7 @@ at their descriptor's size and the caller's limit).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Protocol, Self
 
 from aion.oci.model import Descriptor, Digest, Manifest, Reference
 
@@ -61,6 +61,10 @@ class ArtifactStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(self, *exc: object) -> None: ...
 
 
 __all__ = ["MAX_MANIFEST_BYTES", "ArtifactStore", "Progress"]

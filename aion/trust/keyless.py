@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,9 @@ def verifier(*, staging: bool = False, trusted_root: Path | None = None) -> Any:
     from sigstore.models import TrustedRoot
     from sigstore.verify import Verifier
 
+    # Offline on purpose (verification must not depend on reaching Sigstore's TUF mirror); the
+    # library warns about that on every call, which is noise for aion's users.
+    logging.getLogger("sigstore._internal.tuf").setLevel(logging.ERROR)
     if trusted_root is not None:
         try:
             return Verifier(trusted_root=TrustedRoot.from_file(str(trusted_root)))
@@ -109,10 +113,14 @@ def _load(raw: bytes, what: str) -> Any:
 
     try:
         return Bundle.from_json(raw)
-    except InvalidBundle as exc:
-        raise VerificationError(f"{what}: not a valid Sigstore bundle: {exc}") from exc
-    except ValueError as exc:
-        raise VerificationError(f"{what}: not a valid Sigstore bundle: {exc}") from exc
+    except (InvalidBundle, ValueError) as exc:
+        raise VerificationError(f"{what}: not a valid Sigstore bundle: {_brief(exc)}") from exc
+
+
+def _brief(exc: Exception) -> str:
+    """One line from a parser's (possibly multi-line, pydantic-style) message."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and "errors.pydantic.dev" not in ln]
+    return "; ".join(lines)[:400]
 
 
 def verify_artifact_bundle(raw: bytes, subject_digest: str, verifier_: Any, policy: Any, what: str) -> Signed:

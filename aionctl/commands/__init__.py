@@ -19,6 +19,13 @@ class CommandSpec:
 COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec("validate", "aionctl.commands.validate", "Validate config files offline: the CI gate."),
     CommandSpec("explain", "aionctl.commands.explain", "Explain a validation rule (or list them all)."),
+    CommandSpec("install", "aionctl.commands.install", "Verify a signed module, then install it."),
+    CommandSpec(
+        "module", "aionctl.commands.module", "Build, publish, install, inspect, verify and remove modules."
+    ),
+    CommandSpec(
+        "verify", "aionctl.commands.verify", "Verify signatures offline (Sigstore bundles of files)."
+    ),
     CommandSpec("health", "aionctl.commands.health", "Check that aiond is alive and ready (gRPC and HTTP)."),
     CommandSpec("status", "aionctl.commands.status", "Show what the running aiond reports about itself."),
     CommandSpec("schema", "aionctl.commands.schema", "Print the JSON Schemas that ship with aion."),

@@ -1,0 +1,296 @@
+"""``aionctl module ...``: build, publish, install, inspect, re-verify and remove signed modules.
+
+Installs verify before anything is stored: a module whose signature, SBOM or contents do not pass is
+refused (exit 1) and quarantined with a reason; the store and the lock file stay as they were.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from aionctl.options import Output, command_app, global_options
+from aionctl.output import OutputFormat, document, emit
+
+app = command_app()
+app.info.help = "Build, publish, install, inspect, verify and remove modules."
+
+Store = Annotated[
+    Path | None,
+    typer.Option("--store", envvar="AION_MODULE_STORE", metavar="DIR",
+                 help="Module store [default: ~/.local/share/aion/modules]."),
+]  # fmt: skip
+Config = Annotated[
+    Path,
+    typer.Option("--config", envvar="AION_CONFIG", metavar="DIR",
+                 help="Config set whose policies.yml holds the trust policy."),
+]  # fmt: skip
+PlainHttp = Annotated[
+    bool, typer.Option("--plain-http", help="Talk HTTP, not HTTPS, to the registry (a local test registry).")
+]
+
+
+def _store(path: Path | None) -> Any:
+    from aion.modules.store import ModuleStore, default_store
+
+    return ModuleStore(path or default_store())
+
+
+@app.command("package")
+def package_command(
+    ctx: typer.Context,
+    directory: Annotated[
+        Path, typer.Argument(metavar="DIR", help="Module directory (agent.yaml, code, schemas).")
+    ],
+    output_ref: Annotated[
+        str | None,
+        typer.Option("--to", metavar="oci:PATH[:TAG]", help="Write the package into this OCI image layout."),
+    ] = None,
+    output: Output = OutputFormat.TEXT,
+) -> None:
+    """Build a module package; print its digest (and write it to an image layout with --to)."""
+    from aion.errors import UsageError
+    from aion.modules import package as pkg
+    from aion.oci import Reference, open_store
+
+    built = pkg.build(directory)
+    target = None
+    if output_ref is not None:
+        target = Reference.parse(output_ref)
+        if not target.is_layout:
+            raise UsageError("--to takes an image layout (oci:PATH[:TAG]); use `module push` for a registry")
+        target = Reference(target.registry, target.repository, target.tag or built.version, None)
+        with open_store(target) as store:
+            pkg.publish(store, target, built)
+    body = {
+        "name": built.name,
+        "version": built.version,
+        "digest": str(built.digest),
+        "to": str(target) if target else None,
+    }
+    if not (global_options(ctx).quiet and output is OutputFormat.TEXT):
+        where = f" -> {target}" if target else ""
+        emit(
+            document("ModulePackage", body),
+            output,
+            text=lambda: f"{built.name} {built.version} {built.digest}{where}\n",
+        )
+
+
+@app.command("push")
+def push_command(
+    ctx: typer.Context,
+    directory: Annotated[Path, typer.Argument(metavar="DIR", help="Module directory.")],
+    ref: Annotated[
+        str, typer.Argument(metavar="REF", help="Where to: registry/repository:tag or oci:PATH[:TAG].")
+    ],
+    sbom: Annotated[
+        Path | None,
+        typer.Option("--sbom", metavar="FILE", help="CycloneDX or SPDX JSON, attached as a referrer."),
+    ] = None,
+    plain_http: PlainHttp = False,
+    output: Output = OutputFormat.TEXT,
+) -> None:
+    """Build a module and push it (with its SBOM) to a registry or an image layout."""
+    from aion.modules import package as pkg
+    from aion.oci import Reference, open_store
+
+    target = Reference.parse(ref)
+    built = pkg.build(directory)
+    with open_store(target, plain_http=frozenset({target.registry}) if plain_http else frozenset()) as store:
+        digest = pkg.publish(store, target, built, sbom=sbom)
+    body = {"name": built.name, "version": built.version, "ref": str(target), "digest": str(digest)}
+    if not (global_options(ctx).quiet and output is OutputFormat.TEXT):
+        emit(document("ModulePush", body), output, text=lambda: f"pushed {target}@{digest}\n")
+
+
+@app.command("install")
+def install_command(
+    ctx: typer.Context,
+    ref: Annotated[
+        str, typer.Argument(metavar="REF", help="registry/repository:tag, @sha256:..., or oci:PATH[:TAG].")
+    ],
+    config: Config = Path(),
+    store: Store = None,
+    plain_http: PlainHttp = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Verify and unpack, but store nothing.")] = False,
+    output: Output = OutputFormat.TEXT,
+) -> None:
+    """Verify a module under the trust policy, then install it (refused and quarantined otherwise)."""
+    from aion.modules.install import InstallOptions, install, load_trust
+    from aion.oci import Reference
+
+    target = Reference.parse(ref)
+    options = InstallOptions(
+        trust=load_trust(config),
+        config_dir=config,
+        plain_http=frozenset({target.registry}) if plain_http else frozenset(),
+        dry_run=dry_run,
+    )
+    opts = global_options(ctx)
+    with _progress(enabled=not opts.quiet and sys.stderr.isatty() and not opts.no_color) as (
+        on_step,
+        on_bytes,
+    ):
+        done = install(ref, _store(store), options, on_step=on_step, on_bytes=on_bytes)
+    v = done.verification
+    body = {
+        "name": done.name,
+        "version": done.version,
+        "ref": done.ref,
+        "digest": str(done.digest),
+        "method": v.method.value,
+        "signer": v.signer,
+        "issuer": v.issuer,
+        "sbom": str(v.sbom_digest) if v.sbom_digest else None,
+        "path": str(done.path),
+        "unchanged": done.unchanged,
+        "previous": done.previous,
+        "dryRun": dry_run,
+    }
+    if v.method.value == "unsafe-dev-exception":
+        print(
+            f"WARNING: {done.name} was NOT verified (development exception for its registry)", file=sys.stderr
+        )
+
+    def text() -> str:
+        verb = "verified (dry run)" if dry_run else ("already installed" if done.unchanged else "installed")
+        who = f"{v.method.value} {v.signer}" + (f" ({v.issuer})" if v.issuer else "")
+        sbom = f"; SBOM {v.sbom_digest}" if v.sbom_digest else ""
+        return f"{verb}: {done.name} {done.version} {done.digest}\n  signed: {who}{sbom}\n"
+
+    if not (opts.quiet and output is OutputFormat.TEXT):
+        emit(document("ModuleInstall", body), output, text=text)
+
+
+@app.command("list")
+def list_command(ctx: typer.Context, store: Store = None, output: Output = OutputFormat.TEXT) -> None:
+    """List installed modules."""
+    lock = _store(store).lock()
+    rows = [{"name": name, **entry} for name, entry in sorted(lock.items())]
+
+    def text() -> str:
+        if not rows:
+            return "no modules installed\n"
+        width = max(len(r["name"]) for r in rows)
+        return "".join(
+            f"{r['name']:<{width}}  {r.get('version', ''):<10} {r['digest'][:19]}  {r.get('method', '')}\n"
+            for r in rows
+        )
+
+    if not (global_options(ctx).quiet and output is OutputFormat.TEXT):
+        emit(document("ModuleList", {"modules": rows}), output, text=text)
+
+
+@app.command("inspect")
+def inspect_command(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Installed module name.")],
+    store: Store = None,
+    output: Output = OutputFormat.TEXT,
+) -> None:
+    """Show an installed module: its lock entry, manifest and files."""
+    from aion.errors import InputError
+    from aion.oci.model import Digest
+
+    modules = _store(store)
+    entry = modules.lock().get(name)
+    if entry is None:
+        raise InputError(f"no module named {name!r} is installed", hint="aionctl module list shows them")
+    directory = modules.module_dir(Digest.parse(entry["digest"]))
+    files = sorted(
+        str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file() and "blobs" not in p.parts
+    )
+    manifest = (
+        (directory / "agent.yaml").read_text(encoding="utf-8") if (directory / "agent.yaml").exists() else ""
+    )
+    body = {"name": name, **entry, "path": str(directory), "files": files, "manifest": manifest}
+
+    def text() -> str:
+        lines = [f"{k}: {v}" for k, v in entry.items()] + [f"path: {directory}", "files:"]
+        return "\n".join([*lines, *(f"  {f}" for f in files)]) + "\n"
+
+    emit(document("Module", body), output, text=text)
+
+
+@app.command("verify")
+def verify_command(
+    ctx: typer.Context,
+    names: Annotated[
+        list[str] | None, typer.Argument(metavar="[NAME ...]", help="Default: every module.")
+    ] = None,
+    config: Config = Path(),
+    store: Store = None,
+    output: Output = OutputFormat.TEXT,
+) -> None:
+    """Re-check installed modules: files unchanged, signer still trusted by the current policy."""
+    from aion.modules.install import load_trust, verify_installed
+
+    checks = verify_installed(_store(store), load_trust(config), config, names or None)
+    body = {"ok": all(c.ok for c in checks), "modules": [
+        {"name": c.name, "digest": c.digest, "ok": c.ok, "problems": list(c.problems)} for c in checks
+    ]}  # fmt: skip
+
+    def text() -> str:
+        out = []
+        for c in checks:
+            out.append(f"{c.name}: {'ok' if c.ok else 'FAILED'} {c.digest}")
+            out.extend(f"  - {p}" for p in c.problems)
+        return "\n".join(out or ["no modules installed"]) + "\n"
+
+    if not (global_options(ctx).quiet and output is OutputFormat.TEXT):
+        emit(document("ModuleVerification", body), output, text=text)
+    if not body["ok"]:
+        raise typer.Exit(1)
+
+
+@app.command("remove")
+def remove_command(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Installed module name.")],
+    store: Store = None,
+    output: Output = OutputFormat.TEXT,
+) -> None:
+    """Remove an installed module."""
+    from aion.modules.install import remove
+
+    entry = remove(name, _store(store))
+    if not (global_options(ctx).quiet and output is OutputFormat.TEXT):
+        emit(document("ModuleRemove", {"name": name, "digest": entry["digest"]}), output,
+             text=lambda: f"removed {name} {entry['digest']}\n")  # fmt: skip
+
+
+class _progress:
+    """A rich progress bar on stderr while an install runs on a terminal; nothing otherwise."""
+
+    def __init__(self, *, enabled: bool) -> None:
+        self.enabled = enabled
+        self._bar: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> tuple[Any, Any]:
+        if not self.enabled:
+            return None, None
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+        self._bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), transient=True)
+        self._bar.start()
+        self._task = self._bar.add_task("resolve", total=None)
+
+        def on_step(name: str) -> None:
+            self._bar.update(self._task, description=name)
+
+        def on_bytes(done: int, total: int) -> None:
+            self._bar.update(self._task, completed=done, total=total)
+
+        return on_step, on_bytes
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+__all__ = ["app", "install_command"]
