@@ -372,17 +372,22 @@ def _policy_problems(entry: dict[str, Any], trust: Trust, config_dir: Path) -> l
     if method in (Method.SIGSTORE_KEY.value, Method.COSIGN_KEY_LEGACY.value):
         from aion.trust.keys import load_public_key
 
+        if not rule.keys:
+            return [f"trust rule {rule.match!r} no longer accepts key signatures"]
         fingerprints: set[str] = set()
+        unreadable: list[str] = []
         for key in rule.keys:  # relative to the config directory, like at install
             path = Path(key) if Path(key).is_absolute() else config_dir / key
             try:
                 fingerprints.add(load_public_key(path).fingerprint)
-            except InputError:
-                continue
-        if fingerprints and entry.get("signer") not in fingerprints:
-            return [f"its signer {entry.get('signer')} is not among the keys of trust rule {rule.match!r}"]
-        if not rule.keys:
-            return [f"trust rule {rule.match!r} no longer accepts key signatures"]
+            except InputError as exc:
+                unreadable.append(exc.message)
+        if entry.get("signer") not in fingerprints:
+            # Fail closed: a key that cannot be read cannot vouch for the module.
+            return [
+                f"its signer {entry.get('signer')} is not among the keys of trust rule {rule.match!r}",
+                *unreadable,
+            ]
     if method == Method.SIGSTORE_KEYLESS.value:
         import fnmatch
 

@@ -38,6 +38,9 @@ BUNDLE_TYPE = "application/vnd.aion.module.bundle.v1.tar+gzip"
 SCHEMAS_TYPE = "application/vnd.aion.module.schemas.v1.tar+gzip"
 CODE_TYPES = (WASM_TYPE, BUNDLE_TYPE)
 MANIFEST_FILE = "agent.yaml"
+SCHEMAS_FILE = "schemas.tar.gz"
+BUNDLE_FILE = "bundle.tar.gz"
+"""Layer titles, so that ``oras pull`` saves every layer under a telling name."""
 VERSION = "org.opencontainers.image.version"
 SBOM_CYCLONEDX = "application/vnd.cyclonedx+json"
 SBOM_SPDX = "application/spdx+json"
@@ -105,7 +108,8 @@ def build(directory: Path) -> Package:
         if p
     ]
     if schema_files:
-        layers.append(Blob(Descriptor.for_bytes(SCHEMAS_TYPE, data := _tar(directory, schema_files)), data))
+        data = _tar(directory, schema_files)
+        layers.append(Blob(Descriptor.for_bytes(SCHEMAS_TYPE, data, annotations={TITLE: SCHEMAS_FILE}), data))
     document = {
         "schemaVersion": 2,
         "mediaType": MANIFEST,
@@ -134,7 +138,7 @@ def _code_layer(directory: Path, runtime: str) -> Blob:
         raise InputError(f"{directory}: a subprocess module keeps its files in bundle/")
     files = sorted(str(p.relative_to(directory)) for p in bundle.rglob("*") if p.is_file() or p.is_symlink())
     data = _tar(directory, files)
-    return Blob(Descriptor.for_bytes(BUNDLE_TYPE, data, annotations={TITLE: "bundle"}), data)
+    return Blob(Descriptor.for_bytes(BUNDLE_TYPE, data, annotations={TITLE: BUNDLE_FILE}), data)
 
 
 def _tar(root: Path, names: list[str]) -> bytes:

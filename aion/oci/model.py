@@ -169,14 +169,15 @@ class Reference:
 
     @property
     def name(self) -> str:
-        """registry/repository, the part trust rules match."""
-        return self.repository if self.is_layout else f"{self.registry}/{self.repository}"
+        """registry/repository, the part trust rules match (``oci:PATH`` for an image layout, as
+        given on the command line, so a rule like ``oci:/srv/mirror/**`` covers a mirror)."""
+        return f"oci:{self.repository}" if self.is_layout else f"{self.registry}/{self.repository}"
 
     def with_digest(self, digest: Digest) -> Reference:
         return dataclasses.replace(self, digest=digest)
 
     def __str__(self) -> str:
-        base = f"oci:{self.repository}" if self.is_layout else self.name
+        base = self.name
         if self.tag:
             base += f":{self.tag}"
         if self.digest:
