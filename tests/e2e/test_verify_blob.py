@@ -92,15 +92,12 @@ def test_one_changed_byte_of_the_artifact_fails(tmp_path: Path) -> None:
 
 
 def test_staging_bundle_verifies_only_against_staging() -> None:
-    args = (
-        FIXTURES / "bundle_v3.txt",
-        FIXTURES / "bundle_v3.txt.sigstore",
-        *keyless(STAGING_IDENTITY, STAGING_ISSUER),
-    )
-    code, out, err = verify(*args, "--staging")
+    file, bundle = FIXTURES / "bundle_v3.txt", FIXTURES / "bundle_v3.txt.sigstore"
+    identity = keyless(STAGING_IDENTITY, STAGING_ISSUER)
+    code, out, err = verify(file, bundle, *identity, "--staging")
     assert code == 0, err
     assert f"signed by {STAGING_IDENTITY} ({STAGING_ISSUER})" in out
-    code, _, err = verify(*args)
+    code, _, err = verify(file, bundle, *identity)
     assert code == 1
     assert "error:" in err
 
