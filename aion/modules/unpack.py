@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import tarfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from aion.errors import VerificationError
 
@@ -30,6 +30,15 @@ class UnpackLimits:
     ratio_floor: int = 16 * 1024 * 1024
 
 
+def _check_name(member: tarfile.TarInfo, what: str) -> None:
+    """Refuse what ``data_filter`` would quietly rewrite: an absolute name (it strips the slash) or a
+    ``..`` component that happens to stay inside the tree. A module package has neither unless it was
+    made to attack, so it is refused rather than repaired."""
+    parts = PurePosixPath(member.name).parts
+    if member.name.startswith(("/", "\\")) or ".." in parts or "\\" in member.name:
+        raise VerificationError(f"{what}: refused {member.name!r}: absolute paths and '..' are not allowed")
+
+
 def unpack(archive: Path, dest: Path, *, what: str, limits: UnpackLimits | None = None) -> list[str]:
     """Unpack ``archive`` into ``dest`` (created) and return the member names; raise
     VerificationError, writing nothing, when a member is unsafe or a limit is exceeded."""
@@ -42,6 +51,7 @@ def unpack(archive: Path, dest: Path, *, what: str, limits: UnpackLimits | None 
         with tarfile.open(archive, mode="r:gz") as tar:
             # Pass 1: check every header, stopping at the first problem or limit.
             for member in tar:
+                _check_name(member, what)
                 try:
                     tarfile.data_filter(member, str(dest))
                 except tarfile.FilterError as exc:
