@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ipaddress
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -272,18 +273,16 @@ class RegistryClient:
         raise AssertionError("unreachable")
 
     def _send(self, ref: Reference, method: str, url: httpx.URL | str, **kwargs: Any) -> httpx.Response:
-        response = self._http.request(
-            method, url, headers=self._auth_headers(ref, kwargs.pop("headers", None)), **kwargs
-        )
+        extra = kwargs.pop("headers", None)
+        response = self._http.request(method, url, headers=self._auth_headers(ref, extra), **kwargs)
         if response.status_code != 401:
             return response
         challenge = auth.parse_challenge(response.headers.get("www-authenticate", ""))
         if challenge is None or not self._answer(ref, challenge, method):
             return response
         response.close()
-        return self._http.request(
-            method, url, headers=self._auth_headers(ref, kwargs.get("headers")), **kwargs
-        )
+        # The same request again, with the same headers (Accept matters) and the new credentials.
+        return self._http.request(method, url, headers=self._auth_headers(ref, extra), **kwargs)
 
     @contextlib.contextmanager
     def _stream(self, ref: Reference, method: str, url: str) -> Iterator[httpx.Response]:
@@ -317,6 +316,7 @@ class RegistryClient:
         realm = challenge.params.get("realm")
         if not realm:
             return False
+        self._check_realm(ref, realm)
         actions = "pull,push" if method in ("POST", "PUT", "PATCH", "DELETE") else "pull"
         scope = f"repository:{ref.repository}:{actions}"
         params = {k: v for k, v in {"service": challenge.params.get("service"), "scope": scope}.items() if v}
@@ -324,7 +324,7 @@ class RegistryClient:
         if creds and creds.identity_token:
             data = {"grant_type": "refresh_token", "refresh_token": creds.identity_token, **params}
             try:
-                token_response = self._http.post(realm, data=data)
+                token_response = self._http.post(realm, data=data, follow_redirects=False)
             except httpx.TransportError as exc:
                 raise RegistryError(
                     f"{ref.registry}: the token service at {realm} is unreachable: {exc}"
@@ -333,14 +333,17 @@ class RegistryClient:
             if creds and creds.username is not None:
                 request_auth = httpx.BasicAuth(creds.username, creds.password or "")
             try:
-                token_response = self._http.get(realm, params=params, auth=request_auth)
+                token_response = self._http.get(
+                    realm, params=params, auth=request_auth, follow_redirects=False
+                )
             except httpx.TransportError as exc:
                 raise RegistryError(
                     f"{ref.registry}: the token service at {realm} is unreachable: {exc}"
                 ) from exc
         if token_response.status_code in (401, 403):
+            refused = "the credentials" if creds else "anonymous access (no credentials were found)"
             raise RegistryAuthError(
-                f"{ref.registry}: the token service refused the credentials ({token_response.status_code})",
+                f"{ref.registry}: the token service refused {refused} ({token_response.status_code})",
                 hint="set AION_REGISTRY_USERNAME/AION_REGISTRY_PASSWORD or log in with docker login",
             )
         try:
@@ -352,6 +355,33 @@ class RegistryClient:
             raise RegistryAuthError(f"{ref.registry}: the token service at {realm} gave no token")
         self._tokens[(ref.registry, ref.repository)] = token
         return True
+
+    def _check_realm(self, ref: Reference, realm: str) -> None:
+        """Refuse a token realm the registry should not be able to send aion to: the realm receives
+        the user's credentials, so it must be HTTPS (HTTP only for a --plain-http registry), and it may
+        not be a loopback, private or link-local address (a cloud metadata service, say) unless it is
+        the registry itself. The same rule as the go-containerregistry clients (cosign, crane)."""
+        try:
+            url = httpx.URL(realm)
+        except httpx.InvalidURL as exc:
+            raise RegistryAuthError(f"{ref.registry}: the token realm {realm!r} is not a URL") from exc
+        if url.scheme != "https" and not (url.scheme == "http" and ref.registry in self._plain_http):
+            raise RegistryAuthError(
+                f"{ref.registry}: refusing the token realm {realm}: it must be https",
+                hint="only a registry given with --plain-http may use an http token service",
+            )
+        if url.netloc.decode("ascii", "replace") == ref.registry:
+            return
+        try:
+            address = ipaddress.ip_address(url.host)
+        except ValueError:
+            return  # a host name; network policy, not aion, decides where names may point
+        if address.is_loopback or address.is_private or address.is_link_local or address.is_unspecified:
+            raise RegistryAuthError(
+                f"{ref.registry}: refusing the token realm {realm}: a private or link-local address "
+                "that is not the registry itself",
+                hint="a registry may not send aion's credentials to another local address",
+            )
 
     @staticmethod
     def _raise_for(

@@ -64,6 +64,17 @@ def oci_registry(rig_workdir: Path) -> Iterator[OciRegistry]:
         yield registry
 
 
+@pytest.fixture(scope="session", params=["htpasswd", "token"])
+def oci_registry_auth(request: pytest.FixtureRequest, rig_workdir: Path) -> Iterator[OciRegistry]:
+    """A real OCI registry that wants credentials: HTTP basic (htpasswd), or bearer tokens from a
+    token service; ``.username``/``.password`` are its one account."""
+    if install.command_path("docker-registry") is None:
+        unavailable("OCI registry", "docker-registry is not installed", f"sudo {_install_hint('apt')}")
+    registry = OciRegistry(rig_workdir / f"registry-{request.param}", auth=request.param)
+    with _running("OCI registry", registry.start, registry.stop, f"sudo {_install_hint('apt')}"):
+        yield registry
+
+
 @pytest.fixture(scope="session")
 def _kafka_session(rig_workdir: Path) -> Iterator[KafkaBroker]:
     java = install.java_path()

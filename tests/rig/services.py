@@ -28,13 +28,41 @@ START_TIMEOUT = 60.0
 
 
 class OciRegistry:
-    def __init__(self, workdir: Path) -> None:
+    """distribution 2.8 on a free port. ``auth`` turns on its own authentication: ``"htpasswd"``
+    (HTTP basic, bcrypt) or ``"token"`` (bearer tokens from :class:`TokenService`, which it checks
+    against the service's certificate); ``username``/``password`` are the one account either knows."""
+
+    def __init__(self, workdir: Path, *, auth: str | None = None) -> None:
         self.workdir = workdir
         self.storage = workdir / "storage"
         self.storage.mkdir(parents=True, exist_ok=True)
+        self.auth = auth
+        self.username = "ci-publisher"
+        self.password = secrets.token_urlsafe(18)
+        self.tokens: TokenService | None = None
         self.port = 0
         self.host = self.url = ""
         self.process: ManagedProcess | None = None
+
+    def _auth_config(self) -> str:
+        if self.auth == "htpasswd":
+            import bcrypt
+
+            path = self.workdir / "htpasswd"
+            hashed = bcrypt.hashpw(self.password.encode(), bcrypt.gensalt(rounds=6)).decode()
+            path.write_text(f"{self.username}:{hashed}\n")
+            return f"auth:\n  htpasswd:\n    realm: aion-test\n    path: {path}\n"
+        if self.auth == "token":
+            if self.tokens is None:
+                self.tokens = TokenService(self.workdir / "tokens", self.username, self.password).start()
+            return (
+                "auth:\n  token:\n"
+                f"    realm: {self.tokens.url}/token\n"
+                f"    service: {TokenService.SERVICE}\n"
+                f"    issuer: {TokenService.ISSUER}\n"
+                f"    rootcertbundle: {self.tokens.certificate}\n"
+            )
+        return ""
 
     def _launch(self) -> ManagedProcess:
         self.port = free_port()
@@ -50,22 +78,146 @@ class OciRegistry:
             "  maintenance:\n    uploadpurging:\n      enabled: false\n"
             "http:\n"
             f"  addr: 127.0.0.1:{self.port}\n"
-            f"  secret: {secrets.token_hex(16)}\n"
+            f"  secret: {secrets.token_hex(16)}\n" + self._auth_config()
         )
         binary = install.command_path("docker-registry")
         assert binary is not None
         log = self.workdir / "registry.log"
         return ManagedProcess("docker-registry", [str(binary), "serve", str(config)], log_path=log).start()
 
+    def _ready(self) -> bool:
+        status = httpx.get(f"{self.url}/v2/", timeout=1, trust_env=False).status_code
+        return status == (401 if self.auth else 200)
+
     def start(self) -> OciRegistry:
-        self.process = start_with_retries(
-            self._launch, lambda: http_ok(f"{self.url}/v2/"), timeout=START_TIMEOUT
-        )
+        self.process = start_with_retries(self._launch, self._ready, timeout=START_TIMEOUT)
         return self
 
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop()
+        if self.tokens is not None:
+            self.tokens.stop()
+
+
+class TokenService:
+    """A registry token service (the bearer flow of the distribution spec) for :class:`OciRegistry`.
+
+    ``GET /token?service=...&scope=repository:NAME:ACTIONS`` with the account's basic credentials, or
+    ``POST /token`` with ``grant_type=refresh_token`` and :attr:`refresh_token`, answers a JWT signed
+    with ES256 whose ``x5c`` header carries the service certificate the registry trusts; anything else
+    gets 401. It counts the tokens it issues, so tests can see the flow happened.
+    """
+
+    SERVICE = "aion-test-registry"
+    ISSUER = "aion-test-token-service"
+
+    def __init__(self, workdir: Path, username: str, password: str) -> None:
+        import datetime as dt
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.username, self.password = username, password
+        self.refresh_token = secrets.token_urlsafe(24)
+        self.issued = 0
+        self._key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, self.ISSUER)])
+        now = dt.datetime.now(dt.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(self._key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(self._key, hashes.SHA256())
+        )
+        self._x5c = base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
+        self.certificate = workdir / "token-service.pem"
+        self.certificate.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        self.url = ""
+        self._server: Any = None
+
+    def _token(self, subject: str, scopes: list[str]) -> str:
+        import time
+
+        import jwt
+
+        access = []
+        for scope in scopes:
+            kind, _, rest = scope.partition(":")
+            name, _, actions = rest.rpartition(":")
+            if kind == "repository" and name:
+                access.append({"type": kind, "name": name, "actions": [a for a in actions.split(",") if a]})
+        now = int(time.time())
+        claims = {
+            "iss": self.ISSUER, "sub": subject, "aud": self.SERVICE, "iat": now, "nbf": now - 30,
+            "exp": now + 300, "jti": uuid.uuid4().hex, "access": access,
+        }  # fmt: skip
+        self.issued += 1
+        return jwt.encode(claims, self._key, algorithm="ES256", headers={"x5c": [self._x5c]})
+
+    def start(self) -> TokenService:
+        import http.server
+        import threading
+        import urllib.parse
+
+        service = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                return
+
+            def _answer(self, subject: str | None, query: dict[str, list[str]]) -> None:
+                if subject is None or query.get("service", [""])[0] != service.SERVICE:
+                    self.send_response(401)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                token = service._token(subject, query.get("scope", []))
+                body = json.dumps({"token": token, "access_token": token, "expires_in": 300}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+                header = self.headers.get("Authorization", "")
+                subject = None
+                if header.startswith("Basic "):
+                    user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+                    if (user, password) == (service.username, service.password):
+                        subject = user
+                self._answer(subject, query)
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                form = urllib.parse.parse_qs(self.rfile.read(length).decode())
+                ok = form.get("grant_type") == ["refresh_token"] and form.get("refresh_token") == [
+                    service.refresh_token
+                ]
+                self._answer(service.username if ok else None, form)
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        # By name: clients refuse a realm at a loopback IP literal other than the registry's own
+        # host:port (a guard against registries that point clients at metadata services).
+        self.url = f"http://localhost:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True, name="token-service").start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
 
 
 @dataclasses.dataclass(frozen=True)
