@@ -63,6 +63,7 @@ def bench(session: nox.Session) -> None:
     session.install("-e", ".", *_groups("bench"))
     session.run("python", "benchmarks/startup.py")
     session.run("python", "benchmarks/validate.py")
+    session.run("python", "benchmarks/install.py")
 
 
 @nox.session

@@ -39,6 +39,40 @@ def machine() -> str:
     )
 
 
+GNU_TIME = Path("/usr/bin/time")
+
+
+def timed(
+    argv: list[str], *, ok: tuple[int, ...] = (0,), env: dict[str, str] | None = None
+) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of a command, in a fresh process.
+
+    The peak RSS comes from GNU time (``/usr/bin/time -f %M``), which starts the command from its own
+    small process. Measured straight from this process with ``wait4``, a child would report at least
+    this Python process's RSS as its own peak: Linux carries the parent's high-water mark across fork
+    and exec. stderr goes to a temporary file, so a chatty command cannot block on a full pipe.
+    """
+    import subprocess
+    import tempfile
+    import time
+
+    if not GNU_TIME.exists():
+        raise SystemExit("the benchmarks need GNU time for peak RSS: apt-get install time")
+    with tempfile.TemporaryFile() as err, tempfile.NamedTemporaryFile("r") as rss:
+        started = time.perf_counter()
+        proc = subprocess.run(
+            [str(GNU_TIME), "-f", "%M", "-o", rss.name, *argv],
+            stdout=subprocess.DEVNULL, stderr=err, env=env, check=False,
+        )  # fmt: skip
+        elapsed = time.perf_counter() - started
+        if proc.returncode not in ok:
+            err.seek(0)
+            text = err.read().decode(errors="replace")
+            raise SystemExit(f"{' '.join(argv[:3])} ... exited {proc.returncode}: {text[-2000:]}")
+        lines = [ln for ln in rss.read().splitlines() if ln.strip().isdigit()]
+    return elapsed, int(lines[-1]) / 1024
+
+
 def today() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
 

@@ -2,7 +2,8 @@
 
 Shells run aionctl in loops and on every TAB, so start-up is part of its interface. Each command is
 run many times, interleaved with the others so that machine noise hits all of them alike; the wall
-time and peak RSS of every run are recorded (RSS through wait4, per child).
+time of every run is recorded, and the peak RSS of a few more runs (through GNU time, see
+``benchmarks._report.timed``).
 
     python benchmarks/startup.py [--runs N]
 
@@ -12,7 +13,6 @@ Target (issue 2): `aionctl --version` median <= 60 ms on a 2-core machine.
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import time
@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._report import machine, median, percentile, today, write_section
+from benchmarks._report import machine, median, percentile, timed, today, write_section
 
 BIN = Path(sys.executable).parent
 CASES = {
@@ -31,16 +31,14 @@ CASES = {
 TARGET_MS = 60.0
 
 
-def run_once(argv: list[str]) -> tuple[float, float]:
-    """Wall time (ms) and peak RSS (MiB) of one run."""
+def run_once(argv: list[str]) -> float:
+    """Wall time (ms) of one run, started straight from this process (no wrapper in the timing)."""
     started = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
     elapsed = (time.perf_counter() - started) * 1000
-    proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} exited {proc.returncode}")
-    return elapsed, usage.ru_maxrss / 1024
+    return elapsed
 
 
 def main() -> int:
@@ -55,9 +53,10 @@ def main() -> int:
     rss: dict[str, list[float]] = {name: [] for name in CASES}
     for _ in range(args.runs):
         for name, argv in CASES.items():
-            ms, mib = run_once(argv)
-            times[name].append(ms)
-            rss[name].append(mib)
+            times[name].append(run_once(argv))
+    for _ in range(3):
+        for name, argv in CASES.items():
+            rss[name].append(timed(argv)[1])
 
     base = median(times["python3 -c pass (baseline)"])
     rows = []

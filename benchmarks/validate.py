@@ -20,7 +20,6 @@ import argparse
 import os
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._report import machine, median, today, write_section  # noqa: E402
+from benchmarks._report import machine, median, timed, today, write_section  # noqa: E402
 
 BIN = Path(sys.executable).parent
 KINDS = ("intents", "policies", "models", "modules")
@@ -129,20 +128,6 @@ def generate(root: Path, rng: random.Random) -> list[Path]:
         (d / "modules.yml").write_text(modules(rng))
         dirs.append(d)
     return dirs
-
-
-def timed(argv: list[str], *, ok: tuple[int, ...] = (0,)) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of a command, in a fresh process."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - started
-    assert proc.stderr is not None
-    err = proc.stderr.read().decode(errors="replace")
-    code = os.waitstatus_to_exitcode(status)
-    if code not in ok:
-        raise SystemExit(f"{' '.join(argv[:3])} ... exited {code}: {err[-2000:]}")
-    return elapsed, usage.ru_maxrss / 1024
 
 
 def in_process(dirs: list[Path]) -> float:

@@ -31,7 +31,7 @@ from aion.config.model import Trust
 from aion.errors import Error, FindingsError, InputError, VerificationError
 from aion.events import audit, local_principal
 from aion.modules import package as pkg
-from aion.modules.store import ModuleStore, tree_digest
+from aion.modules.store import ModuleStore, blob_problems, tree_digest
 from aion.modules.unpack import UnpackLimits, unpack
 from aion.oci import open_store
 from aion.oci.interface import ArtifactStore
@@ -138,7 +138,7 @@ def install(
         name, version, runtime = _check_manifest(config, manifest, staged)
         step = "unpack"
         observer.step(step)
-        _unpack_layers(manifest, staged, options)
+        known = _unpack_layers(manifest, staged, options)
         if ref.tag and not ref.digest:
             step = "recheck"
             current = oci.tag_digest(ref, ref.tag)
@@ -156,8 +156,9 @@ def install(
         observer.step(step)
         facts = (name, version, runtime)
         return _commit(
-            store, staged, ref=ref, digest=digest, facts=facts, verification=verification, options=options
-        )
+            store, staged, ref=ref, digest=digest, facts=facts, verification=verification, options=options,
+            known=known,
+        )  # fmt: skip
     except Error as exc:
         where = store.quarantine(staged, ref=str(ref), digest=digest, step=step, error=exc.message)
         store.events.append(
@@ -229,14 +230,28 @@ def _check_manifest(config: bytes, manifest: Manifest, staged: Path) -> tuple[st
     return document["metadata"]["name"], str(document["metadata"]["version"]), runtime
 
 
-def _unpack_layers(manifest: Manifest, staged: Path, options: InstallOptions) -> None:
+def _unpack_layers(manifest: Manifest, staged: Path, options: InstallOptions) -> dict[str, str]:
+    """Unpack the layers into ``staged``; return the files whose SHA-256 is already known."""
+    known = {}
     for layer in manifest.layers:
         blob = staged / "blobs" / layer.digest.hex
         if layer.media_type == pkg.WASM_TYPE:
             name = _safe_title(layer, "module.wasm")
-            shutil.copyfile(blob, staged / name)
+            _link_or_copy(blob, staged / name)
+            if layer.digest.algorithm == "sha256":
+                known[name] = layer.digest.hex
         elif layer.media_type in (pkg.BUNDLE_TYPE, pkg.SCHEMAS_TYPE):
             unpack(blob, staged, what=f"layer {layer.digest}", limits=options.unpack_limits)
+    return known
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """The verified blob under its file name: a hard link (no second copy of a large module on disk)
+    where the file system allows one, else a copy."""
+    try:
+        target.hardlink_to(source)
+    except OSError:
+        shutil.copyfile(source, target)
 
 
 def _safe_title(layer: Descriptor, default: str) -> str:
@@ -255,6 +270,7 @@ def _commit(
     facts: tuple[str, str, str],
     verification: Verification,
     options: InstallOptions,
+    known: dict[str, str],
 ) -> Installed:
     name, version, runtime = facts
     record = {
@@ -271,7 +287,7 @@ def _commit(
         "installedAt": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "installedBy": options.principal,
     }
-    record["tree"] = tree_digest(staged)
+    record["tree"] = tree_digest(staged, known)
     (staged / "install.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     with store.exclusive():
         lock = store.lock()
@@ -354,6 +370,7 @@ def verify_installed(
         else:
             if tree_digest(directory) != recorded.get("tree"):
                 problems.append("its files changed since it was installed")
+            problems.extend(blob_problems(directory))
         problems.extend(_policy_problems(entry, trust, config_dir))
         checks.append(Check(name, entry["digest"], not problems, tuple(problems)))
     return checks

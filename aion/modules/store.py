@@ -24,7 +24,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -44,19 +44,41 @@ def default_store() -> Path:
     return Path(base) / "aion" / "modules"
 
 
-def tree_digest(root: Path) -> str:
-    """A digest of every file under ``root`` (paths and contents), to notice later changes."""
+def tree_digest(root: Path, known: Mapping[str, str] | None = None) -> str:
+    """A digest of the module's files (paths and contents), to notice later changes.
+
+    ``blobs/`` is left out: its files are named by their own digests, and :func:`blob_problems`
+    checks them. ``known`` maps a relative path to the SHA-256 (hex) of its content when it was
+    just computed (a wasm file linked from a blob that was hashed as it arrived), so an install does
+    not read a large module a second time.
+    """
     outer = hashlib.sha256()
     for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink()):
         relative = path.relative_to(root).as_posix()
-        if relative == "install.json":
+        if relative == "install.json" or relative.startswith("blobs/"):
             continue
-        inner = hashlib.sha256()
-        with path.open("rb") as handle:
-            while chunk := handle.read(1024 * 1024):
-                inner.update(chunk)
-        outer.update(f"{inner.hexdigest()}  {relative}\n".encode())
+        value = (known or {}).get(relative) or _file_sha256(path)
+        outer.update(f"{value}  {relative}\n".encode())
     return "sha256:" + outer.hexdigest()
+
+
+def blob_problems(root: Path) -> list[str]:
+    """The files of ``root/blobs`` whose content does not match the digest in their name."""
+    problems = []
+    directory = root / "blobs"
+    for path in sorted(directory.iterdir()) if directory.is_dir() else []:
+        expected = path.name.removeprefix("manifest-").removesuffix(".json")
+        if _file_sha256(path) != expected:
+            problems.append(f"blobs/{path.name} does not match its digest")
+    return problems
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 class ModuleStore:
@@ -162,4 +184,4 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-__all__ = ["LOCK_FILE", "ModuleStore", "default_store", "tree_digest"]
+__all__ = ["LOCK_FILE", "ModuleStore", "blob_problems", "default_store", "tree_digest"]

@@ -46,12 +46,19 @@ def unpack(archive: Path, dest: Path, *, what: str, limits: UnpackLimits | None 
     dest.mkdir(parents=True, exist_ok=True)
     compressed = max(archive.stat().st_size, 1)
     names: list[str] = []
+    seen: set[str] = set()
     total = 0
     try:
         with tarfile.open(archive, mode="r:gz") as tar:
             # Pass 1: check every header, stopping at the first problem or limit.
             for member in tar:
                 _check_name(member, what)
+                # A layer adds files; it never replaces one (an earlier layer's, or its own).
+                key = str(PurePosixPath(member.name))
+                target = dest / key
+                if key in seen or target.is_symlink() or (not member.isdir() and target.exists()):
+                    raise VerificationError(f"{what}: refused {member.name!r}: it would replace another file")
+                seen.add(key)
                 try:
                     tarfile.data_filter(member, str(dest))
                 except tarfile.FilterError as exc:

@@ -90,12 +90,20 @@ def verify_artifact(
             "registry %s is a development exception (%s)",
             ref.name, digest, ref.registry, exception.reason,
         )  # fmt: skip
-        sbom = _find_sbom(store, ref, digest, required=trust.require_sbom)
+        sbom = _find_sbom(store, ref, digest, store.referrers(ref, digest), required=trust.require_sbom)
         return Verification(digest, Method.UNSAFE_DEV_EXCEPTION, "", None, sbom, None)
     keys = [load_public_key(Path(k) if Path(k).is_absolute() else config_dir / k) for k in rule.keys]
     problems: list[str] = []
+    referrers = store.referrers(ref, digest)
     signed = _from_bundles(
-        store, ref, digest, rule=rule, keys=keys, keyless_verifier=keyless_verifier, problems=problems
+        store,
+        ref,
+        referrers,
+        digest,
+        rule=rule,
+        keys=keys,
+        keyless_verifier=keyless_verifier,
+        problems=problems,
     )
     if signed is None and keys:
         signed = _from_legacy_tag(store, ref, digest, keys, problems)
@@ -113,13 +121,14 @@ def verify_artifact(
             ),
         )
     method, who = signed
-    sbom = _find_sbom(store, ref, digest, required=rule.require_sbom)
+    sbom = _find_sbom(store, ref, digest, referrers, required=rule.require_sbom)
     return Verification(digest, method, who.signer, who.issuer, sbom, rule.match)
 
 
 def _from_bundles(
     store: ArtifactStore,
     ref: Reference,
+    referrers: Sequence[Descriptor],
     digest: Digest,
     *,
     rule: TrustRule,
@@ -127,7 +136,7 @@ def _from_bundles(
     keyless_verifier: object | None,
     problems: list[str],
 ) -> tuple[Method, bundles.Signed] | None:
-    for descriptor in store.referrers(ref, digest):
+    for descriptor in referrers:
         if not (descriptor.artifact_type or "").startswith(bundles.ARTIFACT_TYPE_PREFIX):
             continue
         what = f"bundle {descriptor.digest}"
@@ -203,8 +212,10 @@ def _from_legacy_tag(
     return None
 
 
-def _find_sbom(store: ArtifactStore, ref: Reference, digest: Digest, *, required: bool) -> Digest | None:
-    for descriptor in store.referrers(ref, digest):
+def _find_sbom(
+    store: ArtifactStore, ref: Reference, digest: Digest, referrers: Sequence[Descriptor], *, required: bool
+) -> Digest | None:
+    for descriptor in referrers:
         if descriptor.artifact_type not in SBOM_TYPES:
             continue
         manifest = store.manifest(ref, descriptor.digest)

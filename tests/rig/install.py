@@ -69,7 +69,11 @@ SARIF_MEMBER = "package/lib/schemas/sarif-2.1.0-rtm.5.json"
 SARIF_SCHEMA = RIG_HOME / "sarif" / "sarif-2.1.0-rtm.5.json"
 
 # Debian packages: package -> the command it provides.
-APT_PACKAGES = {"docker-registry": "docker-registry", "prometheus": "prometheus"}
+APT_PACKAGES = {
+    "docker-registry": "docker-registry",
+    "prometheus": "prometheus",
+    "time": "time",  # GNU time: peak RSS in the benchmarks
+}
 JAVA_PACKAGE = "openjdk-17-jre-headless"
 MAVEN_PACKAGE = "maven"
 JAVA_MIN_MAJOR = 17
