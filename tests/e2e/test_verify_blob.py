@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from aion.trust.keys import load_public_key
-from tests.integration.supply import make_signer
+from tests.integration.supply import conforms, make_signer
 from tests.rig.daemon import REPO, aionctl
 from tests.rig.services import GoTools
 
@@ -40,7 +40,7 @@ def test_github_release_bundle_verifies_for_its_identity() -> None:
         "json",
     )
     assert code == 0, err
-    body = json.loads(out)
+    body = conforms(json.loads(out), "output/blob-verification")
     assert (body["kind"], body["verified"], body["method"]) == ("BlobVerification", True, "keyless")
     assert (body["signer"], body["issuer"]) == (GITHUB_IDENTITY, GITHUB_ISSUER)
     assert err == "", "offline verification must not print library noise"

@@ -8,8 +8,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import yaml
 
+from aion import schemas
 from tests.rig.services import GoTools
 
 WASM = b"\0asm\x01\0\0\0"
@@ -130,7 +132,10 @@ def quarantine_reasons(store: Path) -> list[dict[str, Any]]:
     directory = store / "quarantine"
     if not directory.exists():
         return []
-    return [json.loads(p.read_text()) for p in sorted(directory.glob("*/reason.json"))]
+    return [
+        conforms(json.loads(p.read_text()), "store/quarantine-reason")
+        for p in sorted(directory.glob("*/reason.json"))
+    ]
 
 
 def audit_events(store: Path) -> list[dict[str, Any]]:
@@ -138,3 +143,9 @@ def audit_events(store: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def conforms(document: Any, schema: str) -> Any:
+    """``document``, after checking it against the named aion schema (the documented shape)."""
+    jsonschema.validate(document, schemas.load(schema), format_checker=jsonschema.FormatChecker())
+    return document

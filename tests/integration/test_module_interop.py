@@ -14,6 +14,7 @@ from aion.trust.keys import load_public_key
 from tests.integration.supply import (
     Signer,
     audit_events,
+    conforms,
     make_signer,
     write_module,
     write_sbom,
@@ -35,14 +36,14 @@ def push(module: Path, ref: str, *, sbom: Path | None = None) -> str:
         args += ["--sbom", str(sbom)]
     result = aionctl(*args)
     assert result.returncode == 0, result.stderr
-    return str(json.loads(result.stdout)["digest"])
+    return str(conforms(json.loads(result.stdout), "output/module-push")["digest"])
 
 
 def install(ref: str, config: Path, store: Path, *extra: str) -> tuple[int, dict[str, object], str]:
     result = aionctl(
         "install", ref, "--config", str(config), "--store", str(store), "--plain-http", "-o", "json", *extra
     )
-    body = json.loads(result.stdout) if result.returncode == 0 else {}
+    body = conforms(json.loads(result.stdout), "output/module-install") if result.returncode == 0 else {}
     return result.returncode, body, result.stderr
 
 
@@ -77,7 +78,7 @@ def test_cosign_signed_module_installs_with_its_signer_and_sbom(
         "type": "object",
         "title": "input",
     }
-    lock = json.loads((store / "aion.lock").read_text())
+    lock = conforms(json.loads((store / "aion.lock").read_text()), "store/module-lock")
     entry = lock["modules"]["summarize_text"]
     assert (entry["digest"], entry["ref"], entry["signer"]) == (digest, f"{repo}:1.3.0", fingerprint)
     assert entry["installedAt"]
@@ -86,7 +87,7 @@ def test_cosign_signed_module_installs_with_its_signer_and_sbom(
 
     verified = aionctl("module", "verify", "--config", str(config), "--store", str(store), "-o", "json")
     assert verified.returncode == 0, verified.stdout + verified.stderr
-    assert json.loads(verified.stdout)["modules"][0]["ok"] is True
+    assert conforms(json.loads(verified.stdout), "output/module-verification")["modules"][0]["ok"] is True
 
 
 def test_cosign_verifies_and_oras_pulls_what_aion_pushed(
@@ -190,7 +191,7 @@ def test_package_writes_a_layout_that_oras_reads(go_tools: GoTools, tmp_path: Pa
     again = aionctl("module", "package", str(module), "-o", "json")
     assert first.returncode == 0, first.stderr
     assert again.returncode == 0, again.stderr
-    digest = json.loads(first.stdout)["digest"]
+    digest = conforms(json.loads(first.stdout), "output/module-package")["digest"]
     assert json.loads(again.stdout)["digest"] == digest, "the same directory must give the same digest"
     fetched = go_tools.run("oras", "manifest", "fetch", "--oci-layout", f"{layout}:1.3.0").stdout
     assert "sha256:" + hashlib.sha256(fetched.encode()).hexdigest() == digest
@@ -218,12 +219,18 @@ def test_list_inspect_upgrade_verify_and_remove(
     assert code == 0
     assert (upgraded["previous"], upgraded["digest"]) == (first, second)
 
-    listed = json.loads(aionctl("module", "list", "--store", str(store), "-o", "json").stdout)
+    listed = conforms(
+        json.loads(aionctl("module", "list", "--store", str(store), "-o", "json").stdout),
+        "output/module-list",
+    )
     assert [(m["name"], m["version"], m["digest"]) for m in listed["modules"]] == [
         ("summarize_text", "1.4.0", second)
     ]
-    inspected = json.loads(
-        aionctl("module", "inspect", "summarize_text", "--store", str(store), "-o", "json").stdout
+    inspected = conforms(
+        json.loads(
+            aionctl("module", "inspect", "summarize_text", "--store", str(store), "-o", "json").stdout
+        ),
+        "output/module",
     )
     assert {"agent.yaml", "summarize_text.wasm", "schemas/input.json", "install.json"} <= set(
         inspected["files"]
@@ -244,8 +251,9 @@ def test_list_inspect_upgrade_verify_and_remove(
     problems = json.loads(result.stdout)["modules"][0]["problems"]
     assert f"no trust rule covers {repo} any more" in problems
 
-    removed = aionctl("module", "remove", "summarize_text", "--store", str(store))
+    removed = aionctl("module", "remove", "summarize_text", "--store", str(store), "-o", "json")
     assert removed.returncode == 0, removed.stderr
+    assert conforms(json.loads(removed.stdout), "output/module-remove")["name"] == "summarize_text"
     assert json.loads((store / "aion.lock").read_text())["modules"] == {}
     assert not Path(inspected["path"]).exists()
     missing = aionctl("module", "remove", "summarize_text", "--store", str(store))
