@@ -15,7 +15,7 @@ class ExitCode(enum.IntEnum):
     USAGE = 2
     """The command line was wrong: unknown option, missing argument, bad value."""
     INPUT = 3
-    """Input or I/O error: a missing or unreadable file, a bad directory."""
+    """Input or I/O error: a missing or unreadable file, a bad directory, an unreachable registry."""
     AUTH = 4
     """Authentication or permission: missing token, role too weak, certificate refused."""
     UNAVAILABLE = 5
@@ -28,7 +28,7 @@ EXIT_CODE_HELP = {
     ExitCode.OK: "ok",
     ExitCode.FINDINGS: "findings (invalid config, verification failed, check failed)",
     ExitCode.USAGE: "usage error",
-    ExitCode.INPUT: "input/IO error (missing file, unreadable schema)",
+    ExitCode.INPUT: "input/IO error (missing file, unreadable schema, registry unreachable)",
     ExitCode.AUTH: "authentication or permission refused",
     ExitCode.UNAVAILABLE: "daemon unreachable or timed out",
     ExitCode.CONFLICT: "conflict or failed precondition",
