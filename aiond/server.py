@@ -37,10 +37,10 @@ from grpc_reflection.v1alpha import reflection
 
 from aion import __version__
 from aion.addresses import HostPort
-from aion.api.v1 import events_pb2, modules_pb2, policies_pb2, router_pb2, tasks_pb2
+from aion.api.v1 import events_pb2, policies_pb2, router_pb2, tasks_pb2
 from aion.errors import ConflictError, InputError
 from aiond import http
-from aiond.services import admin, health, unimplemented
+from aiond.services import admin, health, modules, unimplemented
 from aiond.settings import Settings
 from aiond.state import StateDirLock
 from aiond.telemetry import CallTracker, Metrics
@@ -62,7 +62,6 @@ _NOT_YET_SERVED = (
     tasks_pb2.DESCRIPTOR.services_by_name["TaskService"],
     router_pb2.DESCRIPTOR.services_by_name["RouterService"],
     policies_pb2.DESCRIPTOR.services_by_name["PolicyService"],
-    modules_pb2.DESCRIPTOR.services_by_name["ModuleService"],
     events_pb2.DESCRIPTOR.services_by_name["EventService"],
 )
 
@@ -231,6 +230,14 @@ class Daemon:
         )
         names = [health.add_to_server(server, self._health)]
         names.append(admin.add_to_server(server, self.status))
+        names.append(
+            modules.add_to_server(
+                server,
+                self.settings.modules_dir,
+                self.settings.config_dir,
+                frozenset(self.settings.registry_plain_http),
+            )
+        )
         names.extend(unimplemented.add_to_server(server, service) for service in _NOT_YET_SERVED)
         names.extend(binding.register(server) for binding in self._extra_services)
         names.append(reflection.SERVICE_NAME)

@@ -65,6 +65,14 @@ def _bytes_limit(text: str, name: str) -> int:
     return value
 
 
+def _hosts(text: str, name: str) -> tuple[str, ...]:
+    hosts = tuple(h.strip() for h in text.split(",") if h.strip())
+    bad = [h for h in hosts if "/" in h or " " in h]
+    if bad:
+        raise UsageError(f"{name}: {bad[0]!r} is not a registry host[:port]")
+    return hosts
+
+
 def _choice(*choices: str) -> Callable[[str, str], str]:
     def parse(text: str, name: str) -> str:
         value = text.strip().lower()
@@ -133,11 +141,28 @@ class Settings:
         metadata=_opt("--log-level", "AIOND_LOG_LEVEL", "one of " + ", ".join(LOG_LEVELS), "LEVEL",
                       _choice(*LOG_LEVELS)),
     )  # fmt: skip
+    module_store: Path | None = dataclasses.field(
+        default=None,
+        metadata=_opt("--module-store", "AIOND_MODULE_STORE",
+                      "directory of installed modules (the store aionctl install --store uses) "
+                      "[default: STATE_DIR/modules]", "DIR", _path),
+    )  # fmt: skip
+    registry_plain_http: tuple[str, ...] = dataclasses.field(
+        default=(),
+        metadata=_opt("--registry-plain-http", "AIOND_REGISTRY_PLAIN_HTTP",
+                      "comma-separated registries (host:port) to reach over HTTP instead of HTTPS; "
+                      "for a local test registry only", "HOSTS", _hosts),
+    )  # fmt: skip
     log_format: str = dataclasses.field(
         default="text",
         metadata=_opt("--log-format", "AIOND_LOG_FORMAT", "text, or json (one object per line)", "FORMAT",
                       _choice(*LOG_FORMATS)),
     )  # fmt: skip
+
+    @property
+    def modules_dir(self) -> Path:
+        """The module store: --module-store, else STATE_DIR/modules."""
+        return self.module_store or self.state_dir / "modules"
 
 
 def options() -> list[tuple[dataclasses.Field[Any], Option]]:
@@ -165,7 +190,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             dest=field.name,
             metavar=opt.metavar,
             default=None,
-            help=f"{opt.help} [env {opt.env}; default: {_default_text(field)}]",
+            help=f"{opt.help} [env {opt.env}"
+            + (f"; default: {_default_text(field)}]" if field.default not in (None, ()) else "]"),
         )
 
 

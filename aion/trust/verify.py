@@ -62,6 +62,10 @@ class Verification:
     """The trust rule's match pattern that applied (None for the development exception)."""
 
 
+class SbomMissing(VerificationError):
+    """The trust policy requires an SBOM for this module, and none is attached."""
+
+
 def select_rule(trust: Trust, ref: Reference) -> TrustRule | None:
     """The first trust rule whose match covers ``ref``'s registry/repository."""
     return next((rule for rule in trust.rules if rule.matches(ref.name)), None)
@@ -226,7 +230,7 @@ def _find_sbom(
                 if _looks_like_sbom(out.getvalue()):
                     return descriptor.digest
     if required:
-        raise VerificationError(
+        raise SbomMissing(
             f"{ref.name}@{digest}: the trust policy requires an SBOM, and none is attached",
             hint="push the module with --sbom FILE (CycloneDX or SPDX JSON)",
         )
@@ -243,4 +247,4 @@ def _looks_like_sbom(raw: bytes) -> bool:
     )
 
 
-__all__ = ["SBOM_TYPES", "Method", "Verification", "select_rule", "verify_artifact"]
+__all__ = ["SBOM_TYPES", "Method", "SbomMissing", "Verification", "select_rule", "verify_artifact"]

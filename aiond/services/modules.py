@@ -1,0 +1,256 @@
+"""ModuleService: the daemon's side of the module supply chain.
+
+It runs the same pipeline as ``aionctl install`` (:mod:`aion.modules.install`), on the daemon's module
+store and under the trust policy of the daemon's config directory, so a module installed through the
+API is verified exactly as one installed from a shell. Installs run in a worker thread; the store's
+file lock serialises them with each other and with a concurrent ``aionctl install`` on the same store.
+
+Refusals map to gRPC codes the way the contract says: a failed signature, identity or content check
+is PERMISSION_DENIED, a missing required SBOM or an unusable trust policy FAILED_PRECONDITION, a
+registry that cannot be reached UNAVAILABLE, an unknown module NOT_FOUND.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from pathlib import Path
+from typing import Any, NoReturn
+
+import grpc
+import yaml
+from google.protobuf import timestamp_pb2
+
+from aion.api.v1 import common_pb2, modules_pb2, modules_pb2_grpc
+from aion.errors import (
+    AuthError,
+    Error,
+    FindingsError,
+    InputError,
+    RegistryError,
+    UsageError,
+    VerificationError,
+)
+from aion.modules.install import InstallOptions, install, load_trust, remove, verify_installed
+from aion.modules.store import ModuleStore
+from aion.oci.model import Digest
+from aion.trust.verify import SbomMissing
+
+SERVICE_NAME = modules_pb2.DESCRIPTOR.services_by_name["ModuleService"].full_name
+
+_RUNTIMES = {"wasm": modules_pb2.MODULE_RUNTIME_WASM, "subprocess": modules_pb2.MODULE_RUNTIME_SUBPROCESS}
+_METHODS = {
+    "cosign-key-legacy": modules_pb2.VERIFICATION_METHOD_COSIGN_KEY_LEGACY,
+    "sigstore-keyless": modules_pb2.VERIFICATION_METHOD_SIGSTORE_KEYLESS,
+    "sigstore-key": modules_pb2.VERIFICATION_METHOD_SIGSTORE_KEY,
+    "unsafe-dev-exception": modules_pb2.VERIFICATION_METHOD_UNSAFE_DEV_EXCEPTION,
+}
+
+
+def status_code(exc: Error) -> grpc.StatusCode:
+    """The gRPC status for an aion error raised by the module pipeline."""
+    if isinstance(exc, SbomMissing):
+        return grpc.StatusCode.FAILED_PRECONDITION
+    if isinstance(exc, VerificationError):
+        return grpc.StatusCode.PERMISSION_DENIED
+    if isinstance(exc, FindingsError | AuthError):
+        return grpc.StatusCode.FAILED_PRECONDITION
+    if isinstance(exc, RegistryError):
+        return grpc.StatusCode.UNAVAILABLE
+    if isinstance(exc, UsageError):
+        return grpc.StatusCode.INVALID_ARGUMENT
+    if isinstance(exc, InputError) and "is installed" in exc.message:
+        return grpc.StatusCode.NOT_FOUND
+    return grpc.StatusCode.FAILED_PRECONDITION
+
+
+class ModuleServicer(modules_pb2_grpc.ModuleServiceServicer):
+    def __init__(self, store_dir: Path, config_dir: Path, plain_http: frozenset[str]) -> None:
+        self._store = ModuleStore(store_dir)
+        self._config_dir = config_dir
+        self._plain_http = plain_http
+
+    async def _fail(self, context: grpc.aio.ServicerContext[Any, Any], exc: Error) -> NoReturn:
+        message = exc.message + (f" ({exc.hint})" if exc.hint else "")
+        await context.abort(status_code(exc), message)
+        raise AssertionError("abort raises")
+
+    async def ListModules(
+        self, request: modules_pb2.ListModulesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> modules_pb2.ListModulesResponse:
+        try:
+            lock = await asyncio.to_thread(self._store.lock)
+        except Error as exc:
+            await self._fail(context, exc)
+        return modules_pb2.ListModulesResponse(
+            modules=[self._module(name, entry) for name, entry in sorted(lock.items())]
+        )
+
+    async def GetModule(
+        self, request: modules_pb2.GetModuleRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> modules_pb2.GetModuleResponse:
+        try:
+            entry = (await asyncio.to_thread(self._store.lock)).get(request.name)
+        except Error as exc:
+            await self._fail(context, exc)
+        if entry is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no module named {request.name!r} is installed")
+        manifest = self._manifest_bytes(entry)
+        return modules_pb2.GetModuleResponse(module=self._module(request.name, entry), manifest=manifest)
+
+    async def InstallModule(
+        self, request: modules_pb2.InstallModuleRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> modules_pb2.InstallModuleResponse:
+        if not request.ref.strip():
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "ref is required")
+        try:
+            trust = await asyncio.to_thread(load_trust, self._config_dir)
+            options = InstallOptions(
+                trust=trust,
+                config_dir=self._config_dir,
+                plain_http=self._plain_http,
+                principal=f"aiond:{context.peer()}",
+                dry_run=request.dry_run,
+            )
+            done = await asyncio.to_thread(install, request.ref, self._store, options)
+        except Error as exc:
+            await self._fail(context, exc)
+        if request.dry_run:
+            v = done.verification
+            entry = {
+                "version": done.version,
+                "ref": done.ref,
+                "digest": str(done.digest),
+                "method": v.method.value,
+                "signer": v.signer,
+                "issuer": v.issuer,
+                "sbom": str(v.sbom_digest) if v.sbom_digest else None,
+            }
+            return modules_pb2.InstallModuleResponse(module=self._module(done.name, entry), unchanged=True)
+        entry = (await asyncio.to_thread(self._store.lock))[done.name]
+        return modules_pb2.InstallModuleResponse(
+            module=self._module(done.name, entry), unchanged=done.unchanged
+        )
+
+    async def VerifyModules(
+        self, request: modules_pb2.VerifyModulesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> modules_pb2.VerifyModulesResponse:
+        try:
+            trust = await asyncio.to_thread(load_trust, self._config_dir)
+            checks = await asyncio.to_thread(
+                verify_installed, self._store, trust, self._config_dir, list(request.names) or None
+            )
+            lock = await asyncio.to_thread(self._store.lock)
+        except Error as exc:
+            await self._fail(context, exc)
+        results: list[modules_pb2.ModuleVerification] = []
+        findings: list[common_pb2.Finding] = []
+        for check in checks:
+            verification = self._verification(lock.get(check.name, {}))
+            verification.verified = check.ok
+            verification.problems.extend(check.problems)
+            verification.verified_at.FromDatetime(dt.datetime.now(dt.UTC))
+            results.append(
+                modules_pb2.ModuleVerification(
+                    name=check.name, digest=check.digest, verification=verification
+                )
+            )
+            findings.extend(
+                common_pb2.Finding(
+                    severity=common_pb2.SEVERITY_ERROR,
+                    message=f"module {check.name}: {problem}",
+                    hint="reinstall it from a trusted signer, or remove it",
+                )
+                for problem in check.problems
+            )
+        return modules_pb2.VerifyModulesResponse(results=results, findings=findings)
+
+    async def RemoveModule(
+        self, request: modules_pb2.RemoveModuleRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> modules_pb2.RemoveModuleResponse:
+        try:
+            entry = await asyncio.to_thread(
+                remove, request.name, self._store, principal=f"aiond:{context.peer()}"
+            )
+        except Error as exc:
+            await self._fail(context, exc)
+        return modules_pb2.RemoveModuleResponse(removed=self._module(request.name, entry))
+
+    async def SetModuleParallelism(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED,
+            "ModuleService.SetModuleParallelism is not available in this aiond version "
+            "(modules do not run as tasks yet)",
+        )
+
+    # -- messages ----------------------------------------------------------------------------------
+
+    def _manifest_bytes(self, entry: dict[str, Any]) -> bytes:
+        try:
+            return (self._store.module_dir(Digest.parse(entry["digest"])) / "agent.yaml").read_bytes()
+        except (OSError, KeyError, Error):
+            return b""
+
+    def _module(self, name: str, entry: dict[str, Any]) -> modules_pb2.Module:
+        manifest: dict[str, Any] = {}
+        raw = self._manifest_bytes(entry)
+        if raw:
+            try:
+                loaded = yaml.safe_load(raw)
+            except yaml.YAMLError:
+                loaded = None
+            manifest = loaded if isinstance(loaded, dict) else {}
+        intents = manifest.get("intents")
+        policies = manifest.get("policies")
+        timeout = policies.get("timeout_ms", 0) if isinstance(policies, dict) else 0
+        module = modules_pb2.Module(
+            name=name,
+            version=str(entry.get("version", "")),
+            ref=str(entry.get("ref", "")),
+            digest=str(entry.get("digest", "")),
+            runtime=_RUNTIMES.get(str(entry.get("runtime", "")), modules_pb2.MODULE_RUNTIME_UNSPECIFIED),
+            state=modules_pb2.MODULE_STATE_READY,
+            intents=[str(i) for i in intents] if isinstance(intents, list) else [],
+            timeout_ms=timeout if isinstance(timeout, int) and timeout >= 0 else 0,
+            verification=self._verification(entry),
+        )
+        installed = _timestamp(entry.get("installedAt"))
+        if installed is not None:
+            module.installed_at.CopyFrom(installed)
+        return module
+
+    @staticmethod
+    def _verification(entry: dict[str, Any]) -> modules_pb2.Verification:
+        verification = modules_pb2.Verification(
+            verified=entry.get("method") in _METHODS and entry.get("method") != "unsafe-dev-exception",
+            method=_METHODS.get(str(entry.get("method")), modules_pb2.VERIFICATION_METHOD_UNSPECIFIED),
+            signer=str(entry.get("signer") or ""),
+            issuer=str(entry.get("issuer") or ""),
+            sbom_present=bool(entry.get("sbom")),
+            sbom_digest=str(entry.get("sbom") or ""),
+        )
+        installed = _timestamp(entry.get("installedAt"))
+        if installed is not None:
+            verification.verified_at.CopyFrom(installed)
+        return verification
+
+
+def _timestamp(text: Any) -> timestamp_pb2.Timestamp | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(when)
+    return stamp
+
+
+def add_to_server(
+    server: grpc.aio.Server, store_dir: Path, config_dir: Path, plain_http: frozenset[str]
+) -> str:
+    modules_pb2_grpc.add_ModuleServiceServicer_to_server(
+        ModuleServicer(store_dir, config_dir, plain_http), server
+    )
+    return SERVICE_NAME
