@@ -292,7 +292,7 @@ def _commit(
     with store.exclusive():
         lock = store.lock()
         previous = lock.get(name, {}).get("digest")
-        created = store.commit(staged, digest)
+        created = store.commit(staged, digest, record["tree"])
         lock[name] = {k: v for k, v in record.items() if k != "tree"}
         store.write_lock(lock)
     store.events.append(

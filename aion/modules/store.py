@@ -126,12 +126,19 @@ class ModuleStore:
         base.mkdir(parents=True, exist_ok=True)
         return Path(tempfile.mkdtemp(dir=base))
 
-    def commit(self, staged: Path, digest: Digest) -> bool:
-        """Move a fully checked module into place. False when that digest was already installed."""
+    def commit(self, staged: Path, digest: Digest, tree: str | None = None) -> bool:
+        """Move a fully checked module into place. False when that digest was already installed
+        intact; an installed copy whose files no longer hash to ``tree`` is moved to quarantine and
+        replaced by the fresh one (so reinstalling repairs what ``module verify`` reports)."""
         target = self.module_dir(digest)
         if target.exists():
-            shutil.rmtree(staged, ignore_errors=True)
-            return False
+            if tree is None or tree_digest(target) == tree:
+                shutil.rmtree(staged, ignore_errors=True)
+                return False
+            self.quarantine(
+                target, ref=str(digest), digest=digest, step="commit",
+                error="the installed files had changed since install; replaced by a verified copy",
+            )  # fmt: skip
         target.parent.mkdir(parents=True, exist_ok=True)
         staged.rename(target)
         _fsync_dir(target.parent)

@@ -16,6 +16,7 @@ from tests.integration.supply import (
     audit_events,
     conforms,
     make_signer,
+    quarantine_reasons,
     write_module,
     write_sbom,
     write_trust,
@@ -243,6 +244,13 @@ def test_list_inspect_upgrade_verify_and_remove(
     assert result.returncode == 1
     assert "summarize_text: FAILED" in result.stdout
     assert "its files changed since it was installed" in result.stdout
+
+    # Installing the same digest again repairs it; the damaged copy is kept in quarantine.
+    code, repaired, _ = install(f"{repo}:1.4.0", config, store)
+    assert code == 0
+    assert repaired["unchanged"] is False
+    assert aionctl("module", "verify", "--config", str(config), "--store", str(store)).returncode == 0
+    assert [r["step"] for r in quarantine_reasons(store)] == ["commit"]
 
     # The trust policy no longer covers the repository: verify says so.
     write_trust(config, {"rules": [{"match": "ghcr.io/other/**", "keys": [str(signer.pub)]}]})
