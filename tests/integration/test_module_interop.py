@@ -267,3 +267,35 @@ def test_list_inspect_upgrade_verify_and_remove(
     missing = aionctl("module", "remove", "summarize_text", "--store", str(store))
     assert missing.returncode == 3
     assert "no module named 'summarize_text' is installed" in missing.stderr
+
+
+def test_development_exception_installs_unsigned_loudly(oci_registry: OciRegistry, tmp_path: Path) -> None:
+    """A registry named in unsafe_dev_registries is the one way to install without a signature: the
+    install says so on stderr, records the method, and module verify fails once the exception is gone."""
+    repo = f"{oci_registry.host}/interop/dev"
+    push(write_module(tmp_path / "mod"), f"{repo}:0.0.1")
+    config = write_trust(
+        tmp_path / "cfg",
+        {"unsafe_dev_registries": [{"registry": oci_registry.host, "reason": "laptop tests"}]},
+    )
+    store = tmp_path / "store"
+
+    dry = aionctl("install", f"{repo}:0.0.1", "--config", str(config), "--store", str(store), "--plain-http",
+                  "--dry-run", "-o", "json")  # fmt: skip
+    assert dry.returncode == 0, dry.stderr
+    assert conforms(json.loads(dry.stdout), "output/module-install")["dryRun"] is True
+    assert not (store / "aion.lock").exists(), "a dry run stores nothing"
+
+    code, body, stderr = install(f"{repo}:0.0.1", config, store)
+
+    assert code == 0, stderr
+    assert body["method"] == "unsafe-dev-exception"
+    assert "was NOT verified" in stderr
+    assert "WITHOUT signature verification" in stderr
+    (event,) = audit_events(store)
+    assert event["details"]["method"] == "unsafe-dev-exception"
+
+    write_trust(config, {"rules": []})
+    result = aionctl("module", "verify", "--config", str(config), "--store", str(store))
+    assert result.returncode == 1
+    assert "development exception that no longer exists" in result.stdout
