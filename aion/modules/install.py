@@ -233,14 +233,16 @@ def _check_manifest(config: bytes, manifest: Manifest, staged: Path) -> tuple[st
 def _unpack_layers(manifest: Manifest, staged: Path, options: InstallOptions) -> dict[str, str]:
     """Unpack the layers into ``staged``; return the files whose SHA-256 is already known."""
     known = {}
+    # The wasm file first: a later tar layer can then not replace it (unpack refuses existing names).
     for layer in manifest.layers:
-        blob = staged / "blobs" / layer.digest.hex
         if layer.media_type == pkg.WASM_TYPE:
             name = _safe_title(layer, "module.wasm")
-            _link_or_copy(blob, staged / name)
+            _link_or_copy(staged / "blobs" / layer.digest.hex, staged / name)
             if layer.digest.algorithm == "sha256":
                 known[name] = layer.digest.hex
-        elif layer.media_type in (pkg.BUNDLE_TYPE, pkg.SCHEMAS_TYPE):
+    for layer in manifest.layers:
+        if layer.media_type in (pkg.BUNDLE_TYPE, pkg.SCHEMAS_TYPE):
+            blob = staged / "blobs" / layer.digest.hex
             unpack(blob, staged, what=f"layer {layer.digest}", limits=options.unpack_limits)
     return known
 
@@ -248,6 +250,8 @@ def _unpack_layers(manifest: Manifest, staged: Path, options: InstallOptions) ->
 def _link_or_copy(source: Path, target: Path) -> None:
     """The verified blob under its file name: a hard link (no second copy of a large module on disk)
     where the file system allows one, else a copy."""
+    if target.exists() or target.is_symlink():
+        raise VerificationError(f"{target.name}: two layers claim this file name")
     try:
         target.hardlink_to(source)
     except OSError:
@@ -256,7 +260,8 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 def _safe_title(layer: Descriptor, default: str) -> str:
     title = layer.annotations.get("org.opencontainers.image.title", default)
-    if not title.endswith(".wasm") or "/" in title or title.startswith(".") or len(title) > 128:
+    unsafe = set("/\\\0:") & set(title)
+    if not title.endswith(".wasm") or unsafe or title.startswith(".") or len(title) > 128:
         raise VerificationError(f"layer {layer.digest}: unsafe file name {title!r}")
     return title
 

@@ -157,10 +157,11 @@ def _tar(root: Path, names: list[str]) -> bytes:
             if info.isfile():
                 with path.open("rb") as handle:
                     archive.addfile(info, handle)
-            elif info.issym():
-                archive.addfile(info)
             else:
-                raise InputError(f"{path}: only regular files and links can be packaged")
+                raise InputError(
+                    f"{path}: only regular files can be packaged (links and special files are refused "
+                    "on install); copy the file it points to instead"
+                )
     return gzip.compress(raw.getvalue(), mtime=0)
 
 

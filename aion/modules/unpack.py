@@ -1,10 +1,15 @@
 """Unpacking a module's tar+gzip layers without letting them write outside their directory.
 
-Each member passes the standard library's ``data`` extraction filter (``tarfile.data_filter``, made for
-exactly this): absolute paths, ``..``, links that leave the tree, device files and special files are
-refused, and modes are made safe. On top of it, aion bounds what a layer may expand to (total bytes,
-member count, and the ratio to its compressed size), so a decompression bomb stops at the limit
-instead of filling the disk. Everything is checked before anything is written.
+A layer may hold directories and regular files, nothing else: symbolic links, hard links, device
+files and other special files are refused, as are absolute names, ``..`` components, names that
+collide (with another member, or with a file an earlier layer or the installer put there) and the
+installer's own names (``blobs/``, ``agent.yaml``, ``install.json``). Without links in the tree,
+every member's path is its directory plus a plain relative name, so nothing can be redirected
+outside it; this does not depend on the version of ``tarfile``'s ``data`` filter, which is still
+applied (it also makes modes safe), but several of whose link checks could be bypassed before
+Python 3.11.13. On top of that, aion bounds what a layer may expand to (total bytes, member count, and
+the ratio to its compressed size), so a decompression bomb stops at the limit instead of filling the
+disk. Every header is checked before anything is written.
 """
 
 from __future__ import annotations
@@ -17,6 +22,10 @@ from aion.errors import VerificationError
 
 if not hasattr(tarfile, "data_filter"):  # pragma: no cover - Python 3.11.0-3.11.3
     raise ImportError("aion needs Python 3.11.4 or newer: safe tar extraction relies on tarfile.data_filter")
+
+
+RESERVED = frozenset({"blobs", "agent.yaml", "install.json"})
+"""Top-level names the installer writes itself; no layer may provide them."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -35,8 +44,10 @@ def _check_name(member: tarfile.TarInfo, what: str) -> None:
     ``..`` component that happens to stay inside the tree. A module package has neither unless it was
     made to attack, so it is refused rather than repaired."""
     parts = PurePosixPath(member.name).parts
-    if member.name.startswith(("/", "\\")) or ".." in parts or "\\" in member.name:
+    if member.name.startswith(("/", "\\")) or ".." in parts or "\\" in member.name or "\0" in member.name:
         raise VerificationError(f"{what}: refused {member.name!r}: absolute paths and '..' are not allowed")
+    if parts and parts[0] in RESERVED:
+        raise VerificationError(f"{what}: refused {member.name!r}: {parts[0]} is the installer's own name")
 
 
 def unpack(archive: Path, dest: Path, *, what: str, limits: UnpackLimits | None = None) -> list[str]:
@@ -53,6 +64,12 @@ def unpack(archive: Path, dest: Path, *, what: str, limits: UnpackLimits | None 
             # Pass 1: check every header, stopping at the first problem or limit.
             for member in tar:
                 _check_name(member, what)
+                if not (member.isfile() or member.isdir()):
+                    kind = "link" if member.issym() or member.islnk() else "special file"
+                    raise VerificationError(
+                        f"{what}: refused {member.name!r}: a {kind} "
+                        "(module layers hold regular files and directories only)"
+                    )
                 # A layer adds files; it never replaces one (an earlier layer's, or its own).
                 key = str(PurePosixPath(member.name))
                 target = dest / key

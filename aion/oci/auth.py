@@ -2,7 +2,9 @@
 
 Credentials, first found wins:
 
-1. ``AION_REGISTRY_USERNAME`` and ``AION_REGISTRY_PASSWORD`` (for every registry; CI secrets);
+1. ``AION_REGISTRY_USERNAME`` and ``AION_REGISTRY_PASSWORD`` (CI secrets), only for the registries
+   named in ``AION_REGISTRY_HOST`` (host[:port], comma-separated): a secret is never offered to a
+   registry it was not meant for;
 2. the docker client's ``config.json`` (``$DOCKER_CONFIG/config.json``, else ``~/.docker/config.json``):
    ``auths.<registry>.auth`` (base64 ``user:password``), ``username``/``password``, or
    ``identitytoken`` (an OAuth2 refresh token). Credential helpers are not run.
@@ -59,7 +61,12 @@ def parse_challenge(header: str) -> Challenge | None:
 
 def credentials_for(registry: str, environ: Mapping[str, str] | None = None) -> Credentials | None:
     env = os.environ if environ is None else environ
-    if env.get("AION_REGISTRY_USERNAME") and env.get("AION_REGISTRY_PASSWORD") is not None:
+    hosts = {h.strip() for h in env.get("AION_REGISTRY_HOST", "").split(",") if h.strip()}
+    if (
+        registry in hosts
+        and env.get("AION_REGISTRY_USERNAME")
+        and env.get("AION_REGISTRY_PASSWORD") is not None
+    ):
         return Credentials(env["AION_REGISTRY_USERNAME"], env["AION_REGISTRY_PASSWORD"])
     config_dir = Path(env["DOCKER_CONFIG"]) if env.get("DOCKER_CONFIG") else Path.home() / ".docker"
     path = config_dir / "config.json"

@@ -70,6 +70,16 @@ class Digest:
         return f"{self.algorithm}:{self.hex}"
 
 
+def _annotations(value: Any, what: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise VerificationError(f"{what}: annotations must map strings to strings")
+    return dict(value)
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Descriptor:
     media_type: str
@@ -82,18 +92,22 @@ class Descriptor:
     def from_json(cls, data: Any, what: str) -> Descriptor:
         if not isinstance(data, dict):
             raise VerificationError(f"{what}: a descriptor must be an object")
+        size, media_type, digest = data.get("size"), data.get("mediaType"), data.get("digest")
+        if not isinstance(digest, str):
+            raise VerificationError(f"{what}: malformed descriptor (no digest string)")
         try:
-            size = data["size"]
-            media_type = data["mediaType"]
-            digest = Digest.parse(data["digest"])
-        except (KeyError, UsageError) as exc:
-            raise VerificationError(f"{what}: malformed descriptor ({exc})") from exc
-        if not isinstance(size, int) or size < 0 or not isinstance(media_type, str):
+            parsed = Digest.parse(digest)
+        except UsageError as exc:
+            raise VerificationError(f"{what}: malformed descriptor ({exc.message})") from exc
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0 or not isinstance(media_type, str):
             raise VerificationError(f"{what}: malformed descriptor (size or mediaType)")
-        annotations = data.get("annotations") or {}
         artifact_type = data.get("artifactType")
         return cls(
-            media_type, digest, size, artifact_type if isinstance(artifact_type, str) else None, annotations
+            media_type,
+            parsed,
+            size,
+            artifact_type if isinstance(artifact_type, str) else None,
+            _annotations(data.get("annotations"), what),
         )
 
     @classmethod
@@ -127,23 +141,29 @@ class Manifest:
     def parse(cls, raw: bytes, digest: Digest, what: str) -> Manifest:
         try:
             data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise VerificationError(f"{what}: the manifest is not JSON ({exc})") from exc
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise VerificationError(f"{what}: the manifest is not JSON ({type(exc).__name__})") from exc
         if not isinstance(data, dict):
             raise VerificationError(f"{what}: the manifest is not a JSON object")
         media_type = data.get("mediaType") or (INDEX if "manifests" in data else MANIFEST)
-        config = data.get("config")
-        subject = data.get("subject")
+        config, subject = data.get("config"), data.get("subject")
+        layers, manifests = data.get("layers") or [], data.get("manifests") or []
+        if not isinstance(layers, list) or not isinstance(manifests, list) or not isinstance(media_type, str):
+            raise VerificationError(f"{what}: malformed manifest (mediaType, layers or manifests)")
+        parsed_config = Descriptor.from_json(config, f"{what} config") if config is not None else None
+        artifact_type = data.get("artifactType")
+        if not isinstance(artifact_type, str) or not artifact_type:
+            artifact_type = parsed_config.media_type if parsed_config else None
         return cls(
-            media_type=str(media_type),
+            media_type=media_type,
             raw=raw,
             digest=digest,
-            config=Descriptor.from_json(config, f"{what} config") if config is not None else None,
-            layers=tuple(Descriptor.from_json(d, f"{what} layer") for d in data.get("layers") or ()),
-            manifests=tuple(Descriptor.from_json(d, f"{what} entry") for d in data.get("manifests") or ()),
+            config=parsed_config,
+            layers=tuple(Descriptor.from_json(d, f"{what} layer") for d in layers),
+            manifests=tuple(Descriptor.from_json(d, f"{what} entry") for d in manifests),
             subject=Descriptor.from_json(subject, f"{what} subject") if subject is not None else None,
-            artifact_type=data.get("artifactType") or (config or {}).get("mediaType"),
-            annotations=data.get("annotations") or {},
+            artifact_type=artifact_type,
+            annotations=_annotations(data.get("annotations"), what),
         )
 
     @property

@@ -22,6 +22,7 @@ import functools
 import ipaddress
 import json
 import queue
+import socket
 import ssl
 import threading
 import time
@@ -42,6 +43,12 @@ MAX_RETRY_AFTER = 5.0
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 CHUNK = 1024 * 1024
 _ACCEPT = ", ".join(MANIFEST_TYPES)
+
+
+CREDENTIALS_HINT = (
+    "set AION_REGISTRY_HOST (this registry), AION_REGISTRY_USERNAME and AION_REGISTRY_PASSWORD, "
+    "or log in with docker login"
+)
 
 
 @functools.cache
@@ -304,12 +311,19 @@ class RegistryClient:
         self, ref: Reference, method: str, url: httpx.URL | str, *, stream: bool, **kwargs: Any
     ) -> httpx.Response:
         extra = kwargs.pop("headers", None)
+        origin = httpx.URL(self._base(ref)).netloc
+        if httpx.URL(str(url)).netloc != origin:
+            # Never send the registry's credentials elsewhere (an upload location on another host,
+            # say); such a URL is authorised by its own query string, or not at all.
+            return self._http.send(
+                self._http.build_request(method, url, headers=extra, **kwargs), stream=stream
+            )
         response = self._http.send(
             self._http.build_request(method, url, headers=self._auth_headers(ref, extra), **kwargs),
             stream=stream,
         )
-        if response.status_code != 401:
-            return response
+        if response.status_code != 401 or response.url.netloc != origin:
+            return response  # a challenge from a host the registry redirected to is not answered
         challenge = auth.parse_challenge(response.headers.get("www-authenticate", ""))
         if challenge is None or not self._answer(ref, challenge, method):
             return response
@@ -379,7 +393,7 @@ class RegistryClient:
             refused = "the credentials" if creds else "anonymous access (no credentials were found)"
             raise RegistryAuthError(
                 f"{ref.registry}: the token service refused {refused} ({token_response.status_code})",
-                hint="set AION_REGISTRY_USERNAME/AION_REGISTRY_PASSWORD or log in with docker login",
+                hint=CREDENTIALS_HINT,
             )
         try:
             body = token_response.json()
@@ -392,10 +406,13 @@ class RegistryClient:
         return True
 
     def _check_realm(self, ref: Reference, realm: str) -> None:
-        """Refuse a token realm the registry should not be able to send aion to: the realm receives
-        the user's credentials, so it must be HTTPS (HTTP only for a --plain-http registry), and it may
-        not be a loopback, private or link-local address (a cloud metadata service, say) unless it is
-        the registry itself. The same rule as the go-containerregistry clients (cosign, crane)."""
+        """Refuse a token realm the registry should not be able to send aion to. The realm receives
+        the user's credentials, so it must be HTTPS (HTTP only for a --plain-http registry), and,
+        unless it is the registry's own host:port, every address its host resolves to must be of a
+        kind the registry itself could reach us as: never link-local (cloud metadata services) or
+        unspecified; loopback only for a registry on loopback; private only for a registry on a
+        private or loopback address. Names are resolved, so ``127.1`` or ``2852039166`` cannot pass
+        as host names. (A name that resolves differently a moment later is outside this check.)"""
         try:
             url = httpx.URL(realm)
         except httpx.InvalidURL as exc:
@@ -405,17 +422,22 @@ class RegistryClient:
                 f"{ref.registry}: refusing the token realm {realm}: it must be https",
                 hint="only a registry given with --plain-http may use an http token service",
             )
-        if url.netloc.decode("ascii", "replace") == ref.registry:
+        if url.netloc.decode("ascii", "replace") == httpx.URL(self._base(ref)).netloc.decode(
+            "ascii", "replace"
+        ):
             return
-        try:
-            address = ipaddress.ip_address(url.host)
-        except ValueError:
-            return  # a host name; network policy, not aion, decides where names may point
-        if address.is_loopback or address.is_private or address.is_link_local or address.is_unspecified:
+        realm_kind = _address_kind(url.host)
+        registry_kind = _address_kind(httpx.URL(self._base(ref)).host)
+        allowed = {
+            "loopback": {"public", "loopback"},
+            "private": {"public", "private"},
+            "public": {"public"},
+        }.get(registry_kind, {"public"})
+        if realm_kind not in allowed:
             raise RegistryAuthError(
-                f"{ref.registry}: refusing the token realm {realm}: a private or link-local address "
-                "that is not the registry itself",
-                hint="a registry may not send aion's credentials to another local address",
+                f"{ref.registry}: refusing the token realm {realm}: a {realm_kind} address, "
+                f"which a {registry_kind} registry may not send aion's credentials to",
+                hint="the token service must be the registry itself, or reachable the way the registry is",
             )
 
     @staticmethod
@@ -428,7 +450,7 @@ class RegistryClient:
         if status in (401, 403):
             raise RegistryAuthError(
                 f"{ref.registry}: {what}: access refused ({status}{_codes(response)})",
-                hint="set AION_REGISTRY_USERNAME/AION_REGISTRY_PASSWORD or log in with docker login",
+                hint=CREDENTIALS_HINT,
             )
         if status == 404:
             raise RegistryError(f"{ref.name}: {what} not found{_codes(response)}")
@@ -490,6 +512,32 @@ class _HashingWriter:
             self._batches.put(None)
             self._thread.join()
         self.hexdigest = self._hasher.hexdigest()
+
+
+def _address_kind(host: str) -> str:
+    """How a host's addresses are reachable: "link-local" (or unspecified, multicast, reserved) if any
+    is, else "loopback", "private" or "public"; "unresolved" when the name does not resolve."""
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return "unresolved"
+    kinds = set()
+    for info in infos:
+        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        if address.is_loopback:
+            kinds.add("loopback")
+        elif address.is_link_local or address.is_unspecified or address.is_multicast or address.is_reserved:
+            kinds.add("link-local")
+        elif address.is_private:
+            kinds.add("private")
+        else:
+            kinds.add("public")
+    for kind in ("link-local", "loopback", "private", "public"):
+        if kind in kinds:
+            return kind
+    return "unresolved"
 
 
 def _retry_after(response: httpx.Response, default: float) -> float:

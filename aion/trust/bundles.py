@@ -57,8 +57,8 @@ def parse(raw: bytes, what: str) -> dict[str, Any]:
 
 
 def is_keyless(bundle: dict[str, Any]) -> bool:
-    material = bundle.get("verificationMaterial") or {}
-    return "certificate" in material or "x509CertificateChain" in material
+    material = bundle.get("verificationMaterial")
+    return isinstance(material, dict) and ("certificate" in material or "x509CertificateChain" in material)
 
 
 def verify_with_keys(
@@ -83,6 +83,12 @@ def verify_with_keys(
         return Signed(key.fingerprint)
     message = bundle.get("messageSignature")
     if isinstance(message, dict):
+        if artifact is None and artifact_sha256 is None:
+            # A message signature covers bytes; it says nothing about which OCI artifact it is for.
+            raise VerificationError(
+                f"{what}: a message-signature bundle cannot vouch for an OCI artifact (cosign signs "
+                "artifacts with a DSSE statement naming their digest)"
+            )
         return Signed(
             _verify_message(
                 message, keys, what, artifact=artifact, artifact_sha256=artifact_sha256
@@ -151,8 +157,11 @@ def _check_statement(
         digest = artifact_sha256 if artifact_sha256 is not None else hashlib.sha256(artifact or b"").digest()
         expected = "sha256:" + digest.hex()
     algorithm, _, value = expected.partition(":")
-    subjects = statement.get("subject") or []
-    if not any(isinstance(s, dict) and (s.get("digest") or {}).get(algorithm) == value for s in subjects):
+    subjects = statement.get("subject")
+    if not isinstance(subjects, list) or not any(
+        isinstance(s, dict) and isinstance(s.get("digest"), dict) and s["digest"].get(algorithm) == value
+        for s in subjects
+    ):
         raise VerificationError(
             f"{what}: the signature is valid but for another artifact "
             f"(its statement's subject is not {expected})",
@@ -169,10 +178,15 @@ def _verify_message(
     artifact_sha256: bytes | None,
 ) -> PublicKey:
     # 1. The bundle's message digest is SHA-256 of exactly the artifact.
-    stated = message.get("messageDigest") or {}
-    if stated.get("algorithm") != "SHA2_256":
+    stated = message.get("messageDigest")
+    if not isinstance(stated, dict) or stated.get("algorithm") != "SHA2_256":
         raise VerificationError(f"{what}: only SHA2_256 message digests are supported")
-    actual = artifact_sha256 if artifact_sha256 is not None else hashlib.sha256(artifact or b"").digest()
+    if artifact_sha256 is not None:
+        actual = artifact_sha256
+    elif artifact is not None:
+        actual = hashlib.sha256(artifact).digest()
+    else:  # pragma: no cover - verify_with_keys refuses this case first
+        raise VerificationError(f"{what}: nothing to check the message signature against")
     if _b64(stated.get("digest"), f"{what}: message digest") != actual:
         raise VerificationError(f"{what}: the bundle is for another artifact (its digest differs)")
     # 2. The signature verifies with a trusted key over the artifact.

@@ -41,6 +41,10 @@ SIMPLE_SIGNING_TYPE = "cosign container image signature"
 SBOM_TYPES = ("application/vnd.cyclonedx+json", "application/spdx+json")
 MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_SBOM_BYTES = 64 * 1024 * 1024
+MAX_BUNDLES = 16
+"""Signature bundles checked per artifact (the newest ones); a registry cannot make aion fetch more."""
+MAX_SBOMS = 4
+MAX_PROBLEMS = 5
 
 
 class Method(enum.StrEnum):
@@ -113,7 +117,10 @@ def verify_artifact(
         signed = _from_legacy_tag(store, ref, digest, keys, problems)
     if signed is None:
         detail = (
-            "; ".join(problems) if problems else "no signature was found (no Sigstore bundle, no .sig tag)"
+            "; ".join(problems[:MAX_PROBLEMS])
+            + (f"; and {len(problems) - MAX_PROBLEMS} more" if len(problems) > MAX_PROBLEMS else "")
+            if problems
+            else "no signature was found (no Sigstore bundle, no .sig tag)"
         )
         raise VerificationError(
             f"{ref.name}@{digest}: not signed by a trusted signer: {detail}",
@@ -140,12 +147,16 @@ def _from_bundles(
     keyless_verifier: object | None,
     problems: list[str],
 ) -> tuple[Method, bundles.Signed] | None:
-    for descriptor in referrers:
-        if not (descriptor.artifact_type or "").startswith(bundles.ARTIFACT_TYPE_PREFIX):
-            continue
+    candidates = [d for d in referrers if (d.artifact_type or "").startswith(bundles.ARTIFACT_TYPE_PREFIX)]
+    if len(candidates) > MAX_BUNDLES:
+        problems.append(
+            f"{len(candidates)} signature bundles are attached; only the newest {MAX_BUNDLES} are checked"
+        )
+        candidates = candidates[-MAX_BUNDLES:]
+    for descriptor in candidates:
         what = f"bundle {descriptor.digest}"
         try:
-            raw = _bundle_bytes(store, ref, descriptor)
+            raw = _bundle_bytes(store, ref, descriptor, digest)
             bundle = bundles.parse(raw, what)
             if bundles.is_keyless(bundle):
                 if not rule.identities:
@@ -165,8 +176,11 @@ def _from_bundles(
     return None
 
 
-def _bundle_bytes(store: ArtifactStore, ref: Reference, descriptor: Descriptor) -> bytes:
+def _bundle_bytes(store: ArtifactStore, ref: Reference, descriptor: Descriptor, digest: Digest) -> bytes:
     manifest = store.manifest(ref, descriptor.digest)
+    if manifest.subject is None or manifest.subject.digest != digest:
+        # A referrers fallback index is just a tag anyone with push rights can write.
+        raise VerificationError(f"bundle manifest {descriptor.digest} is not attached to {digest}")
     layers = [layer for layer in manifest.layers if layer.media_type.startswith(bundles.ARTIFACT_TYPE_PREFIX)]
     if len(layers) != 1:
         raise VerificationError(f"bundle manifest {descriptor.digest} must have exactly one bundle layer")
@@ -183,7 +197,7 @@ def _from_legacy_tag(
     if signature_digest is None:
         return None
     manifest = store.manifest(ref, signature_digest)
-    for layer in manifest.layers:
+    for layer in manifest.layers[:MAX_BUNDLES]:
         if layer.media_type != SIMPLE_SIGNING:
             continue
         what = f"legacy signature {layer.digest} (tag {tag})"
@@ -219,19 +233,25 @@ def _from_legacy_tag(
 def _find_sbom(
     store: ArtifactStore, ref: Reference, digest: Digest, referrers: Sequence[Descriptor], *, required: bool
 ) -> Digest | None:
-    for descriptor in referrers:
-        if descriptor.artifact_type not in SBOM_TYPES:
-            continue
-        manifest = store.manifest(ref, descriptor.digest)
-        for layer in manifest.layers:
-            if layer.media_type in SBOM_TYPES or layer.media_type == "application/json":
-                out = io.BytesIO()
-                store.fetch_blob(ref, layer, out, limit=MAX_SBOM_BYTES)
-                if _looks_like_sbom(out.getvalue()):
-                    return descriptor.digest
+    problems: list[str] = []
+    candidates = [d for d in referrers if d.artifact_type in SBOM_TYPES][-MAX_SBOMS:]
+    for descriptor in candidates:
+        try:
+            manifest = store.manifest(ref, descriptor.digest)
+            if manifest.subject is None or manifest.subject.digest != digest:
+                raise VerificationError(f"SBOM manifest {descriptor.digest} is not attached to {digest}")
+            for layer in manifest.layers[:4]:
+                if layer.media_type in SBOM_TYPES or layer.media_type == "application/json":
+                    out = io.BytesIO()
+                    store.fetch_blob(ref, layer, out, limit=MAX_SBOM_BYTES)
+                    if _looks_like_sbom(out.getvalue()):
+                        return descriptor.digest
+        except VerificationError as exc:
+            problems.append(exc.message)
     if required:
         raise SbomMissing(
-            f"{ref.name}@{digest}: the trust policy requires an SBOM, and none is attached",
+            f"{ref.name}@{digest}: the trust policy requires an SBOM, and none is attached"
+            + (f" ({'; '.join(problems[:3])})" if problems else ""),
             hint="push the module with --sbom FILE (CycloneDX or SPDX JSON)",
         )
     return None

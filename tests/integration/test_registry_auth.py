@@ -4,7 +4,11 @@ tokens from a token service. aion finds credentials where CI and docker users ke
 from __future__ import annotations
 
 import base64
+import contextlib
+import http.server
 import json
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,7 +34,11 @@ def test_push_with_env_credentials_then_install_with_docker_config(
 ) -> None:
     registry = oci_registry_auth
     repo = f"{registry.host}/auth/module"
-    env = {"AION_REGISTRY_USERNAME": registry.username, "AION_REGISTRY_PASSWORD": registry.password}
+    env = {
+        "AION_REGISTRY_HOST": registry.host,
+        "AION_REGISTRY_USERNAME": registry.username,
+        "AION_REGISTRY_PASSWORD": registry.password,
+    }
     pushed = aionctl(
         "module",
         "push",
@@ -85,7 +93,11 @@ def test_refused_credentials_exit_4_and_say_what_to_do(
     env = {"DOCKER_CONFIG": str(tmp_path / "empty")}
     if credentials == "wrong":
         env.update(
-            {"AION_REGISTRY_USERNAME": registry.username, "AION_REGISTRY_PASSWORD": "not-the-password"}
+            {
+                "AION_REGISTRY_HOST": registry.host,
+                "AION_REGISTRY_USERNAME": registry.username,
+                "AION_REGISTRY_PASSWORD": "not-the-password",
+            }
         )
     result = aionctl(
         "module",
@@ -104,7 +116,7 @@ def test_refused_credentials_exit_4_and_say_what_to_do(
         ("htpasswd", "none"): "access refused (401",
     }[(str(registry.auth), credentials)]
     assert refused in result.stderr
-    assert "AION_REGISTRY_USERNAME" in result.stderr
+    assert "AION_REGISTRY_HOST" in result.stderr
     assert registry.password not in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -115,7 +127,11 @@ def test_oras_pulls_with_the_same_account(
 ) -> None:
     registry = oci_registry_auth
     repo = f"{registry.host}/auth/oras"
-    env = {"AION_REGISTRY_USERNAME": registry.username, "AION_REGISTRY_PASSWORD": registry.password}
+    env = {
+        "AION_REGISTRY_HOST": registry.host,
+        "AION_REGISTRY_USERNAME": registry.username,
+        "AION_REGISTRY_PASSWORD": registry.password,
+    }
     module = write_module(tmp_path / "mod")
     assert aionctl("module", "push", str(module), f"{repo}:1", "--plain-http", env=env).returncode == 0
     out = tmp_path / "pulled"
@@ -134,41 +150,52 @@ def test_oras_pulls_with_the_same_account(
     assert (out / "summarize_text.wasm").read_bytes() == (module / "summarize_text.wasm").read_bytes()
 
 
-@pytest.mark.parametrize(
-    "realm",
-    [
-        "http://169.254.169.254/latest/meta-data",
-        "http://127.0.0.1:1/token",
-        "http://10.0.0.8/token",
-        "ftp://tokens/x",
-    ],
-)
-def test_a_registry_cannot_send_credentials_to_a_local_address(tmp_path: Path, realm: str) -> None:
-    """A registry answers 401 with a realm at the cloud metadata service or another local port;
-    aion refuses to go there (with the user's credentials) and says why."""
-    import http.server
-    import threading
-
-    asked: list[str] = []
+@contextlib.contextmanager
+def challenging_registry(challenge: str) -> Iterator[tuple[str, list[dict[str, str]]]]:
+    """A registry that answers every request with 401 and ``challenge``; yields its host and the
+    headers of every request it received."""
+    seen: list[dict[str, str]] = []
 
     class Registry(http.server.BaseHTTPRequestHandler):
         def log_message(self, *args: object) -> None:
             return
 
         def do_GET(self) -> None:
-            asked.append(self.path)
+            seen.append(dict(self.headers.items()))
             self.send_response(401)
-            self.send_header("WWW-Authenticate", f'Bearer realm="{realm}",service="x"')
+            self.send_header("WWW-Authenticate", challenge)
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-        do_HEAD = do_GET
+        do_HEAD = do_POST = do_PUT = do_GET
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Registry)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        host = f"127.0.0.1:{server.server_address[1]}"
-        env = {"AION_REGISTRY_USERNAME": "u", "AION_REGISTRY_PASSWORD": "secret-password"}
+        yield f"127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(
+    "realm",
+    [
+        "http://169.254.169.254/latest/meta-data",
+        "http://2852039166/latest/meta-data",
+        "http://10.0.0.8/token",
+        "ftp://tokens/x",
+    ],
+)
+def test_a_registry_cannot_send_credentials_to_a_local_address(tmp_path: Path, realm: str) -> None:
+    """A registry on loopback answers 401 with a realm at the cloud metadata service (also spelled
+    as a bare number), a private address, or another scheme; aion refuses to go there."""
+    with challenging_registry(f'Bearer realm="{realm}",service="x"') as (host, seen):
+        env = {
+            "AION_REGISTRY_HOST": host,
+            "AION_REGISTRY_USERNAME": "u",
+            "AION_REGISTRY_PASSWORD": "secret-password",
+        }
         config = write_trust(tmp_path / "cfg", {"rules": [{"match": "**", "keys": ["k.pub"]}]})
         result = aionctl(
             "install",
@@ -180,10 +207,24 @@ def test_a_registry_cannot_send_credentials_to_a_local_address(tmp_path: Path, r
             "--plain-http",
             env=env,
         )
-    finally:
-        server.shutdown()
-        server.server_close()
-    assert asked, "the registry was asked"
+    assert seen, "the registry was asked"
     assert result.returncode == 4, result.stderr
     assert f"refusing the token realm {realm}" in result.stderr
     assert "secret-password" not in result.stderr
+
+
+def test_env_credentials_go_only_to_their_registry(tmp_path: Path) -> None:
+    """CI credentials meant for one registry are not offered to another that asks for them."""
+    with challenging_registry('Basic realm="x"') as (host, seen):
+        env = {
+            "AION_REGISTRY_HOST": "registry.example.com",
+            "AION_REGISTRY_USERNAME": "ci",
+            "AION_REGISTRY_PASSWORD": "for-registry-example-only",
+            "DOCKER_CONFIG": str(tmp_path / "none"),
+        }
+        result = aionctl(
+            "module", "push", str(write_module(tmp_path / "m")), f"{host}/m:1", "--plain-http", env=env
+        )
+    assert result.returncode == 4, result.stderr
+    assert seen
+    assert not any("Authorization" in headers for headers in seen)
