@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import posixpath
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -220,7 +221,8 @@ class Reference:
                 path, tag = head, tail
             if not path:
                 raise UsageError(f"{text!r}: oci: needs a directory", hint=example)
-            return cls("", path, tag, digest)
+            # Normalised, so that a rule for oci:/srv/mirror/** cannot be met by /srv/mirror/../x.
+            return cls("", posixpath.normpath(path), tag, digest)
         slash, colon = value.rfind("/"), value.rfind(":")
         tag = None
         if colon > slash:

@@ -74,6 +74,9 @@ def verify_with_keys(
     statement must be about; ``artifact`` (or its SHA-256) is what a message signature must cover."""
     if is_keyless(bundle):
         raise VerificationError(f"{what}: the bundle is keyless (a certificate), but this rule trusts keys")
+    material = bundle.get("verificationMaterial")
+    if not isinstance(material, dict) or not isinstance(material.get("publicKey"), dict):
+        raise VerificationError(f"{what}: the bundle names neither a certificate nor a public key")
     envelope = bundle.get("dsseEnvelope")
     if isinstance(envelope, dict):
         payload_type, payload, key = _verify_dsse(envelope, keys, what)

@@ -253,6 +253,24 @@ def test_keyless_signature_by_an_untrusted_identity(
 # -- what was signed ---------------------------------------------------------------------------------
 
 
+def test_bundle_of_another_module_listed_in_the_fallback_index(world: World) -> None:
+    """The referrers fallback is a tag anyone with push rights can write: listing a genuine bundle of
+    another module under this module's fallback tag must not make it signed."""
+    signed = world.push(world.module(), "signed")
+    world.signer.sign(f"{world.repo}@{signed}")
+    victim = world.push(world.module(), "1.0.0")
+    with world.client() as client:
+        ref = Reference.parse(world.repo)
+        index = client.manifest(
+            ref, client.tag_digest(ref, Digest.parse(signed).tag_fallback) or Digest.parse(signed)
+        )
+        client.push_manifest(
+            ref, index.raw, "application/vnd.oci.image.index.v1+json", Digest.parse(victim).tag_fallback
+        )
+    reason = world.refused(f"{world.repo}:1.0.0", step="verify", message="not signed by a trusted signer")
+    assert f"is not attached to {victim}" in reason["error"]
+
+
 def test_tampered_layer_with_the_signature_copied(world: World) -> None:
     module = world.module()
     signed = world.push(module, "1.0.0")
@@ -417,6 +435,16 @@ class _Zeros(io.RawIOBase):
         return n
 
 
+def _write_through_link(archive: tarfile.TarFile) -> None:
+    _link(archive, "schemas/up", "..")
+    _file(archive, "schemas/up/agent.yaml")
+
+
+def _duplicate_member(archive: tarfile.TarFile) -> None:
+    _file(archive, "schemas/x.json")
+    _file(archive, "./schemas/x.json")
+
+
 def _bomb(archive: tarfile.TarFile) -> None:
     size = 64 * 1024 * 1024
     info = tarfile.TarInfo("schemas/input.json")
@@ -437,8 +465,26 @@ def _bomb(archive: tarfile.TarFile) -> None:
         ),
         (_device, "refused 'schemas/tty'"),
         (_bomb, "refused as a decompression bomb"),
+        (_write_through_link, "refused 'schemas/up'"),
+        (lambda a: _file(a, "agent.yaml", b"kind: AgentPackage"), "agent.yaml is the installer's own name"),
+        (lambda a: _file(a, "blobs/" + "0" * 64), "blobs is the installer's own name"),
+        (lambda a: _file(a, "victim.wasm", WASM), "refused 'victim.wasm': it would replace another file"),
+        (_duplicate_member, "it would replace another file"),
     ],
-    ids=["dotdot", "absolute", "symlink-absolute", "symlink-escape", "hardlink-escape", "device", "tar-bomb"],
+    ids=[
+        "dotdot",
+        "absolute",
+        "symlink-absolute",
+        "symlink-escape",
+        "hardlink-escape",
+        "device",
+        "tar-bomb",
+        "symlink-then-write-through",
+        "replace-manifest",
+        "write-into-blobs",
+        "replace-wasm",
+        "duplicate-member",
+    ],
 )
 def test_signed_module_whose_layer_would_escape(
     world: World, build: Callable[[tarfile.TarFile], None], message: str
