@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from aion.config.model import Trust
-from aion.errors import Error, FindingsError, InputError, VerificationError
+from aion.errors import ConflictError, Error, FindingsError, InputError, VerificationError
 from aion.events import audit, local_principal
 from aion.modules import package as pkg
 from aion.modules.store import ModuleStore, blob_problems, tree_digest
@@ -51,6 +51,8 @@ class InstallOptions:
     unpack_limits: UnpackLimits = dataclasses.field(default_factory=UnpackLimits)
     principal: str = dataclasses.field(default_factory=local_principal)
     dry_run: bool = False
+    allow_source_change: bool = False
+    """Let a module replace one of the same name installed from another repository."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -159,20 +161,46 @@ def install(
             store, staged, ref=ref, digest=digest, facts=facts, verification=verification, options=options,
             known=known,
         )  # fmt: skip
-    except Error as exc:
-        where = store.quarantine(staged, ref=str(ref), digest=digest, step=step, error=exc.message)
-        store.events.append(
-            audit(
-                principal=options.principal, action="module.install", target=str(ref), outcome="refused",
-                reason=exc.message, details={"step": step, "digest": str(digest) if digest else None,
-                                             "quarantine": str(where)},
-            )
-        )  # fmt: skip
-        exc.message = f"{exc.message} (install refused at step {step}; quarantined in {where})"
-        raise
+    except Exception as raised:
+        exc = _refuse(
+            store, staged, ref=ref, digest=digest, step=step, raised=raised, principal=options.principal
+        )
+        if exc is raised:
+            raise
+        raise exc from raised
     finally:
         if source is None:
             oci.close()
+
+
+def _refuse(
+    store: ModuleStore,
+    staged: Path | None,
+    *,
+    ref: Reference,
+    digest: Digest | None,
+    step: str,
+    raised: Exception,
+    principal: str,
+) -> Error:
+    """Quarantine and audit a refused install; the error to raise. Fails closed on anything: an
+    unexpected exception is a refusal too, with the same quarantine and audit record."""
+    if isinstance(raised, Error):
+        exc = raised
+    elif isinstance(raised, OSError):
+        exc = InputError(f"{ref}: {raised.strerror or raised}")
+    else:
+        exc = VerificationError(f"{ref}: refused after an unexpected {type(raised).__name__}: {raised}")
+    where = store.quarantine(staged, ref=str(ref), digest=digest, step=step, error=exc.message)
+    store.events.append(
+        audit(
+            principal=principal, action="module.install", target=str(ref), outcome="refused",
+            reason=exc.message, details={"step": step, "digest": str(digest) if digest else None,
+                                         "quarantine": str(where)},
+        )
+    )  # fmt: skip
+    exc.message = f"{exc.message} (install refused at step {step}; quarantined in {where})"
+    return exc
 
 
 def _check_artifact(manifest: Manifest, ref: Reference) -> None:
@@ -297,6 +325,14 @@ def _commit(
     with store.exclusive():
         lock = store.lock()
         previous = lock.get(name, {}).get("digest")
+        before = lock.get(name, {}).get("ref")
+        if before and not options.allow_source_change and Reference.parse(before).name != ref.name:
+            # Names are chosen by whoever builds a module; a signer trusted for one repository must
+            # not silently take over a module that came from another.
+            raise ConflictError(
+                f"{name} is installed from {Reference.parse(before).name}; this module is from {ref.name}",
+                hint="pass --allow-source-change if the module really moved",
+            )
         created = store.commit(staged, digest, record["tree"])
         lock[name] = {k: v for k, v in record.items() if k != "tree"}
         store.write_lock(lock)
@@ -411,10 +447,10 @@ def _policy_problems(entry: dict[str, Any], trust: Trust, config_dir: Path) -> l
                 *unreadable,
             ]
     if method == Method.SIGSTORE_KEYLESS.value:
-        import fnmatch
+        from aion.trust.keyless import subject_matches
 
         if not any(
-            i.issuer == entry.get("issuer") and fnmatch.fnmatchcase(entry.get("signer", ""), i.subject)
+            i.issuer == entry.get("issuer") and subject_matches(i.subject, str(entry.get("signer", "")))
             for i in rule.identities
         ):
             return [

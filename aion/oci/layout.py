@@ -10,9 +10,11 @@ is no more trusted than a registry. Writes are atomic (temporary file, then rena
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -83,7 +85,7 @@ class LayoutStore:
         hasher = descriptor.digest.hasher()
         received = 0
         try:
-            with self._blob_path(ref, descriptor.digest).open("rb") as handle:
+            with _open_regular(self._blob_path(ref, descriptor.digest)) as handle:
                 while chunk := handle.read(CHUNK):
                     received += len(chunk)
                     if received > descriptor.size:
@@ -174,10 +176,11 @@ class LayoutStore:
     def _read_small(self, ref: Reference, digest: Digest, limit: int) -> bytes:
         path = self._blob_path(ref, digest)
         try:
-            size = path.stat().st_size
-            if size > limit:
-                raise VerificationError(f"{ref} blob {digest} is {size} bytes; the limit is {limit}")
-            return path.read_bytes()
+            with _open_regular(path) as handle:
+                data = handle.read(limit + 1)
+            if len(data) > limit:
+                raise VerificationError(f"{ref} blob {digest} is over the {limit}-byte limit")
+            return data
         except FileNotFoundError as exc:
             raise RegistryError(f"{ref}: {digest} is not in the layout") from exc
         except OSError as exc:
@@ -186,12 +189,14 @@ class LayoutStore:
     def _raw_index(self, ref: Reference) -> list[dict[str, Any]]:
         path = self._root(ref) / "index.json"
         try:
-            if path.stat().st_size > MAX_MANIFEST_BYTES:
+            with _open_regular(path) as handle:
+                raw = handle.read(MAX_MANIFEST_BYTES + 1)
+            if len(raw) > MAX_MANIFEST_BYTES:
                 raise VerificationError(f"{path} is over the {MAX_MANIFEST_BYTES}-byte limit")
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(raw)
         except FileNotFoundError:
             return []
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             raise RegistryError(f"{path}: not a readable OCI index ({exc})") from exc
         manifests = data.get("manifests") if isinstance(data, dict) else None
         return [m for m in manifests or [] if isinstance(m, dict)]
@@ -214,6 +219,19 @@ class LayoutStore:
         self._root(ref).mkdir(parents=True, exist_ok=True)
         index = {"schemaVersion": 2, "mediaType": INDEX, "manifests": entries}
         _atomic_write(self._root(ref) / "index.json", json.dumps(index, indent=2).encode())
+
+
+def _open_regular(path: Path) -> BinaryIO:
+    """``path`` opened for reading if it is a regular file itself: not a link (to /dev/zero, say),
+    a FIFO (which would block) or a device. OSError otherwise."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _is_fallback_tag(descriptor: Descriptor) -> bool:

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import functools
 import ipaddress
 import json
+import math
 import queue
 import socket
 import ssl
@@ -45,6 +47,9 @@ CHUNK = 1024 * 1024
 _ACCEPT = ", ".join(MANIFEST_TYPES)
 
 
+MAX_TOKEN_BYTES = 1024 * 1024
+MIN_RATE = 64 * 1024
+"""Bytes per second below which a blob download counts as stalled (see fetch_blob)."""
 CREDENTIALS_HINT = (
     "set AION_REGISTRY_HOST (this registry), AION_REGISTRY_USERNAME and AION_REGISTRY_PASSWORD, "
     "or log in with docker login"
@@ -70,13 +75,16 @@ class RegistryClient:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._plain_http = plain_http
+        self._timeout = timeout
         self._environ = environ
         self._sleep = sleep
         self._http = httpx.Client(
             verify=_tls_context(),
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             follow_redirects=True,
-            headers={"User-Agent": f"aion/{__version__}"},
+            # Bodies are checked and capped as they arrive; a compressed body could expand without
+            # bound before any cap applied, so none is accepted.
+            headers={"User-Agent": f"aion/{__version__}", "Accept-Encoding": "identity"},
             trust_env=True,
         )
         self._tokens: dict[tuple[str, str], str] = {}
@@ -139,7 +147,12 @@ class RegistryClient:
         try:
             with self._stream(ref, "GET", url) as response, _HashingWriter(out, descriptor.digest) as sink:
                 self._raise_for(response, ref, what)
-                for chunk in response.iter_bytes():
+                _check_identity(response, what)
+                # However slowly it trickles, a blob arrives within the timeout plus 64 KiB/s.
+                deadline = time.monotonic() + self._timeout + descriptor.size / MIN_RATE
+                for chunk in response.iter_raw():
+                    if time.monotonic() > deadline:
+                        raise RegistryError(f"{what}: too slow; gave up after {received} bytes")
                     received += len(chunk)
                     if received > descriptor.size:
                         raise VerificationError(
@@ -148,7 +161,7 @@ class RegistryClient:
                     sink.write(chunk)
                     if progress is not None:
                         progress(len(chunk))
-        except httpx.TransportError as exc:
+        except httpx.HTTPError as exc:
             raise RegistryError(f"{what}: the download broke off after {received} bytes: {exc}") from exc
         if received != descriptor.size:
             raise VerificationError(f"{what}: got {received} bytes of {descriptor.size}")
@@ -169,9 +182,11 @@ class RegistryClient:
             and response.status_code == 200
             and response.headers.get("content-type", "").startswith(INDEX)
         ):
-            raw = self._bounded(response, f"{ref.name} referrers of {digest}")
+            raw = self._read_capped(response, MAX_MANIFEST_BYTES, f"{ref.name} referrers of {digest}")
             index = Manifest.parse(raw, Digest.of(raw), f"{ref.name} referrers of {digest}")
         elif response is None or response.status_code in (404, 405):
+            if response is not None:
+                response.close()
             self._no_referrers_api.add(ref.registry)
             # No referrers API: the fallback is an index under the tag sha256-<hex>.
             try:
@@ -188,10 +203,12 @@ class RegistryClient:
 
     def push_blob(self, ref: Reference, descriptor: Descriptor, data: BinaryIO) -> None:
         exists = self._request(ref, "HEAD", self._url(ref, f"/blobs/{descriptor.digest}"))
+        exists.close()
         if exists.status_code == 200:
             return
         start = self._request(ref, "POST", self._url(ref, "/blobs/uploads/"))
         self._raise_for(start, ref, f"upload of {descriptor.digest}", expected=(202,))
+        start.close()
         location = httpx.URL(start.headers.get("location", ""))
         if not location.is_absolute_url:
             location = httpx.URL(self._url(ref, "")).join(location)
@@ -200,6 +217,7 @@ class RegistryClient:
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(descriptor.size)}
         done = self._request(ref, "PUT", target, content=_chunks(data), headers=headers, retry=False)
         self._raise_for(done, ref, f"upload of {descriptor.digest}", expected=(201,))
+        done.close()
 
     def push_manifest(self, ref: Reference, raw: bytes, media_type: str, tag: str | None) -> Digest:
         digest = Digest.of(raw)
@@ -212,6 +230,7 @@ class RegistryClient:
             headers={"Content-Type": media_type},
         )
         self._raise_for(response, ref, f"push of manifest {target}", expected=(201,))
+        response.close()
         manifest = Manifest.parse(raw, digest, f"{ref.name} manifest")
         if manifest.subject is not None and "oci-subject" not in response.headers:
             self._add_to_fallback(ref, manifest)
@@ -222,20 +241,19 @@ class RegistryClient:
     def _add_to_fallback(self, ref: Reference, manifest: Manifest) -> None:
         assert manifest.subject is not None
         tag = manifest.subject.digest.tag_fallback
-        entries: list[dict[str, Any]] = []
+        entries: list[Descriptor] = []
         try:
             raw, _ = self._get_manifest(ref, tag)
-            entries = list(json.loads(raw).get("manifests") or [])
+            entries = list(Manifest.parse(raw, Digest.of(raw), f"{ref.name}:{tag}").manifests)
         except RegistryError as exc:
             if "not found" not in exc.message:
                 raise
-        descriptor = manifest.descriptor.to_json()
-        if manifest.annotations:
-            descriptor["annotations"] = dict(manifest.annotations)
-        if not any(e.get("digest") == descriptor["digest"] for e in entries):
+        descriptor = dataclasses.replace(manifest.descriptor, annotations=dict(manifest.annotations))
+        if not any(e.digest == descriptor.digest for e in entries):
             entries.append(descriptor)
         index = json.dumps(
-            {"schemaVersion": 2, "mediaType": INDEX, "manifests": entries}, separators=(",", ":")
+            {"schemaVersion": 2, "mediaType": INDEX, "manifests": [e.to_json() for e in entries]},
+            separators=(",", ":"),
         )
         response = self._request(
             ref,
@@ -245,6 +263,7 @@ class RegistryClient:
             headers={"Content-Type": INDEX},
         )
         self._raise_for(response, ref, f"push of referrers tag {tag}", expected=(201,))
+        response.close()
 
     # -- HTTP ----------------------------------------------------------------------------------------
 
@@ -261,19 +280,30 @@ class RegistryClient:
             ref, "GET", self._url(ref, f"/manifests/{target}"), headers={"Accept": _ACCEPT}
         )
         self._raise_for(response, ref, f"manifest {target}")
-        return self._bounded(response, f"{ref.name}:{target} manifest"), response.headers
+        raw = self._read_capped(response, MAX_MANIFEST_BYTES, f"{ref.name}:{target} manifest")
+        return raw, response.headers
 
-    @staticmethod
-    def _bounded(response: httpx.Response, what: str) -> bytes:
-        length = response.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > MAX_MANIFEST_BYTES:
-            raise VerificationError(
-                f"{what} is {length} bytes; manifests are limited to {MAX_MANIFEST_BYTES}"
-            )
-        body = response.content
-        if len(body) > MAX_MANIFEST_BYTES:
-            raise VerificationError(f"{what} is over the {MAX_MANIFEST_BYTES}-byte manifest limit")
-        return body
+    def _read_capped(self, response: httpx.Response, limit: int, what: str) -> bytes:
+        """The whole (identity-encoded) body, read as it arrives: refused once it passes ``limit``
+        bytes or takes longer than the timeout in all; the response is closed either way."""
+        try:
+            _check_identity(response, what)
+            length = response.headers.get("content-length", "")
+            if length.isdigit() and int(length) > limit:
+                raise VerificationError(f"{what} is {length} bytes; the limit is {limit}")
+            deadline = time.monotonic() + self._timeout
+            body = bytearray()
+            for chunk in response.iter_raw():
+                body += chunk
+                if len(body) > limit:
+                    raise VerificationError(f"{what} is over the {limit}-byte limit")
+                if time.monotonic() > deadline:
+                    raise RegistryError(f"{what}: the registry took over {self._timeout:.0f} s to send it")
+            return bytes(body)
+        except httpx.HTTPError as exc:
+            raise RegistryError(f"{what}: the download broke off: {exc}") from exc
+        finally:
+            response.close()
 
     def _request(
         self,
@@ -282,15 +312,18 @@ class RegistryClient:
         url: httpx.URL | str,
         *,
         retry: bool = True,
-        stream: bool = False,
         **kwargs: Any,
     ) -> httpx.Response:
-        """One request, with auth challenges answered and transient failures retried. With
-        ``stream``, the body is left unread (the caller reads it, then closes the response)."""
+        """One request, with auth challenges answered and transient failures retried. The body is
+        left unread: the caller reads it (capped, :meth:`_read_capped`) or closes the response."""
         attempts = ATTEMPTS if retry else 1
         for attempt in range(1, attempts + 1):
             try:
-                response = self._send(ref, method, url, stream=stream, **kwargs)
+                response = self._send(ref, method, url, **kwargs)
+            except (httpx.TooManyRedirects, httpx.DecodingError, httpx.InvalidURL) as exc:
+                raise RegistryError(
+                    f"{ref.registry or ref.repository}: {method} {_path(url)}: {exc}"
+                ) from exc
             except httpx.TransportError as exc:
                 if attempt == attempts:
                     reason = str(exc) or type(exc).__name__
@@ -307,20 +340,18 @@ class RegistryClient:
             return response
         raise AssertionError("unreachable")
 
-    def _send(
-        self, ref: Reference, method: str, url: httpx.URL | str, *, stream: bool, **kwargs: Any
-    ) -> httpx.Response:
+    def _send(self, ref: Reference, method: str, url: httpx.URL | str, **kwargs: Any) -> httpx.Response:
         extra = kwargs.pop("headers", None)
         origin = httpx.URL(self._base(ref)).netloc
         if httpx.URL(str(url)).netloc != origin:
             # Never send the registry's credentials elsewhere (an upload location on another host,
             # say); such a URL is authorised by its own query string, or not at all.
             return self._http.send(
-                self._http.build_request(method, url, headers=extra, **kwargs), stream=stream
+                self._http.build_request(method, url, headers=extra, **kwargs), stream=True
             )
         response = self._http.send(
             self._http.build_request(method, url, headers=self._auth_headers(ref, extra), **kwargs),
-            stream=stream,
+            stream=True,
         )
         if response.status_code != 401 or response.url.netloc != origin:
             return response  # a challenge from a host the registry redirected to is not answered
@@ -331,13 +362,13 @@ class RegistryClient:
         # The same request again, with the same headers (Accept matters) and the new credentials.
         return self._http.send(
             self._http.build_request(method, url, headers=self._auth_headers(ref, extra), **kwargs),
-            stream=stream,
+            stream=True,
         )
 
     @contextlib.contextmanager
     def _stream(self, ref: Reference, method: str, url: str) -> Iterator[httpx.Response]:
         """A response whose body is read as it arrives (auth, redirects and retries as for any request)."""
-        response = self._request(ref, method, url, stream=True)
+        response = self._request(ref, method, url)
         try:
             yield response
         finally:
@@ -373,7 +404,9 @@ class RegistryClient:
         if creds and creds.identity_token:
             data = {"grant_type": "refresh_token", "refresh_token": creds.identity_token, **params}
             try:
-                token_response = self._http.post(realm, data=data, follow_redirects=False)
+                token_response = self._http.send(
+                    self._http.build_request("POST", realm, data=data), stream=True, follow_redirects=False
+                )
             except httpx.TransportError as exc:
                 raise RegistryError(
                     f"{ref.registry}: the token service at {realm} is unreachable: {exc}"
@@ -382,24 +415,31 @@ class RegistryClient:
             if creds and creds.username is not None:
                 request_auth = httpx.BasicAuth(creds.username, creds.password or "")
             try:
-                token_response = self._http.get(
-                    realm, params=params, auth=request_auth, follow_redirects=False
+                token_response = self._http.send(
+                    self._http.build_request("GET", realm, params=params),
+                    auth=request_auth,
+                    stream=True,
+                    follow_redirects=False,
                 )
             except httpx.TransportError as exc:
                 raise RegistryError(
                     f"{ref.registry}: the token service at {realm} is unreachable: {exc}"
                 ) from exc
         if token_response.status_code in (401, 403):
+            token_response.close()
             refused = "the credentials" if creds else "anonymous access (no credentials were found)"
             raise RegistryAuthError(
                 f"{ref.registry}: the token service refused {refused} ({token_response.status_code})",
                 hint=CREDENTIALS_HINT,
             )
-        try:
-            body = token_response.json()
-            token = body.get("token") or body.get("access_token")
-        except ValueError:
-            token = None
+        body = self._read_capped(
+            token_response, MAX_TOKEN_BYTES, f"{ref.registry}: the token service's answer"
+        )
+        token = None
+        with contextlib.suppress(ValueError, UnicodeDecodeError, RecursionError):
+            document = json.loads(body)
+            if isinstance(document, dict):
+                token = document.get("token") or document.get("access_token")
         if token_response.status_code != 200 or not isinstance(token, str):
             raise RegistryAuthError(f"{ref.registry}: the token service at {realm} gave no token")
         self._tokens[(ref.registry, ref.repository)] = token
@@ -458,13 +498,31 @@ class RegistryClient:
 
 
 def _codes(response: httpx.Response) -> str:
-    with contextlib.suppress(Exception):
-        response.read()
-        errors = response.json().get("errors") or []
+    """The registry's error codes from an error body (at most 64 KiB of it is read)."""
+    body = bytearray()
+    with contextlib.suppress(httpx.HTTPError, RuntimeError):
+        for chunk in response.iter_raw():
+            body += chunk
+            if len(body) > 64 * 1024:
+                break
+    response.close()
+    with contextlib.suppress(ValueError, UnicodeDecodeError, RecursionError, AttributeError, TypeError):
+        errors = json.loads(bytes(body)).get("errors") or []
         codes = [f"{e.get('code')}: {e.get('message')}" for e in errors if isinstance(e, dict)]
         if codes:
-            return " - " + "; ".join(codes)[:300]
+            return " - " + _printable("; ".join(codes))[:300]
     return ""
+
+
+def _printable(text: str) -> str:
+    """Registry-supplied text with control characters escaped, so it cannot rewrite a terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _check_identity(response: httpx.Response, what: str) -> None:
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise RegistryError(f"{what}: the registry sent a {encoding!r}-encoded body; aion asks for identity")
 
 
 class _HashingWriter:
@@ -543,9 +601,10 @@ def _address_kind(host: str) -> str:
 def _retry_after(response: httpx.Response, default: float) -> float:
     value = response.headers.get("retry-after", "")
     try:
-        return min(max(float(value), 0.0), MAX_RETRY_AFTER)
+        seconds = float(value)
     except ValueError:
         return default
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER) if math.isfinite(seconds) else default
 
 
 def _path(url: httpx.URL | str) -> str:

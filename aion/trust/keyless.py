@@ -8,9 +8,10 @@ and subject (a glob, because release workflows sign from many tags), which sigst
 
 from __future__ import annotations
 
-import fnmatch
+import functools
 import hashlib
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,22 @@ def _issuer(cert: x509.Certificate) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=256)
+def _subject_regex(pattern: str) -> re.Pattern[str]:
+    parts = re.split(r"(\*\*|\*)", pattern)
+    return re.compile(
+        "".join("[^@]*" if p == "**" else "[^/@]*" if p == "*" else re.escape(p) for p in parts)
+    )
+
+
+def subject_matches(pattern: str, identity: str) -> bool:
+    """Whether a certificate identity matches a trust rule's subject glob: ``*`` within one path
+    segment, ``**`` across segments, and neither ever matches ``@``. So the ``FILE@REF`` split of
+    a workflow identity cannot be faked: ``release.yml@refs/tags/*`` does not match a workflow file
+    named ``release.yml@refs/tags/x.yml`` run from a branch."""
+    return _subject_regex(pattern).fullmatch(identity) is not None
+
+
 class GlobIdentities:
     """A sigstore VerificationPolicy: the certificate's issuer equals one identity's issuer, and one of
     its SANs matches that identity's subject glob."""
@@ -94,7 +111,7 @@ class GlobIdentities:
 
         sans, issuer = certificate_identity(cert)
         for identity in self._identities:
-            if issuer == identity.issuer and any(fnmatch.fnmatchcase(san, identity.subject) for san in sans):
+            if issuer == identity.issuer and any(subject_matches(identity.subject, san) for san in sans):
                 return
         who = ", ".join(sans) or "no identity"
         raise SigstoreVerificationError(
@@ -173,6 +190,7 @@ __all__ = [
     "GlobIdentities",
     "certificate_identity",
     "exact_identity",
+    "subject_matches",
     "verifier",
     "verify_artifact_bundle",
     "verify_blob_bundle",

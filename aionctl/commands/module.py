@@ -117,6 +117,13 @@ def install_command(
     store: Store = None,
     plain_http: PlainHttp = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Verify and unpack, but store nothing.")] = False,
+    allow_source_change: Annotated[
+        bool,
+        typer.Option(
+            "--allow-source-change",
+            help="Let it replace a module of the same name installed from another repository.",
+        ),
+    ] = False,
     output: Output = OutputFormat.TEXT,
 ) -> None:
     """Verify a module under the trust policy, then install it (refused and quarantined otherwise)."""
@@ -129,6 +136,7 @@ def install_command(
         config_dir=config,
         plain_http=frozenset({target.registry}) if plain_http else frozenset(),
         dry_run=dry_run,
+        allow_source_change=allow_source_change,
     )
     opts = global_options(ctx)
     with _progress(enabled=not opts.quiet and sys.stderr.isatty() and not opts.no_color) as (

@@ -250,6 +250,37 @@ def test_keyless_signature_by_an_untrusted_identity(
     assert message in reason["error"]
 
 
+def test_a_module_from_another_repository_cannot_take_over_a_name(world: World) -> None:
+    """Names are chosen by whoever builds a module: one signed for another repository that calls
+    itself "baseline" must not silently replace the installed baseline."""
+    other = f"{world.registry.host}/attacks/{uuid.uuid4().hex[:12]}"
+    pushed = aionctl(
+        "module", "push", str(world.module("baseline")), f"{other}:9.9.9", "--plain-http", "-o", "json"
+    )
+    digest = json.loads(pushed.stdout)["digest"]
+    world.signer.sign(f"{other}@{digest}")
+    before = snapshot(world.store)
+    args = [
+        "install",
+        f"{other}:9.9.9",
+        "--config",
+        str(world.config),
+        "--store",
+        str(world.store),
+        "--plain-http",
+    ]
+
+    result = aionctl(*args)
+
+    assert result.returncode == 6, result.stderr
+    assert f"baseline is installed from {world.repo}; this module is from {other}" in result.stderr
+    assert "--allow-source-change" in result.stderr
+    assert snapshot(world.store) == before
+    assert quarantine_reasons(world.store)[-1]["step"] == "commit"
+    moved = aionctl(*args, "--allow-source-change")
+    assert moved.returncode == 0, moved.stderr
+
+
 # -- what was signed ---------------------------------------------------------------------------------
 
 

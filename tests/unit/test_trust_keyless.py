@@ -115,3 +115,44 @@ def test_a_bundle_that_is_not_a_bundle_is_refused() -> None:
         keyless.verify_artifact_bundle(
             json.dumps(bad).encode(), DIGEST, Reports(IN_TOTO, statement()), None, "bundle B"
         )
+
+
+@pytest.mark.parametrize(
+    ("pattern", "identity", "matches"),
+    [
+        (
+            "https://github.com/aion/m/.github/workflows/release.yml@refs/tags/*",
+            "https://github.com/aion/m/.github/workflows/release.yml@refs/tags/v1.3.0",
+            True,
+        ),
+        (
+            "https://github.com/aion/m/.github/workflows/release.yml@refs/tags/*",
+            "https://github.com/aion/m/.github/workflows/release.yml@refs/tags/x.yml@refs/heads/main",
+            False,
+        ),
+        (
+            "https://github.com/aion/m/.github/workflows/release.yml@refs/tags/*",
+            "https://github.com/aion/m/.github/workflows/release.yml@refs/tags/a/b",
+            False,
+        ),
+        (
+            "https://github.com/aion/m/.github/workflows/release.yml@refs/tags/**",
+            "https://github.com/aion/m/.github/workflows/release.yml@refs/tags/a/b",
+            True,
+        ),
+        (
+            "https://github.com/aion/*/.github/workflows/release.yml@refs/heads/main",
+            "https://github.com/aion/evil/x/.github/workflows/release.yml@refs/heads/main",
+            False,
+        ),
+        ("*@example.com", "alice@example.com", True),
+        ("*@example.com", "alice@evil.com@example.com", False),
+        (
+            "https://github.com/aion/m/.github/workflows/release.yml@refs/tags/v1.[0-9]",
+            "https://github.com/aion/m/.github/workflows/release.yml@refs/tags/v1.5",
+            False,
+        ),
+    ],
+)
+def test_subject_globs(pattern: str, identity: str, matches: bool) -> None:
+    assert keyless.subject_matches(pattern, identity) is matches
