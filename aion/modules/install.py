@@ -2,6 +2,7 @@
 
 The install pipeline, in order (each step runs only if the one before succeeded):
 
+0. refuse a reference no trust rule covers, before contacting anything;
 1. resolve the reference to a manifest, and compute its digest (a tag is only a pointer);
 2. verify the signature of that digest under the trust policy, and the SBOM when it is required;
 3. pull the config and layers of that same digest, verifying every byte (no window between the
@@ -122,8 +123,10 @@ def install(
     oci = source or open_store(ref, plain_http=options.plain_http)
     staged: Path | None = None
     digest: Digest | None = None
-    step = "resolve"
+    step = "policy"
     try:
+        _check_covered(options.trust, ref)
+        step = "resolve"
         observer.step(step)
         manifest = oci.resolve(ref)
         digest = manifest.digest
@@ -201,6 +204,19 @@ def _refuse(
     )  # fmt: skip
     exc.message = f"{exc.message} (install refused at step {step}; quarantined in {where})"
     return exc
+
+
+def _check_covered(trust: Trust, ref: Reference) -> None:
+    """Refuse, before any request, a reference no trust rule (or development exception) covers: it
+    could never be installed, and aion does not contact (or offer credentials to) a registry that
+    the policy does not know."""
+    if select_rule(trust, ref) is None and not any(
+        e.registry == ref.registry for e in trust.unsafe_dev_registries
+    ):
+        raise VerificationError(
+            f"{ref.name}: no trust rule covers this repository, so nothing it serves is trusted",
+            hint="add a rule to trust.rules in policies.yml with the keys or identities that sign it",
+        )
 
 
 def _check_artifact(manifest: Manifest, ref: Reference) -> None:

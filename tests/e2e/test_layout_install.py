@@ -19,7 +19,7 @@ def layout_with_module(tmp_path: Path) -> tuple[Path, str, Path]:
         "module", "package", str(write_module(tmp_path / "mod")), "--to", f"oci:{layout}", "-o", "json"
     )
     assert made.returncode == 0, made.stderr
-    config = write_trust(tmp_path / "cfg", {"rules": []})
+    config = write_trust(tmp_path / "cfg", {"rules": [{"match": "oci:/nowhere/**", "keys": ["k.pub"]}]})
     return layout, json.loads(made.stdout)["digest"], config
 
 
@@ -31,23 +31,27 @@ def install(tmp_path: Path, layout: Path, config: Path) -> tuple[int, str]:
 
 
 def test_an_unsigned_layout_is_refused_like_a_registry(tmp_path: Path) -> None:
-    layout, digest, config = layout_with_module(tmp_path)
+    layout, _, config = layout_with_module(tmp_path)
     code, err = install(tmp_path, layout, config)
     assert code == 1
     assert f"oci:{layout}: no trust rule covers this repository" in err
-    assert quarantine_reasons(tmp_path / "store")[0]["digest"] == digest
+    (reason,) = quarantine_reasons(tmp_path / "store")
+    assert (reason["step"], reason["digest"]) == ("policy", None), "refused before reading the layout"
 
 
 @pytest.mark.parametrize("swap", ["symlink-to-dev-zero", "fifo"])
 def test_special_files_in_a_layout_are_not_read(tmp_path: Path, swap: str) -> None:
-    layout, digest, config = layout_with_module(tmp_path)
+    layout, digest, _ = layout_with_module(tmp_path)
     manifest = layout / "blobs" / "sha256" / digest.removeprefix("sha256:")
     manifest.unlink()
     if swap == "fifo":
         os.mkfifo(manifest)
     else:
         manifest.symlink_to("/dev/zero")
-    code, err = install(tmp_path, layout, config)
+    covering = write_trust(
+        tmp_path / "covering", {"rules": [{"match": f"oci:{tmp_path}/**", "keys": ["k.pub"]}]}
+    )
+    code, err = install(tmp_path, layout, covering)
     assert code == 3, err
     assert f"cannot read {digest}" in err
     assert "Traceback" not in err

@@ -211,7 +211,7 @@ def test_no_trust_rule_covers_the_repository(world: World) -> None:
     digest = world.push(world.module(), "1.0.0")
     world.signer.sign(f"{world.repo}@{digest}")
     world.trust({"rules": [{"match": "ghcr.io/aion/**", "keys": [str(world.signer.pub)]}]})
-    world.refused(f"{world.repo}:1.0.0", step="verify", message="no trust rule covers this repository")
+    world.refused(f"{world.repo}:1.0.0", step="policy", message="no trust rule covers this repository")
 
 
 def _attach_github_bundle(world: World, go_tools: GoTools, tag: str) -> None:
