@@ -37,7 +37,7 @@ from aion.modules.unpack import UnpackLimits, unpack
 from aion.oci import open_store
 from aion.oci.interface import ArtifactStore
 from aion.oci.model import Descriptor, Digest, Manifest, Reference
-from aion.trust.verify import Method, Verification, select_rule, verify_artifact
+from aion.trust.verify import Method, Verification, require_coverage, select_rule, verify_artifact
 
 DEFAULT_BLOB_LIMIT = 1024 * 1024 * 1024
 
@@ -125,7 +125,9 @@ def install(
     digest: Digest | None = None
     step = "policy"
     try:
-        _check_covered(options.trust, ref)
+        # Before any request: aion neither contacts nor offers credentials to a registry the policy
+        # does not know, and such a module could never be installed anyway.
+        require_coverage(options.trust, ref)
         step = "resolve"
         observer.step(step)
         manifest = oci.resolve(ref)
@@ -204,19 +206,6 @@ def _refuse(
     )  # fmt: skip
     exc.message = f"{exc.message} (install refused at step {step}; quarantined in {where})"
     return exc
-
-
-def _check_covered(trust: Trust, ref: Reference) -> None:
-    """Refuse, before any request, a reference no trust rule (or development exception) covers: it
-    could never be installed, and aion does not contact (or offer credentials to) a registry that
-    the policy does not know."""
-    if select_rule(trust, ref) is None and not any(
-        e.registry == ref.registry for e in trust.unsafe_dev_registries
-    ):
-        raise VerificationError(
-            f"{ref.name}: no trust rule covers this repository, so nothing it serves is trusted",
-            hint="add a rule to trust.rules in policies.yml with the keys or identities that sign it",
-        )
 
 
 def _check_artifact(manifest: Manifest, ref: Reference) -> None:

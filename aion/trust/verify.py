@@ -26,7 +26,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from aion.config.model import Trust, TrustRule
+from aion.config.model import DevException, Trust, TrustRule
 from aion.errors import VerificationError
 from aion.oci.interface import ArtifactStore
 from aion.oci.model import Descriptor, Digest, Reference
@@ -75,6 +75,21 @@ def select_rule(trust: Trust, ref: Reference) -> TrustRule | None:
     return next((rule for rule in trust.rules if rule.matches(ref.name)), None)
 
 
+def require_coverage(trust: Trust, ref: Reference) -> TrustRule | DevException:
+    """The trust rule that covers ``ref``, else its registry's development exception; refused when
+    there is neither (the policy is fail-closed)."""
+    rule = select_rule(trust, ref)
+    if rule is not None:
+        return rule
+    exception = next((e for e in trust.unsafe_dev_registries if e.registry == ref.registry), None)
+    if exception is None:
+        raise VerificationError(
+            f"{ref.name}: no trust rule covers this repository, so nothing it serves is trusted",
+            hint="add a rule to trust.rules in policies.yml with the keys or identities that sign it",
+        )
+    return exception
+
+
 def verify_artifact(
     store: ArtifactStore,
     ref: Reference,
@@ -85,18 +100,12 @@ def verify_artifact(
     keyless_verifier: object | None = None,
 ) -> Verification:
     """Verify the artifact ``digest`` in ``ref``'s repository under ``trust``; raise if it fails."""
-    rule = select_rule(trust, ref)
-    if rule is None:
-        exception = next((e for e in trust.unsafe_dev_registries if e.registry == ref.registry), None)
-        if exception is None:
-            raise VerificationError(
-                f"{ref.name}: no trust rule covers this repository, so nothing it serves is trusted",
-                hint="add a rule to trust.rules in policies.yml with the keys or identities that sign it",
-            )
+    rule = require_coverage(trust, ref)
+    if isinstance(rule, DevException):
         log.warning(
             "UNSAFE: accepting %s@%s WITHOUT signature verification: "
             "registry %s is a development exception (%s)",
-            ref.name, digest, ref.registry, exception.reason,
+            ref.name, digest, ref.registry, rule.reason,
         )  # fmt: skip
         sbom = _find_sbom(store, ref, digest, store.referrers(ref, digest), required=trust.require_sbom)
         return Verification(digest, Method.UNSAFE_DEV_EXCEPTION, "", None, sbom, None)
@@ -267,4 +276,12 @@ def _looks_like_sbom(raw: bytes) -> bool:
     )
 
 
-__all__ = ["SBOM_TYPES", "Method", "SbomMissing", "Verification", "select_rule", "verify_artifact"]
+__all__ = [
+    "SBOM_TYPES",
+    "Method",
+    "SbomMissing",
+    "Verification",
+    "require_coverage",
+    "select_rule",
+    "verify_artifact",
+]

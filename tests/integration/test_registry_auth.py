@@ -25,6 +25,15 @@ def docker_config(directory: Path, registry: str, entry: dict[str, str]) -> dict
     return {"DOCKER_CONFIG": str(directory)}
 
 
+def env_credentials(registry: OciRegistry, *, password: str | None = None) -> dict[str, str]:
+    """CI-style credentials in the environment, for this registry."""
+    return {
+        "AION_REGISTRY_HOST": registry.host,
+        "AION_REGISTRY_USERNAME": registry.username,
+        "AION_REGISTRY_PASSWORD": registry.password if password is None else password,
+    }
+
+
 def basic(registry: OciRegistry) -> dict[str, str]:
     return {"auth": base64.b64encode(f"{registry.username}:{registry.password}".encode()).decode()}
 
@@ -34,11 +43,7 @@ def test_push_with_env_credentials_then_install_with_docker_config(
 ) -> None:
     registry = oci_registry_auth
     repo = f"{registry.host}/auth/module"
-    env = {
-        "AION_REGISTRY_HOST": registry.host,
-        "AION_REGISTRY_USERNAME": registry.username,
-        "AION_REGISTRY_PASSWORD": registry.password,
-    }
+    env = env_credentials(registry)
     pushed = aionctl(
         "module",
         "push",
@@ -92,13 +97,7 @@ def test_refused_credentials_exit_4_and_say_what_to_do(
     registry = oci_registry_auth
     env = {"DOCKER_CONFIG": str(tmp_path / "empty")}
     if credentials == "wrong":
-        env.update(
-            {
-                "AION_REGISTRY_HOST": registry.host,
-                "AION_REGISTRY_USERNAME": registry.username,
-                "AION_REGISTRY_PASSWORD": "not-the-password",
-            }
-        )
+        env.update(env_credentials(registry, password="not-the-password"))
     result = aionctl(
         "module",
         "push",
@@ -127,11 +126,7 @@ def test_oras_pulls_with_the_same_account(
 ) -> None:
     registry = oci_registry_auth
     repo = f"{registry.host}/auth/oras"
-    env = {
-        "AION_REGISTRY_HOST": registry.host,
-        "AION_REGISTRY_USERNAME": registry.username,
-        "AION_REGISTRY_PASSWORD": registry.password,
-    }
+    env = env_credentials(registry)
     module = write_module(tmp_path / "mod")
     assert aionctl("module", "push", str(module), f"{repo}:1", "--plain-http", env=env).returncode == 0
     out = tmp_path / "pulled"
