@@ -12,11 +12,23 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aion.addresses import HostPort, parse_hostport
-from aion.errors import AuthError, ConflictError, DaemonUnavailable, Error, ServiceError
+from aion.errors import (
+    AuthError,
+    ConflictError,
+    DaemonUnavailable,
+    Error,
+    FindingsError,
+    InputError,
+    ServiceError,
+    UsageError,
+)
+
+_T = TypeVar("_T")
 
 if TYPE_CHECKING:
     import grpc
@@ -27,38 +39,108 @@ DEFAULT_HTTP_ADDR = "127.0.0.1:8471"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Tls:
+    """TLS settings for reaching aiond: the CA that signs its certificate, and, for mTLS, the client
+    certificate and key. Paths; read when a connection is made."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    server_name: str | None = None
+
+    def read(self) -> tuple[bytes | None, bytes | None, bytes | None]:
+        """(CA, key, certificate) bytes; an unreadable file is an InputError naming it."""
+
+        def load(path: str | None, what: str) -> bytes | None:
+            if path is None:
+                return None
+            try:
+                return Path(path).expanduser().read_bytes()
+            except OSError as exc:
+                raise InputError(
+                    f"cannot read the {what} {path}: {exc.strerror}", hint="check the TLS settings"
+                ) from exc
+
+        return (
+            load(self.ca_file, "CA file"),
+            load(self.key_file, "client key"),
+            load(self.cert_file, "client certificate"),
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Endpoint:
-    """Where the daemon is and how long to wait for it."""
+    """Where the daemon is, how to authenticate, and how long to wait for it."""
 
     grpc: HostPort
     http: HostPort
     timeout: float
+    token: str | None = None
+    tls: Tls | None = None
 
     @classmethod
-    def resolve(cls, addr: str | None, http_addr: str | None, timeout: float) -> Endpoint:
+    def resolve(
+        cls,
+        addr: str | None,
+        http_addr: str | None,
+        timeout: float,
+        *,
+        token: str | None = None,
+        tls: Tls | None = None,
+    ) -> Endpoint:
         """Flag or environment value when given (Typer has merged the two), else the default."""
         return cls(
             grpc=parse_hostport(addr or DEFAULT_GRPC_ADDR, what="--addr"),
             http=parse_hostport(http_addr or DEFAULT_HTTP_ADDR, what="--http-addr"),
             timeout=timeout,
+            token=token,
+            tls=tls,
         )
 
     def http_url(self, path: str) -> str:
-        return f"http://{self.http.url_host}:{self.http.port}{path}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://{self.http.url_host}:{self.http.port}{path}"
+
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """Call metadata carrying the token, when there is one."""
+        return (("authorization", f"Bearer {self.token}"),) if self.token else ()
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
 
 @contextlib.contextmanager
 def channel(endpoint: Endpoint) -> Iterator[grpc.Channel]:
-    """A gRPC channel to the daemon, closed on exit."""
+    """A gRPC channel to the daemon (TLS when the endpoint has TLS settings), closed on exit."""
     import grpc
 
-    ch = grpc.insecure_channel(
-        str(endpoint.grpc), options=[("grpc.enable_retries", 0), ("grpc.enable_http_proxy", 0)]
-    )
+    options: list[tuple[str, Any]] = [("grpc.enable_retries", 0), ("grpc.enable_http_proxy", 0)]
+    if endpoint.tls is None:
+        ch = grpc.insecure_channel(str(endpoint.grpc), options=options)
+    else:
+        ca, key, cert = endpoint.tls.read()
+        if (key is None) != (cert is None):
+            raise UsageError("a client certificate and its key go together", hint="give both, or neither")
+        if endpoint.tls.server_name:
+            options.append(("grpc.ssl_target_name_override", endpoint.tls.server_name))
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=ca, private_key=key, certificate_chain=cert
+        )
+        ch = grpc.secure_channel(str(endpoint.grpc), credentials, options=options)
     try:
         yield ch
     finally:
         ch.close()
+
+
+def call(endpoint: Endpoint, method: Callable[..., _T], request: Any, what: str) -> _T:
+    """One unary call with the endpoint's deadline and token; failures become aion errors."""
+    import grpc
+
+    try:
+        return method(request, timeout=endpoint.timeout, metadata=endpoint.metadata())
+    except grpc.RpcError as exc:
+        raise translate_rpc_error(exc, endpoint, what) from exc
 
 
 def translate_rpc_error(exc: grpc.RpcError, endpoint: Endpoint, what: str) -> Error:
@@ -77,10 +159,23 @@ def translate_rpc_error(exc: grpc.RpcError, endpoint: Endpoint, what: str) -> Er
             f"{what}: {where} did not answer within {endpoint.timeout:g}s",
             hint="raise --timeout, or check the daemon",
         )
-    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
-        return AuthError(f"{what}: {where} refused the call: {detail}", hint="check your token and its role")
+    if code is grpc.StatusCode.UNAUTHENTICATED:
+        hint = (
+            "set a token with AION_TOKEN, --token-file or a context (aionctl config set-context)"
+            if endpoint.token is None
+            else "the token was refused: check it with the daemon's operator (aiond token list)"
+        )
+        return AuthError(f"{what}: {where} refused the call: {detail}", hint=hint)
+    if code is grpc.StatusCode.PERMISSION_DENIED:
+        return AuthError(
+            f"{what}: {where} refused the call: {detail}", hint="use a token with a stronger role"
+        )
     if code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ABORTED, grpc.StatusCode.ALREADY_EXISTS):
         return ConflictError(f"{what}: {detail}")
+    if code is grpc.StatusCode.INVALID_ARGUMENT:
+        return FindingsError(f"{what}: {detail}")
+    if code is grpc.StatusCode.NOT_FOUND:
+        return InputError(f"{what}: {detail}")
     if code is grpc.StatusCode.UNIMPLEMENTED:
         return ServiceError(f"{what}: {where} does not offer this call: {detail}", hint="upgrade aiond")
     return ServiceError(f"{what}: {where} answered {code.name}: {detail}")
@@ -126,7 +221,9 @@ def probe_grpc_health(endpoint: Endpoint, service: str = "") -> Probe:
     with channel(endpoint) as ch:
         try:
             reply = health_pb2_grpc.HealthStub(ch).Check(
-                health_pb2.HealthCheckRequest(service=service), timeout=endpoint.timeout
+                health_pb2.HealthCheckRequest(service=service),
+                timeout=endpoint.timeout,
+                metadata=endpoint.metadata(),
             )
         except grpc.RpcError as exc:
             elapsed = (time.perf_counter() - started) * 1000
@@ -145,7 +242,19 @@ def http_client(endpoint: Endpoint) -> Iterator[httpx.Client]:
     """An HTTP client for the daemon's listener (no proxies from the environment: it is our daemon)."""
     import httpx
 
-    with httpx.Client(timeout=endpoint.timeout, trust_env=False) as client:
+    verify: Any = True
+    if endpoint.tls is not None:
+        import ssl
+
+        try:
+            verify = ssl.create_default_context(cafile=endpoint.tls.ca_file)
+            if endpoint.tls.cert_file and endpoint.tls.key_file:
+                verify.load_cert_chain(endpoint.tls.cert_file, endpoint.tls.key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise InputError(f"cannot use the TLS files: {exc}", hint="check the TLS settings") from exc
+    with httpx.Client(
+        timeout=endpoint.timeout, trust_env=False, verify=verify, headers=endpoint.headers()
+    ) as client:
         yield client
 
 
@@ -171,6 +280,8 @@ def probe_http(client: httpx.Client, endpoint: Endpoint, name: str, path: str) -
 __all__ = [
     "Endpoint",
     "Probe",
+    "Tls",
+    "call",
     "channel",
     "http_client",
     "probe_grpc_health",

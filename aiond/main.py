@@ -1,7 +1,10 @@
 """The ``aiond`` command: parse settings, then run the daemon until it is told to stop.
 
-Exit codes follow aion.exitcodes: 0 after a clean stop, 2 for bad settings, 3 for unreadable inputs
-(config or state directory), 6 when a listen address or the state directory is already taken.
+Exit codes follow aion.exitcodes: 0 after a clean stop, 1 when the config set has errors and there is
+no stored version to run instead, 2 for bad settings, 3 for unreadable inputs (config or state
+directory), 6 when a listen address or the state directory is already taken.
+
+``aiond token ...`` manages API credentials offline (:mod:`aiond.tokens`).
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     codes = "\n".join(f"  {int(code)}  {text}" for code, text in EXIT_CODE_HELP.items())
     parser = argparse.ArgumentParser(
         prog="aiond",
-        description="The aion daemon: routes tasks under the policies and serves the aion.v1 gRPC API.",
+        description="The aion daemon: routes tasks under the policies and serves the aion.v1 gRPC API.\n"
+        "Manage its API tokens with `aiond token create|list|revoke` (see `aiond token --help`).",
         epilog=f"exit codes:\n{codes}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -33,7 +37,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    if given[:1] == ["token"]:
+        return _token(given[1:])
+    args = _parser().parse_args(given)
     try:
         return _run(vars(args))
     except Error as exc:
@@ -41,6 +48,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.exit_code)
     except KeyboardInterrupt:
         return 130
+
+
+def _token(argv: list[str]) -> int:
+    from aiond import tokens
+
+    try:
+        return tokens.run(argv)
+    except Error as exc:
+        print(f"aiond token: error: {exc.diagnostics()}", file=sys.stderr)
+        return int(exc.exit_code)
 
 
 def _report(exc: Error) -> None:

@@ -5,7 +5,12 @@ Read :meth:`Daemon.serve` top to bottom: ``startup()`` -> wait for a stop reques
 Signals handled by :meth:`Daemon.serve`:
 
 - SIGTERM, SIGINT: graceful stop (the shutdown order below). A second one while draining stops at once.
-- SIGHUP: logged and ignored for now; config reload arrives with the policy store.
+- SIGHUP: reload the config directory, as ``aionctl policy reload`` does (a bad set is refused and
+  logged; the running version stays active).
+
+Start-up order (:meth:`Daemon.startup`): check the config directory, take the state directory, open
+the state database, activate the policies (the daemon does not start without a valid version), then
+bind HTTP and gRPC and report ready.
 
 Shutdown order (:meth:`Daemon.shutdown`), which a test checks:
 
@@ -14,7 +19,8 @@ Shutdown order (:meth:`Daemon.shutdown`), which a test checks:
 3. End long-lived streams (health Watch), which would otherwise hold the server for the whole grace.
 4. Stop gRPC: new calls are refused; in-flight calls get ``--shutdown-grace`` seconds, then are cancelled.
 5. Stop HTTP: the listener closes; in-flight requests finish.
-6. Release the state directory. Phase STOPPED; a stopped daemon cannot be started again.
+6. Close the state database and release the state directory. Phase STOPPED; a stopped daemon cannot
+   be started again.
 """
 
 from __future__ import annotations
@@ -29,7 +35,9 @@ import logging
 import os
 import signal
 import socket
+import ssl
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import grpc
 from aiohttp import web
@@ -37,12 +45,15 @@ from grpc_reflection.v1alpha import reflection
 
 from aion import __version__
 from aion.addresses import HostPort
-from aion.api.v1 import events_pb2, policies_pb2, router_pb2, tasks_pb2
-from aion.errors import ConflictError, InputError
+from aion.api.v1 import policies_pb2, router_pb2, tasks_pb2
+from aion.errors import ConflictError, Error, InputError
 from aiond import http
-from aiond.services import admin, health, modules, unimplemented
+from aiond.auth import Authenticator, AuthInterceptor, DenialReporter, Principal
+from aiond.events import DaemonEvents
+from aiond.policy_store import ActivationRefused, ActiveConfig, PolicyStore
+from aiond.services import admin, events, health, modules, policies, unimplemented
 from aiond.settings import Settings
-from aiond.state import StateDirLock
+from aiond.state import SqliteState, StaleActiveVersion, StateDirLock
 from aiond.telemetry import CallTracker, Metrics
 
 log = logging.getLogger("aiond")
@@ -61,8 +72,6 @@ _GRPC_KEEPALIVE_OPTIONS: tuple[tuple[str, int], ...] = (
 _NOT_YET_SERVED = (
     tasks_pb2.DESCRIPTOR.services_by_name["TaskService"],
     router_pb2.DESCRIPTOR.services_by_name["RouterService"],
-    policies_pb2.DESCRIPTOR.services_by_name["PolicyService"],
-    events_pb2.DESCRIPTOR.services_by_name["EventService"],
 )
 
 
@@ -97,6 +106,12 @@ class Daemon:
         self._grpc: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None
         self._lock: StateDirLock | None = None
+        self._state: SqliteState | None = None
+        self.events: DaemonEvents | None = None
+        self.policies: PolicyStore | None = None
+        self._authenticator: Authenticator | None = None
+        self._reporter: DenialReporter | None = None
+        self._background: set[asyncio.Task[None]] = set()
         self.grpc_address: HostPort | None = None
         self.http_address: HostPort | None = None
         self.phase_log: list[Phase] = []
@@ -137,11 +152,21 @@ class Daemon:
                 hint="point --config at the directory of your config set",
             )
         self._lock = StateDirLock.acquire(s.state_dir)
+        self._state = SqliteState.open(s.state_dir)
+        self.events = DaemonEvents(s.state_dir, on_emit=self._count_event)
+        self._authenticator = Authenticator(self._state)
+        self._reporter = DenialReporter(
+            self.events.emit, lambda reason: self.metrics.auth_denials.labels(reason=reason).inc()
+        )
+        self.policies = PolicyStore(
+            self._state, s.config_dir, emit=self.events.emit, on_change=self._policy_changed
+        )
+        await self.policies.start(prefer_config_dir=s.startup_policy == "config")
         # HTTP first: an aiohttp runner gives its port back when cleaned up, while a grpc server that
         # bound a port but never started keeps it until the process exits.
         self._http, self.http_address = await self._start_http(s.http_listen)
         self._grpc = self._build_grpc_server()
-        self.grpc_address = _bind_grpc(self._grpc, s.grpc_listen)
+        self.grpc_address = _bind_grpc(self._grpc, s.grpc_listen, self._grpc_credentials())
         await self._grpc.start()
         await self._health.set("", health.SERVING)
         self._enter(Phase.SERVING)
@@ -182,7 +207,11 @@ class Daemon:
             if self._http is not None:
                 await self._http.cleanup()
         finally:
-            # 6. Release the state directory, whatever failed above.
+            # 6. Close the database and release the state directory, whatever failed above.
+            for task in self._background:
+                task.cancel()
+            if self._state is not None:
+                self._state.close()
             if self._lock is not None:
                 self._lock.release()
             self._enter(Phase.STOPPED)
@@ -218,8 +247,15 @@ class Daemon:
 
     def _build_grpc_server(self) -> grpc.aio.Server:
         limit = self.settings.grpc_max_message_bytes
+        assert self._authenticator is not None
+        assert self._reporter is not None
+        assert self.policies is not None
+        assert self.events is not None
+        guard = AuthInterceptor(
+            self._authenticator, self._reporter, mtls=self.settings.tls_client_ca is not None
+        )
         server = grpc.aio.server(
-            interceptors=[self._tracker],
+            interceptors=[self._tracker, guard],
             options=[
                 # Never share a port with another process: a second daemon must fail to bind.
                 ("grpc.so_reuseport", 0),
@@ -236,8 +272,11 @@ class Daemon:
                 self.settings.modules_dir,
                 self.settings.config_dir,
                 frozenset(self.settings.registry_plain_http),
+                events_log=self.events.path,
             )
         )
+        names.append(policies.add_to_server(server, self.policies))
+        names.append(events.add_to_server(server, self.events))
         names.extend(unimplemented.add_to_server(server, service) for service in _NOT_YET_SERVED)
         names.extend(binding.register(server) for binding in self._extra_services)
         names.append(reflection.SERVICE_NAME)
@@ -245,7 +284,14 @@ class Daemon:
         return server
 
     async def _start_http(self, listen: HostPort) -> tuple[web.AppRunner, HostPort]:
-        app = http.build_app(readiness=self._readiness, metrics=self.metrics, version=__version__)
+        app = http.build_app(
+            readiness=self._readiness,
+            metrics=self.metrics,
+            version=__version__,
+            policy=http.PolicyEndpoints(self._http_policy_status, self._http_reload),
+            authenticator=self._authenticator,
+            reporter=self._reporter,
+        )
         runner = web.AppRunner(
             app, handle_signals=False, access_log=None, shutdown_timeout=self.settings.shutdown_grace
         )
@@ -254,7 +300,7 @@ class Daemon:
         try:
             sock = _listen_socket(listen, what="HTTP", flag="--http-listen")
             bound = sock.getsockname()
-            await web.SockSite(runner, sock).start()
+            await web.SockSite(runner, sock, ssl_context=self._http_tls()).start()
         except BaseException:
             if sock is not None:
                 sock.close()
@@ -267,6 +313,7 @@ class Daemon:
 
     def status(self) -> admin.DaemonStatus:
         """The daemon's self-description, as AdminService.GetStatus reports it."""
+        active = self.policies.active if self.policies is not None else None
         return admin.DaemonStatus(
             version=__version__,
             phase=self._phase.value,
@@ -277,6 +324,89 @@ class Daemon:
             grpc_address=str(self.grpc_address or ""),
             http_address=str(self.http_address or ""),
             inflight_rpcs=self._tracker.in_flight,
+            active_policy_version=active.version.number if active else 0,
+        )
+
+    # -- policies ---------------------------------------------------------------------------------
+
+    def _policy_changed(self, active: ActiveConfig, source: str, outcome: str, seconds: float) -> None:
+        self.metrics.policy_active_version.set(active.version.number)
+        self.metrics.policy_activations.labels(source=source, outcome=outcome).inc()
+        if seconds:
+            self.metrics.policy_activation_duration.observe(seconds)
+
+    def _count_event(self, event: dict[str, object]) -> None:
+        self.metrics.audit_events.labels(
+            action=str(event.get("action")), outcome=str(event.get("outcome"))
+        ).inc()
+        if event.get("action") in ("policy.apply", "policy.reload") and event.get("outcome") == "refused":
+            details = event.get("details")
+            source = details.get("source", "") if isinstance(details, dict) else ""
+            self.metrics.policy_activations.labels(source=str(source), outcome="refused").inc()
+
+    def _http_policy_status(self) -> dict[str, object]:
+        assert self.policies is not None
+        return http.document("PolicyStatus", policies.status_message(self.policies))
+
+    async def _http_reload(self, principal: Principal, dry_run: bool) -> tuple[int, dict[str, object]]:
+        assert self.policies is not None
+        try:
+            outcome = await self.policies.reload(principal=principal.name, source="http", dry_run=dry_run)
+        except ActivationRefused as exc:
+            refused = policies.refusal(self.policies, exc, policies_pb2.ReloadPolicyResponse)
+            body = http.document("PolicyActivation", refused.activation)
+            body["message"] = exc.message
+            return 422, body
+        except StaleActiveVersion as exc:
+            return 409, http.error_document(exc.message, "Conflict")
+        except Error as exc:
+            return 409, http.error_document(exc.message, "FailedPrecondition")
+        return 200, http.document("PolicyActivation", policies.activation(self.policies, outcome))
+
+    async def _sighup_reload(self) -> None:
+        assert self.policies is not None
+        try:
+            await self.policies.reload(principal="aiond", source="sighup")
+        except Error as exc:
+            log.error("SIGHUP reload refused: %s", exc.message)
+
+    # -- TLS --------------------------------------------------------------------------------------
+
+    def _read_pem(self, path: Path, what: str) -> bytes:
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise InputError(
+                f"cannot read the {what} {path}: {exc.strerror}", hint="check the --tls-* flags"
+            ) from exc
+
+    def _http_tls(self) -> ssl.SSLContext | None:
+        s = self.settings
+        if s.tls_cert is None or s.tls_key is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(s.tls_cert, s.tls_key)
+            if s.tls_client_ca is not None:
+                # Optional on HTTP: probes carry no certificate; a presented one must verify and then
+                # names the principal, and tokens authorise as on gRPC.
+                context.load_verify_locations(cafile=str(s.tls_client_ca))
+                context.verify_mode = ssl.CERT_OPTIONAL
+        except (OSError, ssl.SSLError) as exc:
+            raise InputError(
+                f"cannot use the TLS files: {exc}", hint="check --tls-cert, --tls-key and --tls-client-ca"
+            ) from exc
+        return context
+
+    def _grpc_credentials(self) -> grpc.ServerCredentials | None:
+        s = self.settings
+        if s.tls_cert is None or s.tls_key is None:
+            return None
+        cert = self._read_pem(s.tls_cert, "TLS certificate")
+        key = self._read_pem(s.tls_key, "TLS key")
+        ca = self._read_pem(s.tls_client_ca, "client CA") if s.tls_client_ca else None
+        return grpc.ssl_server_credentials(
+            [(key, cert)], root_certificates=ca, require_client_auth=ca is not None
         )
 
     # -- signals ----------------------------------------------------------------------------------
@@ -300,7 +430,13 @@ class Daemon:
         self.request_stop()
 
     def _on_sighup(self) -> None:
-        log.warning("SIGHUP: this aiond version has no config reload yet; ignoring")
+        if self._phase is not Phase.SERVING:
+            log.warning("SIGHUP while %s: not reloading", self._phase.value)
+            return
+        log.info("SIGHUP: reloading %s", self.settings.config_dir)
+        task = asyncio.ensure_future(self._sighup_reload())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
 
 def _listen_socket(listen: HostPort, *, what: str, flag: str) -> socket.socket:
@@ -338,13 +474,18 @@ def _bind_error(listen: HostPort, what: str, flag: str, exc: OSError) -> Excepti
     return InputError(f"cannot listen for {what} on {listen}: {exc.strerror}", hint=f"check {flag}")
 
 
-def _bind_grpc(server: grpc.aio.Server, listen: HostPort) -> HostPort:
+def _bind_grpc(
+    server: grpc.aio.Server, listen: HostPort, credentials: grpc.ServerCredentials | None
+) -> HostPort:
     # Probe the address with a plain socket first (port 0 included: binding it still checks the
     # address): it gives the precise reason where grpc only says "failed to bind". grpc's own bind
     # below stays the authority.
     _listen_socket(listen, what="gRPC", flag="--grpc-listen").close()
     try:
-        port = server.add_insecure_port(str(listen))
+        if credentials is None:
+            port = server.add_insecure_port(str(listen))
+        else:
+            port = server.add_secure_port(str(listen), credentials)
     except RuntimeError as exc:
         raise InputError(f"cannot listen for gRPC on {listen}: {exc}", hint="check --grpc-listen") from exc
     return HostPort(listen.host, port)

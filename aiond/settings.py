@@ -153,11 +153,41 @@ class Settings:
                       "comma-separated registries (host:port) to reach over HTTP instead of HTTPS; "
                       "for a local test registry only", "HOSTS", _hosts),
     )  # fmt: skip
+    tls_cert: Path | None = dataclasses.field(
+        default=None,
+        metadata=_opt("--tls-cert", "AIOND_TLS_CERT",
+                      "PEM server certificate (chain); serves gRPC and HTTP over TLS", "FILE", _path),
+    )  # fmt: skip
+    tls_key: Path | None = dataclasses.field(
+        default=None,
+        metadata=_opt("--tls-key", "AIOND_TLS_KEY", "PEM private key of --tls-cert", "FILE", _path),
+    )  # fmt: skip
+    tls_client_ca: Path | None = dataclasses.field(
+        default=None,
+        metadata=_opt("--tls-client-ca", "AIOND_TLS_CLIENT_CA",
+                      "PEM CA bundle; gRPC clients must then present a certificate it signed (mTLS), "
+                      "and the certificate's identity becomes the caller's principal", "FILE", _path),
+    )  # fmt: skip
+    startup_policy: str = dataclasses.field(
+        default="resume",
+        metadata=_opt("--startup-policy", "AIOND_STARTUP_POLICY",
+                      "resume: start on the stored active policy version (the config directory only "
+                      "when there is none); config: activate the config directory if it is valid",
+                      "MODE", _choice("resume", "config")),
+    )  # fmt: skip
     log_format: str = dataclasses.field(
         default="text",
         metadata=_opt("--log-format", "AIOND_LOG_FORMAT", "text, or json (one object per line)", "FORMAT",
                       _choice(*LOG_FORMATS)),
     )  # fmt: skip
+
+    def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise UsageError("--tls-cert and --tls-key go together", hint="give both, or neither")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise UsageError(
+                "--tls-client-ca needs --tls-cert and --tls-key", hint="mTLS runs over a TLS server"
+            )
 
     @property
     def modules_dir(self) -> Path:

@@ -1,20 +1,37 @@
-"""The daemon's state directory: created private, and held by one aiond at a time.
+"""The daemon's durable state: the state directory, and the backend that stores policy versions and
+API tokens.
 
-Two daemons writing one state directory would corrupt it, so the directory is guarded by an exclusive
-``flock`` on ``aiond.lock`` for the life of the process; the kernel releases it even on SIGKILL. The
-persistence backends (SQLite, PostgreSQL) that store policy versions arrive with the policy store.
+The state directory is created private and held by one aiond at a time: two daemons writing one
+directory would corrupt it, so it is guarded by an exclusive ``flock`` on ``aiond.lock`` for the life
+of the process (the kernel releases it even on SIGKILL).
+
+Everything else goes through :class:`StateBackend`, one interface with one implementation per store:
+:class:`SqliteState` is the embedded default (``STATE_DIR/state.db``); a PostgreSQL backend shared by
+replicas implements the same methods. Every change is one transaction, so a crash at any moment
+leaves either the state before the change or the state after it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import errno
 import fcntl
+import hashlib
+import json
 import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Protocol
 
 from aion.errors import ConflictError, InputError
 
 LOCK_NAME = "aiond.lock"
+DB_NAME = "state.db"
+SCHEMA_VERSION = 1
 
 
 class StateDirLock:
@@ -74,4 +91,410 @@ def _read_pid(lock_path: Path) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-__all__ = ["StateDirLock"]
+# -- the state backend ------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StoredVersion:
+    """One immutable policy version as stored."""
+
+    number: int
+    tag: str
+    author: str
+    created_at: dt.datetime
+    source: str
+    """How it arrived: apply, reload, sighup, http, startup or rollback."""
+    description: str
+    """Free text from the client (for example a git commit), or what a rollback went back to."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Activation:
+    """One entry of the activation log: which version became active when."""
+
+    sequence: int
+    number: int
+    at: dt.datetime
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TokenRecord:
+    """An API credential. ``secret_sha256`` is empty for a certificate-identity grant, whose ``identity``
+    is matched against the client certificate instead of a secret."""
+
+    id: str
+    name: str
+    role: str
+    secret_sha256: str
+    created_at: dt.datetime
+    created_by: str
+    expires_at: dt.datetime | None = None
+    revoked_at: dt.datetime | None = None
+    identity: str = ""
+
+
+class StaleActiveVersion(ConflictError):
+    """The active version is not the one the caller expected (optimistic concurrency)."""
+
+
+class StateBackend(Protocol):
+    """What aiond keeps durably. Every method that changes something is one transaction."""
+
+    # policy versions
+    def add_version(
+        self,
+        files: Sequence[tuple[str, bytes]],
+        *,
+        tag: str,
+        author: str,
+        source: str,
+        description: str,
+        expected_active_tag: str | None = None,
+    ) -> StoredVersion:
+        """Store a new version and make it active, atomically. Raises :class:`StaleActiveVersion` when
+        ``expected_active_tag`` is given and is not the active version's tag."""
+        ...
+
+    def versions(self, *, limit: int, before: int | None = None) -> list[StoredVersion]: ...
+    def version(self, number: int) -> StoredVersion | None: ...
+    def versions_with_tag_prefix(self, prefix: str) -> list[StoredVersion]: ...
+    def files(self, number: int) -> list[tuple[str, bytes]]: ...
+    def active(self) -> tuple[StoredVersion, dt.datetime] | None: ...
+    def activations(self, *, limit: int) -> list[Activation]: ...
+    def record_error(self, error: dict[str, Any]) -> None: ...
+    def last_error(self) -> dict[str, Any] | None: ...
+
+    # credentials
+    def add_token(self, record: TokenRecord) -> None: ...
+    def token(self, token_id: str) -> TokenRecord | None: ...
+    def token_for_identity(self, identity: str) -> TokenRecord | None: ...
+    def tokens(self, *, include_revoked: bool = False) -> list[TokenRecord]: ...
+    def revoke_token(self, name_or_id: str, at: dt.datetime) -> TokenRecord: ...
+
+    def close(self) -> None: ...
+
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE blobs (sha256 TEXT PRIMARY KEY, content BLOB NOT NULL);
+CREATE TABLE policy_versions (
+    number INTEGER PRIMARY KEY,
+    tag TEXT NOT NULL,
+    author TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    source TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX policy_versions_tag ON policy_versions (tag);
+CREATE TABLE policy_files (
+    version INTEGER NOT NULL REFERENCES policy_versions (number),
+    path TEXT NOT NULL,
+    blob TEXT NOT NULL REFERENCES blobs (sha256),
+    PRIMARY KEY (version, path)
+);
+CREATE TABLE policy_activations (
+    sequence INTEGER PRIMARY KEY AUTOINCREMENT,
+    version INTEGER NOT NULL REFERENCES policy_versions (number),
+    at TEXT NOT NULL
+);
+CREATE TABLE tokens (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    secret_sha256 TEXT NOT NULL,
+    identity TEXT NOT NULL DEFAULT '',
+    created_at TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    expires_at TEXT,
+    revoked_at TEXT
+);
+CREATE UNIQUE INDEX tokens_live_name ON tokens (name) WHERE revoked_at IS NULL;
+CREATE UNIQUE INDEX tokens_live_identity ON tokens (identity) WHERE revoked_at IS NULL AND identity != '';
+"""
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _iso(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).isoformat(timespec="microseconds")
+
+
+def _when(text: str | None) -> dt.datetime | None:
+    return dt.datetime.fromisoformat(text) if text else None
+
+
+class SqliteState:
+    """The embedded backend: one SQLite database in WAL mode.
+
+    ``synchronous=FULL`` makes every committed change durable before the call returns, so an
+    acknowledged apply survives a crash or power loss. Other processes (``aiond token`` on the same
+    state directory) may open the database while the daemon runs; WAL lets them read and write
+    without stopping the daemon, and ``busy_timeout`` makes writers queue instead of failing.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
+        except sqlite3.Error as exc:
+            raise InputError(f"cannot open the state database {path}: {exc}") from exc
+        try:
+            path.chmod(0o600)
+            self._db.execute("PRAGMA busy_timeout = 10000")
+            mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode != "wal":
+                raise InputError(f"{path}: cannot switch the state database to WAL mode (got {mode})")
+            self._db.execute("PRAGMA synchronous = FULL")
+            self._db.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise InputError(
+                f"the state database {path} is unreadable: {exc}",
+                hint="restore it from a backup, or move it away to start with empty state",
+            ) from exc
+        except BaseException:
+            self._db.close()
+            raise
+
+    @classmethod
+    def open(cls, state_dir: Path) -> SqliteState:
+        try:
+            state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(
+                f"cannot create state directory {state_dir}: {exc.strerror}",
+                hint="choose a writable directory with --state-dir",
+            ) from exc
+        return cls(state_dir / DB_NAME)
+
+    def _migrate(self) -> None:
+        with self._tx():
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version == SCHEMA_VERSION:
+                return
+            if version > SCHEMA_VERSION:
+                raise InputError(
+                    f"the state database {self.path} was written by a newer aiond "
+                    f"(schema {version}; this aiond knows {SCHEMA_VERSION})",
+                    hint="run the newer aiond, or restore a backup made by this version",
+                )
+            # Statement by statement: executescript() would commit the open transaction first.
+            for statement in _SCHEMA.split(";\n"):
+                if statement.strip():
+                    self._db.execute(statement)
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, taken up front (BEGIN IMMEDIATE) so it never fails half-way on a
+        lock upgrade; committed on success, rolled back on any error."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row | tuple[Any, ...]]:
+        with self._lock:
+            return list(self._db.execute(sql, args).fetchall())
+
+    # -- policy versions ---------------------------------------------------------------------------
+
+    def add_version(
+        self,
+        files: Sequence[tuple[str, bytes]],
+        *,
+        tag: str,
+        author: str,
+        source: str,
+        description: str,
+        expected_active_tag: str | None = None,
+    ) -> StoredVersion:
+        created = _now()
+        with self._tx() as db:
+            if expected_active_tag is not None:
+                row = db.execute(
+                    "SELECT v.tag FROM policy_activations a JOIN policy_versions v ON v.number = a.version "
+                    "ORDER BY a.sequence DESC LIMIT 1"
+                ).fetchone()
+                current = row[0] if row else ""
+                if current != expected_active_tag:
+                    raise StaleActiveVersion(
+                        f"the active version changed: expected tag {expected_active_tag}, "
+                        f"found {current or 'no active version'}",
+                        hint="look at `aionctl policy status`, then apply again",
+                    )
+            number = db.execute("SELECT COALESCE(MAX(number), 0) + 1 FROM policy_versions").fetchone()[0]
+            db.execute(
+                "INSERT INTO policy_versions (number, tag, author, created_at, source, description) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (number, tag, author, _iso(created), source, description),
+            )
+            for path, content in files:
+                digest = hashlib.sha256(content).hexdigest()
+                db.execute("INSERT OR IGNORE INTO blobs (sha256, content) VALUES (?, ?)", (digest, content))
+                db.execute(
+                    "INSERT INTO policy_files (version, path, blob) VALUES (?, ?, ?)", (number, path, digest)
+                )
+            db.execute("INSERT INTO policy_activations (version, at) VALUES (?, ?)", (number, _iso(created)))
+        return StoredVersion(number, tag, author, created, source, description)
+
+    _VERSION_COLUMNS = "number, tag, author, created_at, source, description"
+
+    @staticmethod
+    def _version(row: Sequence[Any]) -> StoredVersion:
+        return StoredVersion(int(row[0]), row[1], row[2], dt.datetime.fromisoformat(row[3]), row[4], row[5])
+
+    def versions(self, *, limit: int, before: int | None = None) -> list[StoredVersion]:
+        rows = self._read(
+            f"SELECT {self._VERSION_COLUMNS} FROM policy_versions WHERE number < ? "
+            "ORDER BY number DESC LIMIT ?",
+            (before if before is not None else 2**62, limit),
+        )
+        return [self._version(r) for r in rows]
+
+    def version(self, number: int) -> StoredVersion | None:
+        rows = self._read(f"SELECT {self._VERSION_COLUMNS} FROM policy_versions WHERE number = ?", (number,))
+        return self._version(rows[0]) if rows else None
+
+    def versions_with_tag_prefix(self, prefix: str) -> list[StoredVersion]:
+        rows = self._read(
+            f"SELECT {self._VERSION_COLUMNS} FROM policy_versions WHERE substr(tag, 1, ?) = ? "
+            "ORDER BY number DESC",
+            (len(prefix), prefix),
+        )
+        return [self._version(r) for r in rows]
+
+    def files(self, number: int) -> list[tuple[str, bytes]]:
+        rows = self._read(
+            "SELECT f.path, b.content FROM policy_files f JOIN blobs b ON b.sha256 = f.blob "
+            "WHERE f.version = ? ORDER BY f.path",
+            (number,),
+        )
+        return [(str(r[0]), bytes(r[1])) for r in rows]
+
+    def active(self) -> tuple[StoredVersion, dt.datetime] | None:
+        rows = self._read(
+            f"SELECT {', '.join('v.' + c for c in self._VERSION_COLUMNS.split(', '))}, a.at "
+            "FROM policy_activations a JOIN policy_versions v ON v.number = a.version "
+            "ORDER BY a.sequence DESC LIMIT 1"
+        )
+        if not rows:
+            return None
+        return self._version(rows[0]), dt.datetime.fromisoformat(rows[0][6])
+
+    def activations(self, *, limit: int) -> list[Activation]:
+        rows = self._read(
+            "SELECT sequence, version, at FROM policy_activations ORDER BY sequence DESC LIMIT ?", (limit,)
+        )
+        return [Activation(int(r[0]), int(r[1]), dt.datetime.fromisoformat(r[2])) for r in rows]
+
+    def record_error(self, error: dict[str, Any]) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES ('last_error', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (json.dumps(error, separators=(",", ":")),),
+            )
+
+    def last_error(self) -> dict[str, Any] | None:
+        rows = self._read("SELECT value FROM meta WHERE key = 'last_error'")
+        if not rows:
+            return None
+        value: dict[str, Any] = json.loads(rows[0][0])
+        return value
+
+    # -- credentials ---------------------------------------------------------------------------------
+
+    _TOKEN_COLUMNS = "id, name, role, secret_sha256, created_at, created_by, expires_at, revoked_at, identity"  # noqa: S105
+
+    @staticmethod
+    def _token(row: Sequence[Any]) -> TokenRecord:
+        return TokenRecord(
+            id=row[0],
+            name=row[1],
+            role=row[2],
+            secret_sha256=row[3],
+            created_at=dt.datetime.fromisoformat(row[4]),
+            created_by=row[5],
+            expires_at=_when(row[6]),
+            revoked_at=_when(row[7]),
+            identity=row[8],
+        )
+
+    def add_token(self, record: TokenRecord) -> None:
+        try:
+            with self._tx() as db:
+                db.execute(
+                    f"INSERT INTO tokens ({self._TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        record.id,
+                        record.name,
+                        record.role,
+                        record.secret_sha256,
+                        _iso(record.created_at),
+                        record.created_by,
+                        _iso(record.expires_at) if record.expires_at else None,
+                        None,
+                        record.identity,
+                    ),
+                )
+        except sqlite3.IntegrityError as exc:
+            what = f"identity {record.identity!r}" if record.identity else f"name {record.name!r}"
+            raise ConflictError(
+                f"a live credential already has the {what}",
+                hint="revoke it first (aiond token revoke), or choose another name",
+            ) from exc
+
+    def token(self, token_id: str) -> TokenRecord | None:
+        rows = self._read(f"SELECT {self._TOKEN_COLUMNS} FROM tokens WHERE id = ?", (token_id,))
+        return self._token(rows[0]) if rows else None
+
+    def token_for_identity(self, identity: str) -> TokenRecord | None:
+        rows = self._read(
+            f"SELECT {self._TOKEN_COLUMNS} FROM tokens WHERE identity = ? AND identity != '' "
+            "AND revoked_at IS NULL",
+            (identity,),
+        )
+        return self._token(rows[0]) if rows else None
+
+    def tokens(self, *, include_revoked: bool = False) -> list[TokenRecord]:
+        where = "" if include_revoked else "WHERE revoked_at IS NULL"
+        rows = self._read(f"SELECT {self._TOKEN_COLUMNS} FROM tokens {where} ORDER BY created_at, id")
+        return [self._token(r) for r in rows]
+
+    def revoke_token(self, name_or_id: str, at: dt.datetime) -> TokenRecord:
+        with self._tx() as db:
+            row = db.execute(
+                f"SELECT {self._TOKEN_COLUMNS} FROM tokens WHERE revoked_at IS NULL AND (id = ? OR name = ?)",
+                (name_or_id, name_or_id),
+            ).fetchone()
+            if row is None:
+                raise InputError(
+                    f"no live credential is named {name_or_id!r}", hint="list them with: aiond token list"
+                )
+            db.execute("UPDATE tokens SET revoked_at = ? WHERE id = ?", (_iso(at), row[0]))
+        return dataclasses.replace(self._token(row), revoked_at=at)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+__all__ = [
+    "DB_NAME",
+    "Activation",
+    "SqliteState",
+    "StaleActiveVersion",
+    "StateBackend",
+    "StateDirLock",
+    "StoredVersion",
+    "TokenRecord",
+]

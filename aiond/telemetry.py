@@ -69,6 +69,34 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.policy_activations = Counter(
+            "aion_policy_activations",
+            "Policy activation attempts, by source (apply, reload, http, sighup, startup, rollback) "
+            "and outcome (success, refused).",
+            ["source", "outcome"],
+            registry=self.registry,
+        )
+        self.policy_active_version = Gauge(
+            "aion_policy_active_version", "Number of the active policy version; 0 while none is.",
+            registry=self.registry,
+        )  # fmt: skip
+        self.policy_activation_duration = Histogram(
+            "aion_policy_activation_duration_seconds",
+            "Time from reading a config set to its activation (read, validate, store, swap).",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self.auth_denials = Counter(
+            "aion_auth_denials",
+            "Calls refused by authentication (unauthenticated) or authorisation (forbidden).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.audit_events = Counter(
+            "aion_audit_events", "Audit events recorded, by action and outcome.", ["action", "outcome"],
+            registry=self.registry,
+        )  # fmt: skip
+
     def exposition(self) -> bytes:
         """The registry in the Prometheus text format."""
         return generate_latest(self.registry)

@@ -185,8 +185,15 @@ def _unknown_kind(document: Document, value: str) -> Finding:
     )
 
 
-def validate(sources: Sequence[Source], options: Options | None = None, *, set_name: str = "") -> Report:
-    """Validate ``sources`` as one set."""
+def validate(
+    sources: Sequence[Source],
+    options: Options | None = None,
+    *,
+    set_name: str = "",
+    base_dir: Path | None = None,
+) -> Report:
+    """Validate ``sources`` as one set. Relative paths inside the files (trust keys) resolve against
+    ``base_dir`` when given, else against the policies file's directory."""
     options = options or Options()
     findings: list[Finding] = []
     files: dict[str, Kind | None] = {}
@@ -194,7 +201,6 @@ def validate(sources: Sequence[Source], options: Options | None = None, *, set_n
     raw: dict[Kind, bytes] = {}
     broken: dict[Kind, str] = {}
     manifests: list[Document] = []
-    base_dir: Path | None = None
     for source in sources:
         kind, document, found = check_file(source, options)
         findings.extend(found)
@@ -211,7 +217,7 @@ def validate(sources: Sequence[Source], options: Options | None = None, *, set_n
             broken[kind] = source.name
         else:
             valid[kind], raw[kind] = document, source.data
-            if kind is Kind.POLICIES and not source.stdin:
+            if kind is Kind.POLICIES and not source.stdin and base_dir is None:
                 base_dir = Path(source.name).parent
     view = None
     if valid or broken:

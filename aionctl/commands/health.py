@@ -13,7 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 import typer
 
 from aion.exitcodes import ExitCode
-from aionctl.client import Endpoint, Probe, http_client, probe_grpc_health, probe_http
+from aionctl.client import Probe, http_client, probe_grpc_health, probe_http
+from aionctl.connect import TlsCa, TlsCert, TlsKey, TlsServerName, endpoint
 from aionctl.options import Address, HttpAddress, Output, Timeout, command_app, global_options
 from aionctl.output import OutputFormat, document, emit
 
@@ -27,15 +28,22 @@ def health(
     http_addr: HttpAddress = None,
     timeout: Timeout = 5.0,
     output: Output = OutputFormat.TEXT,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    tls_server_name: TlsServerName = None,
 ) -> None:
-    """Check that aiond is alive and ready (gRPC and HTTP)."""
-    endpoint = Endpoint.resolve(addr, http_addr, timeout)
+    """Check that aiond is alive and ready (gRPC and HTTP). The probes need no token."""
+    target = endpoint(
+        ctx, addr=addr, http_addr=http_addr, timeout=timeout,
+        tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key, tls_server_name=tls_server_name,
+    )  # fmt: skip
     # The probes run at once, so the whole check takes at most --timeout, not three times it.
-    with http_client(endpoint) as client, ThreadPoolExecutor(max_workers=3) as pool:
+    with http_client(target) as client, ThreadPoolExecutor(max_workers=3) as pool:
         futures = [
-            pool.submit(probe_grpc_health, endpoint),
-            pool.submit(probe_http, client, endpoint, "http-live", "/healthz"),
-            pool.submit(probe_http, client, endpoint, "http-ready", "/readyz"),
+            pool.submit(probe_grpc_health, target),
+            pool.submit(probe_http, client, target, "http-live", "/healthz"),
+            pool.submit(probe_http, client, target, "http-ready", "/readyz"),
         ]
         probes = [f.result() for f in futures]
     code = outcome(probes)

@@ -6,7 +6,8 @@ from typing import Any
 
 import typer
 
-from aionctl.client import Endpoint, channel, translate_rpc_error
+from aionctl.client import call, channel
+from aionctl.connect import TlsCa, TlsCert, TlsKey, TlsServerName, TokenFile, endpoint
 from aionctl.options import Address, Output, Timeout, command_app, global_options
 from aionctl.output import OutputFormat, document, emit
 
@@ -19,21 +20,25 @@ def status(
     addr: Address = None,
     timeout: Timeout = 5.0,
     output: Output = OutputFormat.TEXT,
+    token_file: TokenFile = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    tls_server_name: TlsServerName = None,
 ) -> None:
-    """Show what the running aiond reports about itself."""
-    import grpc
+    """Show what the running aiond reports about itself (role viewer)."""
     from google.protobuf import json_format
 
     from aion.api.v1 import admin_pb2, admin_pb2_grpc
 
-    endpoint = Endpoint.resolve(addr, None, timeout)
-    with channel(endpoint) as ch:
-        try:
-            reply = admin_pb2_grpc.AdminServiceStub(ch).GetStatus(
-                admin_pb2.GetStatusRequest(), timeout=timeout
-            )
-        except grpc.RpcError as exc:
-            raise translate_rpc_error(exc, endpoint, "status") from exc
+    target = endpoint(
+        ctx, addr=addr, timeout=timeout, token_file=token_file,
+        tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key, tls_server_name=tls_server_name,
+    )  # fmt: skip
+    with channel(target) as ch:
+        reply = call(
+            target, admin_pb2_grpc.AdminServiceStub(ch).GetStatus, admin_pb2.GetStatusRequest(), "status"
+        )
     body = json_format.MessageToDict(reply, always_print_fields_with_no_presence=True)
     body["state"] = admin_pb2.ServingState.Name(reply.state).removeprefix("SERVING_STATE_").lower()
     if not (global_options(ctx).quiet and output is OutputFormat.TEXT):

@@ -29,6 +29,7 @@ class DaemonStatus:
     grpc_address: str
     http_address: str
     inflight_rpcs: int
+    active_policy_version: int = 0
 
 
 _STATES = {
@@ -58,6 +59,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             grpc_address=s.grpc_address,
             http_address=s.http_address,
             inflight_rpcs=s.inflight_rpcs,
+            active_policy_version=s.active_policy_version,
         )
 
     async def _not_yet(self, context: grpc.aio.ServicerContext[Any, Any], what: str) -> Any:

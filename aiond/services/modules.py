@@ -31,10 +31,12 @@ from aion.errors import (
     UsageError,
     VerificationError,
 )
+from aion.events import EventLog
 from aion.modules.install import InstallOptions, install, load_trust, remove, verify_installed
 from aion.modules.store import ModuleStore
 from aion.oci.model import Digest
 from aion.trust.verify import SbomMissing
+from aiond.auth import current_principal
 
 SERVICE_NAME = modules_pb2.DESCRIPTOR.services_by_name["ModuleService"].full_name
 
@@ -65,8 +67,12 @@ def status_code(exc: Error) -> grpc.StatusCode:
 
 
 class ModuleServicer(modules_pb2_grpc.ModuleServiceServicer):
-    def __init__(self, store_dir: Path, config_dir: Path, plain_http: frozenset[str]) -> None:
+    def __init__(
+        self, store_dir: Path, config_dir: Path, plain_http: frozenset[str], *, events_log: Path | None = None
+    ) -> None:
         self._store = ModuleStore(store_dir)
+        if events_log is not None:  # the daemon's own log, which `aionctl events tail` reads
+            self._store.events = EventLog(events_log)
         self._config_dir = config_dir
         self._plain_http = plain_http
 
@@ -109,7 +115,7 @@ class ModuleServicer(modules_pb2_grpc.ModuleServiceServicer):
                 trust=trust,
                 config_dir=self._config_dir,
                 plain_http=self._plain_http,
-                principal=f"aiond:{context.peer()}",
+                principal=current_principal.get().name,
                 dry_run=request.dry_run,
             )
             done = await asyncio.to_thread(install, request.ref, self._store, options)
@@ -170,7 +176,7 @@ class ModuleServicer(modules_pb2_grpc.ModuleServiceServicer):
     ) -> modules_pb2.RemoveModuleResponse:
         try:
             entry = await asyncio.to_thread(
-                remove, request.name, self._store, principal=f"aiond:{context.peer()}"
+                remove, request.name, self._store, principal=current_principal.get().name
             )
         except Error as exc:
             await self._fail(context, exc)
@@ -248,9 +254,14 @@ def _timestamp(text: Any) -> timestamp_pb2.Timestamp | None:
 
 
 def add_to_server(
-    server: grpc.aio.Server, store_dir: Path, config_dir: Path, plain_http: frozenset[str]
+    server: grpc.aio.Server,
+    store_dir: Path,
+    config_dir: Path,
+    plain_http: frozenset[str],
+    *,
+    events_log: Path | None = None,
 ) -> str:
     modules_pb2_grpc.add_ModuleServiceServicer_to_server(
-        ModuleServicer(store_dir, config_dir, plain_http), server
+        ModuleServicer(store_dir, config_dir, plain_http, events_log=events_log), server
     )
     return SERVICE_NAME

@@ -26,7 +26,7 @@ from aion.api.v1 import common_pb2 as aion_dot_v1_dot_common__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x61ion/v1/policies.proto\x12\x07\x61ion.v1\x1a\x14\x61ion/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8c\x01\n\rPolicyVersion\x12\x0e\n\x06number\x18\x01 \x01(\x04\x12\x0b\n\x03tag\x18\x02 \x01(\t\x12\x0e\n\x06\x61uthor\x18\x03 \x01(\t\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06source\x18\x05 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x06 \x01(\x08\"~\n\x0f\x41\x63tivationError\x12&\n\x02\x61t\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\"\n\x08\x66indings\x18\x04 \x03(\x0b\x32\x10.aion.v1.Finding\"\xa9\x01\n\nActivation\x12\x11\n\tactivated\x18\x01 \x01(\x08\x12\'\n\x07version\x18\x02 \x01(\x0b\x32\x16.aion.v1.PolicyVersion\x12(\n\x08previous\x18\x03 \x01(\x0b\x32\x16.aion.v1.PolicyVersion\x12\x11\n\tunchanged\x18\x04 \x01(\x08\x12\"\n\x08\x66indings\x18\x05 \x03(\x0b\x32\x10.aion.v1.Finding\"v\n\x12\x41pplyPolicyRequest\x12\"\n\x05\x66iles\x18\x01 \x03(\x0b\x32\x13.aion.v1.ConfigFile\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x03 \x01(\x08\x12\x1b\n\x13\x65xpected_active_tag\x18\x04 \x01(\t\">\n\x13\x41pplyPolicyResponse\x12\'\n\nactivation\x18\x01 \x01(\x0b\x32\x13.aion.v1.Activation\"&\n\x13ReloadPolicyRequest\x12\x0f\n\x07\x64ry_run\x18\x01 \x01(\x08\"?\n\x14ReloadPolicyResponse\x12\'\n\nactivation\x18\x01 \x01(\x0b\x32\x13.aion.v1.Activation\"B\n\x15RollbackPolicyRequest\x12\x10\n\x06number\x18\x01 \x01(\x04H\x00\x12\r\n\x03tag\x18\x02 \x01(\tH\x00\x42\x08\n\x06target\"k\n\x16RollbackPolicyResponse\x12\'\n\x07version\x18\x01 \x01(\x0b\x32\x16.aion.v1.PolicyVersion\x12(\n\x08previous\x18\x02 \x01(\x0b\x32\x16.aion.v1.PolicyVersion\"B\n\x19ListPolicyVersionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"_\n\x1aListPolicyVersionsResponse\x12(\n\x08versions\x18\x01 \x03(\x0b\x32\x16.aion.v1.PolicyVersion\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"]\n\x17GetPolicyVersionRequest\x12\x10\n\x06number\x18\x01 \x01(\x04H\x00\x12\r\n\x03tag\x18\x02 \x01(\tH\x00\x12\x15\n\rinclude_files\x18\x03 \x01(\x08\x42\n\n\x08selector\"g\n\x18GetPolicyVersionResponse\x12\'\n\x07version\x18\x01 \x01(\x0b\x32\x16.aion.v1.PolicyVersion\x12\"\n\x05\x66iles\x18\x02 \x03(\x0b\x32\x13.aion.v1.ConfigFile\"\x18\n\x16GetPolicyStatusRequest\"\xbb\x01\n\x17GetPolicyStatusResponse\x12&\n\x06\x61\x63tive\x18\x01 \x01(\x0b\x32\x16.aion.v1.PolicyVersion\x12\x36\n\x12last_activation_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\nlast_error\x18\x03 \x01(\x0b\x32\x18.aion.v1.ActivationError\x12\x12\n\nconfig_dir\x18\x04 \x01(\t2\x87\x04\n\rPolicyService\x12H\n\x0b\x41pplyPolicy\x12\x1b.aion.v1.ApplyPolicyRequest\x1a\x1c.aion.v1.ApplyPolicyResponse\x12K\n\x0cReloadPolicy\x12\x1c.aion.v1.ReloadPolicyRequest\x1a\x1d.aion.v1.ReloadPolicyResponse\x12Q\n\x0eRollbackPolicy\x12\x1e.aion.v1.RollbackPolicyRequest\x1a\x1f.aion.v1.RollbackPolicyResponse\x12]\n\x12ListPolicyVersions\x12\".aion.v1.ListPolicyVersionsRequest\x1a#.aion.v1.ListPolicyVersionsResponse\x12W\n\x10GetPolicyVersion\x12 .aion.v1.GetPolicyVersionRequest\x1a!.aion.v1.GetPolicyVersionResponse\x12T\n\x0fGetPolicyStatus\x12\x1f.aion.v1.GetPolicyStatusRequest\x1a .aion.v1.GetPolicyStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x61ion/v1/policies.proto\x12\x07\x61ion.v1\x1a\x14\x61ion/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa1\x01\n\rPolicyVersion\x12\x0e\n\x06number\x18\x01 \x01(\x04\x12\x0b\n\x03tag\x18\x02 \x01(\t\x12\x0e\n\x06\x61uthor\x18\x03 \x01(\t\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06source\x18\x05 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x06 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\"~\n\x0f\x41\x63tivationError\x12&\n\x02\x61t\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\"\n\x08\x66indings\x18\x04 \x03(\x0b\x32\x10.aion.v1.Finding\"\xa9\x01\n\nActivation\x12\x11\n\tactivated\x18\x01 \x01(\x08\x12\'\n\x07version\x18\x02 \x01(\x0b\x32\x16.aion.v1.PolicyVersion\x12(\n\x08previous\x18\x03 \x01(\x0b\x32\x16.aion.v1.PolicyVersion\x12\x11\n\tunchanged\x18\x04 \x01(\x08\x12\"\n\x08\x66indings\x18\x05 \x03(\x0b\x32\x10.aion.v1.Finding\"v\n\x12\x41pplyPolicyRequest\x12\"\n\x05\x66iles\x18\x01 \x03(\x0b\x32\x13.aion.v1.ConfigFile\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x03 \x01(\x08\x12\x1b\n\x13\x65xpected_active_tag\x18\x04 \x01(\t\">\n\x13\x41pplyPolicyResponse\x12\'\n\nactivation\x18\x01 \x01(\x0b\x32\x13.aion.v1.Activation\"&\n\x13ReloadPolicyRequest\x12\x0f\n\x07\x64ry_run\x18\x01 \x01(\x08\"?\n\x14ReloadPolicyResponse\x12\'\n\nactivation\x18\x01 \x01(\x0b\x32\x13.aion.v1.Activation\"B\n\x15RollbackPolicyRequest\x12\x10\n\x06number\x18\x01 \x01(\x04H\x00\x12\r\n\x03tag\x18\x02 \x01(\tH\x00\x42\x08\n\x06target\"k\n\x16RollbackPolicyResponse\x12\'\n\x07version\x18\x01 \x01(\x0b\x32\x16.aion.v1.PolicyVersion\x12(\n\x08previous\x18\x02 \x01(\x0b\x32\x16.aion.v1.PolicyVersion\"B\n\x19ListPolicyVersionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"_\n\x1aListPolicyVersionsResponse\x12(\n\x08versions\x18\x01 \x03(\x0b\x32\x16.aion.v1.PolicyVersion\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"]\n\x17GetPolicyVersionRequest\x12\x10\n\x06number\x18\x01 \x01(\x04H\x00\x12\r\n\x03tag\x18\x02 \x01(\tH\x00\x12\x15\n\rinclude_files\x18\x03 \x01(\x08\x42\n\n\x08selector\"g\n\x18GetPolicyVersionResponse\x12\'\n\x07version\x18\x01 \x01(\x0b\x32\x16.aion.v1.PolicyVersion\x12\"\n\x05\x66iles\x18\x02 \x03(\x0b\x32\x13.aion.v1.ConfigFile\"\x18\n\x16GetPolicyStatusRequest\"\xbb\x01\n\x17GetPolicyStatusResponse\x12&\n\x06\x61\x63tive\x18\x01 \x01(\x0b\x32\x16.aion.v1.PolicyVersion\x12\x36\n\x12last_activation_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\nlast_error\x18\x03 \x01(\x0b\x32\x18.aion.v1.ActivationError\x12\x12\n\nconfig_dir\x18\x04 \x01(\t2\x87\x04\n\rPolicyService\x12H\n\x0b\x41pplyPolicy\x12\x1b.aion.v1.ApplyPolicyRequest\x1a\x1c.aion.v1.ApplyPolicyResponse\x12K\n\x0cReloadPolicy\x12\x1c.aion.v1.ReloadPolicyRequest\x1a\x1d.aion.v1.ReloadPolicyResponse\x12Q\n\x0eRollbackPolicy\x12\x1e.aion.v1.RollbackPolicyRequest\x1a\x1f.aion.v1.RollbackPolicyResponse\x12]\n\x12ListPolicyVersions\x12\".aion.v1.ListPolicyVersionsRequest\x1a#.aion.v1.ListPolicyVersionsResponse\x12W\n\x10GetPolicyVersion\x12 .aion.v1.GetPolicyVersionRequest\x1a!.aion.v1.GetPolicyVersionResponse\x12T\n\x0fGetPolicyStatus\x12\x1f.aion.v1.GetPolicyStatusRequest\x1a .aion.v1.GetPolicyStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,35 +34,35 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'aion.api.v1.policies_pb2', 
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_POLICYVERSION']._serialized_start=91
-  _globals['_POLICYVERSION']._serialized_end=231
-  _globals['_ACTIVATIONERROR']._serialized_start=233
-  _globals['_ACTIVATIONERROR']._serialized_end=359
-  _globals['_ACTIVATION']._serialized_start=362
-  _globals['_ACTIVATION']._serialized_end=531
-  _globals['_APPLYPOLICYREQUEST']._serialized_start=533
-  _globals['_APPLYPOLICYREQUEST']._serialized_end=651
-  _globals['_APPLYPOLICYRESPONSE']._serialized_start=653
-  _globals['_APPLYPOLICYRESPONSE']._serialized_end=715
-  _globals['_RELOADPOLICYREQUEST']._serialized_start=717
-  _globals['_RELOADPOLICYREQUEST']._serialized_end=755
-  _globals['_RELOADPOLICYRESPONSE']._serialized_start=757
-  _globals['_RELOADPOLICYRESPONSE']._serialized_end=820
-  _globals['_ROLLBACKPOLICYREQUEST']._serialized_start=822
-  _globals['_ROLLBACKPOLICYREQUEST']._serialized_end=888
-  _globals['_ROLLBACKPOLICYRESPONSE']._serialized_start=890
-  _globals['_ROLLBACKPOLICYRESPONSE']._serialized_end=997
-  _globals['_LISTPOLICYVERSIONSREQUEST']._serialized_start=999
-  _globals['_LISTPOLICYVERSIONSREQUEST']._serialized_end=1065
-  _globals['_LISTPOLICYVERSIONSRESPONSE']._serialized_start=1067
-  _globals['_LISTPOLICYVERSIONSRESPONSE']._serialized_end=1162
-  _globals['_GETPOLICYVERSIONREQUEST']._serialized_start=1164
-  _globals['_GETPOLICYVERSIONREQUEST']._serialized_end=1257
-  _globals['_GETPOLICYVERSIONRESPONSE']._serialized_start=1259
-  _globals['_GETPOLICYVERSIONRESPONSE']._serialized_end=1362
-  _globals['_GETPOLICYSTATUSREQUEST']._serialized_start=1364
-  _globals['_GETPOLICYSTATUSREQUEST']._serialized_end=1388
-  _globals['_GETPOLICYSTATUSRESPONSE']._serialized_start=1391
-  _globals['_GETPOLICYSTATUSRESPONSE']._serialized_end=1578
-  _globals['_POLICYSERVICE']._serialized_start=1581
-  _globals['_POLICYSERVICE']._serialized_end=2100
+  _globals['_POLICYVERSION']._serialized_end=252
+  _globals['_ACTIVATIONERROR']._serialized_start=254
+  _globals['_ACTIVATIONERROR']._serialized_end=380
+  _globals['_ACTIVATION']._serialized_start=383
+  _globals['_ACTIVATION']._serialized_end=552
+  _globals['_APPLYPOLICYREQUEST']._serialized_start=554
+  _globals['_APPLYPOLICYREQUEST']._serialized_end=672
+  _globals['_APPLYPOLICYRESPONSE']._serialized_start=674
+  _globals['_APPLYPOLICYRESPONSE']._serialized_end=736
+  _globals['_RELOADPOLICYREQUEST']._serialized_start=738
+  _globals['_RELOADPOLICYREQUEST']._serialized_end=776
+  _globals['_RELOADPOLICYRESPONSE']._serialized_start=778
+  _globals['_RELOADPOLICYRESPONSE']._serialized_end=841
+  _globals['_ROLLBACKPOLICYREQUEST']._serialized_start=843
+  _globals['_ROLLBACKPOLICYREQUEST']._serialized_end=909
+  _globals['_ROLLBACKPOLICYRESPONSE']._serialized_start=911
+  _globals['_ROLLBACKPOLICYRESPONSE']._serialized_end=1018
+  _globals['_LISTPOLICYVERSIONSREQUEST']._serialized_start=1020
+  _globals['_LISTPOLICYVERSIONSREQUEST']._serialized_end=1086
+  _globals['_LISTPOLICYVERSIONSRESPONSE']._serialized_start=1088
+  _globals['_LISTPOLICYVERSIONSRESPONSE']._serialized_end=1183
+  _globals['_GETPOLICYVERSIONREQUEST']._serialized_start=1185
+  _globals['_GETPOLICYVERSIONREQUEST']._serialized_end=1278
+  _globals['_GETPOLICYVERSIONRESPONSE']._serialized_start=1280
+  _globals['_GETPOLICYVERSIONRESPONSE']._serialized_end=1383
+  _globals['_GETPOLICYSTATUSREQUEST']._serialized_start=1385
+  _globals['_GETPOLICYSTATUSREQUEST']._serialized_end=1409
+  _globals['_GETPOLICYSTATUSRESPONSE']._serialized_start=1412
+  _globals['_GETPOLICYSTATUSRESPONSE']._serialized_end=1599
+  _globals['_POLICYSERVICE']._serialized_start=1602
+  _globals['_POLICYSERVICE']._serialized_end=2121
 # @@protoc_insertion_point(module_scope)

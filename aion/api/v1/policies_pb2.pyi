@@ -32,6 +32,7 @@ class PolicyVersion(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     SOURCE_FIELD_NUMBER: _builtins.int
     ACTIVE_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
     number: _builtins.int
     """Monotonically increasing, starting at 1."""
     tag: _builtins.str
@@ -42,6 +43,10 @@ class PolicyVersion(_message.Message):
     """How it arrived: "apply", "reload", "sighup", "startup" or "rollback"."""
     active: _builtins.bool
     """Whether this version is the active one."""
+    description: _builtins.str
+    """Free text from the client that created it (for example a git commit), or, for a rollback, the
+    version it went back to.
+    """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -53,10 +58,11 @@ class PolicyVersion(_message.Message):
         created_at: _timestamp_pb2.Timestamp | None = ...,
         source: _builtins.str = ...,
         active: _builtins.bool = ...,
+        description: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "author", b"author", "created_at", b"created_at", "number", b"number", "source", b"source", "tag", b"tag"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "author", b"author", "created_at", b"created_at", "description", b"description", "number", b"number", "source", b"source", "tag", b"tag"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

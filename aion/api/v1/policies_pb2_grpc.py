@@ -71,8 +71,9 @@ class PolicyServiceServicer:
 
     def ApplyPolicy(self, request, context):
         """Uploads a config set; it is validated with exactly the rules of `aionctl validate` and, when clean,
-        becomes a new active version. A set with errors is refused (INVALID_ARGUMENT, findings in the
-        response) and the running version stays active.
+        becomes a new active version. A set with errors is refused with INVALID_ARGUMENT and the running
+        version stays active; the refusal's findings travel in the binary trailer `aion-activation-bin`,
+        a serialized ApplyPolicyResponse (ReloadPolicy: ReloadPolicyResponse).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -33,8 +33,9 @@ class PolicyServiceStub:
     def __new__(cls, channel: _aio.Channel) -> PolicyServiceAsyncStub: ...
     ApplyPolicy: _grpc.UnaryUnaryMultiCallable[_policies_pb2.ApplyPolicyRequest, _policies_pb2.ApplyPolicyResponse]
     """Uploads a config set; it is validated with exactly the rules of `aionctl validate` and, when clean,
-    becomes a new active version. A set with errors is refused (INVALID_ARGUMENT, findings in the
-    response) and the running version stays active.
+    becomes a new active version. A set with errors is refused with INVALID_ARGUMENT and the running
+    version stays active; the refusal's findings travel in the binary trailer `aion-activation-bin`,
+    a serialized ApplyPolicyResponse (ReloadPolicy: ReloadPolicyResponse).
     """
     ReloadPolicy: _grpc.UnaryUnaryMultiCallable[_policies_pb2.ReloadPolicyRequest, _policies_pb2.ReloadPolicyResponse]
     """Re-reads the daemon's config directory and activates it like ApplyPolicy."""
@@ -54,8 +55,9 @@ class PolicyServiceAsyncStub(PolicyServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     ApplyPolicy: _aio.UnaryUnaryMultiCallable[_policies_pb2.ApplyPolicyRequest, _policies_pb2.ApplyPolicyResponse]  # type: ignore[assignment]
     """Uploads a config set; it is validated with exactly the rules of `aionctl validate` and, when clean,
-    becomes a new active version. A set with errors is refused (INVALID_ARGUMENT, findings in the
-    response) and the running version stays active.
+    becomes a new active version. A set with errors is refused with INVALID_ARGUMENT and the running
+    version stays active; the refusal's findings travel in the binary trailer `aion-activation-bin`,
+    a serialized ApplyPolicyResponse (ReloadPolicy: ReloadPolicyResponse).
     """
     ReloadPolicy: _aio.UnaryUnaryMultiCallable[_policies_pb2.ReloadPolicyRequest, _policies_pb2.ReloadPolicyResponse]  # type: ignore[assignment]
     """Re-reads the daemon's config directory and activates it like ApplyPolicy."""
@@ -78,8 +80,9 @@ class PolicyServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_policies_pb2.ApplyPolicyResponse, _abc.Awaitable[_policies_pb2.ApplyPolicyResponse]]:
         """Uploads a config set; it is validated with exactly the rules of `aionctl validate` and, when clean,
-        becomes a new active version. A set with errors is refused (INVALID_ARGUMENT, findings in the
-        response) and the running version stays active.
+        becomes a new active version. A set with errors is refused with INVALID_ARGUMENT and the running
+        version stays active; the refusal's findings travel in the binary trailer `aion-activation-bin`,
+        a serialized ApplyPolicyResponse (ReloadPolicy: ReloadPolicyResponse).
         """
 
     @_abc_1.abstractmethod

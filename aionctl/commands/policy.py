@@ -1,0 +1,501 @@
+"""``aionctl policy``: apply, reload, roll back, compare and list the daemon's policy versions.
+
+Exit codes: 0 done (also when the content was unchanged); 1 the config set has errors and was refused
+(the findings are printed, the running version stays active), or ``diff`` found differences;
+3 a local directory cannot be read or a version does not exist; 4 no token or too weak a role;
+5 aiond unreachable or too slow; 6 a precondition failed (nothing to roll back to, or
+``--expect-tag`` is no longer the active tag).
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from aion.errors import Error, FindingsError, UsageError
+from aionctl.client import Endpoint, call, channel, rpc_status
+from aionctl.connect import TlsCa, TlsCert, TlsKey, TlsServerName, TokenFile, endpoint
+from aionctl.options import Address, Output, Timeout, command_app, global_options
+from aionctl.output import OutputFormat, document, emit
+
+app = command_app()
+app.info.help = "Apply, reload, roll back, compare and list the daemon's policy versions."
+app.info.no_args_is_help = True
+
+ACTIVATION_TRAILER = "aion-activation-bin"
+
+DryRun = Annotated[
+    bool, typer.Option("--dry-run", help="Validate on the daemon and report; activate nothing.")
+]
+
+
+class _Conn:
+    """Connection options, resolved once per command."""
+
+    def __init__(self, ctx: typer.Context, **options: Any) -> None:
+        self.endpoint: Endpoint = endpoint(ctx, **options)
+        self.quiet = global_options(ctx).quiet
+        self.color = global_options(ctx).color(sys.stdout)
+
+
+def _conn(
+    ctx: typer.Context,
+    addr: str | None,
+    timeout: float,
+    token_file: Path | None,
+    tls: tuple[str | None, str | None, str | None, str | None],
+) -> _Conn:
+    ca, cert, key, server_name = tls
+    return _Conn(
+        ctx, addr=addr, timeout=timeout, token_file=token_file,
+        tls_ca=ca, tls_cert=cert, tls_key=key, tls_server_name=server_name,
+    )  # fmt: skip
+
+
+def _stub(ch: Any) -> Any:
+    from aion.api.v1 import policies_pb2_grpc
+
+    return policies_pb2_grpc.PolicyServiceStub(ch)
+
+
+def _to_dict(message: Any) -> dict[str, Any]:
+    from google.protobuf import json_format
+
+    return json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+
+
+# -- rendering --------------------------------------------------------------------------------------------
+
+_SEVERITY = {"SEVERITY_ERROR": "error", "SEVERITY_WARNING": "warning", "SEVERITY_INFO": "info"}
+
+
+def _findings(body: dict[str, Any]) -> list[dict[str, Any]]:
+    found = body.get("findings", [])
+    for f in found:
+        f["severity"] = _SEVERITY.get(f.get("severity", ""), "error")
+    return list(found)
+
+
+def _finding_lines(findings: list[dict[str, Any]]) -> str:
+    lines = []
+    for f in findings:
+        loc = f.get("location", {})
+        where = f"{loc.get('file', '')}:{loc.get('line', 0)}:{loc.get('column', 0)}"
+        hint = f"\n    hint: {f['hint']}" if f.get("hint") else ""
+        lines.append(f"{where}: {f['severity']} {f.get('ruleId', '')} {f.get('message', '')}{hint}\n")
+    return "".join(lines)
+
+
+def _version_line(v: dict[str, Any] | None) -> str:
+    if not v or not int(v.get("number", 0) or 0):
+        return "none"
+    return f"{v['number']} ({v['tag'][:19]}, {v.get('source', '')} by {v.get('author', '')})"
+
+
+def _activation_text(body: dict[str, Any], verb: str) -> str:
+    version, previous = body.get("version"), body.get("previous")
+    if body.get("unchanged"):
+        head = f"unchanged: the content equals the active version {_version_line(version)}\n"
+    elif body.get("activated"):
+        head = f"{verb}: version {_version_line(version)} is active (was {_version_line(previous)})\n"
+    else:
+        tag = (version or {}).get("tag", "")
+        head = f"dry run: the set is valid and would become a new version ({tag})\n"
+    return head + _finding_lines(body.get("findings", []))
+
+
+def _emit_activation(conn: _Conn, body: dict[str, Any], output: OutputFormat, verb: str) -> None:
+    body["findings"] = _findings(body)
+    if conn.quiet and output is OutputFormat.TEXT:
+        return
+    emit(document("PolicyActivation", body), output, text=lambda: _activation_text(body, verb))
+
+
+def _refused(exc: Any, response_type: Any, what: str, output: OutputFormat) -> Error:
+    """The error for a refused activation; prints its findings first (to stdout as data, or stderr)."""
+    import grpc
+
+    code, detail = rpc_status(exc)
+    trailer = next(
+        (value for key, value in (exc.trailing_metadata() or ()) if key == ACTIVATION_TRAILER), None
+    )
+    if code is not grpc.StatusCode.INVALID_ARGUMENT or trailer is None:
+        return FindingsError(f"{what}: {detail}")
+    response = response_type.FromString(trailer)
+    body = _to_dict(response.activation)
+    body["findings"] = _findings(body)
+    if output is OutputFormat.TEXT:
+        sys.stderr.write(_finding_lines(body["findings"]))
+    else:
+        emit(document("PolicyActivation", body), output, text=lambda: "")
+    return FindingsError(f"{what} refused: {detail}")
+
+
+# -- commands ---------------------------------------------------------------------------------------------
+
+
+@app.command("apply")
+def apply(
+    ctx: typer.Context,
+    directory: Annotated[Path, typer.Argument(metavar="DIR", help="Config set directory to upload.")],
+    dry_run: DryRun = False,
+    expect_tag: Annotated[
+        str | None,
+        typer.Option(
+            "--expect-tag",
+            metavar="TAG",
+            help="Refuse (exit 6) unless TAG is still the active version's tag.",
+        ),
+    ] = None,
+    message: Annotated[
+        str, typer.Option("--message", "-m", metavar="TEXT", help="Where it came from, e.g. a git commit.")
+    ] = "",
+    addr: Address = None,
+    timeout: Timeout = 30.0,
+    output: Output = OutputFormat.TEXT,
+    token_file: TokenFile = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    tls_server_name: TlsServerName = None,
+) -> None:
+    """Upload a config set; the daemon validates it exactly like `aionctl validate` and activates it
+    (role admin)."""
+    import grpc
+
+    from aion.api.v1 import common_pb2, policies_pb2
+
+    conn = _conn(ctx, addr, timeout, token_file, (tls_ca, tls_cert, tls_key, tls_server_name))
+    files = read_directory(directory)
+    request = policies_pb2.ApplyPolicyRequest(
+        files=[common_pb2.ConfigFile(path=p, content=c) for p, c in files],
+        source=message,
+        dry_run=dry_run,
+        expected_active_tag=expect_tag or "",
+    )
+    with channel(conn.endpoint) as ch:
+        try:
+            reply = _stub(ch).ApplyPolicy(
+                request, timeout=conn.endpoint.timeout, metadata=conn.endpoint.metadata()
+            )
+        except grpc.RpcError as exc:
+            raise _translate(
+                exc, conn.endpoint, "policy apply", policies_pb2.ApplyPolicyResponse, output
+            ) from exc
+    _emit_activation(conn, _to_dict(reply.activation), output, "applied")
+
+
+@app.command("reload")
+def reload(
+    ctx: typer.Context,
+    dry_run: DryRun = False,
+    addr: Address = None,
+    timeout: Timeout = 30.0,
+    output: Output = OutputFormat.TEXT,
+    token_file: TokenFile = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    tls_server_name: TlsServerName = None,
+) -> None:
+    """Make the daemon re-read its config directory and activate it (role operator)."""
+    import grpc
+
+    from aion.api.v1 import policies_pb2
+
+    conn = _conn(ctx, addr, timeout, token_file, (tls_ca, tls_cert, tls_key, tls_server_name))
+    with channel(conn.endpoint) as ch:
+        try:
+            reply = _stub(ch).ReloadPolicy(
+                policies_pb2.ReloadPolicyRequest(dry_run=dry_run),
+                timeout=conn.endpoint.timeout,
+                metadata=conn.endpoint.metadata(),
+            )
+        except grpc.RpcError as exc:
+            raise _translate(
+                exc, conn.endpoint, "policy reload", policies_pb2.ReloadPolicyResponse, output
+            ) from exc
+    _emit_activation(conn, _to_dict(reply.activation), output, "reloaded")
+
+
+def _translate(exc: Any, ep: Endpoint, what: str, response_type: Any, output: OutputFormat) -> Error:
+    import grpc
+
+    from aionctl.client import translate_rpc_error
+
+    code, _ = rpc_status(exc)
+    if code is grpc.StatusCode.INVALID_ARGUMENT:
+        return _refused(exc, response_type, what, output)
+    return translate_rpc_error(exc, ep, what)
+
+
+@app.command("rollback")
+def rollback(
+    ctx: typer.Context,
+    to: Annotated[
+        str | None,
+        typer.Option(
+            "--to",
+            metavar="N|TAG",
+            help="Version number or tag (sha256:..., or 7+ hex digits) [default: the previous version].",
+        ),
+    ] = None,
+    addr: Address = None,
+    timeout: Timeout = 30.0,
+    output: Output = OutputFormat.TEXT,
+    token_file: TokenFile = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    tls_server_name: TlsServerName = None,
+) -> None:
+    """Activate an earlier version again, as a new version (role admin). Exit 6 when there is
+    nothing to roll back to."""
+    from aion.api.v1 import policies_pb2
+
+    conn = _conn(ctx, addr, timeout, token_file, (tls_ca, tls_cert, tls_key, tls_server_name))
+    request = policies_pb2.RollbackPolicyRequest()
+    if to is not None:
+        if to.isdigit():
+            request.number = int(to)
+        else:
+            request.tag = to
+    with channel(conn.endpoint) as ch:
+        reply = call(conn.endpoint, _stub(ch).RollbackPolicy, request, "policy rollback")
+    body = _to_dict(reply)
+    if conn.quiet and output is OutputFormat.TEXT:
+        return
+    emit(
+        document("PolicyRollback", body),
+        output,
+        text=lambda: (
+            f"rolled back: version {_version_line(body['version'])} is active "
+            f"(was {_version_line(body['previous'])})\n"
+        ),
+    )
+
+
+@app.command("history")
+def history(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000, help="Most versions to list.")] = 20,
+    addr: Address = None,
+    timeout: Timeout = 5.0,
+    output: Output = OutputFormat.TEXT,
+    token_file: TokenFile = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    tls_server_name: TlsServerName = None,
+) -> None:
+    """List policy versions, newest first (role viewer)."""
+    from aion.api.v1 import policies_pb2
+
+    conn = _conn(ctx, addr, timeout, token_file, (tls_ca, tls_cert, tls_key, tls_server_name))
+    with channel(conn.endpoint) as ch:
+        reply = call(
+            conn.endpoint, _stub(ch).ListPolicyVersions,
+            policies_pb2.ListPolicyVersionsRequest(page_size=limit), "policy history",
+        )  # fmt: skip
+    body = _to_dict(reply)
+    versions = body.get("versions", [])
+    if conn.quiet and output is OutputFormat.TEXT:
+        return
+
+    def text() -> str:
+        rows = [
+            f"{'':1} {'VERSION':>7}  {'TAG':<19}  {'SOURCE':<8}  {'AUTHOR':<20}  {'CREATED':<20}  DESCRIPTION"
+        ]
+        for v in versions:
+            mark = "*" if v.get("active") else " "
+            created = v.get("createdAt", "")[:19].replace("T", " ")
+            rows.append(
+                f"{mark} {v['number']:>7}  {v['tag'][:19]:<19}  {v['source']:<8}  {v['author'][:20]:<20}  "
+                f"{created:<20}  {v.get('description', '')}"
+            )
+        return "\n".join(rows) + "\n"
+
+    emit(document("PolicyHistory", {"versions": versions}), output, text=text)
+
+
+@app.command("status")
+def status(
+    ctx: typer.Context,
+    addr: Address = None,
+    timeout: Timeout = 5.0,
+    output: Output = OutputFormat.TEXT,
+    token_file: TokenFile = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    tls_server_name: TlsServerName = None,
+) -> None:
+    """Show the active version, the last activation and the last refused one (role viewer)."""
+    from aion.api.v1 import policies_pb2
+
+    conn = _conn(ctx, addr, timeout, token_file, (tls_ca, tls_cert, tls_key, tls_server_name))
+    with channel(conn.endpoint) as ch:
+        reply = call(
+            conn.endpoint, _stub(ch).GetPolicyStatus, policies_pb2.GetPolicyStatusRequest(), "policy status"
+        )
+    body = _to_dict(reply)
+    if "lastError" in body:
+        body["lastError"]["findings"] = _findings(body["lastError"])
+    if conn.quiet and output is OutputFormat.TEXT:
+        return
+
+    def text() -> str:
+        rows = [
+            f"active:          {_version_line(body.get('active'))}",
+            f"activated at:    {body.get('lastActivationAt', 'never')}",
+            f"config dir:      {body.get('configDir', '')}",
+        ]
+        error = body.get("lastError")
+        if error:
+            at, source = error.get("at", ""), error.get("source", "")
+            rows.append(f"last refusal:    {at} ({source}): {error.get('message', '')}")
+            rows.append(_finding_lines(error.get("findings", [])).rstrip("\n"))
+        else:
+            rows.append("last refusal:    none")
+        return "\n".join(r for r in rows if r) + "\n"
+
+    emit(document("PolicyStatus", body), output, text=text)
+
+
+@app.command("diff")
+def diff(
+    ctx: typer.Context,
+    first: Annotated[
+        str | None, typer.Argument(metavar="[FROM]", help="Version number, tag, 'active', or a directory.")
+    ] = None,
+    second: Annotated[
+        str | None, typer.Argument(metavar="[TO]", help="Version number, tag, 'active', or a directory.")
+    ] = None,
+    addr: Address = None,
+    timeout: Timeout = 10.0,
+    output: Output = OutputFormat.TEXT,
+    token_file: TokenFile = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    tls_server_name: TlsServerName = None,
+) -> None:
+    """Show what would change between two versions, or between a version and a local directory.
+
+    No argument: the previous version against the active one. One: the active version against it
+    (a directory shows what `policy apply DIR` would change). Exit 0 when identical, 1 when they differ.
+    """
+    conn = _conn(ctx, addr, timeout, token_file, (tls_ca, tls_cert, tls_key, tls_server_name))
+    if first is None:
+        sides = ("previous", "active")
+    elif second is None:
+        sides = ("active", first)
+    else:
+        sides = (first, second)
+    with channel(conn.endpoint) as ch:
+        (left_label, left), (right_label, right) = (_side(conn.endpoint, ch, s) for s in sides)
+    changes = file_changes(left, right, left_label, right_label)
+    body = {
+        "from": left_label,
+        "to": right_label,
+        "identical": not changes,
+        "files": changes,
+    }
+    if not (conn.quiet and output is OutputFormat.TEXT):
+        emit(document("PolicyDiff", body), output, text=lambda: _diff_text(body, conn.color))
+    if changes:
+        raise typer.Exit(1)
+
+
+def _side(ep: Endpoint, ch: Any, selector: str) -> tuple[str, dict[str, bytes]]:
+    """(label, files) for one side of a diff."""
+    from aion.api.v1 import policies_pb2
+
+    path = Path(selector)
+    if (
+        selector not in ("active", "previous")
+        and not selector.isdigit()
+        and (path.exists() or "/" in selector)
+    ):
+        return selector.rstrip("/") or selector, dict(read_directory(path))
+    request = policies_pb2.GetPolicyVersionRequest(include_files=True)
+    stub = _stub(ch)
+    if selector == "previous":
+        listing = call(
+            ep, stub.ListPolicyVersions, policies_pb2.ListPolicyVersionsRequest(page_size=1000), "policy diff"
+        )
+        numbers = [v.number for v in listing.versions]
+        active = next((v.number for v in listing.versions if v.active), None)
+        older = [n for n in numbers if active is not None and n < active]
+        if not older:
+            raise UsageError(
+                "there is no version before the active one to compare with", hint="name two versions"
+            )
+        request.number = older[0]
+    elif selector.isdigit():
+        request.number = int(selector)
+    elif selector != "active":
+        request.tag = selector
+    reply = call(ep, stub.GetPolicyVersion, request, "policy diff")
+    return f"v{reply.version.number}", {f.path: bytes(f.content) for f in reply.files}
+
+
+def file_changes(
+    left: dict[str, bytes], right: dict[str, bytes], left_label: str, right_label: str
+) -> list[dict[str, Any]]:
+    """Per-file changes from ``left`` to ``right``, with unified diffs, in path order."""
+    changes: list[dict[str, Any]] = []
+    for path in sorted(set(left) | set(right)):
+        a, b = left.get(path), right.get(path)
+        if a == b:
+            continue
+        change = "added" if a is None else "removed" if b is None else "modified"
+        text = "".join(
+            difflib.unified_diff(
+                _lines(a),
+                _lines(b),
+                fromfile=f"{left_label}/{path}" if a is not None else "/dev/null",
+                tofile=f"{right_label}/{path}" if b is not None else "/dev/null",
+            )
+        )
+        changes.append({"path": path, "change": change, "diff": text})
+    return changes
+
+
+def _lines(data: bytes | None) -> list[str]:
+    if data is None:
+        return []
+    lines = data.decode("utf-8", errors="replace").splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n\\ No newline at end of file\n"
+    return lines
+
+
+def _diff_text(body: dict[str, Any], color: bool) -> str:
+    if body["identical"]:
+        return f"no differences between {body['from']} and {body['to']}\n"
+    out = []
+    for change in body["files"]:
+        for line in change["diff"].splitlines(keepends=True):
+            if color and line.startswith(("+", "-")) and not line.startswith(("+++", "---")):
+                code = "32" if line.startswith("+") else "31"
+                out.append(f"\x1b[{code}m{line.rstrip(chr(10))}\x1b[0m\n")
+            else:
+                out.append(line)
+    return "".join(out)
+
+
+def read_directory(directory: Path) -> list[tuple[str, bytes]]:
+    """The config set under ``directory`` as (relative path, bytes), the way the daemon reads its own
+    config directory (YAML files, hidden entries skipped)."""
+    from aion.config.validate import collect
+    from aion.errors import InputError
+
+    if not directory.is_dir():
+        raise InputError(f"{directory}: not a directory", hint="give the directory of a config set")
+    sources = collect([str(directory)])
+    return [(Path(s.name).relative_to(directory).as_posix(), s.data) for s in sources]

@@ -1,0 +1,100 @@
+"""How a daemon-facing command finds aiond and authenticates: its connection options, and the one
+function that resolves them into an :class:`~aionctl.client.Endpoint`.
+
+Precedence for every setting, like kubectl: a flag, else its environment variable, else the client
+context (``--context``/``AION_CONTEXT``, else the current context of ``aionctl config``), else the
+built-in default. The token comes from ``--token-file``, else ``AION_TOKEN``, else
+``AION_TOKEN_FILE``, else the context. There is deliberately no ``--token`` flag: a token on a command
+line is visible to every user of the host in the process list.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from aion.errors import InputError
+from aionctl.client import Endpoint, Tls
+from aionctl.options import global_options
+
+TokenFile = Annotated[
+    Path | None,
+    typer.Option("--token-file", metavar="FILE", show_default=False,
+                 help="File holding the API token [env AION_TOKEN (the token itself) or AION_TOKEN_FILE]."),
+]  # fmt: skip
+TlsCa = Annotated[
+    str | None,
+    typer.Option("--tls-ca", envvar="AION_TLS_CA", metavar="FILE", show_default=False,
+                 help="PEM CA bundle that signs aiond's certificate; connects with TLS."),
+]  # fmt: skip
+TlsCert = Annotated[
+    str | None,
+    typer.Option("--tls-cert", envvar="AION_TLS_CERT", metavar="FILE", show_default=False,
+                 help="PEM client certificate, for mTLS (with --tls-key)."),
+]  # fmt: skip
+TlsKey = Annotated[
+    str | None,
+    typer.Option("--tls-key", envvar="AION_TLS_KEY", metavar="FILE", show_default=False,
+                 help="PEM private key of --tls-cert."),
+]  # fmt: skip
+TlsServerName = Annotated[
+    str | None,
+    typer.Option("--tls-server-name", envvar="AION_TLS_SERVER_NAME", metavar="NAME", show_default=False,
+                 help="Name to check aiond's certificate against, when it differs from the address."),
+]  # fmt: skip
+
+
+def _read_token_file(path: Path, origin: str) -> str:
+    try:
+        token = path.expanduser().read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise InputError(f"{origin} {path}: cannot read the token: {reason}", hint="check the path") from exc
+    if not token:
+        raise InputError(f"{origin} {path}: the file is empty", hint="write the token into it")
+    return token
+
+
+def endpoint(
+    ctx: typer.Context,
+    *,
+    addr: str | None,
+    http_addr: str | None = None,
+    timeout: float,
+    token_file: Path | None = None,
+    tls_ca: str | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+    tls_server_name: str | None = None,
+) -> Endpoint:
+    """The endpoint for this invocation, every setting resolved by precedence."""
+    from aionctl.contexts import config_path, select
+
+    context = select(global_options(ctx).context, config_path())
+    token: str | None
+    if token_file is not None:
+        token = _read_token_file(token_file, "--token-file")
+    elif os.environ.get("AION_TOKEN", "").strip():
+        token = os.environ["AION_TOKEN"].strip()
+    elif os.environ.get("AION_TOKEN_FILE", "").strip():
+        token = _read_token_file(Path(os.environ["AION_TOKEN_FILE"].strip()), "AION_TOKEN_FILE")
+    else:
+        token = context.read_token() if context is not None else None
+    ca = tls_ca or (context.ca_file if context else None)
+    cert = tls_cert or (context.cert_file if context else None)
+    key = tls_key or (context.key_file if context else None)
+    server_name = tls_server_name or (context.server_name if context else None)
+    tls = Tls(ca, cert, key, server_name) if any((ca, cert, key, server_name)) else None
+    return Endpoint.resolve(
+        addr or (context.addr if context else None),
+        http_addr or (context.http_addr if context else None),
+        timeout,
+        token=token,
+        tls=tls,
+    )
+
+
+__all__ = ["TlsCa", "TlsCert", "TlsKey", "TlsServerName", "TokenFile", "endpoint"]

@@ -1,0 +1,425 @@
+"""Who may call what: API tokens with roles, optional client certificates, and the gRPC interceptor and
+HTTP middleware that enforce them.
+
+Roles are ordered; each includes the ones below it:
+
+- ``viewer``: read status, policy versions, modules, events;
+- ``operator``: also reload policies, run tasks, force breakers, switch intent modes;
+- ``admin``: also apply and roll back policies, install and remove modules.
+
+A token looks like ``aion_<id>_<secret>``. The id is public and finds the record; only the SHA-256 of
+the secret is stored. The secret is 256 random bits, so a plain hash is as strong as a slow password
+hash here (slow hashes protect guessable secrets) and keeps every call cheap. Comparison is constant
+time. Tokens are managed offline with ``aiond token create|list|revoke``.
+
+With a client CA configured (mTLS), the certificate's identity (its first URI SAN, else DNS SAN, else
+common name) becomes the principal. Its role comes from the token the call carries, or, without a
+token, from a grant bound to that identity (``aiond token create NAME --identity ID``).
+
+Health checks, reflection, ``/healthz``, ``/readyz`` and ``/metrics`` stay open: probes and scrapers
+carry no credentials. Every other method needs a role, and a method this table does not know needs
+``admin``, so a new RPC is closed until someone decides otherwise. Every denial is counted, and
+audited (at a bounded rate, so a flood of bad calls cannot fill the disk).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import datetime as dt
+import enum
+import hashlib
+import hmac
+import inspect
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from functools import lru_cache
+from typing import Any, TypeAlias
+
+import grpc
+
+from aion.errors import UsageError
+from aion.events import audit
+from aiond.state import StateBackend, TokenRecord
+
+_Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+
+TOKEN_PREFIX = "aion_"  # noqa: S105 - a format marker, not a secret
+_TOKEN = re.compile(r"^aion_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
+_CACHE_SECONDS = 1.0
+"""How long a looked-up credential is reused: the longest a revocation takes to bite."""
+
+
+class Role(enum.IntEnum):
+    VIEWER = 1
+    OPERATOR = 2
+    ADMIN = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def parse(cls, text: str) -> Role:
+        try:
+            return cls[text.strip().upper()]
+        except KeyError:
+            raise UsageError(f"{text!r} is not a role", hint="use viewer, operator or admin") from None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated caller."""
+
+    name: str
+    role: Role
+    credential: str
+    """The token's name, or "certificate" for an identity grant."""
+
+
+SYSTEM = Principal("aiond", Role.ADMIN, "system")
+current_principal: contextvars.ContextVar[Principal] = contextvars.ContextVar(
+    "aion_principal", default=SYSTEM
+)
+"""The caller of the RPC being served; handlers read it for audit events."""
+
+_S = "/aion.v1."
+METHOD_ROLES: Mapping[str, Role | None] = {
+    # open: probes and API discovery
+    "/grpc.health.v1.Health/Check": None,
+    "/grpc.health.v1.Health/Watch": None,
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": None,
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo": None,
+    # admin service
+    _S + "AdminService/GetStatus": Role.VIEWER,
+    _S + "AdminService/ListBreakers": Role.VIEWER,
+    _S + "AdminService/ListIntentModes": Role.VIEWER,
+    _S + "AdminService/SetBreakerState": Role.OPERATOR,
+    _S + "AdminService/SetIntentMode": Role.OPERATOR,
+    # policies
+    _S + "PolicyService/GetPolicyStatus": Role.VIEWER,
+    _S + "PolicyService/ListPolicyVersions": Role.VIEWER,
+    _S + "PolicyService/GetPolicyVersion": Role.VIEWER,
+    _S + "PolicyService/ReloadPolicy": Role.OPERATOR,
+    _S + "PolicyService/ApplyPolicy": Role.ADMIN,
+    _S + "PolicyService/RollbackPolicy": Role.ADMIN,
+    # modules
+    _S + "ModuleService/ListModules": Role.VIEWER,
+    _S + "ModuleService/GetModule": Role.VIEWER,
+    _S + "ModuleService/VerifyModules": Role.VIEWER,
+    _S + "ModuleService/SetModuleParallelism": Role.OPERATOR,
+    _S + "ModuleService/InstallModule": Role.ADMIN,
+    _S + "ModuleService/RemoveModule": Role.ADMIN,
+    # tasks, routing, events
+    _S + "TaskService/SubmitTask": Role.OPERATOR,
+    _S + "TaskService/CancelTask": Role.OPERATOR,
+    _S + "TaskService/GetTask": Role.VIEWER,
+    _S + "TaskService/WatchTask": Role.VIEWER,
+    _S + "RouterService/ExplainRoute": Role.VIEWER,
+    _S + "EventService/TailEvents": Role.VIEWER,
+}
+
+HTTP_ROLES: Mapping[tuple[str, str], Role | None] = {
+    ("GET", "/healthz"): None,
+    ("GET", "/readyz"): None,
+    ("GET", "/metrics"): None,
+    ("GET", "/router/policy"): Role.VIEWER,
+    ("POST", "/router/policy/reload"): Role.OPERATOR,
+}
+
+
+def required_role(method: str) -> Role | None:
+    """The least role ``method`` needs; None when it is open. Unknown methods need admin."""
+    return METHOD_ROLES.get(method, Role.ADMIN)
+
+
+class Denied(Exception):
+    """A call without valid credentials (``unauthenticated``) or with too weak a role (``forbidden``)."""
+
+    def __init__(self, kind: str, message: str, principal: str = "anonymous") -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.principal = principal
+
+
+# -- tokens ----------------------------------------------------------------------------------------------
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def mint(
+    name: str,
+    role: Role,
+    *,
+    created_by: str,
+    ttl: dt.timedelta | None = None,
+    identity: str = "",
+) -> tuple[TokenRecord, str]:
+    """A new credential and, for a token, its text (shown once, never stored). An identity grant has
+    no secret and an empty text."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.@:-]{0,63}", name):
+        raise UsageError(
+            f"{name!r} is not a valid credential name",
+            hint="use 1-64 letters, digits, '_', '.', '@', ':' or '-', starting with a letter or digit",
+        )
+    now = dt.datetime.now(dt.UTC)
+    token_id = secrets.token_hex(6)
+    secret = "" if identity else secrets.token_urlsafe(32)
+    record = TokenRecord(
+        id=token_id,
+        name=name,
+        role=role.label,
+        secret_sha256=hash_secret(secret) if secret else "",
+        created_at=now,
+        created_by=created_by,
+        expires_at=now + ttl if ttl else None,
+        identity=identity,
+    )
+    return record, (f"{TOKEN_PREFIX}{token_id}_{secret}" if secret else "")
+
+
+class Authenticator:
+    """Checks credentials against the state backend, with a short cache so each call stays cheap."""
+
+    def __init__(self, backend: StateBackend, clock: Callable[[], float] = time.monotonic) -> None:
+        self._backend = backend
+        self._clock = clock
+        self._cache: dict[str, tuple[float, TokenRecord | None]] = {}
+
+    def _lookup(self, key: str, fetch: Callable[[], TokenRecord | None]) -> TokenRecord | None:
+        now = self._clock()
+        hit = self._cache.get(key)
+        if hit is not None and now - hit[0] < _CACHE_SECONDS:
+            return hit[1]
+        record = fetch()
+        if len(self._cache) > 10_000:  # bounded: unknown ids from a flood of bad tokens
+            self._cache.clear()
+        self._cache[key] = (now, record)
+        return record
+
+    def authenticate(self, token: str | None, identity: str | None) -> Principal:
+        """The principal for a bearer token and/or a verified certificate identity. Raises Denied."""
+        if token:
+            match = _TOKEN.match(token)
+            if match is None:
+                raise Denied("unauthenticated", "the token is malformed", identity or "anonymous")
+            token_id, secret = match.groups()
+            record = self._lookup("t:" + token_id, lambda: self._backend.token(token_id))
+            if record is None or not record.secret_sha256:
+                raise Denied("unauthenticated", "the token is not known", identity or "anonymous")
+            if not hmac.compare_digest(record.secret_sha256, hash_secret(secret)):
+                raise Denied("unauthenticated", "the token is not known", identity or "anonymous")
+            self._check_live(record, identity or record.name)
+            return Principal(identity or record.name, Role.parse(record.role), record.name)
+        if identity:
+            record = self._lookup("i:" + identity, lambda: self._backend.token_for_identity(identity))
+            if record is None:
+                raise Denied(
+                    "forbidden", f"certificate identity {identity!r} has no role and the call has no token",
+                    identity,
+                )  # fmt: skip
+            self._check_live(record, identity)
+            return Principal(identity, Role.parse(record.role), "certificate")
+        raise Denied("unauthenticated", "the call carries no token (authorization: Bearer ...)")
+
+    @staticmethod
+    def _check_live(record: TokenRecord, who: str) -> None:
+        if record.revoked_at is not None:
+            raise Denied("unauthenticated", f"credential {record.name!r} was revoked", who)
+        if record.expires_at is not None and record.expires_at <= dt.datetime.now(dt.UTC):
+            raise Denied("unauthenticated", f"credential {record.name!r} has expired", who)
+
+
+def authorize(principal: Principal, needed: Role, what: str) -> None:
+    if principal.role < needed:
+        raise Denied(
+            "forbidden",
+            f"{what} needs role {needed.label}; {principal.name} has {principal.role.label}",
+            principal.name,
+        )
+
+
+def bearer(value: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer ...`` value (the scheme is case-insensitive)."""
+    if not value:
+        return None
+    scheme, _, rest = value.strip().partition(" ")
+    return rest.strip() if scheme.lower() == "bearer" and rest.strip() else None
+
+
+@lru_cache(maxsize=256)
+def identity_of(der_or_pem: bytes) -> str | None:
+    """A client certificate's identity: first URI SAN, else DNS SAN, else email SAN, else common name."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    try:
+        if der_or_pem.lstrip().startswith(b"-----BEGIN"):
+            cert = x509.load_pem_x509_certificate(der_or_pem)
+        else:
+            cert = x509.load_der_x509_certificate(der_or_pem)
+    except ValueError:
+        return None
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        san = None
+    if san is not None:
+        for kind in (x509.UniformResourceIdentifier, x509.DNSName, x509.RFC822Name):
+            values = san.get_values_for_type(kind)
+            if values:
+                return str(values[0])
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(names[0].value) if names else None
+
+
+# -- denial reporting ----------------------------------------------------------------------------------
+
+
+class DenialReporter:
+    """Counts every denial and audits them at a bounded rate (token bucket: ``rate`` per second, bursts
+    of ``burst``); denials over the rate are counted but not written."""
+
+    def __init__(
+        self,
+        emit: Callable[[dict[str, Any]], Awaitable[None]],
+        count: Callable[[str], None],
+        *,
+        rate: float = 10.0,
+        burst: float = 50.0,
+    ) -> None:
+        self._emit = emit
+        self._count = count
+        self._rate = rate
+        self._burst = burst
+        self._tokens = burst
+        self._last = time.monotonic()
+
+    async def report(self, denied: Denied, target: str, transport: str) -> None:
+        self._count(denied.kind)
+        now = time.monotonic()
+        self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
+        self._last = now
+        if self._tokens < 1:
+            return
+        self._tokens -= 1
+        await self._emit(
+            audit(
+                principal=denied.principal,
+                action="auth.deny",
+                target=target,
+                outcome="refused",
+                reason=denied.message,
+                details={"kind": denied.kind, "transport": transport},
+            )
+        )
+
+
+# -- gRPC -------------------------------------------------------------------------------------------------
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Authenticates and authorises every call before its handler runs; sets :data:`current_principal`."""
+
+    def __init__(self, authenticator: Authenticator, reporter: DenialReporter, *, mtls: bool) -> None:
+        self._auth = authenticator
+        self._reporter = reporter
+        self._mtls = mtls
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> _Handler | None:
+        handler = await continuation(handler_call_details)
+        method: str = handler_call_details.method
+        needed = required_role(method)
+        if handler is None or needed is None:
+            return handler
+        for kind, factory in (
+            ("unary_unary", grpc.unary_unary_rpc_method_handler),
+            ("unary_stream", grpc.unary_stream_rpc_method_handler),
+            ("stream_unary", grpc.stream_unary_rpc_method_handler),
+            ("stream_stream", grpc.stream_stream_rpc_method_handler),
+        ):
+            behavior = getattr(handler, kind)
+            if behavior:
+                return factory(
+                    self._guard(behavior, method, needed),
+                    request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer,
+                )
+        return handler
+
+    async def _principal(
+        self, method: str, needed: Role, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> Principal:
+        token = None
+        for key, value in context.invocation_metadata() or ():
+            if key == "authorization":
+                token = bearer(value if isinstance(value, str) else value.decode("latin-1"))
+                if token is None:
+                    token = ""  # present but not a bearer token: malformed
+                break
+        identity = None
+        if self._mtls:
+            pem = list(context.auth_context().get("x509_pem_cert") or ())
+            identity = identity_of(bytes(pem[0])) if pem else None
+        try:
+            principal = self._auth.authenticate(token if token else None, identity)
+            if token == "":
+                raise Denied("unauthenticated", "the authorization metadata is not 'Bearer <token>'")
+            authorize(principal, needed, method.rsplit("/", 1)[-1])
+        except Denied as denied:
+            await self._reporter.report(denied, method, "grpc")
+            code = (
+                grpc.StatusCode.UNAUTHENTICATED
+                if denied.kind == "unauthenticated"
+                else grpc.StatusCode.PERMISSION_DENIED
+            )
+            await context.abort(code, denied.message)
+            raise AssertionError("abort raises") from None
+        return principal
+
+    def _guard(self, behavior: Any, method: str, needed: Role) -> Any:
+        if inspect.isasyncgenfunction(behavior):
+
+            async def guarded_stream(
+                request: Any, context: grpc.aio.ServicerContext[Any, Any]
+            ) -> AsyncIterator[Any]:
+                current_principal.set(await self._principal(method, needed, context))
+                async for response in behavior(request, context):
+                    yield response
+
+            return guarded_stream
+
+        async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            current_principal.set(await self._principal(method, needed, context))
+            return await behavior(request, context)
+
+        return guarded
+
+
+__all__ = [
+    "HTTP_ROLES",
+    "METHOD_ROLES",
+    "SYSTEM",
+    "AuthInterceptor",
+    "Authenticator",
+    "DenialReporter",
+    "Denied",
+    "Principal",
+    "Role",
+    "authorize",
+    "bearer",
+    "current_principal",
+    "hash_secret",
+    "identity_of",
+    "mint",
+    "required_role",
+]

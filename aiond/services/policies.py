@@ -1,0 +1,271 @@
+"""PolicyService: apply, reload, roll back and read policy versions, on top of :mod:`aiond.policy_store`.
+
+Status codes: a config set with errors is INVALID_ARGUMENT, with its findings in the binary trailer
+``aion-activation-bin`` (the serialized response message, since a failed call has no response body);
+a stale ``expected_active_tag`` is ABORTED; nothing to roll back to is FAILED_PRECONDITION; an unknown
+version is NOT_FOUND; a malformed request is INVALID_ARGUMENT.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+from google.protobuf import timestamp_pb2
+from google.protobuf.message import Message
+
+from aion.api.v1 import common_pb2, policies_pb2, policies_pb2_grpc
+from aion.config.findings import Finding, Severity
+from aion.errors import ConflictError, Error, UsageError
+from aiond.auth import current_principal
+from aiond.policy_store import (
+    ActivationRefused,
+    NothingToRollBack,
+    Outcome,
+    PolicyStore,
+    Target,
+    VersionNotFound,
+)
+from aiond.state import StaleActiveVersion, StoredVersion
+
+_R = TypeVar("_R", policies_pb2.ApplyPolicyResponse, policies_pb2.ReloadPolicyResponse)
+
+SERVICE_NAME = policies_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name
+ACTIVATION_TRAILER = "aion-activation-bin"
+
+_SEVERITIES = {
+    Severity.ERROR: common_pb2.SEVERITY_ERROR,
+    Severity.WARNING: common_pb2.SEVERITY_WARNING,
+    Severity.INFO: common_pb2.SEVERITY_INFO,
+}
+
+
+def timestamp(when: dt.datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(when.astimezone(dt.UTC))
+    return stamp
+
+
+def version_message(version: StoredVersion, active_number: int | None) -> policies_pb2.PolicyVersion:
+    return policies_pb2.PolicyVersion(
+        number=version.number,
+        tag=version.tag,
+        author=version.author,
+        created_at=timestamp(version.created_at),
+        source=version.source,
+        active=version.number == active_number,
+        description=version.description,
+    )
+
+
+def finding_message(finding: Finding) -> common_pb2.Finding:
+    return common_pb2.Finding(
+        rule_id=finding.rule,
+        severity=_SEVERITIES[finding.severity],
+        message=finding.message,
+        location=common_pb2.Location(
+            file=finding.file, line=finding.line, column=finding.column, json_pointer=finding.pointer
+        ),
+        hint=finding.hint or "",
+    )
+
+
+def finding_from_dict(data: dict[str, Any]) -> common_pb2.Finding:
+    return finding_message(
+        Finding(
+            file=str(data.get("file", "")),
+            line=int(data.get("line", 0)),
+            column=int(data.get("column", 0)),
+            pointer=str(data.get("pointer", "")),
+            rule=str(data.get("rule", "")),
+            severity=Severity(data.get("severity", "error")),
+            message=str(data.get("message", "")),
+            hint=data.get("hint"),
+        )
+    )
+
+
+class PolicyServicer(policies_pb2_grpc.PolicyServiceServicer):
+    def __init__(self, store: PolicyStore) -> None:
+        self._store = store
+
+    def _active_number(self) -> int | None:
+        active = self._store.active
+        return active.version.number if active else None
+
+    async def _fail(
+        self, context: grpc.aio.ServicerContext[Any, Any], exc: Error, refusal: Message | None = None
+    ) -> NoReturn:
+        message = exc.message + (f" ({exc.hint})" if exc.hint else "")
+        if refusal is not None:
+            context.set_trailing_metadata(((ACTIVATION_TRAILER, refusal.SerializeToString()),))
+        await context.abort(status_code(exc), message)
+        raise AssertionError("abort raises")
+
+    async def ApplyPolicy(
+        self, request: policies_pb2.ApplyPolicyRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> policies_pb2.ApplyPolicyResponse:
+        files = [(f.path, bytes(f.content)) for f in request.files]
+        try:
+            outcome = await self._store.apply(
+                files,
+                principal=current_principal.get().name,
+                description=request.source,
+                dry_run=request.dry_run,
+                expected_tag=request.expected_active_tag or None,
+            )
+        except ActivationRefused as exc:
+            await self._fail(context, exc, refusal(self._store, exc, policies_pb2.ApplyPolicyResponse))
+        except Error as exc:
+            await self._fail(context, exc)
+        return policies_pb2.ApplyPolicyResponse(activation=activation(self._store, outcome))
+
+    async def ReloadPolicy(
+        self, request: policies_pb2.ReloadPolicyRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> policies_pb2.ReloadPolicyResponse:
+        try:
+            outcome = await self._store.reload(
+                principal=current_principal.get().name, dry_run=request.dry_run
+            )
+        except ActivationRefused as exc:
+            await self._fail(context, exc, refusal(self._store, exc, policies_pb2.ReloadPolicyResponse))
+        except Error as exc:
+            await self._fail(context, exc)
+        return policies_pb2.ReloadPolicyResponse(activation=activation(self._store, outcome))
+
+    async def RollbackPolicy(
+        self, request: policies_pb2.RollbackPolicyRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> policies_pb2.RollbackPolicyResponse:
+        which = request.WhichOneof("target")
+        target = Target(
+            number=request.number if which == "number" else None, tag=request.tag if which == "tag" else None
+        )
+        if which == "number" and request.number == 0:
+            await self._fail(context, UsageError("version numbers start at 1"))
+        try:
+            new, previous = await self._store.rollback(target, principal=current_principal.get().name)
+        except Error as exc:
+            await self._fail(context, exc)
+        return policies_pb2.RollbackPolicyResponse(
+            version=version_message(new, new.number), previous=version_message(previous, new.number)
+        )
+
+    async def ListPolicyVersions(
+        self, request: policies_pb2.ListPolicyVersionsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> policies_pb2.ListPolicyVersionsResponse:
+        before = None
+        if request.page_token:
+            if not request.page_token.isdigit():
+                await self._fail(
+                    context, UsageError(f"page_token {request.page_token!r} is not one this server gave")
+                )
+            before = int(request.page_token)
+        limit = request.page_size or 50
+        versions = self._store.history(limit=limit + 1, before=before)
+        page, more = versions[:limit], len(versions) > limit
+        active = self._active_number()
+        return policies_pb2.ListPolicyVersionsResponse(
+            versions=[version_message(v, active) for v in page],
+            next_page_token=str(page[-1].number) if more and page else "",
+        )
+
+    async def GetPolicyVersion(
+        self, request: policies_pb2.GetPolicyVersionRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> policies_pb2.GetPolicyVersionResponse:
+        which = request.WhichOneof("selector")
+        try:
+            if which is None:
+                active = self._store.active
+                if active is None:
+                    raise ConflictError("no policy version is active")
+                version = active.version
+            else:
+                version = self._store.find(
+                    Target(
+                        number=request.number if which == "number" else None,
+                        tag=request.tag if which == "tag" else None,
+                    )
+                )
+        except Error as exc:
+            await self._fail(context, exc)
+        files = self._store.files(version.number) if request.include_files else []
+        return policies_pb2.GetPolicyVersionResponse(
+            version=version_message(version, self._active_number()),
+            files=[common_pb2.ConfigFile(path=p, content=c) for p, c in files],
+        )
+
+    async def GetPolicyStatus(
+        self, request: policies_pb2.GetPolicyStatusRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> policies_pb2.GetPolicyStatusResponse:
+        return status_message(self._store)
+
+
+def activation(store: PolicyStore, outcome: Outcome) -> policies_pb2.Activation:
+    """The Activation message for an apply or reload that was not refused."""
+    active = store.active.version.number if store.active else None
+    message = policies_pb2.Activation(
+        activated=outcome.activated,
+        unchanged=outcome.unchanged,
+        findings=[finding_message(f) for f in _worst_first(outcome.findings)],
+    )
+    if outcome.version is not None:
+        message.version.CopyFrom(version_message(outcome.version, active))
+    else:  # a dry run of new content: only the tag it would have
+        message.version.CopyFrom(policies_pb2.PolicyVersion(tag=outcome.tag))
+    if outcome.previous is not None:
+        message.previous.CopyFrom(version_message(outcome.previous, active))
+    return message
+
+
+def refusal(store: PolicyStore, exc: ActivationRefused, response: type[_R]) -> _R:
+    """The response message of a refused apply or reload: not activated, the findings worst first, and
+    the version that stays active as ``previous``."""
+    message = policies_pb2.Activation(
+        activated=False, findings=[finding_message(f) for f in _worst_first(exc.findings)]
+    )
+    active = store.active
+    if active is not None:
+        message.previous.CopyFrom(version_message(active.version, active.version.number))
+    return response(activation=message)
+
+
+def status_message(store: PolicyStore) -> policies_pb2.GetPolicyStatusResponse:
+    reply = policies_pb2.GetPolicyStatusResponse(config_dir=str(store.config_dir))
+    active = store.active
+    if active is not None:
+        reply.active.CopyFrom(version_message(active.version, active.version.number))
+        reply.last_activation_at.CopyFrom(timestamp(active.activated_at))
+    error = store.last_error
+    if error is not None:
+        reply.last_error.CopyFrom(
+            policies_pb2.ActivationError(
+                at=timestamp(dt.datetime.fromisoformat(error["at"])),
+                source=error.get("source", ""),
+                message=error.get("message", ""),
+                findings=[finding_from_dict(f) for f in error.get("findings", [])],
+            )
+        )
+    return reply
+
+
+def _worst_first(findings: Sequence[Finding]) -> list[Finding]:
+    return sorted(findings, key=lambda f: -f.severity.rank)
+
+
+def status_code(exc: Error) -> grpc.StatusCode:
+    if isinstance(exc, ActivationRefused | UsageError):
+        return grpc.StatusCode.INVALID_ARGUMENT
+    if isinstance(exc, StaleActiveVersion):
+        return grpc.StatusCode.ABORTED
+    if isinstance(exc, NothingToRollBack | ConflictError):
+        return grpc.StatusCode.FAILED_PRECONDITION
+    if isinstance(exc, VersionNotFound):
+        return grpc.StatusCode.NOT_FOUND
+    return grpc.StatusCode.FAILED_PRECONDITION
+
+
+def add_to_server(server: grpc.aio.Server, store: PolicyStore) -> str:
+    policies_pb2_grpc.add_PolicyServiceServicer_to_server(PolicyServicer(store), server)
+    return SERVICE_NAME

@@ -1,0 +1,153 @@
+"""``aiond token create|list|revoke``: manage API credentials offline, on the state directory.
+
+These commands open the state database directly, so they work whether or not a daemon is running on
+that state directory (SQLite WAL lets both use it; a running daemon sees a change within a second).
+A token's text is printed once, on stdout alone so that scripts can capture it, and only its hash is
+kept. Every change is recorded in the daemon's event log as an audit event.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from aion.errors import UsageError
+from aion.events import EventLog, audit, local_principal
+from aiond.auth import Role, mint
+from aiond.events import LOG_NAME
+from aiond.settings import default_state_dir
+from aiond.state import SqliteState, TokenRecord
+
+_DURATION = re.compile(r"^(\d+)([smhd])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="aiond token",
+        description="Manage aiond API credentials offline, on the state directory.",
+    )
+    p.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        default=None,
+        help=f"the daemon's state directory [env AIOND_STATE_DIR; default: {default_state_dir()}]",
+    )
+    sub = p.add_subparsers(dest="action", required=True, metavar="{create,list,revoke}")
+    create = sub.add_parser("create", help="create a token (printed once) or a certificate-identity grant")
+    create.add_argument("name", help="who or what uses it, for example ci-deploy or alice")
+    create.add_argument("--role", required=True, choices=[r.label for r in Role], help="what it may do")
+    create.add_argument("--ttl", metavar="DURATION", help="expire after this long: 30m, 12h, 90d")
+    create.add_argument(
+        "--identity",
+        metavar="ID",
+        help="grant the role to a client certificate identity (URI SAN, DNS SAN or CN) instead of "
+        "creating a token; for mTLS clients that send no token",
+    )
+    create.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    listing = sub.add_parser("list", help="list credentials (never their secrets)")
+    listing.add_argument("--all", action="store_true", help="include revoked credentials")
+    listing.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    revoke = sub.add_parser("revoke", help="revoke a credential by name or id; takes effect within 1 s")
+    revoke.add_argument("name", metavar="NAME|ID")
+    return p
+
+
+def parse_ttl(text: str) -> dt.timedelta:
+    match = _DURATION.match(text.strip())
+    if match is None or int(match.group(1)) == 0:
+        raise UsageError(f"--ttl: {text!r} is not a duration", hint="use a number and a unit: 30m, 12h, 90d")
+    return dt.timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+
+
+def _record(record: TokenRecord) -> dict[str, Any]:
+    def iso(when: dt.datetime | None) -> str | None:
+        return when.isoformat().replace("+00:00", "Z") if when else None
+
+    return {
+        "id": record.id,
+        "name": record.name,
+        "role": record.role,
+        "kind": "identity" if record.identity else "token",
+        "identity": record.identity or None,
+        "createdAt": iso(record.created_at),
+        "createdBy": record.created_by,
+        "expiresAt": iso(record.expires_at),
+        "revokedAt": iso(record.revoked_at),
+    }
+
+
+def run(argv: Sequence[str]) -> int:
+    args = parser().parse_args(argv)
+    raw_dir = args.state_dir or os.environ.get("AIOND_STATE_DIR")
+    from aiond.settings import _path
+
+    state_dir = _path(raw_dir, "--state-dir") if raw_dir else default_state_dir()
+    who = local_principal()
+    state = SqliteState.open(state_dir)
+    events = EventLog(state_dir / LOG_NAME)
+    try:
+        if args.action == "create":
+            ttl = parse_ttl(args.ttl) if args.ttl else None
+            record, text = mint(
+                args.name, Role.parse(args.role), created_by=who, ttl=ttl, identity=args.identity or ""
+            )
+            state.add_token(record)
+            events.append(
+                audit(principal=who, action="token.create", target=record.name, outcome="success",
+                      after=record.id, reason=f"role {record.role}", details=_record(record))
+            )  # fmt: skip
+            if args.output == "json":
+                print(json.dumps({"apiVersion": "aion/v1", "kind": "Credential", **_record(record),
+                                  "token": text or None}, indent=2))  # fmt: skip
+            elif text:
+                print(text)
+                print(
+                    f"token {record.name!r} ({record.role}) created; it is shown only once, store it now",
+                    file=sys.stderr,
+                )
+            else:
+                print(
+                    f"identity {record.identity!r} granted role {record.role} as {record.name!r}",
+                    file=sys.stderr,
+                )
+        elif args.action == "list":
+            records = state.tokens(include_revoked=args.all)
+            if args.output == "json":
+                doc = {
+                    "apiVersion": "aion/v1",
+                    "kind": "CredentialList",
+                    "credentials": [_record(r) for r in records],
+                }
+                print(json.dumps(doc, indent=2))
+            else:
+                print(f"{'NAME':<24} {'ID':<12} {'ROLE':<9} {'KIND':<8} {'EXPIRES':<20} STATUS")
+                now = dt.datetime.now(dt.UTC)
+                for r in records:
+                    status = (
+                        "revoked"
+                        if r.revoked_at
+                        else ("expired" if r.expires_at and r.expires_at <= now else "live")
+                    )
+                    expires = r.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ") if r.expires_at else "never"
+                    kind = "identity" if r.identity else "token"
+                    print(f"{r.name:<24} {r.id:<12} {r.role:<9} {kind:<8} {expires:<20} {status}")
+        else:
+            record = state.revoke_token(args.name, dt.datetime.now(dt.UTC))
+            events.append(
+                audit(principal=who, action="token.revoke", target=record.name, outcome="success",
+                      before=record.id, reason="revoked", details=_record(record))
+            )  # fmt: skip
+            print(f"revoked {record.name!r} ({record.id})", file=sys.stderr)
+    finally:
+        state.close()
+    return 0
+
+
+__all__ = ["parse_ttl", "parser", "run"]
