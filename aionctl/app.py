@@ -19,7 +19,7 @@ from aion import __version__
 from aion.errors import Error
 from aion.exitcodes import EXIT_CODE_HELP, ExitCode
 from aionctl._lazy import LazyGroup
-from aionctl.options import GlobalOptions
+from aionctl.options import ContextName, GlobalOptions
 
 PROG = "aionctl"
 VERSION_TEXT = f"{PROG} {__version__}"
@@ -49,6 +49,7 @@ def _print_version(value: bool) -> None:
 @app.callback()
 def root(
     ctx: typer.Context,
+    *,
     no_color: Annotated[
         bool, typer.Option("--no-color", help="Never colour the output (NO_COLOR works too).")
     ] = False,
@@ -56,12 +57,13 @@ def root(
     debug: Annotated[
         bool, typer.Option("--debug", envvar="AION_DEBUG", help="Show the underlying cause of errors.")
     ] = False,
+    context: ContextName = None,
     version: Annotated[
         bool,
         typer.Option("--version", is_eager=True, callback=_print_version, help="Print the version and exit."),
     ] = False,
 ) -> None:
-    ctx.obj = GlobalOptions(no_color=no_color, quiet=quiet, debug=debug)
+    ctx.obj = GlobalOptions(no_color=no_color, quiet=quiet, debug=debug, context=context or None)
 
 
 def run(args: Sequence[str]) -> int:

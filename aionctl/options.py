@@ -1,7 +1,7 @@
 """Options shared by many aionctl commands, each defined once here and reused by annotation.
 
-Connection settings resolve as flag > environment variable > built-in default (contexts from a config
-file slot in between environment and default when they arrive).
+Connection settings resolve as flag > environment variable > client context (``--context``, else the
+current context of the client config file, see aionctl.contexts) > built-in default.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ class GlobalOptions:
     no_color: bool = False
     quiet: bool = False
     debug: bool = False
+    context: str | None = None
+    """The client context named with ``--context`` or ``AION_CONTEXT`` (None: the current context)."""
 
     def color(self, stream: object = None) -> bool:
         """Whether escape codes may be written: a terminal, no --no-color, no NO_COLOR, not TERM=dumb."""
@@ -63,6 +65,19 @@ HttpAddress = Annotated[
     str | None,
     typer.Option("--http-addr", envvar="AION_HTTP_ADDR", metavar="HOST:PORT",
                  help="aiond HTTP address (health, readiness, metrics) [default: 127.0.0.1:8471]."),
+]  # fmt: skip
+
+
+def _context_names(incomplete: str) -> list[str]:
+    from aionctl.contexts import complete_names
+
+    return complete_names(incomplete)
+
+
+ContextName = Annotated[
+    str | None,
+    typer.Option("--context", envvar="AION_CONTEXT", metavar="NAME", autocompletion=_context_names,
+                 help="Client context to use (`aionctl config get-contexts`) [default: the current one]."),
 ]  # fmt: skip
 
 Timeout = Annotated[

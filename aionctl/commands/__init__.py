@@ -28,6 +28,11 @@ COMMANDS: tuple[CommandSpec, ...] = (
     ),
     CommandSpec("health", "aionctl.commands.health", "Check that aiond is alive and ready (gRPC and HTTP)."),
     CommandSpec("status", "aionctl.commands.status", "Show what the running aiond reports about itself."),
+    CommandSpec(
+        "config",
+        "aionctl.commands.config",
+        "Manage client contexts: where aiond is and how to authenticate.",
+    ),
     CommandSpec("schema", "aionctl.commands.schema", "Print the JSON Schemas that ship with aion."),
 )
 
