@@ -41,7 +41,7 @@ from aion.errors import InputError, UsageError
 if TYPE_CHECKING:
     from aion.config.yamlload import Document
 
-CONFIG_ENV = "AION_CONFIG"
+CONFIG_ENV = "AION_CLIENT_CONFIG"
 """Environment variable naming the file (the default is under ``$XDG_CONFIG_HOME/aion/``)."""
 API_VERSION = "aion/v1"
 KIND = "ClientConfig"
@@ -165,7 +165,7 @@ class ClientConfig:
 
 
 def config_path() -> Path:
-    """The client config file: ``$AION_CONFIG``, else ``$XDG_CONFIG_HOME/aion/config.yaml``, else
+    """The client config file: ``$AION_CLIENT_CONFIG``, else ``$XDG_CONFIG_HOME/aion/config.yaml``, else
     ``~/.config/aion/config.yaml``."""
     explicit = os.environ.get(CONFIG_ENV)
     if explicit:
@@ -331,7 +331,7 @@ def _read(path: Path) -> bytes | None:
     try:
         mode = os.fstat(fd).st_mode
         if stat.S_ISDIR(mode):
-            # Module commands read AION_CONFIG as their config-set directory; say which file is meant.
+            # A directory here is usually a config-set directory given by mistake; say which file is meant.
             raise InputError(
                 f"cannot read {path}: it is a directory, not the client config file",
                 hint=f"set {CONFIG_ENV} to the client config file (e.g. ~/.config/aion/config.yaml)",

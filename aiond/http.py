@@ -54,9 +54,25 @@ class PolicyEndpoints:
 
 
 def document(kind: str, message: Message) -> dict[str, Any]:
-    """A proto message as a JSON document: apiVersion, kind, then the proto3 JSON mapping."""
+    """A proto message as a JSON document: apiVersion, kind, then the proto3 JSON mapping, with
+    finding severities as aionctl prints them (error, warning, info)."""
     body = json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
-    return {"apiVersion": API_VERSION, "kind": kind, **body}
+    return {"apiVersion": API_VERSION, "kind": kind, **_severities(body)}
+
+
+def _severities(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {
+            k: (
+                v.removeprefix("SEVERITY_").lower()
+                if k == "severity" and isinstance(v, str)
+                else _severities(v)
+            )
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_severities(v) for v in node]
+    return node
 
 
 def error_document(message: str, reason: str) -> dict[str, Any]:

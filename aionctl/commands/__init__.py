@@ -33,6 +33,10 @@ COMMANDS: tuple[CommandSpec, ...] = (
         "aionctl.commands.config",
         "Manage client contexts: where aiond is and how to authenticate.",
     ),
+    CommandSpec(
+        "policy", "aionctl.commands.policy", "Apply, reload, roll back, diff and list policy versions."
+    ),
+    CommandSpec("events", "aionctl.commands.events", "Read and follow the daemon's event log (audit)."),
     CommandSpec("schema", "aionctl.commands.schema", "Print the JSON Schemas that ship with aion."),
 )
 

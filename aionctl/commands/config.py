@@ -1,7 +1,7 @@
 """``aionctl config ...``: the client contexts, kubectl style: list them, show and switch the current one,
 create, change and delete them.
 
-The file is ``$AION_CONFIG``, else ``$XDG_CONFIG_HOME/aion/config.yaml``, else
+The file is ``$AION_CLIENT_CONFIG``, else ``$XDG_CONFIG_HOME/aion/config.yaml``, else
 ``~/.config/aion/config.yaml`` (aionctl.contexts owns it). Every change rewrites it atomically with mode
 0600, so a failed write leaves the old file as it was. Tokens are never printed.
 """

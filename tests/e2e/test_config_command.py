@@ -24,7 +24,7 @@ def config(tmp_path: Path) -> Path:
 
 
 def run(config: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {"AION_CONFIG": str(config)}
+    env = {"AION_CLIENT_CONFIG": str(config)}
     if cwd is None:
         return aionctl(*args, env=env)
     return subprocess.run(
@@ -272,7 +272,7 @@ def test_shell_completion_offers_context_names(config: Path) -> None:
     ok(run(config, "config", "set-context", "local", "--addr", "h:3"))
     for words, cword in (("aionctl config use-context pr", "3"), ("aionctl --context pr", "2")):
         env = clean_env({
-            "AION_CONFIG": str(config),
+            "AION_CLIENT_CONFIG": str(config),
             "_AIONCTL_COMPLETE": "complete_bash",
             "COMP_WORDS": words,
             "COMP_CWORD": cword,

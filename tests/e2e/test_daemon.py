@@ -96,8 +96,9 @@ def test_grpcurl_lists_the_whole_contract_through_reflection(aiond: Aiond, go_to
 
 def test_grpcurl_calls_get_status(aiond: Aiond, go_tools: GoTools) -> None:
     result = go_tools.run(
-        "grpcurl", "-plaintext", "-format", "json", aiond.grpc_addr, "aion.v1.AdminService/GetStatus"
-    )
+        "grpcurl", "-plaintext", "-format", "json", "-H", f"authorization: Bearer {aiond.tokens['viewer']}",
+        aiond.grpc_addr, "aion.v1.AdminService/GetStatus",
+    )  # fmt: skip
     status = json.loads(result.stdout)
     assert status["version"] == __version__
     assert status["state"] == "SERVING_STATE_SERVING"
@@ -106,7 +107,10 @@ def test_grpcurl_calls_get_status(aiond: Aiond, go_tools: GoTools) -> None:
 def test_services_not_served_yet_say_so(aiond: Aiond, go_tools: GoTools) -> None:
     request = '{"intent": "summarize"}'
     method = "aion.v1.TaskService/SubmitTask"
-    result = go_tools.run("grpcurl", "-plaintext", "-d", request, aiond.grpc_addr, method, check=False)
+    token = f"authorization: Bearer {aiond.tokens['operator']}"
+    result = go_tools.run(
+        "grpcurl", "-plaintext", "-H", token, "-d", request, aiond.grpc_addr, method, check=False
+    )
     assert result.returncode != 0
     assert "Code: Unimplemented" in result.stderr
     assert "TaskService.SubmitTask is not available in this aiond version" in result.stderr

@@ -53,7 +53,7 @@ def daemon(oci_registry: OciRegistry, signer: Signer, tmp_path: Path) -> Iterato
 
 @pytest.fixture
 def stub(daemon: Aiond) -> Iterator[modules_pb2_grpc.ModuleServiceStub]:
-    with grpc.insecure_channel(daemon.grpc_addr, options=[("grpc.enable_http_proxy", 0)]) as channel:
+    with daemon.channel() as channel:
         yield modules_pb2_grpc.ModuleServiceStub(channel)
 
 
@@ -110,7 +110,7 @@ def test_install_list_get_verify_remove_over_grpc(
         "output/module-list",
     )
     assert [m["digest"] for m in listed["modules"]] == [digest]
-    assert listed["modules"][0]["installedBy"].startswith("aiond:")
+    assert listed["modules"][0]["installedBy"] == "test-admin"  # the caller's token, not the daemon
 
     assert [m.digest for m in stub.ListModules(modules_pb2.ListModulesRequest(), timeout=10).modules] == [
         digest
@@ -169,6 +169,7 @@ def test_grpcurl_installs_through_reflection(
     ref, digest = publish(oci_registry, tmp_path, sign=signer)
     result = go_tools.run(
         "grpcurl", "-plaintext", "-max-time", "60", "-d", json.dumps({"ref": ref}),
+        "-H", f"authorization: Bearer {daemon.tokens['admin']}",
         daemon.grpc_addr, "aion.v1.ModuleService/InstallModule",
     )  # fmt: skip
     assert json.loads(result.stdout)["module"]["digest"] == digest

@@ -14,20 +14,35 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aion.addresses import HostPort
 from aion.errors import ConflictError, InputError
+from aiond.auth import Role, mint
 from aiond.server import Daemon, Phase, ServiceBinding
 from aiond.settings import Settings
+from aiond.state import SqliteState
+from tests.rig.daemon import EXAMPLES
 
 SLOW_METHOD = "/aion.test.Slow/Wait"
 
 
-def slow_call(channel: grpc.aio.Channel) -> grpc.aio.UnaryUnaryCall[bytes, bytes]:
-    """Start one call of the slow method (raw bytes in and out)."""
+def admin_token(state_dir: Path) -> str:
+    """An admin token written into the state directory, as `aiond token create` does."""
+    state = SqliteState.open(state_dir)
+    try:
+        record, text = mint(f"admin-{len(state.tokens())}", Role.ADMIN, created_by="test")
+        state.add_token(record)
+    finally:
+        state.close()
+    return text
+
+
+def slow_call(channel: grpc.aio.Channel, token: str) -> grpc.aio.UnaryUnaryCall[bytes, bytes]:
+    """Start one call of the slow method (raw bytes in and out). Methods the daemon's role table does
+    not know need the admin role."""
 
     def raw(data: bytes) -> bytes:
         return data
 
     method = channel.unary_unary(SLOW_METHOD, request_serializer=raw, response_deserializer=raw)
-    return method(b"x", timeout=30)
+    return method(b"x", timeout=30, metadata=(("authorization", f"Bearer {token}"),))
 
 
 class SlowService:
@@ -52,7 +67,7 @@ class SlowService:
 
 def settings(tmp_path: Path, **overrides: Any) -> Settings:
     base: dict[str, Any] = {
-        "config_dir": tmp_path,
+        "config_dir": EXAMPLES,
         "state_dir": tmp_path / "state",
         "grpc_listen": HostPort("127.0.0.1", 0),
         "http_listen": HostPort("127.0.0.1", 0),
@@ -109,6 +124,7 @@ def test_in_flight_call_finishes_before_http_stops(tmp_path: Path) -> None:
         slow = SlowService()
         daemon = Daemon(settings(tmp_path), extra_services=[ServiceBinding(slow.register)])
         track(daemon)
+        token = admin_token(daemon.settings.state_dir)
         await daemon.startup()
         ready_url = f"http://{daemon.http_address}/readyz"
         async with (
@@ -116,7 +132,7 @@ def test_in_flight_call_finishes_before_http_stops(tmp_path: Path) -> None:
             httpx.AsyncClient() as http,
         ):
             health = health_pb2_grpc.HealthStub(channel)
-            call = slow_call(channel)
+            call = slow_call(channel, token)
             await asyncio.wait_for(slow.entered.wait(), 10)
             stopping = asyncio.ensure_future(daemon.shutdown())
 
@@ -164,9 +180,10 @@ def test_grace_period_cancels_calls_that_do_not_finish(tmp_path: Path) -> None:
             settings(tmp_path, shutdown_grace=0.3), extra_services=[ServiceBinding(slow.register)]
         )
         track(daemon)
+        token = admin_token(daemon.settings.state_dir)
         await daemon.startup()
         async with grpc.aio.insecure_channel(str(daemon.grpc_address)) as channel:
-            call = slow_call(channel)
+            call = slow_call(channel, token)
             await asyncio.wait_for(slow.entered.wait(), 10)
             await asyncio.wait_for(daemon.shutdown(), 10)
             with pytest.raises(grpc.aio.AioRpcError) as info:
@@ -266,9 +283,10 @@ def test_calls_in_flight_are_counted(tmp_path: Path) -> None:
         slow = SlowService()
         daemon = Daemon(settings(tmp_path), extra_services=[ServiceBinding(slow.register)])
         track(daemon)
+        token = admin_token(daemon.settings.state_dir)
         await daemon.startup()
         async with grpc.aio.insecure_channel(str(daemon.grpc_address)) as channel:
-            calls = [slow_call(channel) for _ in range(3)]
+            calls = [slow_call(channel, token) for _ in range(3)]
             await until(lambda: daemon.status().inflight_rpcs == 3)
             slow.release.set()
             assert await asyncio.gather(*calls) == [b"done:x"] * 3

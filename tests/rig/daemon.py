@@ -12,6 +12,9 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
+
+import grpc
 
 from tests.rig.procs import ManagedProcess, free_port, http_ok, start_with_retries
 
@@ -33,6 +36,8 @@ def program(name: str) -> str:
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The test's environment without aion settings that would leak in from the developer's shell."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AION_", "AIOND_"))}
+    # Never the developer's own client contexts (~/.config/aion/config.yaml): a file that does not exist.
+    env["AION_CLIENT_CONFIG"] = str(Path(os.devnull).parent / "nonexistent-aion-client-config.yaml")
     env.update(extra or {})
     return env
 
@@ -46,6 +51,10 @@ class Aiond:
         self.extra_args = list(extra_args)
         self.state_dir = workdir / "state"
         self.grpc_addr = self.http_addr = ""
+        # One token per role, written into the state directory before the daemon starts.
+        self.tokens = {
+            role: self.create_token(f"test-{role}", role) for role in ("viewer", "operator", "admin")
+        }
         self.process = self._process()
 
     def _process(self) -> ManagedProcess:
@@ -76,9 +85,53 @@ class Aiond:
     def stop(self) -> int | None:
         return self.process.stop()
 
-    def aionctl_env(self) -> dict[str, str]:
-        """Environment that points aionctl at this daemon."""
-        return {"AION_ADDR": self.grpc_addr, "AION_HTTP_ADDR": self.http_addr}
+    def create_token(self, name: str, role: str, *extra: str) -> str:
+        """`aiond token create` on this daemon's state directory; returns the token."""
+        result = subprocess.run(
+            [program("aiond"), "token", "--state-dir", str(self.state_dir),
+             "create", name, "--role", role, *extra],
+            capture_output=True, text=True, env=clean_env(), timeout=60, check=False,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise RuntimeError(f"aiond token create failed: {result.stderr}")
+        return result.stdout.strip()
+
+    def aionctl_env(self, role: str = "admin") -> dict[str, str]:
+        """Environment that points aionctl at this daemon, with a token of ``role`` ("" for none)."""
+        env = {
+            "AION_ADDR": self.grpc_addr,
+            "AION_HTTP_ADDR": self.http_addr,
+            "AION_CLIENT_CONFIG": str(self.workdir / "aionctl.yaml"),
+        }
+        if role:
+            env["AION_TOKEN"] = self.tokens[role]
+        return env
+
+    def channel(self, role: str = "admin") -> grpc.Channel:
+        """A gRPC channel to this daemon whose calls carry a token of ``role``; close it after use."""
+        plain = grpc.insecure_channel(self.grpc_addr, options=[("grpc.enable_http_proxy", 0)])
+        return grpc.intercept_channel(plain, _BearerToken(self.tokens[role]))
+
+    def metadata(self, role: str = "admin") -> tuple[tuple[str, str], ...]:
+        """gRPC call metadata with a token of ``role``."""
+        return (("authorization", f"Bearer {self.tokens[role]}"),)
+
+
+class _BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Adds ``authorization: Bearer <token>`` to every call."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def _with_token(self, details: Any) -> Any:
+        metadata = [*(details.metadata or ()), ("authorization", f"Bearer {self._token}")]
+        return details._replace(metadata=metadata)
+
+    def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        return continuation(self._with_token(client_call_details), request)
+
+    def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        return continuation(self._with_token(client_call_details), request)
 
 
 def aionctl(

@@ -62,13 +62,13 @@ def full_config() -> ClientConfig:
 def test_config_path_prefers_aion_config_then_xdg_then_home(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOME", "/home/someone")
     monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
-    monkeypatch.delenv("AION_CONFIG", raising=False)
+    monkeypatch.delenv("AION_CLIENT_CONFIG", raising=False)
     assert contexts.config_path() == Path("/home/someone/.config/aion/config.yaml")
     monkeypatch.setenv("XDG_CONFIG_HOME", "relative/xdg")  # invalid by the XDG spec: ignored
     assert contexts.config_path() == Path("/home/someone/.config/aion/config.yaml")
     monkeypatch.setenv("XDG_CONFIG_HOME", "/xdg")
     assert contexts.config_path() == Path("/xdg/aion/config.yaml")
-    monkeypatch.setenv("AION_CONFIG", "~/elsewhere.yaml")
+    monkeypatch.setenv("AION_CLIENT_CONFIG", "~/elsewhere.yaml")
     assert contexts.config_path() == Path("/home/someone/elsewhere.yaml")
 
 
@@ -346,7 +346,7 @@ def test_a_directory_is_not_a_config_file(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="it is a directory") as caught:
         contexts.load(tmp_path)
     assert caught.value.hint is not None
-    assert "AION_CONFIG" in caught.value.hint
+    assert "AION_CLIENT_CONFIG" in caught.value.hint
 
 
 def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
@@ -562,7 +562,7 @@ def test_complete_names_lists_matching_contexts_and_never_fails(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = write(tmp_path / "c.yaml", EXAMPLE + "  - name: prod-eu\n")
-    monkeypatch.setenv("AION_CONFIG", str(path))
+    monkeypatch.setenv("AION_CLIENT_CONFIG", str(path))
     assert contexts.complete_names("pr") == ["prod", "prod-eu"]
     assert contexts.complete_names("") == ["prod", "local", "prod-eu"]
     write(path, "contexts: [\n")
