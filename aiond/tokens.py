@@ -74,7 +74,7 @@ def _record(record: TokenRecord) -> dict[str, Any]:
         "id": record.id,
         "name": record.name,
         "role": record.role,
-        "kind": "identity" if record.identity else "token",
+        "type": "identity" if record.identity else "token",
         "identity": record.identity or None,
         "createdAt": iso(record.created_at),
         "createdBy": record.created_by,

@@ -16,7 +16,7 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -82,11 +82,11 @@ def poll(
         time.sleep(POLL_INTERVAL)
 
 
-def http_ok(url: str) -> bool:
+def http_ok(url: str, *, verify: Any = True) -> bool:
     """GET ``url`` directly (never through a proxy from the environment); True on 200."""
     import httpx
 
-    return httpx.get(url, timeout=1, trust_env=False).status_code == 200
+    return httpx.get(url, timeout=1, trust_env=False, verify=verify).status_code == 200
 
 
 def start_with_retries(
