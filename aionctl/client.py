@@ -22,7 +22,6 @@ from aion.errors import (
     ConflictError,
     DaemonUnavailable,
     Error,
-    FindingsError,
     InputError,
     ServiceError,
     UsageError,
@@ -75,7 +74,7 @@ class Endpoint:
     grpc: HostPort
     http: HostPort
     timeout: float
-    token: str | None = None
+    token: str | None = dataclasses.field(default=None, repr=False)
     tls: Tls | None = None
 
     @classmethod
@@ -173,7 +172,7 @@ def translate_rpc_error(exc: grpc.RpcError, endpoint: Endpoint, what: str) -> Er
     if code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ABORTED, grpc.StatusCode.ALREADY_EXISTS):
         return ConflictError(f"{what}: {detail}")
     if code is grpc.StatusCode.INVALID_ARGUMENT:
-        return FindingsError(f"{what}: {detail}")
+        return UsageError(f"{what}: {detail}")
     if code is grpc.StatusCode.NOT_FOUND:
         return InputError(f"{what}: {detail}")
     if code is grpc.StatusCode.UNIMPLEMENTED:
@@ -221,9 +220,7 @@ def probe_grpc_health(endpoint: Endpoint, service: str = "") -> Probe:
     with channel(endpoint) as ch:
         try:
             reply = health_pb2_grpc.HealthStub(ch).Check(
-                health_pb2.HealthCheckRequest(service=service),
-                timeout=endpoint.timeout,
-                metadata=endpoint.metadata(),
+                health_pb2.HealthCheckRequest(service=service), timeout=endpoint.timeout
             )
         except grpc.RpcError as exc:
             elapsed = (time.perf_counter() - started) * 1000
@@ -238,8 +235,9 @@ def probe_grpc_health(endpoint: Endpoint, service: str = "") -> Probe:
 
 
 @contextlib.contextmanager
-def http_client(endpoint: Endpoint) -> Iterator[httpx.Client]:
-    """An HTTP client for the daemon's listener (no proxies from the environment: it is our daemon)."""
+def http_client(endpoint: Endpoint, *, authenticated: bool = False) -> Iterator[httpx.Client]:
+    """An HTTP client for the daemon's listener (no proxies from the environment: it is our daemon).
+    The token goes along only when ``authenticated``: probes are open and need none."""
     import httpx
 
     verify: Any = True

@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from aion.errors import InputError
+from aion.errors import InputError, UsageError
 from aionctl.client import Endpoint, Tls
 from aionctl.options import global_options
 
@@ -45,6 +45,19 @@ TlsServerName = Annotated[
     typer.Option("--tls-server-name", envvar="AION_TLS_SERVER_NAME", metavar="NAME", show_default=False,
                  help="Name to check aiond's certificate against, when it differs from the address."),
 ]  # fmt: skip
+
+
+_TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/=")
+
+
+def _checked(token: str, origin: str) -> str:
+    """The token, if it can travel in a header; never echoes it."""
+    if not token or not set(token) <= _TOKEN_CHARS or len(token) > 4096:
+        raise UsageError(
+            f"the token from {origin} is malformed: it must be one line of letters, digits and -._~+/=",
+            hint="aiond tokens look like aion_<id>_<secret>; check the file or variable holds only that",
+        )
+    return token
 
 
 def _read_token_file(path: Path, origin: str) -> str:
@@ -76,13 +89,16 @@ def endpoint(
     context = select(global_options(ctx).context, config_path())
     token: str | None
     if token_file is not None:
-        token = _read_token_file(token_file, "--token-file")
+        token = _checked(_read_token_file(token_file, "--token-file"), f"--token-file {token_file}")
     elif os.environ.get("AION_TOKEN", "").strip():
-        token = os.environ["AION_TOKEN"].strip()
+        token = _checked(os.environ["AION_TOKEN"].strip(), "AION_TOKEN")
     elif os.environ.get("AION_TOKEN_FILE", "").strip():
-        token = _read_token_file(Path(os.environ["AION_TOKEN_FILE"].strip()), "AION_TOKEN_FILE")
+        path = Path(os.environ["AION_TOKEN_FILE"].strip())
+        token = _checked(_read_token_file(path, "AION_TOKEN_FILE"), f"AION_TOKEN_FILE {path}")
+    elif context is not None and (text := context.read_token()) is not None:
+        token = _checked(text, f"context {context.name!r}")
     else:
-        token = context.read_token() if context is not None else None
+        token = None
     ca = tls_ca or (context.ca_file if context else None)
     cert = tls_cert or (context.cert_file if context else None)
     key = tls_key or (context.key_file if context else None)

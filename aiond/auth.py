@@ -13,13 +13,16 @@ hash here (slow hashes protect guessable secrets) and keeps every call cheap. Co
 time. Tokens are managed offline with ``aiond token create|list|revoke``.
 
 With a client CA configured (mTLS), the certificate's identity (its first URI SAN, else DNS SAN, else
-common name) becomes the principal. Its role comes from the token the call carries, or, without a
-token, from a grant bound to that identity (``aiond token create NAME --identity ID``).
+email SAN, else common name) becomes the principal. Its role comes from the token the call
+carries, or, without a token, from a grant bound to that identity
+(``aiond token create NAME --identity ID``).
 
-Health checks, reflection, ``/healthz``, ``/readyz`` and ``/metrics`` stay open: probes and scrapers
-carry no credentials. Every other method needs a role, and a method this table does not know needs
-``admin``, so a new RPC is closed until someone decides otherwise. Every denial is counted, and
-audited (at a bounded rate, so a flood of bad calls cannot fill the disk).
+Health checks, reflection, ``/healthz``, ``/readyz`` and ``/metrics`` need no token: probes and
+scrapers carry none. (With mTLS on, every gRPC connection still needs a client certificate, probes
+included; HTTP asks for one but does not require it.) Every other method needs a role, and a method
+this table does not know needs ``admin``, so a new RPC is closed until someone decides otherwise.
+Every denial is counted, and audited (at a bounded rate, so a flood of bad calls cannot fill the
+disk).
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ _CACHE_SECONDS = 1.0
 
 
 class Role(enum.IntEnum):
+    NONE = 0
+    """No role at all: the principal of a call that was never authenticated."""
     VIEWER = 1
     OPERATOR = 2
     ADMIN = 3
@@ -64,7 +69,10 @@ class Role(enum.IntEnum):
     @classmethod
     def parse(cls, text: str) -> Role:
         try:
-            return cls[text.strip().upper()]
+            role = cls[text.strip().upper()]
+            if role is cls.NONE:
+                raise KeyError(text)
+            return role
         except KeyError:
             raise UsageError(f"{text!r} is not a role", hint="use viewer, operator or admin") from None
 
@@ -80,10 +88,13 @@ class Principal:
 
 
 SYSTEM = Principal("aiond", Role.ADMIN, "system")
+"""The daemon itself, for changes it makes on its own (start-up, SIGHUP)."""
+ANONYMOUS = Principal("anonymous", Role.NONE, "none")
 current_principal: contextvars.ContextVar[Principal] = contextvars.ContextVar(
-    "aion_principal", default=SYSTEM
+    "aion_principal", default=ANONYMOUS
 )
-"""The caller of the RPC being served; handlers read it for audit events."""
+"""The caller of the RPC being served; handlers read it for audit events. Outside an authenticated
+call it is ANONYMOUS, which holds no role."""
 
 _S = "/aion.v1."
 METHOD_ROLES: Mapping[str, Role | None] = {
@@ -406,6 +417,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
 
 __all__ = [
+    "ANONYMOUS",
     "HTTP_ROLES",
     "METHOD_ROLES",
     "SYSTEM",

@@ -11,12 +11,13 @@ woken on every append, and also poll, because other processes may append too.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import json
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from aion.events import EventLog
 
@@ -24,6 +25,7 @@ LOG_NAME = "events.jsonl"
 POLL_SECONDS = 0.5
 MAX_LINE = 1024 * 1024
 """Longer lines are skipped (never produced by aion; defends readers against a damaged file)."""
+_FOLLOW_BATCH = 1000
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -46,58 +48,100 @@ class DaemonEvents:
         async with self._changed:
             self._changed.notify_all()
 
-    def read(self, offset: int = 0, sequence: int = 0) -> tuple[list[Recorded], int, int]:
-        """Complete lines after byte ``offset`` (where line ``sequence`` ended). Returns the events,
-        the new offset and the new sequence."""
+    def scan(
+        self,
+        *,
+        after: int,
+        limit: int,
+        topics: frozenset[str],
+        offset: int = 0,
+        sequence: int = 0,
+        newest: bool = False,
+    ) -> tuple[list[Recorded], int, int]:
+        """Read the log from byte ``offset`` (where line ``sequence`` ended), streaming: with
+        ``newest``, the last ``limit`` matching events; else the first ``limit`` after sequence ``after``.
+        Returns them with the offset and sequence where reading stopped. Memory stays within
+        ``limit`` events whatever the log's size; a line still being written is left for later."""
+        last: collections.deque[Recorded] = collections.deque(maxlen=limit)
+        found: list[Recorded] = []
         try:
-            with self.path.open("rb") as handle:
-                handle.seek(offset)
-                data = handle.read()
+            handle = self.path.open("rb")
         except FileNotFoundError:
             return [], offset, sequence
-        end = data.rfind(b"\n") + 1  # a line still being written is left for the next read
-        found: list[Recorded] = []
-        for line in data[:end].splitlines():
-            sequence += 1
-            if not line.strip() or len(line) > MAX_LINE:
-                continue
-            with contextlib.suppress(ValueError):
-                event = json.loads(line)
-                if isinstance(event, dict):
-                    found.append(Recorded(sequence, event))
-        return found, offset + end, sequence
+        with handle:
+            handle.seek(offset)
+            for line, size in _lines(handle):
+                sequence += 1
+                offset += size
+                if sequence <= after or line is None:
+                    continue
+                record = _parse(sequence, line)
+                if record is None or (topics and record.event.get("topic") not in topics):
+                    continue
+                if newest:
+                    last.append(record)
+                else:
+                    found.append(record)
+                    if len(found) >= limit:
+                        break
+        return (list(last) if newest else found), offset, sequence
 
     async def tail(
         self, *, topics: Sequence[str], after: int, limit: int, follow: bool
     ) -> AsyncIterator[Recorded]:
         """Recorded events in order (the last ``limit``, or those after sequence ``after``), then, with
         ``follow``, new ones as they arrive, until the caller stops iterating."""
-        wanted = set(topics)
-
-        def keep(r: Recorded) -> bool:
-            return r.sequence > after and (not wanted or r.event.get("topic") in wanted)
-
-        records, offset, sequence = await asyncio.to_thread(self.read)
-        chosen = [r for r in records if keep(r)]
-        chosen = chosen[:limit] if after else chosen[-limit:]
-        for record in chosen:
+        wanted = frozenset(topics)
+        records, offset, sequence = await asyncio.to_thread(
+            self.scan, after=after, limit=limit, topics=wanted, newest=not after
+        )
+        for record in records:
             yield record
         if not follow:
             return
-        if chosen and after and len(chosen) == limit:
-            # More recorded events than the page: resume right after the last one sent.
-            records, offset, sequence = await asyncio.to_thread(self.read)
-            rest = [r for r in records if keep(r) and r.sequence > chosen[-1].sequence]
-            for record in rest:
-                yield record
         while True:
+            records, offset, sequence = await asyncio.to_thread(
+                self.scan,
+                after=sequence,
+                limit=_FOLLOW_BATCH,
+                topics=wanted,
+                offset=offset,
+                sequence=sequence,
+            )
+            for record in records:
+                yield record
+            if len(records) == _FOLLOW_BATCH:
+                continue  # more to catch up on before waiting
             async with self._changed:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), timeout=POLL_SECONDS)
-            records, offset, sequence = await asyncio.to_thread(self.read, offset, sequence)
-            for record in records:
-                if not wanted or record.event.get("topic") in wanted:
-                    yield record
+
+
+def _lines(handle: BinaryIO) -> Iterator[tuple[bytes | None, int]]:
+    """(line, its size in bytes) for each complete line; None for a line over MAX_LINE, which is
+    skipped without being held in memory. Stops before an unfinished last line."""
+    while True:
+        line = handle.readline(MAX_LINE + 1)
+        if line.endswith(b"\n"):
+            yield line, len(line)
+            continue
+        if len(line) <= MAX_LINE:
+            return  # end of file, or an unfinished last line
+        size = len(line)
+        while not line.endswith(b"\n"):
+            line = handle.readline(MAX_LINE + 1)
+            if not line:
+                return
+            size += len(line)
+        yield None, size
+
+
+def _parse(sequence: int, line: bytes) -> Recorded | None:
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    return Recorded(sequence, event) if isinstance(event, dict) else None
 
 
 __all__ = ["LOG_NAME", "DaemonEvents", "Recorded"]

@@ -26,9 +26,9 @@ import datetime as dt
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, TypeVar
 
 from aion.config.findings import Finding, Severity
 from aion.config.model import ConfigSnapshot
@@ -48,6 +48,13 @@ HISTORY_PAGE_MAX = 1000
 SOURCES = ("apply", "reload", "http", "sighup", "startup", "rollback")
 
 AuditSink = Callable[[dict[str, Any]], Awaitable[None]]
+_T = TypeVar("_T")
+
+
+def _settle(task: asyncio.Future[Any]) -> None:
+    """Mark a detached change's outcome as seen when its caller has gone (no "never retrieved" noise)."""
+    if not task.cancelled():
+        task.exception()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -89,6 +96,14 @@ class ActivationRefused(FindingsError):
         return "\n".join(lines)
 
 
+class RollbackRefused(ConflictError):
+    """The version to roll back to no longer validates under the current rules."""
+
+    def __init__(self, message: str, findings: Sequence[Finding], *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.findings = tuple(findings)
+
+
 class VersionNotFound(InputError):
     """No stored version matches a number or tag."""
 
@@ -125,6 +140,8 @@ class PolicyStore:
         self._lock = asyncio.Lock()
         self._active: ActiveConfig | None = None
         self._last_error: dict[str, Any] | None = None
+        self._changes: set[asyncio.Future[Any]] = set()
+        self.audit_failures = 0
 
     @property
     def active(self) -> ActiveConfig | None:
@@ -193,8 +210,26 @@ class PolicyStore:
 
     # -- changes -------------------------------------------------------------------------------------
 
+    async def _detached(self, change: Coroutine[Any, Any, _T]) -> _T:
+        """Run a change to its end even when the caller goes away (deadline, disconnect, shutdown):
+        a version that was committed must also be swapped in and audited, and the lock must be held
+        until then."""
+        task = asyncio.ensure_future(change)
+        self._changes.add(task)
+        task.add_done_callback(_settle)
+        task.add_done_callback(self._changes.discard)
+        return await asyncio.shield(task)
+
+    async def drain(self) -> None:
+        """Wait for changes still running after their callers left (called before the state closes)."""
+        while self._changes:
+            await asyncio.gather(*self._changes, return_exceptions=True)
+
     async def reload(self, *, principal: str, source: str = "reload", dry_run: bool = False) -> Outcome:
         """Re-read the config directory and activate it."""
+        return await self._detached(self._reload(principal, source, dry_run))
+
+    async def _reload(self, principal: str, source: str, dry_run: bool) -> Outcome:
         async with self._lock:
             started = time.perf_counter()
             try:
@@ -220,6 +255,16 @@ class PolicyStore:
     ) -> Outcome:
         """Validate an uploaded config set and activate it. Relative paths inside it (trust keys)
         resolve against the daemon's config directory, as they would after a reload."""
+        return await self._detached(self._apply(files, principal, description, dry_run, expected_tag))
+
+    async def _apply(
+        self,
+        files: Sequence[tuple[str, bytes]],
+        principal: str,
+        description: str,
+        dry_run: bool,
+        expected_tag: str | None,
+    ) -> Outcome:
         async with self._lock:
             started = time.perf_counter()
             try:
@@ -235,6 +280,9 @@ class PolicyStore:
 
     async def rollback(self, target: Target, *, principal: str) -> tuple[StoredVersion, StoredVersion]:
         """Activate an earlier version again, as a new version. Returns (new version, previous)."""
+        return await self._detached(self._rollback(target, principal))
+
+    async def _rollback(self, target: Target, principal: str) -> tuple[StoredVersion, StoredVersion]:
         async with self._lock:
             started = time.perf_counter()
             current = self._active
@@ -254,7 +302,14 @@ class PolicyStore:
                     f"({_error_count(report)} errors); version {current.version.number} stays active"
                 )
                 await self._refused(principal, "rollback", "policy.rollback", message, report.findings)
-                raise ActivationRefused(message, report.findings, hint="fix the rules it breaks and apply it")
+                first = next((f for f in report.findings if f.severity is Severity.ERROR), None)
+                if first is not None:
+                    message += (
+                        f"; first: {first.file}:{first.line}:{first.column} {first.rule} {first.message}"
+                    )
+                raise RollbackRefused(
+                    message, report.findings, hint="fix what it breaks and apply it instead"
+                )
             stored = await asyncio.to_thread(
                 lambda: self._backend.add_version(
                     files,
@@ -465,18 +520,23 @@ class PolicyStore:
             extra["beforeTag"] = before.tag
         if after is not None:
             extra["afterTag"] = after.tag
-        await self._emit(
-            audit(
-                principal=principal,
-                action=action,
-                target="policy",
-                outcome=outcome,
-                before=str(before.number) if before else None,
-                after=str(after.number) if after else None,
-                reason=reason,
-                details=extra,
-            )
+        event = audit(
+            principal=principal,
+            action=action,
+            target="policy",
+            outcome=outcome,
+            before=str(before.number) if before else None,
+            after=str(after.number) if after else None,
+            reason=reason,
+            details=extra,
         )
+        try:
+            await self._emit(event)
+        except Error as exc:
+            # The change itself is committed (or refused) either way; losing its audit record must not
+            # turn a done change into a reported failure. Say so loudly instead.
+            self.audit_failures += 1
+            log.error("could not record the audit event for %s (%s): %s", action, outcome, exc.message)
 
     def _read_directory(self) -> list[Source]:
         if not self.config_dir.is_dir():
@@ -567,6 +627,7 @@ __all__ = [
     "NothingToRollBack",
     "Outcome",
     "PolicyStore",
+    "RollbackRefused",
     "Target",
     "VersionNotFound",
     "check_upload",

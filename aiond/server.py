@@ -210,6 +210,8 @@ class Daemon:
             # 6. Close the database and release the state directory, whatever failed above.
             for task in self._background:
                 task.cancel()
+            if self.policies is not None:
+                await self.policies.drain()  # a change whose caller left still finishes
             if self._state is not None:
                 self._state.close()
             if self._lock is not None:

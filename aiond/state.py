@@ -237,12 +237,20 @@ class SqliteState:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
+        self._read_lock = threading.Lock()
         try:
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
         except sqlite3.Error as exc:
             raise InputError(f"cannot open the state database {path}: {exc}") from exc
+        self._reader: sqlite3.Connection | None = None
         try:
-            path.chmod(0o600)
+            try:
+                path.chmod(0o600)
+            except OSError as exc:
+                raise InputError(
+                    f"cannot make the state database {path} private: {exc.strerror}",
+                    hint="the state directory must belong to the user aiond runs as",
+                ) from exc
             self._db.execute("PRAGMA busy_timeout = 10000")
             mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode != "wal":
@@ -250,6 +258,11 @@ class SqliteState:
             self._db.execute("PRAGMA synchronous = FULL")
             self._db.execute("PRAGMA foreign_keys = ON")
             self._migrate()
+            # Reads get their own connection: in WAL mode they never wait for a writer's lock or fsync,
+            # so a token lookup on the event loop is not held up by a commit in progress.
+            self._reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
+            self._reader.execute("PRAGMA busy_timeout = 10000")
+            self._reader.execute("PRAGMA query_only = ON")
         except sqlite3.DatabaseError as exc:
             self._db.close()
             raise InputError(
@@ -296,14 +309,16 @@ class SqliteState:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # SQLite may have rolled back already (a failed COMMIT)
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row | tuple[Any, ...]]:
-        with self._lock:
-            return list(self._db.execute(sql, args).fetchall())
+        assert self._reader is not None
+        with self._read_lock:
+            return list(self._reader.execute(sql, args).fetchall())
 
     # -- policy versions ---------------------------------------------------------------------------
 
@@ -472,10 +487,17 @@ class SqliteState:
 
     def revoke_token(self, name_or_id: str, at: dt.datetime) -> TokenRecord:
         with self._tx() as db:
-            row = db.execute(
-                f"SELECT {self._TOKEN_COLUMNS} FROM tokens WHERE revoked_at IS NULL AND (id = ? OR name = ?)",
-                (name_or_id, name_or_id),
-            ).fetchone()
+            # An id names one credential exactly; only when no live id matches is it taken as a name.
+            row = (
+                db.execute(
+                    f"SELECT {self._TOKEN_COLUMNS} FROM tokens WHERE revoked_at IS NULL AND id = ?",
+                    (name_or_id,),
+                ).fetchone()
+                or db.execute(
+                    f"SELECT {self._TOKEN_COLUMNS} FROM tokens WHERE revoked_at IS NULL AND name = ?",
+                    (name_or_id,),
+                ).fetchone()
+            )
             if row is None:
                 raise InputError(
                     f"no live credential is named {name_or_id!r}", hint="list them with: aiond token list"
@@ -484,7 +506,9 @@ class SqliteState:
         return dataclasses.replace(self._token(row), revoked_at=at)
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._read_lock:
+            if self._reader is not None:
+                self._reader.close()
             self._db.close()
 
 

@@ -17,15 +17,17 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from aion.errors import UsageError
+from aion.errors import InputError, UsageError
 from aion.events import EventLog, audit, local_principal
 from aiond.auth import Role, mint
 from aiond.events import LOG_NAME
 from aiond.settings import default_state_dir
-from aiond.state import SqliteState, TokenRecord
+from aiond.state import DB_NAME, SqliteState, TokenRecord
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_MAX_TTL_DAYS = 3650
+ROLE_NAMES = [r.label for r in Role if r is not Role.NONE]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -42,7 +44,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="action", required=True, metavar="{create,list,revoke}")
     create = sub.add_parser("create", help="create a token (printed once) or a certificate-identity grant")
     create.add_argument("name", help="who or what uses it, for example ci-deploy or alice")
-    create.add_argument("--role", required=True, choices=[r.label for r in Role], help="what it may do")
+    create.add_argument("--role", required=True, choices=ROLE_NAMES, help="what it may do")
     create.add_argument("--ttl", metavar="DURATION", help="expire after this long: 30m, 12h, 90d")
     create.add_argument(
         "--identity",
@@ -63,7 +65,12 @@ def parse_ttl(text: str) -> dt.timedelta:
     match = _DURATION.match(text.strip())
     if match is None or int(match.group(1)) == 0:
         raise UsageError(f"--ttl: {text!r} is not a duration", hint="use a number and a unit: 30m, 12h, 90d")
-    return dt.timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds > _MAX_TTL_DAYS * 86400:
+        raise UsageError(
+            f"--ttl: {text} is longer than {_MAX_TTL_DAYS} days", hint="leave --ttl out for no expiry"
+        )
+    return dt.timedelta(seconds=seconds)
 
 
 def _record(record: TokenRecord) -> dict[str, Any]:
@@ -90,6 +97,13 @@ def run(argv: Sequence[str]) -> int:
 
     state_dir = _path(raw_dir, "--state-dir") if raw_dir else default_state_dir()
     who = local_principal()
+    if args.action != "create" and not (state_dir / DB_NAME).is_file():
+        # Only create may start a new state directory (before the first daemon start); a typo in
+        # --state-dir for list or revoke must not silently report an empty, fresh one.
+        raise InputError(
+            f"{state_dir} holds no aiond state ({DB_NAME} is missing)",
+            hint="give the daemon's --state-dir, or set AIOND_STATE_DIR",
+        )
     state = SqliteState.open(state_dir)
     events = EventLog(state_dir / LOG_NAME)
     try:

@@ -43,7 +43,10 @@ def tail(
         int, typer.Option("--limit", "-n", min=1, max=10_000, help="Recorded events to print first.")
     ] = 20,
     after: Annotated[
-        int, typer.Option("--after", min=0, metavar="SEQ", help="Start after this sequence number.")
+        int,
+        typer.Option(
+            "--after", min=0, max=2**63 - 1, metavar="SEQ", help="Start after this sequence number."
+        ),
     ] = 0,
     addr: Address = None,
     timeout: Timeout = 5.0,

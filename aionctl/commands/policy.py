@@ -260,7 +260,13 @@ def rollback(
     conn = _conn(ctx, addr, timeout, token_file, (tls_ca, tls_cert, tls_key, tls_server_name))
     request = policies_pb2.RollbackPolicyRequest()
     if to is not None:
-        if to.isdigit():
+        if not to.strip():
+            raise UsageError("--to is empty", hint="give a version number or tag, or leave --to out")
+        if to.isascii() and to.isdecimal():
+            if not 1 <= int(to) < 2**63:
+                raise UsageError(
+                    f"--to {to}: version numbers run from 1", hint="see `aionctl policy history`"
+                )
             request.number = int(to)
         else:
             request.tag = to
@@ -418,7 +424,7 @@ def _side(ep: Endpoint, ch: Any, selector: str) -> tuple[str, dict[str, bytes]]:
     path = Path(selector)
     if (
         selector not in ("active", "previous")
-        and not selector.isdigit()
+        and not selector.isdecimal()
         and (path.exists() or "/" in selector)
     ):
         return selector.rstrip("/") or selector, dict(read_directory(path))
@@ -436,7 +442,9 @@ def _side(ep: Endpoint, ch: Any, selector: str) -> tuple[str, dict[str, bytes]]:
                 "there is no version before the active one to compare with", hint="name two versions"
             )
         request.number = older[0]
-    elif selector.isdigit():
+    elif selector.isascii() and selector.isdecimal():
+        if not 1 <= int(selector) < 2**63:
+            raise UsageError(f"{selector}: version numbers run from 1", hint="see `aionctl policy history`")
         request.number = int(selector)
     elif selector != "active":
         request.tag = selector

@@ -33,18 +33,31 @@ def event_message(record: Recorded) -> events_pb2.Event:
     return message
 
 
+MAX_TAILS = 64
+"""Streams open at once; each holds a worker-thread read at a time, which validation also needs."""
+
+
 class EventServicer(events_pb2_grpc.EventServiceServicer):
     def __init__(self, events: DaemonEvents) -> None:
         self._events = events
+        self._open = 0
 
     async def TailEvents(
         self, request: events_pb2.TailEventsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[events_pb2.TailEventsResponse]:
+        if self._open >= MAX_TAILS:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, f"{MAX_TAILS} event streams are open; try again later"
+            )
         limit = min(request.limit or DEFAULT_LIMIT, MAX_LIMIT)
-        async for record in self._events.tail(
-            topics=list(request.topics), after=request.after_sequence, limit=limit, follow=request.follow
-        ):
-            yield events_pb2.TailEventsResponse(event=event_message(record))
+        self._open += 1
+        try:
+            async for record in self._events.tail(
+                topics=list(request.topics), after=request.after_sequence, limit=limit, follow=request.follow
+            ):
+                yield events_pb2.TailEventsResponse(event=event_message(record))
+        finally:
+            self._open -= 1
 
 
 def add_to_server(server: grpc.aio.Server, events: DaemonEvents) -> str:

@@ -9,6 +9,7 @@ version is NOT_FOUND; a malformed request is INVALID_ARGUMENT.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Sequence
 from typing import Any, NoReturn, TypeVar
 
@@ -21,10 +22,12 @@ from aion.config.findings import Finding, Severity
 from aion.errors import ConflictError, Error, UsageError
 from aiond.auth import current_principal
 from aiond.policy_store import (
+    HISTORY_PAGE_MAX,
     ActivationRefused,
     NothingToRollBack,
     Outcome,
     PolicyStore,
+    RollbackRefused,
     Target,
     VersionNotFound,
 )
@@ -34,6 +37,8 @@ _R = TypeVar("_R", policies_pb2.ApplyPolicyResponse, policies_pb2.ReloadPolicyRe
 
 SERVICE_NAME = policies_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name
 ACTIVATION_TRAILER = "aion-activation-bin"
+TRAILER_BYTES = 4096
+"""Most bytes of findings sent in the trailer (base64 adds a third; gRPC's soft metadata limit is 8 KiB)."""
 
 _SEVERITIES = {
     Severity.ERROR: common_pb2.SEVERITY_ERROR,
@@ -117,7 +122,11 @@ class PolicyServicer(policies_pb2_grpc.PolicyServiceServicer):
                 expected_tag=request.expected_active_tag or None,
             )
         except ActivationRefused as exc:
-            await self._fail(context, exc, refusal(self._store, exc, policies_pb2.ApplyPolicyResponse))
+            await self._fail(
+                context,
+                exc,
+                refusal(self._store, exc, policies_pb2.ApplyPolicyResponse, max_bytes=TRAILER_BYTES),
+            )
         except Error as exc:
             await self._fail(context, exc)
         return policies_pb2.ApplyPolicyResponse(activation=activation(self._store, outcome))
@@ -130,7 +139,11 @@ class PolicyServicer(policies_pb2_grpc.PolicyServiceServicer):
                 principal=current_principal.get().name, dry_run=request.dry_run
             )
         except ActivationRefused as exc:
-            await self._fail(context, exc, refusal(self._store, exc, policies_pb2.ReloadPolicyResponse))
+            await self._fail(
+                context,
+                exc,
+                refusal(self._store, exc, policies_pb2.ReloadPolicyResponse, max_bytes=TRAILER_BYTES),
+            )
         except Error as exc:
             await self._fail(context, exc)
         return policies_pb2.ReloadPolicyResponse(activation=activation(self._store, outcome))
@@ -144,6 +157,10 @@ class PolicyServicer(policies_pb2_grpc.PolicyServiceServicer):
         )
         if which == "number" and request.number == 0:
             await self._fail(context, UsageError("version numbers start at 1"))
+        if which == "tag" and not request.tag.strip():
+            await self._fail(
+                context, UsageError("an empty tag names no version", hint="give a tag, or no target")
+            )
         try:
             new, previous = await self._store.rollback(target, principal=current_principal.get().name)
         except Error as exc:
@@ -157,12 +174,10 @@ class PolicyServicer(policies_pb2_grpc.PolicyServiceServicer):
     ) -> policies_pb2.ListPolicyVersionsResponse:
         before = None
         if request.page_token:
-            if not request.page_token.isdigit():
-                await self._fail(
-                    context, UsageError(f"page_token {request.page_token!r} is not one this server gave")
-                )
+            if not re.fullmatch(r"[0-9]{1,18}", request.page_token):
+                await self._fail(context, UsageError("page_token is not one this server gave"))
             before = int(request.page_token)
-        limit = request.page_size or 50
+        limit = min(request.page_size or 50, HISTORY_PAGE_MAX - 1)
         versions = self._store.history(limit=limit + 1, before=before)
         page, more = versions[:limit], len(versions) > limit
         active = self._active_number()
@@ -219,15 +234,31 @@ def activation(store: PolicyStore, outcome: Outcome) -> policies_pb2.Activation:
     return message
 
 
-def refusal(store: PolicyStore, exc: ActivationRefused, response: type[_R]) -> _R:
+def refusal(store: PolicyStore, exc: ActivationRefused, response: type[_R], *, max_bytes: int = 0) -> _R:
     """The response message of a refused apply or reload: not activated, the findings worst first, and
-    the version that stays active as ``previous``."""
-    message = policies_pb2.Activation(
-        activated=False, findings=[finding_message(f) for f in _worst_first(exc.findings)]
-    )
+    the version that stays active as ``previous``. With ``max_bytes``, findings are dropped from the end
+    until the message fits, and a last note says how many were left out (a gRPC trailer must stay well
+    under the 8 KiB metadata limit)."""
+    findings = _worst_first(exc.findings)
+    message = policies_pb2.Activation(activated=False, findings=[finding_message(f) for f in findings])
     active = store.active
     if active is not None:
         message.previous.CopyFrom(version_message(active.version, active.version.number))
+    if max_bytes:
+        while message.findings and message.ByteSize() > max_bytes:
+            del message.findings[-1]
+        left_out = len(findings) - len(message.findings)
+        if left_out:
+            del message.findings[-1:]
+            message.findings.append(
+                common_pb2.Finding(
+                    rule_id="AION000",
+                    severity=common_pb2.SEVERITY_INFO,
+                    message=f"{left_out + 1} more findings are not shown here",
+                    location=common_pb2.Location(),
+                    hint="run `aionctl validate` on the config set to see every finding",
+                )
+            )
     return response(activation=message)
 
 
@@ -255,6 +286,8 @@ def _worst_first(findings: Sequence[Finding]) -> list[Finding]:
 
 
 def status_code(exc: Error) -> grpc.StatusCode:
+    if isinstance(exc, RollbackRefused):
+        return grpc.StatusCode.FAILED_PRECONDITION
     if isinstance(exc, ActivationRefused | UsageError):
         return grpc.StatusCode.INVALID_ARGUMENT
     if isinstance(exc, StaleActiveVersion):

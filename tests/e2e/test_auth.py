@@ -351,3 +351,28 @@ def test_https_policy_endpoint_with_a_client_certificate(mtls_daemon: Aiond, pki
     )
     assert httpx.get(f"https://{mtls_daemon.http_addr}/router/policy", verify=anonymous, timeout=10,
                      trust_env=False).status_code == 401  # fmt: skip
+
+
+def test_a_malformed_token_is_never_echoed(daemon: Aiond, tmp_path: Path) -> None:
+    token_file = tmp_path / "two-lines.token"
+    token_file.write_text("aion_x\nsecond_secret_line\n")
+    for command in (["health"], ["policy", "status"]):
+        env = {
+            "AION_ADDR": daemon.grpc_addr,
+            "AION_HTTP_ADDR": daemon.http_addr,
+            "AION_TOKEN_FILE": str(token_file),
+        }
+        result = aionctl(*command, "-o", "json", env=env)
+        assert result.returncode == 2, result.stderr
+        assert "malformed" in result.stderr
+        assert "second_secret_line" not in result.stdout + result.stderr
+
+
+def test_token_list_refuses_a_state_dir_without_state(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [program("aiond"), "token", "--state-dir", str(tmp_path / "typo"), "list"],
+        capture_output=True, text=True, env=clean_env(), timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 3
+    assert "holds no aiond state" in result.stderr
+    assert not (tmp_path / "typo").exists()

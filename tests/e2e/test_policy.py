@@ -273,7 +273,11 @@ def test_rollback_refusals(daemon: Aiond) -> None:
     assert missing.returncode == 3
     assert "there is no policy version 99" in missing.stderr
     bad_tag = ctl(daemon, "policy", "rollback", "--to", "zz")
-    assert bad_tag.returncode == 1
+    assert bad_tag.returncode == 2
+    for bad in ("", "0", "99999999999999999999999", "²"):
+        refused = ctl(daemon, "policy", "rollback", "--to", bad)
+        assert refused.returncode == 2, (bad, refused.stderr)
+        assert "internal error" not in refused.stderr
     viewer = ctl(daemon, "policy", "rollback", role="viewer")
     assert viewer.returncode == 4
     assert "needs role admin" in viewer.stderr
@@ -424,3 +428,102 @@ def test_the_state_database_is_consistent_after_use(daemon: Aiond, tmp_path: Pat
         for path in daemon.state_dir.rglob("*"):
             if path.is_file():
                 assert token.encode() not in path.read_bytes()
+
+
+def big_intents(count: int, *, broken: bool = False) -> str:
+    """An intents file with ``count`` intents; ``broken`` gives every one an unknown route."""
+    route = "teleport" if broken else "auto"
+    return "".join(
+        f"intent_{i}:\n  description: generated\n  default_route: {route}\n  candidates: [local, api]\n"
+        f"  privacy: allow-api\n  tiers_allowed: [tier0, tier1]\n"
+        for i in range(count)
+    )
+
+
+def test_a_refusal_with_many_findings_still_arrives_intact(daemon: Aiond, tmp_path: Path) -> None:
+    local = config_copy(tmp_path, "many")
+    (local / "intents.yml").write_text(big_intents(150, broken=True))
+    result = ctl(daemon, "policy", "apply", str(local), "-o", "json")
+    assert result.returncode == 1, result.stderr
+    body = doc(result)
+    assert body["activated"] is False
+    assert 5 < len(body["findings"]) < 150  # capped to fit a gRPC trailer ...
+    assert "more findings are not shown" in body["findings"][-1]["message"]  # ... and says so
+    assert "RESOURCE_EXHAUSTED" not in result.stderr
+    assert status(daemon)["active"]["number"] == "1"
+
+
+def test_an_apply_whose_caller_gives_up_still_finishes_consistently(daemon: Aiond, tmp_path: Path) -> None:
+    import grpc
+
+    from aion.api.v1 import common_pb2, policies_pb2, policies_pb2_grpc
+
+    local = config_copy(tmp_path, "big")
+    intents = local / "intents.yml"
+    intents.write_text(intents.read_text() + big_intents(2000))
+    files = [common_pb2.ConfigFile(path=p.name, content=p.read_bytes()) for p in sorted(local.glob("*.yml"))]
+    with daemon.channel() as channel:
+        stub = policies_pb2_grpc.PolicyServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.ApplyPolicy(policies_pb2.ApplyPolicyRequest(files=files), timeout=0.05)
+        assert raised.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+
+    def settled() -> Any:
+        versions = history(daemon)
+        return versions if versions[0]["number"] == "2" else None
+
+    versions = poll(settled, timeout=30, what="the abandoned apply to finish")
+    # What the daemon runs is what the store says is active, and the change was audited.
+    assert status(daemon)["active"] == versions[0]
+    events = [
+        json.loads(x) for x in ctl(daemon, "events", "tail", "-o", "json", role="viewer").stdout.splitlines()
+    ]
+    assert any(e["action"] == "policy.apply" and e["after"] == "2" for e in events)
+
+
+def test_head_requests_need_a_token_too(daemon: Aiond) -> None:
+    response = httpx.head(f"http://{daemon.http_addr}/router/policy", timeout=10, trust_env=False)
+    assert response.status_code == 401
+    unknown = httpx.get(f"http://{daemon.http_addr}/router/nothing", timeout=10, trust_env=False)
+    assert unknown.status_code == 404
+
+
+def test_history_pages_through_every_version(daemon: Aiond, tmp_path: Path) -> None:
+    from aion.api.v1 import policies_pb2, policies_pb2_grpc
+
+    for i in range(4):
+        assert (
+            ctl(
+                daemon, "policy", "apply", str(config_copy(tmp_path, f"p{i}", budget=0.12 + i / 100))
+            ).returncode
+            == 0
+        )
+    seen: list[int] = []
+    token = ""
+    with daemon.channel("viewer") as channel:
+        stub = policies_pb2_grpc.PolicyServiceStub(channel)
+        while True:
+            page = stub.ListPolicyVersions(
+                policies_pb2.ListPolicyVersionsRequest(page_size=2, page_token=token), timeout=10
+            )
+            assert len(page.versions) <= 2
+            seen += [v.number for v in page.versions]
+            token = page.next_page_token
+            if not token:
+                break
+        everything = stub.ListPolicyVersions(
+            policies_pb2.ListPolicyVersionsRequest(page_size=5000), timeout=10
+        )
+    assert seen == [5, 4, 3, 2, 1]
+    assert [v.number for v in everything.versions] == seen
+
+
+def test_an_event_log_line_cut_short_does_not_hide_the_next_event(daemon: Aiond, tmp_path: Path) -> None:
+    log = daemon.state_dir / "events.jsonl"
+    with log.open("a") as handle:
+        handle.write('{"id": "cut short by a crash')
+    assert ctl(daemon, "policy", "apply", str(config_copy(tmp_path, "c", budget=0.131))).returncode == 0
+    events = [
+        json.loads(x) for x in ctl(daemon, "events", "tail", "-o", "json", role="viewer").stdout.splitlines()
+    ]
+    assert events[-1]["action"] == "policy.apply"
