@@ -51,6 +51,64 @@ def ready(url: str) -> bool:
         return False
 
 
+def create_tokens(state: str, env: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """An admin and a viewer token, made with `aiond token create`; the environments that carry them."""
+    say("Create API tokens offline on the state directory: each is shown once, stored as a hash")
+    tokens: dict[str, str] = {}
+    for role in ("admin", "viewer"):
+        cmd = [
+            str(BIN / "aiond"),
+            "token",
+            "--state-dir",
+            state,
+            "create",
+            f"demo-{role}",
+            "--role",
+            role,
+        ]
+        print(
+            "$ " + " ".join(shlex.quote(Path(a).name if i == 0 else a) for i, a in enumerate(cmd)),
+            flush=True,
+        )
+        made = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        if made.returncode != 0:
+            raise SystemExit(f"demo: aiond token create exited {made.returncode}: {made.stderr}")
+        tokens[role] = made.stdout.strip()
+        print(f"{tokens[role][:18]}... (stored in $AION_TOKEN for the steps below)", flush=True)
+    return {**env, "AION_TOKEN": tokens["admin"]}, {**env, "AION_TOKEN": tokens["viewer"]}
+
+
+def policy_tour(state: Path, viewer: dict[str, str], admin: dict[str, str]) -> None:
+    """Status, diff, apply, a refused rollback, a rollback, history and the audit trail."""
+    say("The policy version aiond started on: version 1, read from examples/")
+    show([str(BIN / "aionctl"), "policy", "status"], viewer)
+    changed = state / "changed-config"
+    shutil.copytree(ROOT / "examples", changed)
+    policies = changed / "policies.yml"
+    policies.write_text(policies.read_text().replace("default_usd: 0.02", "default_usd: 0.03"))
+    say("A changed config set: what would change, before it is applied (exit 1: they differ)")
+    show([str(BIN / "aionctl"), "policy", "diff", str(changed)], viewer, expect=1)
+    say("Apply it (role admin): validated on the daemon with the rules of `aionctl validate`")
+    show(
+        [
+            str(BIN / "aionctl"),
+            "policy",
+            "apply",
+            str(changed),
+            "-m",
+            "demo: raise the default budget",
+        ],
+        admin,
+    )
+    say("A viewer token may not roll back: exit 4")
+    show([str(BIN / "aionctl"), "policy", "rollback"], viewer, expect=4)
+    say("Roll back with the admin token: the previous content becomes version 3")
+    show([str(BIN / "aionctl"), "policy", "rollback"], admin)
+    show([str(BIN / "aionctl"), "policy", "history"], viewer)
+    say("Every change and every refusal is an audit event in the daemon's event log")
+    show([str(BIN / "aionctl"), "events", "tail", "-n", "6"], viewer)
+
+
 def main() -> int:
     grpc_addr, http_addr = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     env = {**os.environ, "AION_ADDR": grpc_addr, "AION_HTTP_ADDR": http_addr}
@@ -79,6 +137,8 @@ def main() -> int:
         say("Every finding names a rule; explain says what it checks and how to fix it")
         show([str(BIN / "aionctl"), "explain", "AION301"], env)
 
+        admin, viewer = create_tokens(state, env)
+
         say("Start aiond on the example config set (logs go to stderr)")
         print("$ " + " ".join(shlex.quote(a) for a in ["aiond", *argv[1:]]), flush=True)
         daemon = subprocess.Popen(argv, env=env)
@@ -95,8 +155,12 @@ def main() -> int:
             show([str(BIN / "aionctl"), "health"], env)
             say("The same, for scripts: JSON on stdout, and the exit code says the outcome")
             show([str(BIN / "aionctl"), "health", "--output", "json"], env)
-            say("What the daemon reports about itself (AdminService.GetStatus over gRPC)")
-            show([str(BIN / "aionctl"), "status"], env)
+            say("What the daemon reports about itself (AdminService.GetStatus over gRPC, role viewer)")
+            show([str(BIN / "aionctl"), "status"], viewer)
+            say("Without a token the daemon refuses: exit 4")
+            show([str(BIN / "aionctl"), "status"], env, expect=4)
+
+            policy_tour(Path(state), viewer, admin)
 
             say("SIGTERM: aiond drains (readiness 503, in-flight calls finish) and stops; see its log")
             print(f"$ kill -TERM {daemon.pid}", flush=True)
