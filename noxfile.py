@@ -64,6 +64,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/startup.py")
     session.run("python", "benchmarks/validate.py")
     session.run("python", "benchmarks/install.py")
+    session.run("python", "benchmarks/policy.py")
 
 
 @nox.session

@@ -32,11 +32,12 @@ from typing import Any, TypeVar
 
 from aion.config.findings import Finding, Severity
 from aion.config.model import ConfigSnapshot
-from aion.config.validate import Options, Report, Source, collect, validate
+from aion.config.validate import Report, Source, collect
 from aion.config.yamlload import Limits
 from aion.errors import ConflictError, Error, FindingsError, InputError, UsageError
 from aion.events import audit
 from aiond.state import StaleActiveVersion, StateBackend, StoredVersion
+from aiond.validation import Validator
 
 log = logging.getLogger("aiond.policy")
 
@@ -131,12 +132,14 @@ class PolicyStore:
         emit: AuditSink,
         on_change: Callable[[ActiveConfig, str, str, float], None] | None = None,
         limits: Limits | None = None,
+        validator: Validator | None = None,
     ) -> None:
         self._backend = backend
         self.config_dir = config_dir
         self._emit = emit
         self._on_change = on_change
         self._limits = limits or Limits()
+        self._validator = validator or Validator(processes=False)
         self._lock = asyncio.Lock()
         self._active: ActiveConfig | None = None
         self._last_error: dict[str, Any] | None = None
@@ -163,7 +166,7 @@ class PolicyStore:
         if stored is not None:
             version, activated_at = stored
             files = await asyncio.to_thread(self._backend.files, version.number)
-            report = await asyncio.to_thread(self._check_files, files, f"policy version {version.number}")
+            report = await self._check_files(files, f"policy version {version.number}")
             if report.snapshot is not None:
                 self._set_active(
                     ActiveConfig(version, report.snapshot, activated_at), "startup", "resumed", 0.0
@@ -196,7 +199,7 @@ class PolicyStore:
     async def _warn_if_directory_differs(self) -> None:
         assert self._active is not None
         try:
-            report = await asyncio.to_thread(self._check_directory)
+            report = await self._check_directory()
         except Error:
             return
         tag = report.snapshot.tag if report.snapshot is not None else None
@@ -237,7 +240,7 @@ class PolicyStore:
             except Error as exc:
                 await self._refused(principal, source, "policy.reload", exc.message, (), dry_run=dry_run)
                 raise
-            report = await asyncio.to_thread(self._validate, sources, str(self.config_dir))
+            report = await self._validate(sources, str(self.config_dir))
             files = [(_relative(s.name, self.config_dir), s.data) for s in sources]
             return await self._activate(
                 files, report, principal=principal, source=source, action="policy.reload",
@@ -272,7 +275,7 @@ class PolicyStore:
             except UsageError as exc:
                 await self._refused(principal, "apply", "policy.apply", exc.message, (), dry_run=dry_run)
                 raise
-            report = await asyncio.to_thread(self._check_files, clean, "uploaded config set")
+            report = await self._check_files(clean, "uploaded config set")
             return await self._activate(
                 clean, report, principal=principal, source="apply", action="policy.apply",
                 description=description, dry_run=dry_run, expected_tag=expected_tag, started=started,
@@ -295,7 +298,7 @@ class PolicyStore:
                                   before=current.version if current else None, after=None)  # fmt: skip
                 raise
             files = await asyncio.to_thread(self._backend.files, chosen.number)
-            report = await asyncio.to_thread(self._check_files, files, f"policy version {chosen.number}")
+            report = await self._check_files(files, f"policy version {chosen.number}")
             if report.snapshot is None:
                 message = (
                     f"policy version {chosen.number} no longer validates "
@@ -551,15 +554,18 @@ class PolicyStore:
             )
         return sources
 
-    def _check_directory(self) -> Report:
-        return self._validate(self._read_directory(), str(self.config_dir))
+    async def _check_directory(self) -> Report:
+        sources = await asyncio.to_thread(self._read_directory)
+        return await self._validate(sources, str(self.config_dir))
 
-    def _check_files(self, files: Sequence[tuple[str, bytes]], set_name: str) -> Report:
+    async def _check_files(self, files: Sequence[tuple[str, bytes]], set_name: str) -> Report:
         sources = [Source(path, data, explicit=False) for path, data in files]
-        return self._validate(sources, set_name)
+        return await self._validate(sources, set_name)
 
-    def _validate(self, sources: Sequence[Source], set_name: str) -> Report:
-        return validate(sources, Options(limits=self._limits), set_name=set_name, base_dir=self.config_dir)
+    async def _validate(self, sources: Sequence[Source], set_name: str) -> Report:
+        return await self._validator.validate(
+            sources, set_name=set_name, base_dir=self.config_dir, limits=self._limits
+        )
 
 
 def check_upload(files: Sequence[tuple[str, bytes]], limits: Limits) -> list[tuple[str, bytes]]:
