@@ -7,7 +7,9 @@ in one long-lived worker process, started with ``spawn`` (a fork of a process ru
 and only the finished :class:`~aion.config.validate.Report` comes back, pickled; unpickling it is a
 few milliseconds in a thread, and interruptible.
 
-Pickle cannot carry ``MappingProxyType``, which the config model uses for read-only maps, so the
+Unpickling is safe here only because the bytes come from aiond's own worker process, over the
+private pipe of the process pool; nothing from outside is ever unpickled. Pickle cannot carry
+``MappingProxyType``, which the config model uses for read-only maps, so the
 worker's pickler writes each one as a call that rebuilds it. If the worker dies, the validation runs
 once in a thread instead and the next one starts a new worker: a reload never fails because of the pool.
 """

@@ -1,0 +1,284 @@
+"""The daemon's pure and local parts: the SQLite state backend, the policy store's rules, tokens and
+roles, the event-log reader, and the validation pickler. Real SQLite files, no daemon process."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import io
+import json
+import pickle
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from aion.config.validate import collect, validate_directory
+from aion.config.yamlload import Limits
+from aion.errors import ConflictError, InputError, UsageError
+from aiond.auth import (
+    METHOD_ROLES,
+    Authenticator,
+    Denied,
+    Role,
+    bearer,
+    identity_of,
+    mint,
+    required_role,
+)
+from aiond.events import MAX_LINE, DaemonEvents
+from aiond.policy_store import NothingToRollBack, PolicyStore, Target, check_upload
+from aiond.state import SqliteState, StaleActiveVersion
+from aiond.validation import _Pickler
+from tests.rig.certs import Authority
+from tests.rig.daemon import EXAMPLES
+
+# -- state backend ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Any:
+    backend = SqliteState.open(tmp_path / "state")
+    yield backend
+    backend.close()
+
+
+def test_versions_are_numbered_stored_and_activated_in_one_step(state: SqliteState) -> None:
+    first = state.add_version([("a.yml", b"one")], tag="sha256:" + "1" * 64, author="x", source="apply",
+                              description="")  # fmt: skip
+    second = state.add_version([("a.yml", b"two"), ("b.yml", b"one")], tag="sha256:" + "2" * 64, author="y",
+                               source="reload", description="d")  # fmt: skip
+    assert (first.number, second.number) == (1, 2)
+    active = state.active()
+    assert active is not None
+    assert active[0] == second
+    assert state.files(1) == [("a.yml", b"one")]
+    assert state.files(2) == [("a.yml", b"two"), ("b.yml", b"one")]
+    assert [v.number for v in state.versions(limit=10)] == [2, 1]
+    assert [v.number for v in state.versions(limit=10, before=2)] == [1]
+    assert [v.number for v in state.versions_with_tag_prefix("sha256:1111111")] == [1]
+    with pytest.raises(StaleActiveVersion):
+        state.add_version([("a.yml", b"x")], tag="sha256:" + "3" * 64, author="z", source="apply",
+                          description="", expected_active_tag="sha256:" + "1" * 64)  # fmt: skip
+    assert [v.number for v in state.versions(limit=10)] == [2, 1]  # the refused change left nothing
+
+
+def test_equal_file_contents_are_stored_once(state: SqliteState, tmp_path: Path) -> None:
+    for i in range(5):
+        state.add_version([("big.yml", b"x" * 100_000)], tag=f"sha256:{i:064d}", author="a", source="apply",
+                          description="")  # fmt: skip
+    state.close()
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "state" / "state.db")
+    try:
+        assert db.execute("SELECT COUNT(*) FROM blobs").fetchone()[0] == 1
+    finally:
+        db.close()
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    import sqlite3
+
+    SqliteState.open(tmp_path).close()
+    db = sqlite3.connect(tmp_path / "state.db")
+    db.execute("PRAGMA user_version = 99")
+    db.close()
+    with pytest.raises(InputError, match="written by a newer aiond"):
+        SqliteState.open(tmp_path)
+
+
+def test_a_damaged_database_is_an_input_error(tmp_path: Path) -> None:
+    (tmp_path / "state.db").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(InputError, match="unreadable"):
+        SqliteState.open(tmp_path)
+
+
+def test_revoke_prefers_an_exact_id_over_a_name(state: SqliteState) -> None:
+    first, _ = mint("alpha", Role.VIEWER, created_by="t")
+    state.add_token(first)
+    confusing, _ = mint(first.id, Role.ADMIN, created_by="t")  # a name that looks like the first's id
+    state.add_token(confusing)
+    revoked = state.revoke_token(first.id, dt.datetime.now(dt.UTC))
+    assert revoked.name == "alpha"
+    assert [t.name for t in state.tokens()] == [first.id]
+    with pytest.raises(ConflictError):
+        state.add_token(mint(first.id, Role.VIEWER, created_by="t")[0])  # a live name is unique
+
+
+# -- tokens and roles ---------------------------------------------------------------------------------------
+
+
+def test_authenticator_checks_secret_expiry_revocation_and_identity(state: SqliteState) -> None:
+    now = [0.0]
+    auth = Authenticator(state, clock=lambda: now[0])
+    record, token = mint("ci", Role.OPERATOR, created_by="t")
+    state.add_token(record)
+    principal = auth.authenticate(token, None)
+    assert (principal.name, principal.role) == ("ci", Role.OPERATOR)
+    with pytest.raises(Denied, match="not known"):
+        auth.authenticate(token[:-1] + ("A" if token[-1] != "A" else "B"), None)
+    with pytest.raises(Denied, match="malformed"):
+        auth.authenticate("aion_short", None)
+    assert auth.authenticate(token, "spiffe://x/y").name == "spiffe://x/y"  # a certificate names the caller
+    state.revoke_token("ci", dt.datetime.now(dt.UTC))
+    assert auth.authenticate(token, None).name == "ci"  # cached for up to a second
+    now[0] += 1.5
+    with pytest.raises(Denied, match="revoked"):
+        auth.authenticate(token, None)
+    expired, expired_token = mint("old", Role.ADMIN, created_by="t", ttl=dt.timedelta(seconds=-1))
+    state.add_token(expired)
+    with pytest.raises(Denied, match="expired"):
+        auth.authenticate(expired_token, None)
+    grant, text = mint("robot", Role.VIEWER, created_by="t", identity="robot.example")
+    assert text == ""
+    state.add_token(grant)
+    assert auth.authenticate(None, "robot.example").role is Role.VIEWER
+    with pytest.raises(Denied) as unknown:
+        auth.authenticate(None, "stranger.example")
+    assert unknown.value.kind == "forbidden"
+    with pytest.raises(Denied) as nothing:
+        auth.authenticate(None, None)
+    assert nothing.value.kind == "unauthenticated"
+
+
+@pytest.mark.parametrize(
+    ("header", "token"),
+    [
+        ("Bearer abc", "abc"),
+        ("bearer abc", "abc"),
+        ("Basic abc", None),
+        ("Bearer", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_bearer(header: str | None, token: str | None) -> None:
+    assert bearer(header) == token
+
+
+def test_unknown_methods_need_admin_and_probes_are_open() -> None:
+    assert required_role("/aion.v1.NewService/Anything") is Role.ADMIN
+    assert required_role("/grpc.health.v1.Health/Check") is None
+    assert all(role is not Role.NONE for role in METHOD_ROLES.values())
+
+
+def test_certificate_identity_prefers_uri_then_dns_then_common_name(tmp_path: Path) -> None:
+    ca = Authority(tmp_path)
+    uri = ca.issue("u", common_name="cn", dns=("host.example",), uris=("spiffe://example/ci",), client=True)
+    dns = ca.issue("d", common_name="cn", dns=("host.example",), client=True)
+    plain = ca.issue("c", common_name="just-a-name", client=True)
+    assert identity_of(uri.cert.read_bytes()) == "spiffe://example/ci"
+    assert identity_of(dns.cert.read_bytes()) == "host.example"
+    assert identity_of(plain.cert.read_bytes()) == "just-a-name"
+    assert identity_of(b"not a certificate") is None
+
+
+# -- uploads -------------------------------------------------------------------------------------------------
+
+
+@given(st.text(max_size=60))
+def test_uploaded_paths_are_relative_yaml_inside_the_set(path: str) -> None:
+    try:
+        ((accepted, _),) = check_upload([(path, b"a: 1\n")], Limits())
+    except UsageError:
+        return
+    assert not accepted.startswith("/")
+    assert ".." not in accepted.split("/")
+    assert accepted.endswith((".yml", ".yaml"))
+    assert "\\" not in accepted
+    assert all(ord(c) >= 32 for c in accepted)
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ([], "has no files"),
+        ([("../x.yml", b"")], "relative to the config set root"),
+        ([("/etc/passwd.yml", b"")], "relative to the config set root"),
+        ([("a.yml", b""), ("a.yml", b"")], "appears twice"),
+        ([("notes.txt", b"")], "only *.yml"),
+        ([("a.yml", b"x" * 11)], "the limit is 10"),
+    ],
+)
+def test_bad_uploads_are_refused(files: list[tuple[str, bytes]], message: str) -> None:
+    with pytest.raises(UsageError, match=message.replace("*", r"\*")):
+        check_upload(files, Limits(max_bytes=10))
+
+
+# -- policy store rules ------------------------------------------------------------------------------------
+
+
+def _example(root: Path, name: str, budget: str) -> list[tuple[str, bytes]]:
+    target = root / name
+    shutil.copytree(EXAMPLES, target)
+    policies = target / "policies.yml"
+    policies.write_text(policies.read_text().replace("default_usd: 0.02", f"default_usd: {budget}"))
+    return [(p.name, p.read_bytes()) for p in sorted(target.glob("*.yml"))]
+
+
+def test_rollback_toggles_and_refuses_when_nothing_differs(tmp_path: Path, state: SqliteState) -> None:
+    events: list[dict[str, Any]] = []
+
+    async def emit(event: dict[str, Any]) -> None:
+        events.append(event)
+
+    async def scenario() -> None:
+        store = PolicyStore(state, EXAMPLES, emit=emit)
+        await store.start()
+        with pytest.raises(NothingToRollBack):
+            await store.rollback(Target(), principal="t")
+        a = await store.apply(_example(tmp_path, "a", "0.031"), principal="t")
+        assert a.activated
+        assert (await store.apply(_example(tmp_path, "a2", "0.031"), principal="t")).unchanged
+        new, previous = await store.rollback(Target(), principal="t")
+        assert (new.number, previous.number) == (3, 2)
+        again, _ = await store.rollback(Target(), principal="t")
+        assert again.tag == a.tag  # rolling back twice returns to where we were
+        with pytest.raises(NothingToRollBack):
+            await store.rollback(Target(number=again.number), principal="t")
+        dry = await store.apply(_example(tmp_path, "b", "0.032"), principal="t", dry_run=True)
+        assert (dry.activated, dry.version) == (False, None)
+        assert store.active is not None
+        assert store.active.version.number == 4
+
+    asyncio.run(scenario())
+    actions = [(e["action"], e["outcome"]) for e in events]
+    assert actions.count(("policy.rollback", "refused")) == 2
+    assert actions.count(("policy.rollback", "success")) == 2
+
+
+# -- event log -----------------------------------------------------------------------------------------------
+
+
+def test_event_log_scan_skips_damage_and_resumes(tmp_path: Path) -> None:
+    events = DaemonEvents(tmp_path)
+    lines = [json.dumps({"id": str(i), "topic": "t" if i % 2 else "u"}) for i in range(1, 7)]
+    text = "\n".join(lines[:2]) + "\nnot json\n" + "x" * (MAX_LINE + 10) + "\n" + "\n".join(lines[2:]) + "\n"
+    events.path.write_text(text + '{"id": "unfinished')
+    newest, offset, sequence = events.scan(after=0, limit=3, topics=frozenset(), newest=True)
+    assert [r.event["id"] for r in newest] == ["4", "5", "6"]
+    assert [r.sequence for r in newest] == [6, 7, 8]  # the damaged lines still count
+    assert sequence == 8
+    assert offset == len(text.encode())  # the unfinished line is left for later
+    after, _, _ = events.scan(after=1, limit=2, topics=frozenset({"t"}))
+    assert [r.event["id"] for r in after] == ["3", "5"]
+
+
+# -- validation transport ------------------------------------------------------------------------------------
+
+
+def test_the_validation_pickler_round_trips_a_report(tmp_path: Path) -> None:
+    report = validate_directory(EXAMPLES)
+    buffer = io.BytesIO()
+    _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(report)
+    back = pickle.loads(buffer.getvalue())  # noqa: S301 - bytes this test just made
+    assert back == report
+    assert back.snapshot is not None
+    assert type(back.snapshot.intents).__name__ == "mappingproxy"  # still read-only
+    with pytest.raises(TypeError):
+        back.snapshot.intents["new"] = None
+    assert collect([str(EXAMPLES)])  # the examples are a real set
