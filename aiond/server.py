@@ -47,6 +47,7 @@ from grpc_reflection.v1alpha import reflection
 from aion import __version__
 from aion.addresses import HostPort
 from aion.api.v1 import policies_pb2, router_pb2, tasks_pb2
+from aion.config.model import Trust
 from aion.errors import ConflictError, Error, InputError
 from aiond import http
 from aiond.auth import Authenticator, AuthInterceptor, DenialReporter, Principal
@@ -285,6 +286,7 @@ class Daemon:
                 self.settings.config_dir,
                 frozenset(self.settings.registry_plain_http),
                 events_log=self.events.path,
+                trust=self._active_trust,
             )
         )
         names.append(policies.add_to_server(server, self.policies))
@@ -360,6 +362,10 @@ class Daemon:
             details = event.get("details")
             source = details.get("source", "") if isinstance(details, dict) else ""
             self.metrics.policy_activations.labels(source=str(source), outcome="refused").inc()
+
+    def _active_trust(self) -> Trust | None:
+        active = self.policies.active if self.policies is not None else None
+        return active.snapshot.policies.trust if active is not None else None
 
     def _http_policy_status(self) -> dict[str, object]:
         assert self.policies is not None

@@ -1,7 +1,7 @@
 """ModuleService: the daemon's side of the module supply chain.
 
 It runs the same pipeline as ``aionctl install`` (:mod:`aion.modules.install`), on the daemon's module
-store and under the trust policy of the daemon's config directory, so a module installed through the
+store and under the trust policy of the active policy version, so a module installed through the
 API is verified exactly as one installed from a shell. Installs run in a worker thread; the store's
 file lock serialises them with each other and with a concurrent ``aionctl install`` on the same store.
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -22,6 +23,7 @@ import yaml
 from google.protobuf import timestamp_pb2
 
 from aion.api.v1 import common_pb2, modules_pb2, modules_pb2_grpc
+from aion.config.model import Trust
 from aion.errors import (
     AuthError,
     Error,
@@ -68,13 +70,28 @@ def status_code(exc: Error) -> grpc.StatusCode:
 
 class ModuleServicer(modules_pb2_grpc.ModuleServiceServicer):
     def __init__(
-        self, store_dir: Path, config_dir: Path, plain_http: frozenset[str], *, events_log: Path | None = None
+        self,
+        store_dir: Path,
+        config_dir: Path,
+        plain_http: frozenset[str],
+        *,
+        events_log: Path | None = None,
+        trust: Callable[[], Trust | None] | None = None,
     ) -> None:
+        self._active_trust = trust
         self._store = ModuleStore(store_dir)
         if events_log is not None:  # the daemon's own log, which `aionctl events tail` reads
             self._store.events = EventLog(events_log)
         self._config_dir = config_dir
         self._plain_http = plain_http
+
+    async def _trust(self) -> Trust:
+        """The trust policy of the active policy version (what the daemon runs under), else the
+        config directory's. Relative key paths resolve against the config directory either way."""
+        active = self._active_trust() if self._active_trust is not None else None
+        if active is not None:
+            return active
+        return await asyncio.to_thread(load_trust, self._config_dir)
 
     async def _fail(self, context: grpc.aio.ServicerContext[Any, Any], exc: Error) -> NoReturn:
         message = exc.message + (f" ({exc.hint})" if exc.hint else "")
@@ -110,7 +127,7 @@ class ModuleServicer(modules_pb2_grpc.ModuleServiceServicer):
         if not request.ref.strip():
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "ref is required")
         try:
-            trust = await asyncio.to_thread(load_trust, self._config_dir)
+            trust = await self._trust()
             options = InstallOptions(
                 trust=trust,
                 config_dir=self._config_dir,
@@ -142,7 +159,7 @@ class ModuleServicer(modules_pb2_grpc.ModuleServiceServicer):
         self, request: modules_pb2.VerifyModulesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> modules_pb2.VerifyModulesResponse:
         try:
-            trust = await asyncio.to_thread(load_trust, self._config_dir)
+            trust = await self._trust()
             checks = await asyncio.to_thread(
                 verify_installed, self._store, trust, self._config_dir, list(request.names) or None
             )
@@ -260,8 +277,9 @@ def add_to_server(
     plain_http: frozenset[str],
     *,
     events_log: Path | None = None,
+    trust: Callable[[], Trust | None] | None = None,
 ) -> str:
     modules_pb2_grpc.add_ModuleServiceServicer_to_server(
-        ModuleServicer(store_dir, config_dir, plain_http, events_log=events_log), server
+        ModuleServicer(store_dir, config_dir, plain_http, events_log=events_log, trust=trust), server
     )
     return SERVICE_NAME

@@ -173,3 +173,23 @@ def test_grpcurl_installs_through_reflection(
         daemon.grpc_addr, "aion.v1.ModuleService/InstallModule",
     )  # fmt: skip
     assert json.loads(result.stdout)["module"]["digest"] == digest
+
+
+def test_installs_follow_the_active_policy_version_not_the_directory(
+    oci_registry: OciRegistry, signer: Signer, daemon: Aiond, tmp_path: Path
+) -> None:
+    ref, _ = publish(oci_registry, tmp_path, sign=signer)
+    # Apply the plain example set: its trust policy has no rule for the test registry. The daemon's
+    # config directory still has one, but the active version is what the daemon runs under.
+    applied = aionctl("policy", "apply", str(EXAMPLES), env=daemon.aionctl_env())
+    assert applied.returncode == 0, applied.stderr
+    with daemon.channel() as channel:
+        stub = modules_pb2_grpc.ModuleServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.InstallModule(modules_pb2.InstallModuleRequest(ref=ref), timeout=60)
+        assert raised.value.code() in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.FAILED_PRECONDITION)
+        assert "trust" in str(raised.value.details()).lower()
+        # Rolling back to the version with the rule makes the same install go through.
+        assert aionctl("policy", "rollback", env=daemon.aionctl_env()).returncode == 0
+        installed = stub.InstallModule(modules_pb2.InstallModuleRequest(ref=ref), timeout=60)
+        assert installed.module.ref == ref
