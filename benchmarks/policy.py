@@ -261,7 +261,10 @@ process (`aiond/validation.py`), so a reload keeps one of the 2 cores busy.
 
 p99 during reloads / without: {stall_ratio:.2f}x; target <= {TARGET_STALL_RATIO:g}x: **{verdict_stall}**. Against
 the floor (the same machine with one core kept busy by an unrelated process, as validation keeps one
-busy in aiond's worker): {loaded_p99 / percentile(contended, 99):.2f}x. aiond's RSS:
+busy in aiond's worker): {loaded_p99 / percentile(contended, 99):.2f}x. Before validation moved to the
+worker process it ran in a thread of aiond and held the GIL: the same measurement gave p99 23 ms
+(18.5x) on 2026-11-26. The p99 varies between runs (2.2x to 3.1x on this machine); what remains is CPU
+contention on two cores, which the busy-process window shows a reload-free daemon suffers too. aiond's RSS:
 {rss_before:.0f} MiB after the timed reloads, {rss_after:.0f} MiB after {reload_count} more.
 """
     write_section("policy", body)
