@@ -35,10 +35,14 @@ class Option:
     """Called with (raw text, the name the user used); raises UsageError naming that name."""
 
 
-def _path(text: str, name: str) -> Path:
+def parse_path(text: str, name: str) -> Path:
+    """An absolute path from a flag or variable called ``name``; UsageError when it is empty."""
     if not text.strip():
         raise UsageError(f"{name}: a path is required, got an empty value")
     return Path(text).expanduser().absolute()
+
+
+_path = parse_path
 
 
 def _hostport(text: str, name: str) -> HostPort:
@@ -242,4 +246,4 @@ def load(flags: Mapping[str, str | None], environ: Mapping[str, str]) -> Setting
     return Settings(**values)
 
 
-__all__ = ["Option", "Settings", "add_arguments", "default_state_dir", "load", "options"]
+__all__ = ["Option", "Settings", "add_arguments", "default_state_dir", "load", "options", "parse_path"]

@@ -21,7 +21,7 @@ from aion.errors import InputError, UsageError
 from aion.events import EventLog, audit, local_principal
 from aiond.auth import Role, mint
 from aiond.events import LOG_NAME
-from aiond.settings import default_state_dir
+from aiond.settings import default_state_dir, parse_path
 from aiond.state import DB_NAME, SqliteState, TokenRecord
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")
@@ -92,10 +92,8 @@ def _record(record: TokenRecord) -> dict[str, Any]:
 
 def run(argv: Sequence[str]) -> int:
     args = parser().parse_args(argv)
-    raw_dir = args.state_dir or os.environ.get("AIOND_STATE_DIR")
-    from aiond.settings import _path
-
-    state_dir = _path(raw_dir, "--state-dir") if raw_dir else default_state_dir()
+    raw_dir = args.state_dir if args.state_dir is not None else os.environ.get("AIOND_STATE_DIR")
+    state_dir = parse_path(raw_dir, "--state-dir") if raw_dir is not None else default_state_dir()
     who = local_principal()
     if args.action != "create" and not (state_dir / DB_NAME).is_file():
         # Only create may start a new state directory (before the first daemon start); a typo in
