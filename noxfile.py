@@ -65,6 +65,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/validate.py")
     session.run("python", "benchmarks/install.py")
     session.run("python", "benchmarks/policy.py")
+    session.run("python", "benchmarks/routing.py")
 
 
 @nox.session

@@ -451,18 +451,35 @@ def _first(item: tuple[tuple[int, float, int], _Candidate]) -> tuple[int, float,
 def compile_table(snapshot: ConfigSnapshot) -> RoutingTable:
     """Precompute, for every intent and every privacy it can run under, the ordered candidates."""
     tier_rank = {name: i for i, name in enumerate(snapshot.models.tiers)}
-    entries = {
-        name: _IntentEntry(
-            intent=intent,
-            plans=MappingProxyType({p: _plan(snapshot, intent, p, tier_rank) for p in Privacy}),
-            budget_nano=_nano(intent.budget_usd),
+    # Intents that differ only by name share their plans: a large set has few distinct shapes.
+    plans: dict[tuple[object, ...], _Plan] = {}
+    entries = {}
+    for name, intent in snapshot.intents.items():
+        serving = tuple(m.name for m in snapshot.modules.values() if m.may_serve(name, Route.HYBRID))
+        shape = (
+            intent.candidates,
+            intent.default_route,
+            intent.fallback_order,
+            intent.tiers_allowed,
+            serving,
         )
-        for name, intent in snapshot.intents.items()
-    }
+        by_privacy = {}
+        for privacy in Privacy:
+            key = (*shape, privacy)
+            if key not in plans:
+                plans[key] = _plan(snapshot, intent, privacy, tier_rank, serving)
+            by_privacy[privacy] = plans[key]
+        entries[name] = _IntentEntry(intent, MappingProxyType(by_privacy), _nano(intent.budget_usd))
     return RoutingTable(snapshot, MappingProxyType(entries))
 
 
-def _plan(snapshot: ConfigSnapshot, intent: Intent, privacy: Privacy, tier_rank: Mapping[str, int]) -> _Plan:
+def _plan(
+    snapshot: ConfigSnapshot,
+    intent: Intent,
+    privacy: Privacy,
+    tier_rank: Mapping[str, int],
+    serving: tuple[str, ...],
+) -> _Plan:
     policies = snapshot.policies
     permitted = {
         Privacy.LOCAL_ONLY: (Route.LOCAL, Route.HYBRID),
@@ -521,11 +538,10 @@ def _plan(snapshot: ConfigSnapshot, intent: Intent, privacy: Privacy, tier_rank:
         candidates[Route.HYBRID] = on(Route.HYBRID, local if privacy is Privacy.LOCAL_ONLY else cloud)
     modules = [
         _Candidate(
-            Target(TargetKind.MODULE, "", m.name, Route.HYBRID, "", Locality.LOCAL, f"module:{m.name}"),
+            Target(TargetKind.MODULE, "", name, Route.HYBRID, "", Locality.LOCAL, f"module:{name}"),
             0, i, 0, 0, 1 << 62, 0,
         )
-        for i, m in enumerate(snapshot.modules.values())
-        if m.may_serve(intent.name, Route.HYBRID)
+        for i, name in enumerate(serving)
     ]  # fmt: skip
     prepare = (*modules, *on(Route.HYBRID, local))
     return _Plan(tuple(order), MappingProxyType(candidates), prepare, tuple(rejected))
