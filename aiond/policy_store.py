@@ -36,6 +36,7 @@ from aion.config.validate import Report, Source, collect
 from aion.config.yamlload import Limits
 from aion.errors import ConflictError, Error, FindingsError, InputError, UsageError
 from aion.events import audit
+from aion.routing import RoutingTable, compile_table
 from aiond.state import StaleActiveVersion, StateBackend, StoredVersion
 from aiond.validation import Validator
 
@@ -60,11 +61,13 @@ def _settle(task: asyncio.Future[Any]) -> None:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ActiveConfig:
-    """What the router runs under: one stored version and the snapshot built from it."""
+    """What the router runs under: one stored version, the snapshot built from it, and the snapshot
+    compiled for routing decisions."""
 
     version: StoredVersion
     snapshot: ConfigSnapshot
     activated_at: dt.datetime
+    routing: RoutingTable
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -168,8 +171,9 @@ class PolicyStore:
             files = await asyncio.to_thread(self._backend.files, version.number)
             report = await self._check_files(files, f"policy version {version.number}")
             if report.snapshot is not None:
+                table = await asyncio.to_thread(compile_table, report.snapshot)
                 self._set_active(
-                    ActiveConfig(version, report.snapshot, activated_at), "startup", "resumed", 0.0
+                    ActiveConfig(version, report.snapshot, activated_at, table), "startup", "resumed", 0.0
                 )
                 log.info("resumed policy version %d (%s)", version.number, version.tag)
             else:
@@ -313,6 +317,7 @@ class PolicyStore:
                 raise RollbackRefused(
                     message, report.findings, hint="fix what it breaks and apply it instead"
                 )
+            table = await asyncio.to_thread(compile_table, report.snapshot)
             stored = await asyncio.to_thread(
                 lambda: self._backend.add_version(
                     files,
@@ -323,7 +328,7 @@ class PolicyStore:
                 )
             )
             self._set_active(
-                ActiveConfig(stored, report.snapshot, stored.created_at),
+                ActiveConfig(stored, report.snapshot, stored.created_at, table),
                 "rollback",
                 "success",
                 time.perf_counter() - started,
@@ -447,6 +452,7 @@ class PolicyStore:
         if dry_run:
             previous = current.version if current else None
             return Outcome(False, None, previous, False, report.findings, snapshot.tag)
+        table = await asyncio.to_thread(compile_table, snapshot)  # before the commit: the swap is instant
         stored = await asyncio.to_thread(
             lambda: self._backend.add_version(
                 files,
@@ -458,7 +464,7 @@ class PolicyStore:
             )
         )
         self._set_active(
-            ActiveConfig(stored, snapshot, stored.created_at),
+            ActiveConfig(stored, snapshot, stored.created_at, table),
             source,
             "success",
             time.perf_counter() - started,

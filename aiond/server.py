@@ -46,14 +46,17 @@ from grpc_reflection.v1alpha import reflection
 
 from aion import __version__
 from aion.addresses import HostPort
-from aion.api.v1 import policies_pb2, router_pb2, tasks_pb2
+from aion.api.v1 import policies_pb2, tasks_pb2
 from aion.config.model import Trust
 from aion.errors import ConflictError, Error, InputError
+from aion.routing import BreakerState, LiveState
 from aiond import http
 from aiond.auth import Authenticator, AuthInterceptor, DenialReporter, Principal
+from aiond.breakers import Breaker, BreakerBoard
+from aiond.controls import Controls
 from aiond.events import DaemonEvents
 from aiond.policy_store import ActivationRefused, ActiveConfig, PolicyStore
-from aiond.services import admin, events, health, modules, policies, unimplemented
+from aiond.services import admin, events, health, modules, policies, router, unimplemented
 from aiond.settings import Settings
 from aiond.state import SqliteState, StaleActiveVersion, StateDirLock
 from aiond.telemetry import CallTracker, Metrics
@@ -72,10 +75,7 @@ _GRPC_KEEPALIVE_OPTIONS: tuple[tuple[str, int], ...] = (
 )
 
 # Contract services this version answers with UNIMPLEMENTED (still listed by reflection).
-_NOT_YET_SERVED = (
-    tasks_pb2.DESCRIPTOR.services_by_name["TaskService"],
-    router_pb2.DESCRIPTOR.services_by_name["RouterService"],
-)
+_NOT_YET_SERVED = (tasks_pb2.DESCRIPTOR.services_by_name["TaskService"],)
 
 
 class Phase(enum.Enum):
@@ -111,6 +111,7 @@ class Daemon:
         self._lock: StateDirLock | None = None
         self._state: SqliteState | None = None
         self._validator: Validator | None = None
+        self.controls: Controls | None = None
         self.events: DaemonEvents | None = None
         self.policies: PolicyStore | None = None
         self._authenticator: Authenticator | None = None
@@ -171,6 +172,10 @@ class Daemon:
             validator=self._validator,
         )
         await self.policies.start(prefer_config_dir=s.startup_policy == "config")
+        assert self.policies.active is not None
+        board = BreakerBoard(self.policies.active.snapshot.policies.breakers, on_change=self._breaker_changed)
+        self.controls = Controls(self._state, board, self.events.emit)
+        await self.controls.load()
         # HTTP first: an aiohttp runner gives its port back when cleaned up, while a grpc server that
         # bound a port but never started keeps it until the process exits.
         self._http, self.http_address = await self._start_http(s.http_listen)
@@ -278,7 +283,7 @@ class Daemon:
             ],
         )
         names = [health.add_to_server(server, self._health)]
-        names.append(admin.add_to_server(server, self.status))
+        names.append(admin.add_to_server(server, self.status, self.policies, self.controls))
         names.append(
             modules.add_to_server(
                 server,
@@ -290,6 +295,7 @@ class Daemon:
             )
         )
         names.append(policies.add_to_server(server, self.policies))
+        names.append(router.add_to_server(server, self.policies, self.live_state))
         names.append(events.add_to_server(server, self.events))
         names.extend(unimplemented.add_to_server(server, service) for service in _NOT_YET_SERVED)
         names.extend(binding.register(server) for binding in self._extra_services)
@@ -349,6 +355,8 @@ class Daemon:
         # object of a 1,000-intent set and pause the event loop for milliseconds, stay short. A
         # replaced snapshot is still freed by reference counting (it holds no cycles).
         gc.freeze()
+        if self.controls is not None:
+            self.controls.board.reconfigure(active.snapshot.policies.breakers)
         self.metrics.policy_active_version.set(active.version.number)
         self.metrics.policy_activations.labels(source=source, outcome=outcome).inc()
         if seconds:
@@ -362,6 +370,14 @@ class Daemon:
             details = event.get("details")
             source = details.get("source", "") if isinstance(details, dict) else ""
             self.metrics.policy_activations.labels(source=str(source), outcome="refused").inc()
+
+    def live_state(self) -> LiveState:
+        """What the router knows now that is not in the config: breakers, latencies, intent modes."""
+        return self.controls.live() if self.controls is not None else LiveState()
+
+    def _breaker_changed(self, breaker: Breaker, before: BreakerState, after: BreakerState) -> None:
+        self.metrics.breaker_transitions.labels(breaker=breaker.key, to=after.value).inc()
+        log.warning("breaker %s: %s -> %s", breaker.key, before.value, after.value)
 
     def _active_trust(self) -> Trust | None:
         active = self.policies.active if self.policies is not None else None

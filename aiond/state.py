@@ -31,7 +31,7 @@ from aion.errors import ConflictError, InputError
 
 LOCK_NAME = "aiond.lock"
 DB_NAME = "state.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class StateDirLock:
@@ -133,6 +133,18 @@ class TokenRecord:
     identity: str = ""
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class IntentMode:
+    """A runtime privacy switch of one intent (the runbook's incident lever)."""
+
+    intent: str
+    mode: str
+    """local-only, allow-api or hybrid."""
+    set_by: str
+    set_at: dt.datetime
+    reason: str
+
+
 class StaleActiveVersion(ConflictError):
     """The active version is not the one the caller expected (optimistic concurrency)."""
 
@@ -162,6 +174,13 @@ class StateBackend(Protocol):
     def active(self) -> tuple[StoredVersion, dt.datetime] | None: ...
     def activations(self, *, limit: int) -> list[Activation]: ...
     def record_error(self, error: dict[str, Any]) -> None: ...
+
+    # runtime intent modes
+    def intent_modes(self) -> list[IntentMode]: ...
+    def set_intent_mode(self, mode: IntentMode | None, intent: str) -> None:
+        """Store ``mode`` for ``intent``; None removes it (back to what the policy says)."""
+        ...
+
     def last_error(self) -> dict[str, Any] | None: ...
 
     # credentials
@@ -211,6 +230,19 @@ CREATE TABLE tokens (
 CREATE UNIQUE INDEX tokens_live_name ON tokens (name) WHERE revoked_at IS NULL;
 CREATE UNIQUE INDEX tokens_live_identity ON tokens (identity) WHERE revoked_at IS NULL AND identity != '';
 """
+
+
+_SCHEMA_2 = """
+CREATE TABLE intent_modes (
+    intent TEXT PRIMARY KEY,
+    mode TEXT NOT NULL,
+    set_by TEXT NOT NULL,
+    set_at TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT ''
+);
+"""
+_MIGRATIONS = (_SCHEMA, _SCHEMA_2)
+"""Step i brings a database at schema i to schema i + 1."""
 
 
 def _now() -> dt.datetime:
@@ -295,10 +327,12 @@ class SqliteState:
                     f"(schema {version}; this aiond knows {SCHEMA_VERSION})",
                     hint="run the newer aiond, or restore a backup made by this version",
                 )
-            # Statement by statement: executescript() would commit the open transaction first.
-            for statement in _SCHEMA.split(";\n"):
-                if statement.strip():
-                    self._db.execute(statement)
+            # Each step brings the schema from one version to the next, statement by statement
+            # (executescript() would commit the open transaction first).
+            for step in _MIGRATIONS[version:]:
+                for statement in step.split(";\n"):
+                    if statement.strip():
+                        self._db.execute(statement)
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @contextmanager
@@ -426,6 +460,24 @@ class SqliteState:
         value: dict[str, Any] = json.loads(rows[0][0])
         return value
 
+    # -- intent modes ---------------------------------------------------------------------------------
+
+    def intent_modes(self) -> list[IntentMode]:
+        rows = self._read("SELECT intent, mode, set_by, set_at, reason FROM intent_modes ORDER BY intent")
+        return [IntentMode(r[0], r[1], r[2], dt.datetime.fromisoformat(r[3]), r[4]) for r in rows]
+
+    def set_intent_mode(self, mode: IntentMode | None, intent: str) -> None:
+        with self._tx() as db:
+            if mode is None:
+                db.execute("DELETE FROM intent_modes WHERE intent = ?", (intent,))
+            else:
+                db.execute(
+                    "INSERT INTO intent_modes (intent, mode, set_by, set_at, reason) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (intent) DO UPDATE SET mode = excluded.mode, set_by = excluded.set_by, "
+                    "set_at = excluded.set_at, reason = excluded.reason",
+                    (intent, mode.mode, mode.set_by, _iso(mode.set_at), mode.reason),
+                )
+
     # -- credentials ---------------------------------------------------------------------------------
 
     _TOKEN_COLUMNS = "id, name, role, secret_sha256, created_at, created_by, expires_at, revoked_at, identity"  # noqa: S105
@@ -515,6 +567,7 @@ class SqliteState:
 __all__ = [
     "DB_NAME",
     "Activation",
+    "IntentMode",
     "SqliteState",
     "StaleActiveVersion",
     "StateBackend",

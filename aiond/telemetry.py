@@ -92,6 +92,12 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.breaker_transitions = Counter(
+            "aion_breaker_transitions",
+            "Circuit breaker state changes, by breaker (provider or provider:model) and new state.",
+            ["breaker", "to"],
+            registry=self.registry,
+        )
         self.audit_events = Counter(
             "aion_audit_events", "Audit events recorded, by action and outcome.", ["action", "outcome"],
             registry=self.registry,

@@ -1,16 +1,26 @@
-"""AdminService: daemon status now; breakers and intent modes arrive with the router (UNIMPLEMENTED)."""
+"""AdminService: daemon status, and the incident levers: circuit breakers and runtime intent modes
+(forced and switched by operators, audited; see :mod:`aiond.controls`)."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 from google.protobuf import timestamp_pb2
 
 from aion.api.v1 import admin_pb2, admin_pb2_grpc
+from aion.config.model import Privacy
+from aion.errors import ConflictError, Error, InputError, UsageError
+from aion.routing import BreakerState
+from aiond.auth import current_principal
+from aiond.breakers import Breaker, Override
+from aiond.controls import Controls
+from aiond.policy_store import ActiveConfig, PolicyStore
+from aiond.state import IntentMode
 
 SERVICE_NAME = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
 
@@ -40,8 +50,15 @@ _STATES = {
 
 
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
-    def __init__(self, status: Callable[[], DaemonStatus]) -> None:
+    def __init__(
+        self,
+        status: Callable[[], DaemonStatus],
+        store: PolicyStore | None = None,
+        controls: Controls | None = None,
+    ) -> None:
         self._status = status
+        self._store = store
+        self._controls = controls
 
     async def GetStatus(
         self, request: admin_pb2.GetStatusRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -62,22 +79,139 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             active_policy_version=s.active_policy_version,
         )
 
-    async def _not_yet(self, context: grpc.aio.ServicerContext[Any, Any], what: str) -> Any:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{what} is not available in this aiond version")
+    def _active(self) -> ActiveConfig:
+        active = self._store.active if self._store is not None else None
+        if active is None:
+            raise ConflictError("no policy version is active")
+        return active
 
-    async def ListBreakers(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        return await self._not_yet(context, "AdminService.ListBreakers")
+    async def _fail(self, context: grpc.aio.ServicerContext[Any, Any], exc: Error) -> NoReturn:
+        code = {
+            InputError: grpc.StatusCode.NOT_FOUND,
+            UsageError: grpc.StatusCode.INVALID_ARGUMENT,
+        }.get(type(exc), grpc.StatusCode.FAILED_PRECONDITION)
+        await context.abort(code, exc.message + (f" ({exc.hint})" if exc.hint else ""))
+        raise AssertionError("abort raises")
 
-    async def SetBreakerState(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        return await self._not_yet(context, "AdminService.SetBreakerState")
+    async def ListBreakers(
+        self, request: admin_pb2.ListBreakersRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> admin_pb2.ListBreakersResponse:
+        assert self._controls is not None
+        return admin_pb2.ListBreakersResponse(breakers=[self._breaker(b) for b in self._controls.board])
 
-    async def ListIntentModes(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        return await self._not_yet(context, "AdminService.ListIntentModes")
+    async def SetBreakerState(
+        self, request: admin_pb2.SetBreakerStateRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> admin_pb2.SetBreakerStateResponse:
+        assert self._controls is not None
+        override = _OVERRIDES_IN.get(request.override)
+        try:
+            if override is None:
+                raise UsageError("override must be NONE, FORCED_OPEN or FORCED_CLOSED")
+            if not request.provider:
+                raise UsageError("provider is required")
+            key = f"{request.provider}:{request.model}" if request.model else request.provider
+            before = self._breaker(self._controls.board.get(key))
+            breaker, _previous = await self._controls.force_breaker(
+                self._active().snapshot,
+                key,
+                override,
+                principal=current_principal.get().name,
+                reason=request.reason,
+            )
+        except Error as exc:
+            await self._fail(context, exc)
+        return admin_pb2.SetBreakerStateResponse(breaker=self._breaker(breaker), previous=before)
 
-    async def SetIntentMode(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        return await self._not_yet(context, "AdminService.SetIntentMode")
+    async def ListIntentModes(
+        self, request: admin_pb2.ListIntentModesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> admin_pb2.ListIntentModesResponse:
+        assert self._controls is not None
+        return admin_pb2.ListIntentModesResponse(intents=[_mode_message(m) for m in self._controls.modes()])
+
+    async def SetIntentMode(
+        self, request: admin_pb2.SetIntentModeRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> admin_pb2.SetIntentModeResponse:
+        assert self._controls is not None
+        if request.mode == admin_pb2.INTENT_MODE_UNSPECIFIED:
+            await self._fail(context, UsageError("mode is required: POLICY, LOCAL_ONLY, ALLOW_API or HYBRID"))
+        try:
+            state, previous = await self._controls.set_mode(
+                self._active().snapshot,
+                request.intent,
+                _MODES_IN[request.mode],
+                principal=current_principal.get().name,
+                reason=request.reason,
+            )
+        except Error as exc:
+            await self._fail(context, exc)
+        message = (
+            _mode_message(state)
+            if state is not None
+            else admin_pb2.IntentModeState(intent=request.intent, mode=admin_pb2.INTENT_MODE_POLICY)
+        )
+        return admin_pb2.SetIntentModeResponse(
+            state=message, previous_mode=_MODES_OUT[previous] if previous else admin_pb2.INTENT_MODE_POLICY
+        )
+
+    def _breaker(self, breaker: Breaker) -> admin_pb2.Breaker:
+        provider, _, model = breaker.key.partition(":")
+        message = admin_pb2.Breaker(
+            provider=provider,
+            model=model,
+            state=_STATES_OUT[breaker.effective],
+            override=_OVERRIDES_OUT[breaker.override],
+            failure_ratio=breaker.failure_ratio,
+            window_requests=len(breaker.outcomes),
+            changed_at=_wall(breaker.changed_at),
+        )
+        if breaker.effective is BreakerState.OPEN and breaker.override is Override.NONE:
+            message.retry_at.CopyFrom(_wall(breaker.retry_at))
+        return message
 
 
-def add_to_server(server: grpc.aio.Server, status: Callable[[], DaemonStatus]) -> str:
-    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(status), server)
+def _wall(monotonic: float) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(dt.datetime.now(dt.UTC) - dt.timedelta(seconds=time.monotonic() - monotonic))
+    return stamp
+
+
+def _mode_message(mode: IntentMode) -> admin_pb2.IntentModeState:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(mode.set_at)
+    return admin_pb2.IntentModeState(
+        intent=mode.intent,
+        mode=_MODES_OUT[Privacy(mode.mode)],
+        set_by=mode.set_by,
+        set_at=stamp,
+        reason=mode.reason,
+    )
+
+
+_STATES_OUT = {
+    BreakerState.CLOSED: admin_pb2.BREAKER_STATE_CLOSED,
+    BreakerState.OPEN: admin_pb2.BREAKER_STATE_OPEN,
+    BreakerState.HALF_OPEN: admin_pb2.BREAKER_STATE_HALF_OPEN,
+}
+_OVERRIDES_OUT = {
+    Override.NONE: admin_pb2.BREAKER_OVERRIDE_NONE,
+    Override.FORCED_OPEN: admin_pb2.BREAKER_OVERRIDE_FORCED_OPEN,
+    Override.FORCED_CLOSED: admin_pb2.BREAKER_OVERRIDE_FORCED_CLOSED,
+}
+_OVERRIDES_IN = {v: k for k, v in _OVERRIDES_OUT.items()}
+_MODES_OUT = {
+    Privacy.LOCAL_ONLY: admin_pb2.INTENT_MODE_LOCAL_ONLY,
+    Privacy.ALLOW_API: admin_pb2.INTENT_MODE_ALLOW_API,
+    Privacy.HYBRID: admin_pb2.INTENT_MODE_HYBRID,
+}
+_MODES_IN: dict[int, Privacy | None] = {v: k for k, v in _MODES_OUT.items()}
+_MODES_IN[admin_pb2.INTENT_MODE_POLICY] = None
+
+
+def add_to_server(
+    server: grpc.aio.Server,
+    status: Callable[[], DaemonStatus],
+    store: PolicyStore | None = None,
+    controls: Controls | None = None,
+) -> str:
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(status, store, controls), server)
     return SERVICE_NAME

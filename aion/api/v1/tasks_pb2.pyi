@@ -253,6 +253,8 @@ class Decision(_message.Message):
     REASON_CODES_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     POLICY_VERSION_FIELD_NUMBER: _builtins.int
+    PREPARE_FIELD_NUMBER: _builtins.int
+    BUDGET_FIELD_NUMBER: _builtins.int
     route: _common_pb2.Route.ValueType
     tier: _builtins.str
     chosen_by: Global___RouteChooser.ValueType
@@ -276,6 +278,18 @@ class Decision(_message.Message):
     def reason_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Machine-readable reasons, for example "PRIVACY_LOCAL_ONLY", "BREAKER_OPEN:openai"."""
 
+    @_builtins.property
+    def prepare(self) -> Global___Target:
+        """For a hybrid route, the local step that runs first on this host (a module, or a local model); it
+        prepares or redacts the input before `target` completes it. Unset for local and api routes.
+        """
+
+    @_builtins.property
+    def budget(self) -> _common_pb2.UsdAmount:
+        """The task's budget the chain was fitted into (the caller's, the intent's or the policy default,
+        never above the hard cap); unset when no budget applies.
+        """
+
     def __init__(
         self,
         *,
@@ -288,10 +302,12 @@ class Decision(_message.Message):
         reason_codes: _abc.Iterable[_builtins.str] | None = ...,
         reason: _builtins.str = ...,
         policy_version: _builtins.int = ...,
+        prepare: Global___Target | None = ...,
+        budget: _common_pb2.UsdAmount | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["estimated_max_cost", b"estimated_max_cost", "target", b"target"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "estimated_max_cost", b"estimated_max_cost", "prepare", b"prepare", "target", b"target"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chosen_by", b"chosen_by", "estimated_max_cost", b"estimated_max_cost", "fallback_chain", b"fallback_chain", "policy_version", b"policy_version", "reason", b"reason", "reason_codes", b"reason_codes", "route", b"route", "target", b"target", "tier", b"tier"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "chosen_by", b"chosen_by", "estimated_max_cost", b"estimated_max_cost", "fallback_chain", b"fallback_chain", "policy_version", b"policy_version", "prepare", b"prepare", "reason", b"reason", "reason_codes", b"reason_codes", "route", b"route", "target", b"target", "tier", b"tier"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

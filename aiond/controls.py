@@ -1,0 +1,119 @@
+"""The runbook's incident levers, held by the daemon: circuit breakers and runtime intent modes.
+
+Together with measured latencies they make the router's :class:`~aion.routing.LiveState`. Intent modes
+are stored in the state backend, so a switch made during an incident survives a restart; breakers are
+runtime state and start closed. Every change is audited with who made it and why.
+
+A runtime mode can only make an intent stricter than its config: a local-only intent stays local-only,
+and a hybrid intent cannot be switched to allow-api. Switching back to ``policy`` removes the mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aion.config.model import ConfigSnapshot, Privacy
+from aion.errors import ConflictError, InputError
+from aion.events import audit
+from aion.routing import LiveState
+from aiond.breakers import Breaker, BreakerBoard, Override
+from aiond.state import IntentMode, StateBackend
+
+_STRICTNESS = {Privacy.ALLOW_API: 0, Privacy.HYBRID: 1, Privacy.LOCAL_ONLY: 2}
+
+
+class Controls:
+    def __init__(
+        self,
+        backend: StateBackend,
+        board: BreakerBoard,
+        emit: Callable[[dict[str, Any]], Awaitable[None]],
+    ) -> None:
+        self._backend = backend
+        self.board = board
+        self._emit = emit
+        self._modes: dict[str, IntentMode] = {}
+        self._privacy: dict[str, Privacy] = {}
+        self.latency_ms: dict[str, float] = {}
+        """Measured latency by "provider:model" (the executor keeps it)."""
+
+    async def load(self) -> None:
+        modes = await asyncio.to_thread(self._backend.intent_modes)
+        self._modes = {m.intent: m for m in modes}
+        self._privacy = {m.intent: Privacy(m.mode) for m in modes}
+
+    def live(self) -> LiveState:
+        return LiveState(breakers=self.board.live(), latency_ms=self.latency_ms, intent_modes=self._privacy)
+
+    def modes(self) -> list[IntentMode]:
+        return sorted(self._modes.values(), key=lambda m: m.intent)
+
+    async def set_mode(
+        self, snapshot: ConfigSnapshot, intent: str, mode: Privacy | None, *, principal: str, reason: str
+    ) -> tuple[IntentMode | None, Privacy | None]:
+        """Switch ``intent`` to ``mode`` (None: back to the policy). Returns the new state and the
+        previous mode. Raises InputError for an unknown intent, ConflictError for a looser mode."""
+        spec = snapshot.intents.get(intent)
+        if spec is None:
+            raise InputError(f"intent {intent!r} is not defined in the active policy")
+        configured = Privacy.LOCAL_ONLY if spec.local_only else spec.privacy
+        previous = self._privacy.get(intent)
+        if mode is not None and _STRICTNESS[mode] < _STRICTNESS[configured]:
+            refusal = ConflictError(
+                f"intent {intent!r} is {configured} by its policy; a runtime mode can only make it stricter",
+                hint="change the policy (aionctl policy apply) to loosen it",
+            )
+            await self._mode_event(principal, intent, (previous, mode), "refused", refusal.message)
+            raise refusal
+        state = None
+        if mode is not None:
+            state = IntentMode(intent, mode.value, principal, dt.datetime.now(dt.UTC), reason)
+        await asyncio.to_thread(self._backend.set_intent_mode, state, intent)
+        if state is None:
+            self._modes.pop(intent, None)
+            self._privacy.pop(intent, None)
+        else:
+            self._modes[intent] = state
+            self._privacy[intent] = mode  # type: ignore[assignment]
+        await self._mode_event(principal, intent, (previous, mode), "success", reason)
+        return state, previous
+
+    async def force_breaker(
+        self, snapshot: ConfigSnapshot, key: str, override: Override, *, principal: str, reason: str
+    ) -> tuple[Breaker, Override]:
+        provider, _, model = key.partition(":")
+        if not provider or snapshot.models.provider(provider) is None:
+            raise InputError(
+                f"{provider!r} is not a provider of the active policy", hint="see aionctl breaker list"
+            )
+        if model and key not in snapshot.models.models:
+            raise InputError(f"{key!r} is not a model of the active policy", hint="name it provider:model")
+        breaker, previous, before = self.board.force(key, override)
+        after = f"{override.value}/{breaker.effective.value}"
+        await self._emit(
+            audit(principal=principal, action="breaker.set", target=key, outcome="success",
+                  before=f"{previous.value}/{before.value}", after=after, reason=reason or None,
+                  details={"override": override.value})
+        )  # fmt: skip
+        return breaker, previous
+
+    async def _mode_event(
+        self,
+        principal: str,
+        intent: str,
+        change: tuple[Privacy | None, Privacy | None],
+        outcome: str,
+        reason: str,
+    ) -> None:
+        before, after = change
+        await self._emit(
+            audit(principal=principal, action="intent.mode", target=intent, outcome=outcome,
+                  before=before.value if before else "policy", after=after.value if after else "policy",
+                  reason=reason or None)
+        )  # fmt: skip
+
+
+__all__ = ["Controls"]
