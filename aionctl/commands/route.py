@@ -1,0 +1,177 @@
+"""``aionctl route explain``: what the router would decide for a task, and why, without running it.
+
+Online (the default) the daemon decides under its active policy version and live state (breakers,
+runtime intent modes). Offline (``--config DIR``) the same engine decides against a local config set
+with everything closed and no runtime modes: a CI check of what a policy change does to routing.
+
+Exit codes: 0 a route was found; 1 the hard rules refuse every route (or, offline, the config set has
+errors); 2 usage; 3 unreadable input; 4/5 as for every daemon call.
+"""
+
+from __future__ import annotations
+
+import decimal
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from aion.errors import FindingsError, InputError, UsageError
+from aionctl.client import call, channel
+from aionctl.connect import TlsCa, TlsCert, TlsKey, TlsServerName, TokenFile, endpoint
+from aionctl.options import Address, Output, Timeout, command_app, global_options
+from aionctl.output import OutputFormat, document, emit
+
+app = command_app()
+app.info.help = "Explain what the router would decide for a task (online, or offline against a config set)."
+app.info.no_args_is_help = True
+
+_ROUTES = ("local", "api", "hybrid")
+
+
+@app.callback()
+def route() -> None:
+    """Explain what the router would decide for a task."""
+
+
+@app.command("explain")
+def explain(
+    ctx: typer.Context,
+    intent: Annotated[str, typer.Argument(help="Intent name, as in intents.yml.")],
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", metavar="DIR", help="Decide offline against this config set, not the daemon."
+        ),
+    ] = None,
+    input_file: Annotated[
+        str | None,
+        typer.Option("--input", metavar="FILE", help="The would-be input ('-' for stdin); its size counts."),
+    ] = None,
+    input_bytes: Annotated[
+        int | None,
+        typer.Option("--input-bytes", min=0, max=2**40, metavar="N", help="Input size, without a file."),
+    ] = None,
+    budget: Annotated[
+        str | None, typer.Option("--budget", metavar="USD", help="The task's budget in dollars, e.g. 0.05.")
+    ] = None,
+    route_override: Annotated[
+        str | None, typer.Option("--route", metavar="ROUTE", help="Ask for a route: local, api or hybrid.")
+    ] = None,
+    latency_ms: Annotated[
+        int | None, typer.Option("--latency-ms", min=1, max=3_600_000, metavar="MS", help="Latency target.")
+    ] = None,
+    addr: Address = None,
+    timeout: Timeout = 5.0,
+    output: Output = OutputFormat.TEXT,
+    token_file: TokenFile = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    tls_server_name: TlsServerName = None,
+) -> None:
+    """Explain the route the router would choose for INTENT (role viewer online)."""
+    from google.protobuf import json_format
+
+    from aion.api.v1 import common_pb2, router_pb2, router_pb2_grpc, tasks_pb2
+
+    size = _input_size(input_file, input_bytes)
+    hints = tasks_pb2.RoutingHints()
+    if budget is not None:
+        hints.budget.CopyFrom(common_pb2.UsdAmount(nano_usd=_nano(budget)))
+    if route_override is not None:
+        if route_override not in _ROUTES:
+            raise UsageError(f"--route {route_override!r} is not one of local, api, hybrid")
+        hints.route_override = getattr(common_pb2, f"ROUTE_{route_override.upper()}")
+    if latency_ms is not None:
+        hints.latency_target_ms = latency_ms
+    if config is not None:
+        reply = _offline(config, intent, hints, size)
+    else:
+        target = endpoint(
+            ctx, addr=addr, timeout=timeout, token_file=token_file,
+            tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key, tls_server_name=tls_server_name,
+        )  # fmt: skip
+        request = router_pb2.ExplainRouteRequest(intent=intent, hints=hints, input_size_bytes=size)
+        with channel(target) as ch:
+            reply = call(target, router_pb2_grpc.RouterServiceStub(ch).ExplainRoute, request, "route explain")
+    body = json_format.MessageToDict(reply, always_print_fields_with_no_presence=True)
+    body["offline"] = config is not None
+    if not (global_options(ctx).quiet and output is OutputFormat.TEXT):
+        emit(document("RouteExplanation", body), output, text=lambda: _text(body))
+    if reply.refused:
+        raise typer.Exit(1)
+
+
+def _offline(config: Path, intent: str, hints: Any, size: int) -> Any:
+    from aion.config.validate import validate_directory
+    from aion.routing import LiveState, compile_table
+    from aion.routing.wire import explanation, request_from
+
+    if not config.is_dir():
+        raise InputError(f"{config}: not a directory", hint="give the directory of a config set")
+    report = validate_directory(config)
+    if report.snapshot is None:
+        errors = [f for f in report.findings if f.severity.value == "error"]
+        raise FindingsError(
+            f"{config} is not a valid config set ({len(errors)} errors)", hint=f"aionctl validate {config}"
+        )
+    table = compile_table(report.snapshot)
+    return explanation(table.decide(request_from(intent, hints, size), LiveState(), explain=True), 0)
+
+
+def _input_size(input_file: str | None, input_bytes: int | None) -> int:
+    if input_file is not None and input_bytes is not None:
+        raise UsageError("--input and --input-bytes go one at a time")
+    if input_file == "-":
+        return len(sys.stdin.buffer.read())
+    if input_file is not None:
+        try:
+            return Path(input_file).stat().st_size
+        except OSError as exc:
+            raise InputError(f"{input_file}: cannot read: {exc.strerror}", hint="check the path") from exc
+    return input_bytes or 0
+
+
+def _nano(text: str) -> int:
+    try:
+        value = decimal.Decimal(text)
+    except decimal.InvalidOperation:
+        raise UsageError(f"--budget {text!r} is not an amount of dollars", hint="for example 0.05") from None
+    if not value.is_finite() or value < 0 or value > 1_000_000:
+        raise UsageError(f"--budget {text} is out of range", hint="0 to 1000000 dollars")
+    return int(value * 1_000_000_000)
+
+
+def _usd(nano: str | int | None) -> str:
+    return f"${int(nano or 0) / 1e9:.6f}".rstrip("0").rstrip(".")
+
+
+def _target(t: dict[str, Any]) -> str:
+    if t.get("kind") == "TARGET_KIND_MODULE":
+        return f"module {t.get('name', '')}"
+    route = t.get("route", "").removeprefix("ROUTE_").lower()
+    return f"{t.get('provider', '')}:{t.get('name', '')} ({t.get('tier', '')}, {route})"
+
+
+def _text(body: dict[str, Any]) -> str:
+    if body.get("refused"):
+        lines = [f"refused: {body.get('refusalReason', '')}"]
+        lines += [f"  {r['reasonCode']:<18} {_target(r['target'])}" for r in body.get("rejected", [])]
+        return "\n".join(lines) + "\n"
+    d = body["decision"]
+    chooser = d.get("chosenBy", "").removeprefix("ROUTE_CHOOSER_").lower().replace("_", "-")
+    route = d["route"].removeprefix("ROUTE_").lower()
+    lines = [f"route:   {route} (tier {d.get('tier', '')}), chosen by {chooser}"]
+    if "prepare" in d:
+        lines.append(f"prepare: {_target(d['prepare'])}")
+    chain = [d["target"], *d.get("fallbackChain", [])]
+    lines += [f"  {i}. {_target(t)}" for i, t in enumerate(chain, 1)]
+    budget = d.get("budget", {}).get("nanoUsd")
+    worst = _usd(d.get("estimatedMaxCost", {}).get("nanoUsd"))
+    lines.append(
+        f"worst case {worst}" + (f" of a {_usd(budget)} budget" if budget is not None else ", no budget")
+    )
+    lines.append(f"why:     {d.get('reason', '')}")
+    return "\n".join(lines) + "\n"
