@@ -31,7 +31,7 @@ from aion.errors import ConflictError, InputError
 
 LOCK_NAME = "aiond.lock"
 DB_NAME = "state.db"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class StateDirLock:
@@ -175,6 +175,13 @@ class StateBackend(Protocol):
     def activations(self, *, limit: int) -> list[Activation]: ...
     def record_error(self, error: dict[str, Any]) -> None: ...
 
+    # spending
+    def spent(self, day: str) -> int:
+        """Nano-dollars settled on ``day`` (YYYY-MM-DD, UTC)."""
+        ...
+
+    def add_spend(self, day: str, nano_usd: int) -> None: ...
+
     # runtime intent modes
     def intent_modes(self) -> list[IntentMode]: ...
     def set_intent_mode(self, mode: IntentMode | None, intent: str) -> None:
@@ -241,7 +248,10 @@ CREATE TABLE intent_modes (
     reason TEXT NOT NULL DEFAULT ''
 );
 """
-_MIGRATIONS = (_SCHEMA, _SCHEMA_2)
+_SCHEMA_3 = """
+CREATE TABLE spend (day TEXT PRIMARY KEY, nano_usd INTEGER NOT NULL);
+"""
+_MIGRATIONS = (_SCHEMA, _SCHEMA_2, _SCHEMA_3)
 """Step i brings a database at schema i to schema i + 1."""
 
 
@@ -459,6 +469,20 @@ class SqliteState:
             return None
         value: dict[str, Any] = json.loads(rows[0][0])
         return value
+
+    # -- spending -------------------------------------------------------------------------------------
+
+    def spent(self, day: str) -> int:
+        rows = self._read("SELECT nano_usd FROM spend WHERE day = ?", (day,))
+        return int(rows[0][0]) if rows else 0
+
+    def add_spend(self, day: str, nano_usd: int) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO spend (day, nano_usd) VALUES (?, ?) "
+                "ON CONFLICT (day) DO UPDATE SET nano_usd = nano_usd + excluded.nano_usd",
+                (day, nano_usd),
+            )
 
     # -- intent modes ---------------------------------------------------------------------------------
 

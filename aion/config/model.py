@@ -77,6 +77,8 @@ class Intent:
 class Budget:
     default_usd: Decimal | None
     hard_cap_usd: Decimal | None
+    daily_cap_usd: Decimal | None = None
+    """What all tasks together may spend in one UTC day; None: no daily cap."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -338,7 +340,9 @@ def build_policies(doc: Mapping[str, Any] | None) -> Policies:
     require_sbom = bool(trust.get("require_sbom", False))
     return Policies(
         budget=Budget(
-            default_usd=_money(budget.get("default_usd", budget.get("hard_cap_usd"))), hard_cap_usd=cap
+            default_usd=_money(budget.get("default_usd", budget.get("hard_cap_usd"))),
+            hard_cap_usd=cap,
+            daily_cap_usd=_money(budget.get("daily_cap_usd")),
         ),
         p95_ms=MappingProxyType({r: int(p95.get(r.value, DEFAULT_P95_MS[r])) for r in ALL_ROUTES}),
         local_only_intents=frozenset(d.get("privacy", {}).get("local_only_intents", ())),

@@ -49,7 +49,8 @@ MAX_CHAIN = 8
 
 HYBRID_DEFINITION = (
     "hybrid: a local step, then a completion. The local step runs on this host: a module that serves the "
-    "intent on the hybrid route, else a local model; it prepares or redacts the input. The completion is "
+    "intent on the hybrid route (when one is installed and can run), else a local model; it prepares or "
+    "redacts the input. The completion is "
     "a cloud model when the intent's privacy lets data leave the host after the local step (privacy "
     "hybrid or allow-api), else a local model. Without a local step, hybrid is not available."
 )
@@ -102,6 +103,8 @@ class LiveState:
     """Measured p95 by "provider:model"; absent means unknown."""
     intent_modes: Mapping[str, Privacy] = dataclasses.field(default_factory=dict)
     """Runtime privacy switches by intent (the runbook's incident lever)."""
+    modules: frozenset[str] = frozenset()
+    """Installed modules that can run now; a hybrid local step uses one only when it is here."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -424,6 +427,8 @@ class RoutingTable:
 
     def _local_step(self, plan: _Plan, live: LiveState, needed_tokens: int) -> Target | None:
         for candidate in plan.prepare:
+            if candidate.target.kind is TargetKind.MODULE and candidate.target.name not in live.modules:
+                continue
             if self._breaker(live, candidate.target) is BreakerState.OPEN:
                 continue
             if candidate.target.kind is TargetKind.MODEL and (

@@ -61,11 +61,12 @@ def test_explain_names_the_hybrid_local_step_and_the_budget() -> None:
     assert code == 0
     decision = body["decision"]
     assert decision["route"] == "ROUTE_HYBRID"
-    assert decision["prepare"] == {"kind": "TARGET_KIND_MODULE", "provider": "", "name": "pii_redact",
-                                   "route": "ROUTE_HYBRID", "tier": ""}  # fmt: skip
+    # Modules do not run yet, so the local step is the first local model.
+    assert decision["prepare"] == {"kind": "TARGET_KIND_MODEL", "provider": "ollama", "name": "qwen2.5",
+                                   "route": "ROUTE_HYBRID", "tier": "tier0"}  # fmt: skip
     assert int(decision["estimatedMaxCost"]["nanoUsd"]) <= int(decision["budget"]["nanoUsd"]) == 50_000_000
     text = aionctl("route", "explain", "draft_reply", "--config", str(EXAMPLES)).stdout
-    assert "prepare: module pii_redact" in text
+    assert "prepare: ollama:qwen2.5 (tier0, hybrid)" in text
     assert "of a $0.05 budget" in text
 
 

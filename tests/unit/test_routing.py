@@ -248,7 +248,14 @@ def test_examples_route_as_documented() -> None:
     assert summarize.route is Route.LOCAL
     invoice = table.decide(Request("invoice_ocr", input_bytes=2000), LiveState())
     assert isinstance(invoice, Decision)
-    assert (invoice.route, invoice.prepare and invoice.prepare.key) == (Route.HYBRID, "module:invoice_fields")
+    # No module can run yet, so the local step is a local model; with the module runnable, it is the module.
+    assert (invoice.route, invoice.prepare and invoice.prepare.key) == (Route.HYBRID, "ollama:qwen2.5")
+    with_module = table.decide(
+        Request("invoice_ocr", input_bytes=2000), LiveState(modules=frozenset({"invoice_fields"}))
+    )
+    assert isinstance(with_module, Decision)
+    assert with_module.prepare is not None
+    assert with_module.prepare.key == "module:invoice_fields"
     assert invoice.estimated_max_nano == 0  # local models cost nothing
     assert "PRIVACY_LOCAL_ONLY" in invoice.reason_codes
     reply = table.decide(Request("draft_reply", input_bytes=2000), LiveState())
@@ -256,7 +263,7 @@ def test_examples_route_as_documented() -> None:
     assert reply.route is Route.HYBRID
     assert reply.target.locality is Locality.CLOUD  # completed by a cloud model, after pii_redact
     assert reply.prepare is not None
-    assert reply.prepare.key == "module:pii_redact"
+    assert reply.prepare.locality is Locality.LOCAL
 
 
 def test_an_open_breaker_moves_the_route_and_says_why() -> None:
