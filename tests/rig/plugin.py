@@ -11,12 +11,16 @@ import contextlib
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.rig import install
 from tests.rig.daemon import Aiond
 from tests.rig.services import GoTools, KafkaBroker, OciRegistry, Prometheus
+
+if TYPE_CHECKING:
+    from tests.rig.providers import StandIn
 
 
 def in_ci() -> bool:
@@ -132,6 +136,17 @@ def aiond(tmp_path: Path) -> Iterator[Aiond]:
     daemon = Aiond(tmp_path).start()
     yield daemon
     daemon.stop()
+
+
+@pytest.fixture
+def stand_in() -> Iterator[StandIn]:
+    """A stand-in model provider speaking the OpenAI and Anthropic wire formats on a free loopback
+    port (``.url`` / ``.anthropic_url``), with scriptable failures; stopped after the test. It accepts
+    any key until ``.api_key`` is set."""
+    from tests.rig.providers import StandIn
+
+    with StandIn() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

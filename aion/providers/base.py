@@ -1,0 +1,522 @@
+"""What every provider client shares: the result of a call, the error a call can end in, and the
+bounded HTTP exchange both wire formats run on.
+
+A call ends either in a :class:`Completion` or in a :class:`ProviderError` whose ``kind`` says what
+happened and whose ``retryable`` says whether trying again (later, perhaps elsewhere) can help. These are
+runtime outcomes the executor acts on (retries, breakers, fallbacks), not user errors, so they are plain
+exceptions rather than :class:`aion.errors.Error`.
+
+Everything read from a provider is bounded: a response body (streamed or not) larger than
+:data:`MAX_RESPONSE_BYTES` is refused, the whole call has one deadline, and redirects are never followed
+(a redirect would carry the API key to another address). The API key never appears in a message or a
+repr: keys are checked before they reach a header (so no HTTP library error can echo one), and any copy
+a provider echoes back in an error body is blanked out.
+
+Server-sent events are parsed here rather than with a library: the format is a few lines of spec, and
+the parser must count bytes as they arrive so a provider cannot grow memory without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import email.utils
+import json
+import math
+import re
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Any, Literal
+
+import httpx
+
+Kind = Literal["connect", "timeout", "rate_limited", "server", "client", "auth", "protocol", "cut_off"]
+KINDS: frozenset[str] = frozenset(
+    ("connect", "timeout", "rate_limited", "server", "client", "auth", "protocol", "cut_off")
+)
+
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+"""The most bytes aion reads from one provider answer; larger answers are refused (kind "protocol")."""
+MAX_RETRY_AFTER_S = 300.0
+"""Retry-After values are clamped to [0, this]: a provider cannot park a route for longer."""
+MAX_ERROR_DETAIL = 300
+"""How much of a provider's own error message is kept in a :class:`ProviderError`."""
+
+RETRYABLE_SERVER_STATUSES = frozenset({500, 502, 503, 504, 529})
+"""5xx answers that are transient by their meaning (529 is Anthropic's "overloaded")."""
+
+_KEY_CHARS = re.compile(r"[\x21-\x7e]{1,4096}")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Completion:
+    """A model's answer to one call."""
+
+    text: str
+    input_tokens: int
+    output_tokens: int
+    model: str
+    """The model that answered, as the provider names it (may be more specific than the one asked)."""
+    provider: str
+    latency_ms: float
+    """From sending the request to the end of the answer (the last byte of a stream)."""
+    finish_reason: str | None = None
+    """Why the model stopped, as the provider says it (stop, length, end_turn, max_tokens, ...)."""
+    usage_estimated: bool = False
+    """True when the provider reported no token counts and they were estimated (4 characters a token)."""
+
+
+class ProviderError(Exception):
+    """A call to a provider that did not produce a completion.
+
+    ``kind`` is one of :data:`KINDS`: connect (no connection, or it failed before an answer), timeout
+    (the deadline passed), rate_limited (429), server (5xx), client (other 4xx, or a request aion cannot
+    make), auth (401/403), protocol (an answer that is not the wire format), cut_off (an answer that
+    stopped part-way). ``retry_after`` is the provider's Retry-After in seconds, when it gave one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        status: int | None = None,
+        retry_after: float | None = None,
+        kind: Kind,
+        provider: str | None = None,
+    ) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"unknown provider error kind {kind!r}")
+        super().__init__(message)
+        self.message = message
+        self.retryable = retryable
+        self.status = status
+        self.retry_after = retry_after
+        self.kind: Kind = kind
+        self.provider = provider
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __repr__(self) -> str:
+        return (
+            f"ProviderError(kind={self.kind!r}, retryable={self.retryable}, status={self.status}, "
+            f"retry_after={self.retry_after}, message={self.message!r})"
+        )
+
+
+def estimate_tokens(chars: int) -> int:
+    """The usual rough rule when a provider reports no usage: four characters a token, rounded up."""
+    return -(-chars // 4)
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """A Retry-After header in seconds from ``now``: delta-seconds (fractions accepted, as some
+    providers send them) or an HTTP-date. Clamped to [0, :data:`MAX_RETRY_AFTER_S`]; None when absent
+    or unreadable (NaN, infinity, garbage)."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not text or len(text) > 64:
+        return None
+    seconds: float | None
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = None
+    if seconds is None:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:  # HTTP-dates are GMT by definition
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if not math.isfinite(seconds):
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+
+
+def check_api_key(api_key: str | None, provider: str) -> str | None:
+    """The key, if it can go in a header as it is; else an "auth" error that does not show it."""
+    if api_key is None:
+        return None
+    if _KEY_CHARS.fullmatch(api_key) is None:
+        raise ProviderError(
+            f"{provider}: the API key is not usable in a header (empty, too long, or it holds spaces or "
+            "control characters); check the secret file",
+            retryable=False,
+            kind="auth",
+            provider=provider,
+        )
+    return api_key
+
+
+def redact(text: str, secret: str | None) -> str:
+    """``text`` with every copy of ``secret`` blanked out."""
+    return text.replace(secret, "<redacted>") if secret else text
+
+
+def _printable(text: str) -> str:
+    cleaned = "".join(c if c.isprintable() else " " for c in text).strip()
+    if len(cleaned) > MAX_ERROR_DETAIL:
+        cleaned = cleaned[:MAX_ERROR_DETAIL] + "..."
+    return cleaned
+
+
+def error_detail(body: bytes, secret: str | None) -> str:
+    """The provider's own message from an error body (OpenAI's and Anthropic's shapes both keep it
+    at error.message), shortened, printable, and with the key blanked out; "" when there is none."""
+    text = body[: 64 * 1024].decode("utf-8", "replace")
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return _printable(redact(text, secret))
+    return message_of(doc, secret)
+
+
+def message_of(doc: object, secret: str | None) -> str:
+    """The error message in an already parsed error document (``{"error": {"message": ...}}``)."""
+    error = doc.get("error") if isinstance(doc, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    return _printable(redact(message, secret)) if isinstance(message, str) else ""
+
+
+def status_error(
+    provider: str, status: int, headers: httpx.Headers, body: bytes, secret: str | None
+) -> ProviderError:
+    """The :class:`ProviderError` for an HTTP answer that is not a success."""
+    detail = error_detail(body, secret)
+    suffix = f": {detail}" if detail else ""
+    if status == 429:
+        retry_after = parse_retry_after(headers.get("retry-after"))
+        return ProviderError(
+            f"{provider}: rate limited (HTTP 429)" + suffix,
+            retryable=True,
+            status=status,
+            retry_after=retry_after,
+            kind="rate_limited",
+            provider=provider,
+        )
+    if status in (401, 403):
+        return ProviderError(
+            f"{provider}: the API key was refused (HTTP {status}){suffix}; check the secret it is read from",
+            retryable=False,
+            status=status,
+            kind="auth",
+            provider=provider,
+        )
+    if status == 408:
+        return ProviderError(
+            f"{provider}: the provider timed out the request (HTTP 408){suffix}",
+            retryable=True,
+            status=status,
+            kind="timeout",
+            provider=provider,
+        )
+    if 500 <= status <= 599:
+        return ProviderError(
+            f"{provider}: server error (HTTP {status}){suffix}",
+            retryable=status in RETRYABLE_SERVER_STATUSES,
+            status=status,
+            retry_after=parse_retry_after(headers.get("retry-after")),
+            kind="server",
+            provider=provider,
+        )
+    if 300 <= status <= 399:
+        return ProviderError(
+            f"{provider}: unexpected redirect (HTTP {status}); redirects are not followed, so the API key "
+            "stays with the configured address: fix base_url",
+            retryable=False,
+            status=status,
+            kind="protocol",
+            provider=provider,
+        )
+    if 400 <= status <= 499:
+        return ProviderError(
+            f"{provider}: request refused (HTTP {status}){suffix}",
+            retryable=False,
+            status=status,
+            kind="client",
+            provider=provider,
+        )
+    return ProviderError(
+        f"{provider}: unexpected HTTP status {status}",
+        retryable=False,
+        status=status,
+        kind="protocol",
+        provider=provider,
+    )
+
+
+def too_large(provider: str) -> ProviderError:
+    return ProviderError(
+        f"{provider}: the answer is larger than {MAX_RESPONSE_BYTES} bytes, the most aion reads",
+        retryable=False,
+        kind="protocol",
+        provider=provider,
+    )
+
+
+def protocol_error(provider: str, what: str) -> ProviderError:
+    """An answer that does not follow the wire format (retryable: typically a glitch of one answer)."""
+    return ProviderError(f"{provider}: {what}", retryable=True, kind="protocol", provider=provider)
+
+
+def cut_off(provider: str, what: str) -> ProviderError:
+    return ProviderError(f"{provider}: {what}", retryable=True, kind="cut_off", provider=provider)
+
+
+@dataclasses.dataclass(slots=True)
+class Exchange:
+    """One request under way: its response (headers received) and a byte budget for its body."""
+
+    provider: str
+    response: httpx.Response
+    secret: str | None
+    started: float
+    received: int = 0
+
+    def elapsed_ms(self) -> float:
+        return (time.monotonic() - self.started) * 1000.0
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives; "protocol" past :data:`MAX_RESPONSE_BYTES`, "cut_off" when the
+        connection ends before the body does."""
+        try:
+            async for chunk in self.response.aiter_bytes():
+                self.received += len(chunk)
+                if self.received > MAX_RESPONSE_BYTES:
+                    raise too_large(self.provider)
+                yield chunk
+        except (httpx.TimeoutException, TimeoutError) as exc:
+            raise _timeout(self.provider) from exc
+        except httpx.TransportError as exc:
+            raise cut_off(self.provider, f"the answer stopped part-way ({type(exc).__name__})") from exc
+        except httpx.DecodingError as exc:
+            raise protocol_error(self.provider, "the answer's content encoding is broken") from exc
+
+    async def body(self) -> bytes:
+        declared = self.response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
+            raise too_large(self.provider)
+        parts = [chunk async for chunk in self.chunks()]
+        return b"".join(parts)
+
+    async def json_body(self) -> Any:
+        body = await self.body()
+        try:
+            return json.loads(body)
+        except ValueError as exc:
+            raise protocol_error(self.provider, "the answer is not valid JSON") from exc
+
+
+def _timeout(provider: str) -> ProviderError:
+    return ProviderError(f"{provider}: no answer in time", retryable=True, kind="timeout", provider=provider)
+
+
+@contextlib.asynccontextmanager
+async def exchange(
+    client: httpx.AsyncClient,
+    *,
+    provider: str,
+    url: str,
+    headers: Mapping[str, str],
+    payload: Mapping[str, Any],
+    timeout: float,
+    secret: str | None,
+) -> AsyncIterator[Exchange]:
+    """POST ``payload`` as JSON and yield the exchange once a 2xx answer's headers are in; any other
+    answer, and every transport failure, becomes a :class:`ProviderError`. The whole block, body reads
+    included, runs under one deadline of ``timeout`` seconds."""
+    started = time.monotonic()
+    try:
+        async with asyncio.timeout(timeout):
+            try:
+                request = client.build_request(
+                    "POST", url, json=payload, headers=dict(headers), timeout=httpx.Timeout(timeout)
+                )
+            except httpx.InvalidURL as exc:
+                raise ProviderError(
+                    f"{provider}: invalid base_url ({exc})", retryable=False, kind="client", provider=provider
+                ) from exc
+            try:
+                response = await client.send(request, stream=True, follow_redirects=False)
+            except (httpx.TimeoutException, TimeoutError) as exc:
+                raise _timeout(provider) from exc
+            except httpx.ConnectError as exc:
+                port = request.url.port or (443 if request.url.scheme == "https" else 80)
+                raise ProviderError(
+                    f"{provider}: cannot connect to {request.url.host}:{port} ({exc})",
+                    retryable=True,
+                    kind="connect",
+                    provider=provider,
+                ) from exc
+            except httpx.UnsupportedProtocol as exc:
+                raise ProviderError(
+                    f"{provider}: base_url must be http:// or https://",
+                    retryable=False,
+                    kind="client",
+                    provider=provider,
+                ) from exc
+            except httpx.TransportError as exc:
+                reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                raise ProviderError(
+                    f"{provider}: the connection failed before an answer ({reason})",
+                    retryable=True,
+                    kind="connect",
+                    provider=provider,
+                ) from exc
+            try:
+                current = Exchange(provider, response, secret, started)
+                if not 200 <= response.status_code <= 299:
+                    try:
+                        body = await current.body()
+                    except ProviderError as exc:
+                        if exc.kind == "timeout":
+                            raise
+                        body = b""  # the status says enough; a broken error body changes nothing
+                    raise status_error(provider, response.status_code, response.headers, body, secret)
+                yield current
+            finally:
+                await response.aclose()
+    except TimeoutError as exc:
+        raise _timeout(provider) from exc
+
+
+def content_type_is(response: httpx.Response, expected: str) -> bool:
+    declared: str = response.headers.get("content-type", "")
+    return declared.partition(";")[0].strip().lower() == expected
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Event:
+    """One server-sent event: its ``event:`` name ("" when unnamed) and its joined ``data:`` lines."""
+
+    name: str
+    data: str
+
+
+class EventParser:
+    """Incremental server-sent-events parser (the WHATWG event-stream format, minus id/retry, which
+    provider APIs do not use). Feed it bytes; it yields each event once its blank line has arrived."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._name = ""
+        self._data: list[str] = []
+
+    def feed(self, chunk: bytes) -> Iterator[Event]:
+        self._buffer += chunk
+        while True:
+            cut = _line_end(self._buffer)
+            if cut is None:
+                return
+            end, after = cut
+            line = self._buffer[:end].decode("utf-8", "replace")
+            self._buffer = self._buffer[after:]
+            event = self._line(line)
+            if event is not None:
+                yield event
+
+    def _line(self, line: str) -> Event | None:
+        if not line:
+            if not self._data and not self._name:
+                return None
+            event = Event(self._name, "\n".join(self._data))
+            self._name, self._data = "", []
+            return event
+        if line.startswith(":"):
+            return None
+        field, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if field == "event":
+            self._name = value
+        elif field == "data":
+            self._data.append(value)
+        return None
+
+
+def _line_end(buffer: bytes) -> tuple[int, int] | None:
+    """Where the first line of ``buffer`` ends, and where the next begins (\\n, \\r\\n or \\r)."""
+    lf, cr = buffer.find(b"\n"), buffer.find(b"\r")
+    if cr == -1 and lf == -1:
+        return None
+    if cr == -1 or (lf != -1 and lf < cr):
+        return lf, lf + 1
+    if cr + 1 == len(buffer):
+        return None  # a \r at the very end may be the first half of \r\n
+    return cr, cr + 2 if buffer[cr + 1 : cr + 2] == b"\n" else cr + 1
+
+
+async def events(current: Exchange) -> AsyncIterator[Event]:
+    """The server-sent events of a streamed answer, within the exchange's byte budget."""
+    if not content_type_is(current.response, "text/event-stream"):
+        raise protocol_error(current.provider, "a streamed answer that is not text/event-stream")
+    parser = EventParser()
+    async for chunk in current.chunks():
+        for event in parser.feed(chunk):
+            yield event
+
+
+def json_event(provider: str, data: str) -> dict[str, Any]:
+    """The JSON object one event carries."""
+    try:
+        doc = json.loads(data)
+    except ValueError as exc:
+        raise protocol_error(provider, "a streamed event is not valid JSON") from exc
+    if not isinstance(doc, dict):
+        raise protocol_error(provider, "a streamed event is not a JSON object")
+    return doc
+
+
+def count(value: object) -> int | None:
+    """A token count from a provider: a non-negative integer, else None."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
+
+
+def text_of(content: object) -> str:
+    """The text of a message's content: a string, or a list of content blocks (text blocks only)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            block["text"]
+            for block in content
+            if isinstance(block, dict) and block.get("type") == "text" and isinstance(block.get("text"), str)
+        )
+    return ""
+
+
+__all__ = [
+    "KINDS",
+    "MAX_ERROR_DETAIL",
+    "MAX_RESPONSE_BYTES",
+    "MAX_RETRY_AFTER_S",
+    "RETRYABLE_SERVER_STATUSES",
+    "Completion",
+    "Event",
+    "EventParser",
+    "Exchange",
+    "Kind",
+    "ProviderError",
+    "check_api_key",
+    "content_type_is",
+    "count",
+    "cut_off",
+    "error_detail",
+    "estimate_tokens",
+    "events",
+    "exchange",
+    "json_event",
+    "message_of",
+    "parse_retry_after",
+    "protocol_error",
+    "redact",
+    "status_error",
+    "text_of",
+    "too_large",
+]
