@@ -87,7 +87,11 @@ class EventLog:
         self.path = path
 
     def append(self, event: dict[str, Any]) -> None:
-        line = json.dumps(event, separators=(",", ":"), ensure_ascii=False) + "\n"
+        self.append_many([event])
+
+    def append_many(self, events: list[dict[str, Any]]) -> None:
+        """Append several events with one write and one fsync (the daemon batches task events)."""
+        line = "".join(json.dumps(e, separators=(",", ":"), ensure_ascii=False) + "\n" for e in events)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
@@ -111,4 +115,33 @@ class EventLog:
         return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-__all__ = ["AUDIT_TOPIC", "EventLog", "audit", "local_principal", "ulid"]
+DECISIONS_TOPIC = "aion.router.decisions"
+LIFECYCLE_TOPIC = "aion.tasks.lifecycle"
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def usd(nano: int) -> str:
+    """Nano-dollars as an exact decimal string of dollars."""
+    return f"{nano // 1_000_000_000}.{nano % 1_000_000_000:09d}"
+
+
+def event(topic: str, **fields: Any) -> dict[str, Any]:
+    """A task event (decision or lifecycle) with id, topic and time. Not validated here: these are
+    made per task on the hot path, and tests check them against schemas/events/."""
+    return {"id": ulid(), "topic": topic, "time": _now(), **fields}
+
+
+__all__ = [
+    "AUDIT_TOPIC",
+    "DECISIONS_TOPIC",
+    "LIFECYCLE_TOPIC",
+    "EventLog",
+    "audit",
+    "event",
+    "local_principal",
+    "ulid",
+    "usd",
+]

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 
 from aion.config.model import Route
 
@@ -50,40 +49,18 @@ class Admission:
         lane = self._lanes[route]
         return lane.running, len(lane.waiters)
 
-    def check(self, route: Route) -> None:
-        """Raise Saturated when a new task on ``route`` would be refused (before anything is reserved)."""
+    def admit(self, route: Route) -> Ticket:
+        """Take a running slot or a place in the queue on ``route`` now, or raise Saturated. Synchronous,
+        so a task is refused or counted in the same step as the checks before it."""
         lane = self._lanes[route]
-        if lane.running >= lane.limit and len(lane.waiters) >= lane.depth:
-            raise Saturated(route, self._hint(lane))
-
-    @contextlib.asynccontextmanager
-    async def slot(self, route: Route) -> AsyncIterator[None]:
-        """Hold a running slot on ``route`` for the block; waits in the queue when all are taken."""
-        lane = self._lanes[route]
-        if lane.running >= lane.limit or lane.waiters:
-            if len(lane.waiters) >= lane.depth:
-                raise Saturated(route, self._hint(lane))
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            lane.waiters.append(waiter)
-            try:
-                await waiter
-            except BaseException:
-                if waiter in lane.waiters:
-                    lane.waiters.remove(waiter)
-                elif waiter.done() and not waiter.cancelled():
-                    lane.running -= 1  # the slot was handed to us as we were cancelled: give it back
-                    self._wake(lane)
-                raise
-        else:
+        if lane.running < lane.limit and not lane.waiters:
             lane.running += 1
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        try:
-            yield
-        finally:
-            lane.seconds = 0.9 * lane.seconds + 0.1 * (loop.time() - started)
-            lane.running -= 1
-            self._wake(lane)
+            return Ticket(self, lane, None)
+        if len(lane.waiters) >= lane.depth:
+            raise Saturated(route, self._hint(lane))
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        lane.waiters.append(waiter)
+        return Ticket(self, lane, waiter)
 
     def _wake(self, lane: _Lane) -> None:
         while lane.waiters and lane.running < lane.limit:
@@ -97,4 +74,48 @@ class Admission:
         return max(0.1, (len(lane.waiters) + 1) / lane.limit * lane.seconds)
 
 
-__all__ = ["Admission", "Saturated"]
+class Ticket:
+    """A task's place on a route: ``async with ticket:`` waits for a running slot (when queued) and
+    gives it back at the end; :meth:`release` gives back a ticket that is never used."""
+
+    def __init__(self, admission: Admission, lane: _Lane, waiter: asyncio.Future[None] | None) -> None:
+        self._admission = admission
+        self._lane = lane
+        self._waiter = waiter
+        self._started = 0.0
+        self._held = waiter is None
+
+    async def __aenter__(self) -> None:
+        if self._waiter is not None:
+            try:
+                await self._waiter
+            except BaseException:
+                self.release()
+                raise
+            self._waiter = None
+            self._held = True
+        self._started = asyncio.get_running_loop().time()
+
+    async def __aexit__(self, *exc: object) -> None:
+        lane = self._lane
+        lane.seconds = 0.9 * lane.seconds + 0.1 * (asyncio.get_running_loop().time() - self._started)
+        self.release()
+
+    def release(self) -> None:
+        """Give back whatever the ticket holds: its running slot, or its place in the queue."""
+        lane = self._lane
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            if waiter in lane.waiters:
+                lane.waiters.remove(waiter)
+                waiter.cancel()
+                return
+            if waiter.done() and not waiter.cancelled():
+                self._held = True  # the slot was handed over just as the task gave up
+        if self._held:
+            self._held = False
+            lane.running -= 1
+            self._admission._wake(lane)
+
+
+__all__ = ["Admission", "Saturated", "Ticket"]

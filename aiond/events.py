@@ -26,6 +26,8 @@ POLL_SECONDS = 0.5
 MAX_LINE = 1024 * 1024
 """Longer lines are skipped (never produced by aion; defends readers against a damaged file)."""
 _FOLLOW_BATCH = 1000
+BATCH_SECONDS = 0.05
+MAX_PENDING = 50_000
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -40,6 +42,41 @@ class DaemonEvents:
         self._log = EventLog(self.path)
         self._on_emit = on_emit
         self._changed = asyncio.Condition()
+        self._pending: list[dict[str, Any]] = []
+        self._flush: asyncio.Task[None] | None = None
+        self.dropped = 0
+
+    def emit_soon(self, event: dict[str, Any]) -> None:
+        """Queue an event for the next batch (task decisions and lifecycle: many per second, so one
+        write and one fsync per batch rather than per event). The batch is written within
+        :data:`BATCH_SECONDS`; when :data:`MAX_PENDING` events wait, the oldest are dropped and counted."""
+        self._pending.append(event)
+        if len(self._pending) > MAX_PENDING:
+            del self._pending[0]
+            self.dropped += 1
+        if self._flush is None:
+            loop = asyncio.get_running_loop()
+            self._flush = loop.create_task(self._write_batch())
+
+    async def _write_batch(self) -> None:
+        try:
+            await asyncio.sleep(BATCH_SECONDS)
+            while self._pending:
+                batch, self._pending = self._pending, []
+                await asyncio.to_thread(self._log.append_many, batch)
+                async with self._changed:
+                    self._changed.notify_all()
+        finally:
+            self._flush = None
+
+    async def flush(self) -> None:
+        """Write whatever is queued now (on shutdown)."""
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        if self._pending:
+            batch, self._pending = self._pending, []
+            await asyncio.to_thread(self._log.append_many, batch)
 
     async def emit(self, event: dict[str, Any]) -> None:
         await asyncio.to_thread(self._log.append, event)

@@ -38,27 +38,35 @@ import signal
 import socket
 import ssl
 from collections.abc import Callable, Sequence
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import grpc
 from aiohttp import web
+from google.protobuf.descriptor import ServiceDescriptor
 from grpc_reflection.v1alpha import reflection
 
 from aion import __version__
 from aion.addresses import HostPort
-from aion.api.v1 import policies_pb2, tasks_pb2
-from aion.config.model import Trust
+from aion.api.v1 import policies_pb2
+from aion.config.model import Route, Trust
 from aion.errors import ConflictError, Error, InputError
+from aion.events import DECISIONS_TOPIC, LIFECYCLE_TOPIC, event, usd
 from aion.routing import BreakerState, LiveState
 from aiond import http
+from aiond.admission import Admission
 from aiond.auth import Authenticator, AuthInterceptor, DenialReporter, Principal
 from aiond.breakers import Breaker, BreakerBoard
+from aiond.budget import BudgetLedger
 from aiond.controls import Controls
 from aiond.events import DaemonEvents
+from aiond.executor import Executor
 from aiond.policy_store import ActivationRefused, ActiveConfig, PolicyStore
-from aiond.services import admin, events, health, modules, policies, router, unimplemented
+from aiond.services import admin, events, health, modules, policies, router, tasks, unimplemented
 from aiond.settings import Settings
 from aiond.state import SqliteState, StaleActiveVersion, StateDirLock
+from aiond.tasks import TaskRecord
 from aiond.telemetry import CallTracker, Metrics
 from aiond.validation import Validator
 
@@ -75,7 +83,7 @@ _GRPC_KEEPALIVE_OPTIONS: tuple[tuple[str, int], ...] = (
 )
 
 # Contract services this version answers with UNIMPLEMENTED (still listed by reflection).
-_NOT_YET_SERVED = (tasks_pb2.DESCRIPTOR.services_by_name["TaskService"],)
+_NOT_YET_SERVED: tuple[ServiceDescriptor, ...] = ()
 
 
 class Phase(enum.Enum):
@@ -112,6 +120,9 @@ class Daemon:
         self._state: SqliteState | None = None
         self._validator: Validator | None = None
         self.controls: Controls | None = None
+        self.ledger: BudgetLedger | None = None
+        self.admission: Admission | None = None
+        self.executor: Executor | None = None
         self.events: DaemonEvents | None = None
         self.policies: PolicyStore | None = None
         self._authenticator: Authenticator | None = None
@@ -176,6 +187,19 @@ class Daemon:
         board = BreakerBoard(self.policies.active.snapshot.policies.breakers, on_change=self._breaker_changed)
         self.controls = Controls(self._state, board, self.events.emit)
         await self.controls.load()
+        self.ledger = BudgetLedger(self._state)
+        await self.ledger.load()
+        policy = self.policies.active.snapshot.policies
+        self.ledger.cap_nano = _nano(policy.budget.daily_cap_usd)
+        self.admission = Admission(policy.limits.concurrency, policy.limits.queue_depth)
+        self.executor = Executor(
+            policies=self.policies,
+            controls=self.controls,
+            ledger=self.ledger,
+            admission=self.admission,
+            emit=self.events.emit,
+            observe=self._observe,
+        )
         # HTTP first: an aiohttp runner gives its port back when cleaned up, while a grpc server that
         # bound a port but never started keeps it until the process exits.
         self._http, self.http_address = await self._start_http(s.http_listen)
@@ -224,6 +248,10 @@ class Daemon:
             # 6. Close the database and release the state directory, whatever failed above.
             for task in self._background:
                 task.cancel()
+            if self.executor is not None:
+                await self.executor.close()
+            if self.events is not None:
+                await self.events.flush()
             if self.policies is not None:
                 await self.policies.drain()  # a change whose caller left still finishes
             if self._validator is not None:
@@ -296,6 +324,8 @@ class Daemon:
         )
         names.append(policies.add_to_server(server, self.policies))
         names.append(router.add_to_server(server, self.policies, self.live_state))
+        assert self.executor is not None
+        names.append(tasks.add_to_server(server, self.executor))
         names.append(events.add_to_server(server, self.events))
         names.extend(unimplemented.add_to_server(server, service) for service in _NOT_YET_SERVED)
         names.extend(binding.register(server) for binding in self._extra_services)
@@ -355,8 +385,13 @@ class Daemon:
         # object of a 1,000-intent set and pause the event loop for milliseconds, stay short. A
         # replaced snapshot is still freed by reference counting (it holds no cycles).
         gc.freeze()
+        policy = active.snapshot.policies
         if self.controls is not None:
-            self.controls.board.reconfigure(active.snapshot.policies.breakers)
+            self.controls.board.reconfigure(policy.breakers)
+        if self.ledger is not None:
+            self.ledger.cap_nano = _nano(policy.budget.daily_cap_usd)
+        if self.admission is not None:
+            self.admission.reconfigure(policy.limits.concurrency, policy.limits.queue_depth)
         self.metrics.policy_active_version.set(active.version.number)
         self.metrics.policy_activations.labels(source=source, outcome=outcome).inc()
         if seconds:
@@ -374,6 +409,57 @@ class Daemon:
     def live_state(self) -> LiveState:
         """What the router knows now that is not in the config: breakers, latencies, intent modes."""
         return self.controls.live() if self.controls is not None else LiveState()
+
+    def _observe(self, name: str, value: Any) -> None:
+        """What the executor reports: metrics, and the task events of the local event log."""
+        m = self.metrics
+        if name == "decision_seconds":
+            m.decision_duration.observe(value)
+        elif name == "decided":
+            m.decisions.labels(route=value.route.value, chosen_by=value.chosen_by).inc()
+        elif name == "refused":
+            m.task_rejections.labels(reason=value).inc()
+        elif name == "retry":
+            m.task_retries.labels(provider=value.provider or value.key).inc()
+        elif name == "retry_denied":
+            m.retries_denied.labels(provider=value.provider or value.key).inc()
+        elif name == "fallback":
+            m.task_fallbacks.labels(provider=value.provider or value.key).inc()
+        elif name == "spent":
+            m.budget_spent.inc(value / 1e9)
+        elif name == "finished":
+            elapsed = ((value.finished_at or value.created_at) - value.created_at).total_seconds()
+            m.task_duration.labels(route=value.decision.route.value, status=value.status.name).observe(
+                elapsed
+            )
+        elif name == "event":
+            self._task_event(*value)
+        if self.ledger is not None:
+            m.budget_reserved.set(self.ledger.reserved_nano / 1e9)
+        if self.admission is not None:
+            for route in Route:
+                running, waiting = self.admission.depth(route)
+                m.queue_depth.labels(route=route.value).set(waiting)
+                m.tasks_running.labels(route=route.value).set(running)
+
+    def _task_event(self, task: TaskRecord, state: str) -> None:
+        assert self.events is not None
+        d = task.decision
+        common = {"task_id": task.task_id, "intent": task.intent, "route": d.route.value,
+                  "policy_version": task.policy_version}  # fmt: skip
+        if state == "queued":
+            self.events.emit_soon(
+                event(DECISIONS_TOPIC, **common, tier=d.tier, target=d.target.key,
+                      fallback_chain=[t.key for t in d.fallback_chain],
+                      prepare=d.prepare.key if d.prepare else None, chosen_by=d.chosen_by, reason=d.reason,
+                      reason_codes=list(d.reason_codes), estimated_max_usd=usd(d.estimated_max_nano))
+            )  # fmt: skip
+        extra: dict[str, Any] = {"attempts": len(task.attempts)}
+        if task.status.terminal:
+            elapsed = ((task.finished_at or task.created_at) - task.created_at).total_seconds()
+            extra |= {"latency_ms": round(elapsed * 1000), "cost_usd": usd(task.cost_nano),
+                      "error_code": task.error.code if task.error else None}  # fmt: skip
+        self.events.emit_soon(event(LIFECYCLE_TOPIC, **common, status=state, **extra))
 
     def _breaker_changed(self, breaker: Breaker, before: BreakerState, after: BreakerState) -> None:
         self.metrics.breaker_transitions.labels(breaker=breaker.key, to=after.value).inc()
@@ -476,6 +562,10 @@ class Daemon:
         task = asyncio.ensure_future(self._sighup_reload())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def _nano(value: Decimal | None) -> int | None:
+    return None if value is None else int(value * 1_000_000_000)
 
 
 def _listen_socket(listen: HostPort, *, what: str, flag: str) -> socket.socket:

@@ -98,6 +98,49 @@ class Metrics:
             ["breaker", "to"],
             registry=self.registry,
         )
+        self.decisions = Counter(
+            "aion_route_decisions", "Tasks admitted, by the route decided and who chose it.",
+            ["route", "chosen_by"], registry=self.registry,
+        )  # fmt: skip
+        self.decision_duration = Histogram(
+            "aion_route_decision_duration_seconds", "Time to decide a task's route (the routing engine).",
+            buckets=(5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 1e-2), registry=self.registry,
+        )  # fmt: skip
+        self.task_duration = Histogram(
+            "aion_task_duration_seconds", "Time from admission to a terminal state, by route and status.",
+            ["route", "status"], registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )  # fmt: skip
+        self.task_rejections = Counter(
+            "aion_task_rejections", "Tasks refused at admission, by reason (saturated routes, hard rules).",
+            ["reason"], registry=self.registry,
+        )  # fmt: skip
+        self.task_retries = Counter(
+            "aion_task_retries", "Retries of a call to the same target, by provider.", ["provider"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.retries_denied = Counter(
+            "aion_task_retries_denied", "Retries the retry budget refused, by provider.", ["provider"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.task_fallbacks = Counter(
+            "aion_task_fallbacks", "Moves to the next target of a decision's chain, by the target moved to.",
+            ["provider"], registry=self.registry,
+        )  # fmt: skip
+        self.budget_reserved = Gauge(
+            "aion_budget_reserved_usd", "Worst-case costs reserved by tasks still running, in USD.",
+            registry=self.registry,
+        )  # fmt: skip
+        self.budget_spent = Counter(
+            "aion_budget_spent_usd", "What finished tasks cost, in USD.", registry=self.registry
+        )
+        self.queue_depth = Gauge(
+            "aion_route_queue_depth", "Tasks waiting for a running slot, by route.", ["route"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.tasks_running = Gauge(
+            "aion_route_tasks_running", "Tasks running, by route.", ["route"], registry=self.registry
+        )
         self.audit_events = Counter(
             "aion_audit_events", "Audit events recorded, by action and outcome.", ["action", "outcome"],
             registry=self.registry,

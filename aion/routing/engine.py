@@ -14,8 +14,10 @@
 
 **Soft rules** order what the hard rules leave: the default route, then the fallback order (the
 intent's, else the policies'); routes whose latency target is above the caller's go last; within a
-route, closed breakers before half-open ones, lower tiers first, then lower measured latency, then the
-order of models.yml. Open breakers are skipped.
+route, lower tiers first, then targets whose measured latency is within the route's p95 target
+before those above it, then the order of models.yml. Open breakers are skipped; a half-open one keeps
+its place, so real traffic probes it (the executor lets only ``half_open_probes`` calls through at
+once, and the rest move on to the next target).
 
 **Worst-case cost** of one attempt on a model: every input byte counted as a token (no tokenizer
 encodes a byte in less than one token) plus a template allowance, at the input price, plus the
@@ -355,18 +357,16 @@ class RoutingTable:
     ) -> list[_Candidate]:
         """A route's candidates without open breakers or too small a context, in soft order."""
         if not live.breakers and not live.latency_ms:  # nothing live to reorder by: compiled order holds
-            usable = [c for c in candidates if needed_tokens + c.max_output_tokens <= c.context_window]
+            fitting = [c for c in candidates if needed_tokens + c.max_output_tokens <= c.context_window]
             if rejected is not None:
                 rejected.extend(
-                    Rejected(c.target, "CONTEXT_TOO_SMALL") for c in candidates if c not in usable
+                    Rejected(c.target, "CONTEXT_TOO_SMALL") for c in candidates if c not in fitting
                 )
-            return usable
-        closed: list[tuple[tuple[int, float, int], _Candidate]] = []
-        half_open: list[tuple[tuple[int, float, int], _Candidate]] = []
+            return fitting
+        usable: list[tuple[tuple[int, bool, int], _Candidate]] = []
         for candidate in candidates:
             target = candidate.target
-            state = self._breaker(live, target)
-            if state is BreakerState.OPEN:
+            if self._breaker(live, target) is BreakerState.OPEN:
                 codes.append(candidate.breaker_open)
                 if rejected is not None:
                     rejected.append(Rejected(target, "BREAKER_OPEN"))
@@ -375,11 +375,10 @@ class RoutingTable:
                 if rejected is not None:
                     rejected.append(Rejected(target, "CONTEXT_TOO_SMALL"))
                 continue
-            rank = (candidate.tier_rank, live.latency_ms.get(target.key, 0.0), candidate.order)
-            (half_open if state is BreakerState.HALF_OPEN else closed).append((rank, candidate))
-        closed.sort(key=_first)
-        half_open.sort(key=_first)
-        return [c for _rank, c in closed] + [c for _rank, c in half_open]
+            slow = live.latency_ms.get(target.key, 0.0) > self._p95[target.route]
+            usable.append(((candidate.tier_rank, slow, candidate.order), candidate))
+        usable.sort(key=_first)
+        return [c for _rank, c in usable]
 
     # -- pieces ------------------------------------------------------------------------------------------
 
@@ -446,7 +445,7 @@ class RoutingTable:
         return "NO_TARGET"
 
 
-def _first(item: tuple[tuple[int, float, int], _Candidate]) -> tuple[int, float, int]:
+def _first(item: tuple[tuple[int, bool, int], _Candidate]) -> tuple[int, bool, int]:
     return item[0]
 
 

@@ -37,6 +37,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
         "policy", "aionctl.commands.policy", "Apply, reload, roll back, diff and list policy versions."
     ),
     CommandSpec("events", "aionctl.commands.events", "Read and follow the daemon's event log (audit)."),
+    CommandSpec("task", "aionctl.commands.task", "Submit tasks to aiond, and read, watch or cancel them."),
     CommandSpec("route", "aionctl.commands.route", "Explain what the router would decide for a task."),
     CommandSpec("breaker", "aionctl.commands.breaker", "List circuit breakers, or force one open or closed."),
     CommandSpec("intent", "aionctl.commands.intent", "Switch an intent's privacy at runtime; list switches."),

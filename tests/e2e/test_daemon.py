@@ -105,15 +105,15 @@ def test_grpcurl_calls_get_status(aiond: Aiond, go_tools: GoTools) -> None:
 
 
 def test_services_not_served_yet_say_so(aiond: Aiond, go_tools: GoTools) -> None:
-    request = '{"intent": "summarize"}'
-    method = "aion.v1.TaskService/SubmitTask"
+    request = '{"name": "summarize_text", "parallelism": 2}'
+    method = "aion.v1.ModuleService/SetModuleParallelism"
     token = f"authorization: Bearer {aiond.tokens['operator']}"
     result = go_tools.run(
         "grpcurl", "-plaintext", "-H", token, "-d", request, aiond.grpc_addr, method, check=False
     )
     assert result.returncode != 0
     assert "Code: Unimplemented" in result.stderr
-    assert "TaskService.SubmitTask is not available in this aiond version" in result.stderr
+    assert "ModuleService.SetModuleParallelism is not available in this aiond version" in result.stderr
 
 
 def test_metrics_count_calls(aiond: Aiond) -> None:

@@ -1,0 +1,486 @@
+"""Running tasks: admission, budget reservation, the walk down the decision's chain, retries, the
+hybrid local step, breakers, settlement and events.
+
+**Admission** (:meth:`Executor.submit`, all synchronous after the input is read, so concurrent submits
+cannot overtake each other's checks): an idempotency key that is known returns its first task; the
+router decides under the active policy and the live state; the daily pool must hold the decision's
+worst case (else the router decides again within what is left, else BUDGET_EXHAUSTED); the route must
+have a running slot or a queue place (else RESOURCE_EXHAUSTED with a retry-after hint); then the
+worst case is reserved and the task starts.
+
+**Execution** (:meth:`Executor._run`): for each target of the chain in order, while the task's deadline
+allows: the breakers of its provider and model must let the call through; a hybrid target first runs
+the route's local step (a local model asked to remove personal data; modules come later), and if that
+fails the hybrid targets are skipped; then up to ``retries.max_attempts`` attempts, with exponential
+backoff and full jitter between them (or the provider's Retry-After, when it gives one), as long as the
+retry budget allows (retries may add at most ``retries.budget_ratio`` to the calls made, plus a small
+floor), and never past the deadline. A failure that cannot succeed on retry (a client or auth error, a
+missing secret) moves straight to the next target. Every attempt is recorded on the task, and every
+outcome feeds the breakers.
+
+**Deadlines**: a task waited for ends with its call's deadline; otherwise it gets six times its route's
+p95 target. Each attempt is bounded by the provider's timeout and by what is left of the deadline.
+
+**Costs**: an attempt that answered costs its tokens at the model's prices, rounded up to the
+nano-dollar; the task's cost is the sum, settled against the pool when the task ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import datetime as dt
+import logging
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import httpx
+
+from aion.config.model import ConfigSnapshot, Locality, ModelInfo, Provider, Route
+from aion.errors import InputError
+from aion.providers import Completion, ProviderError, complete
+from aion.providers.secrets import FileSecrets
+from aion.routing import Decision, Refusal, Request, Target
+from aion.routing.engine import Step, TargetKind
+from aiond.admission import Admission, Saturated, Ticket
+from aiond.budget import BudgetLedger
+from aiond.controls import Controls
+from aiond.policy_store import ActiveConfig, PolicyStore
+from aiond.tasks import Attempt, Status, TaskError, TaskRecord, TaskStore
+
+log = logging.getLogger("aiond.executor")
+
+DEADLINE_FACTOR = 6
+"""A task that nobody waits for gets this many times its route's p95 target."""
+RETRY_FLOOR = 10
+"""Retries always allowed per window, whatever the ratio (so a quiet daemon can still retry)."""
+PREPARE_PROMPT = (
+    "Rewrite the user's text so that it can leave this host: remove or replace names, e-mail addresses, "
+    "phone numbers, postal addresses, account numbers and any other personal data. Keep everything else, "
+    "and answer with the rewritten text only."
+)
+NO_RETRY_KINDS = frozenset({"client", "auth"})
+NOT_THE_PROVIDERS_FAULT = frozenset({"client", "auth"})
+_CODES = {"timeout": "PROVIDER_TIMEOUT", "rate_limited": "RATE_LIMITED", "connect": "PROVIDER_UNAVAILABLE"}
+
+
+_EXHAUSTED = "the daily budget (budget.daily_cap_usd) has too little left for this task"
+_DEADLINE = TaskError("DEADLINE_EXCEEDED", "the task's deadline passed", True)
+
+
+class Refused(Exception):
+    """The task cannot be admitted: the hard rules or the budget refuse it (FAILED_PRECONDITION)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class RetryBudget:
+    """Retries may add at most ``ratio`` of the first attempts made in the last ``window`` seconds,
+    plus :data:`RETRY_FLOOR`: under a broad outage, retries do not multiply the load."""
+
+    def __init__(
+        self, ratio: float, *, window: float = 10.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.ratio = ratio
+        self._window = window
+        self._clock = clock
+        self._calls: collections.deque[float] = collections.deque()
+        self._retries: collections.deque[float] = collections.deque()
+
+    def _trim(self, now: float) -> None:
+        for queue in (self._calls, self._retries):
+            while queue and queue[0] < now - self._window:
+                queue.popleft()
+
+    def call(self) -> None:
+        self._calls.append(self._clock())
+
+    def allow_retry(self) -> bool:
+        now = self._clock()
+        self._trim(now)
+        if len(self._retries) >= RETRY_FLOOR + self.ratio * len(self._calls):
+            return False
+        self._retries.append(now)
+        return True
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Call:
+    target: Target
+    provider: Provider
+    info: ModelInfo
+    messages: list[dict[str, str]]
+    key: str | None
+    timeout: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Submission:
+    intent: str
+    text: str
+    budget_nano: int | None = None
+    latency_target_ms: int | None = None
+    route_override: Route | None = None
+    idempotency_key: str = ""
+    labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    deadline: float | None = None
+    """Seconds from now, when the caller waits; None for the route default."""
+
+
+class Executor:
+    def __init__(
+        self,
+        *,
+        policies: PolicyStore,
+        controls: Controls,
+        ledger: BudgetLedger,
+        admission: Admission,
+        emit: Callable[[dict[str, Any]], Awaitable[None]],
+        observe: Callable[[str, Any], None] = lambda name, value: None,
+        store: TaskStore | None = None,
+        client: httpx.AsyncClient | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._policies = policies
+        self._controls = controls
+        self._ledger = ledger
+        self._admission = admission
+        self._emit = emit
+        self._observe = observe
+        self.store = store or TaskStore()
+        self._client = client or httpx.AsyncClient(trust_env=False, limits=httpx.Limits(max_connections=512))
+        self._rng = rng or random.Random()  # noqa: S311 - retry jitter, not security
+        self._retry_budget = RetryBudget(0.1)
+        self._secrets: dict[str, FileSecrets] = {}
+
+    async def close(self) -> None:
+        for task in self._running():
+            task.cancel()
+        await self._client.aclose()
+
+    def _running(self) -> list[asyncio.Task[None]]:
+        return [r.runner for r in self.store.records() if r.runner is not None and not r.runner.done()]
+
+    # -- admission ----------------------------------------------------------------------------------------
+
+    def submit(self, submission: Submission) -> tuple[TaskRecord, bool]:
+        """Admit a task and start it; returns it and whether it is an earlier task with the same key.
+        Raises Refused or Saturated. Synchronous from the first check to the reservation."""
+        if submission.idempotency_key:
+            earlier = self.store.by_key(submission.idempotency_key)
+            if earlier is not None:
+                self._observe("deduplicated", 1)
+                return earlier, True
+        active = self._policies.active
+        if active is None:
+            raise Refused("NO_POLICY", "no policy version is active")
+        live = self._controls.live()
+        request = Request(
+            intent=submission.intent,
+            input_bytes=len(submission.text.encode()),
+            budget_nano=submission.budget_nano,
+            latency_target_ms=submission.latency_target_ms,
+            route_override=submission.route_override,
+        )
+        started = time.perf_counter()
+        decision = active.routing.decide(request, live)
+        available = self._ledger.available()
+        over = (
+            isinstance(decision, Decision)
+            and available is not None
+            and decision.estimated_max_nano > available
+        )
+        if over and isinstance(decision, Decision) and available is not None:
+            # Decide again within what is left of today's pool: a cheaper chain may still fit.
+            ceiling = available if decision.budget_nano is None else min(decision.budget_nano, available)
+            decision = active.routing.decide(dataclasses.replace(request, budget_nano=ceiling), live)
+            if isinstance(decision, Refusal) and decision.code == "OVER_BUDGET":
+                decision = Refusal("BUDGET_EXHAUSTED", _EXHAUSTED)
+        self._observe("decision_seconds", time.perf_counter() - started)
+        if isinstance(decision, Refusal):
+            self._observe("refused", decision.code)
+            raise Refused(decision.code, decision.message)
+        ticket = self._admission.admit(decision.route)  # raises Saturated
+        task_id = str(uuid.uuid4())
+        if not self._ledger.reserve(task_id, decision.estimated_max_nano):  # pragma: no cover - checked above
+            ticket.release()
+            raise Refused("BUDGET_EXHAUSTED", _EXHAUSTED)
+        task = TaskRecord(
+            task_id=task_id,
+            intent=submission.intent,
+            decision=decision,
+            policy_version=active.version.number,
+            idempotency_key=submission.idempotency_key,
+            labels=dict(submission.labels),
+        )
+        self.store.add(task)
+        self._observe("decided", decision)
+        deadline = submission.deadline
+        if deadline is None:
+            deadline = DEADLINE_FACTOR * active.snapshot.policies.p95_ms[decision.route] / 1000
+        task.runner = asyncio.get_running_loop().create_task(
+            self._run(task, ticket, active, submission.text, time.monotonic() + deadline)
+        )
+        return task, False
+
+    async def cancel(self, task: TaskRecord, reason: str) -> None:
+        if task.status.terminal or task.runner is None:
+            return
+        task.runner.cancel(reason or "canceled")
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(task.runner)
+
+    # -- running ---------------------------------------------------------------------------------------------
+
+    async def _run(
+        self, task: TaskRecord, ticket: Ticket, active: ActiveConfig, text: str, deadline: float
+    ) -> None:
+        await self._event(task, "queued")
+        try:
+            async with ticket:
+                task.status, task.started_at = Status.RUNNING, dt.datetime.now(dt.UTC)
+                await self.store.changed(task)
+                await self._event(task, "running")
+                await self._walk(task, active, text, deadline)
+        except asyncio.CancelledError:
+            self._finish(task, Status.CANCELED, error=TaskError("CANCELED", "the task was canceled"))
+        except Exception as exc:  # a bug: the task fails, the daemon does not
+            log.exception("task %s failed unexpectedly", task.task_id)
+            self._finish(task, Status.ERROR, error=TaskError("INTERNAL", f"{type(exc).__name__}: {exc}"))
+        finally:
+            spent = await asyncio.shield(self._ledger.settle(task.task_id, task.cost_nano))
+            self._observe("spent", spent)
+            self._observe("finished", task)
+            await self.store.changed(task)
+            await self._event(task, task.status.name.lower())
+
+    async def _walk(self, task: TaskRecord, active: ActiveConfig, text: str, deadline: float) -> None:
+        snapshot = active.snapshot
+        settings = snapshot.policies.retries
+        self._retry_budget.ratio = settings.budget_ratio
+        prepared: str | None = None
+        hybrid_failed = False
+        last: TaskError | None = None
+        for index, step in enumerate(task.decision.chain):
+            if time.monotonic() >= deadline:
+                self._finish(task, Status.TIMEOUT, error=_DEADLINE)
+                return
+            if index:
+                self._observe("fallback", step.target)
+            content = text
+            if step.target.route is Route.HYBRID:
+                if hybrid_failed:
+                    continue
+                if prepared is None:
+                    prepared = await self._prepare(task, snapshot, text, deadline)
+                    if prepared is None:
+                        hybrid_failed = True
+                        continue
+                content = prepared
+            outcome = await self._target(
+                task, snapshot, step, content, deadline, max_attempts=settings.max_attempts
+            )
+            if isinstance(outcome, Completion):
+                task.result = outcome.text
+                self._finish(task, Status.OK)
+                return
+            last = outcome
+        if time.monotonic() >= deadline or (last is not None and last.code == "DEADLINE_EXCEEDED"):
+            self._finish(task, Status.TIMEOUT, error=_DEADLINE)
+            return
+        error = last or TaskError("NO_TARGET_AVAILABLE", "no target of the chain could be tried", True)
+        self._finish(task, Status.ERROR, error=TaskError(error.code, error.message, error.retryable))
+
+    async def _prepare(
+        self, task: TaskRecord, snapshot: ConfigSnapshot, text: str, deadline: float
+    ) -> str | None:
+        """The hybrid local step; None when it fails (the hybrid targets are then skipped)."""
+        target = task.decision.prepare
+        if target is None:
+            return None
+        if target.kind is TargetKind.MODULE:
+            task.attempts.append(
+                Attempt(len(task.attempts) + 1, target, Status.ERROR, dt.datetime.now(dt.UTC),
+                        error=TaskError("MODULE_UNAVAILABLE", "modules do not run in this aiond version"),
+                        step="prepare")
+            )  # fmt: skip
+            return None
+        messages = [{"role": "system", "content": PREPARE_PROMPT}, {"role": "user", "content": text}]
+        outcome = await self._target(
+            task,
+            snapshot,
+            Step(target, 0),
+            text,
+            deadline,
+            max_attempts=1,
+            messages=messages,
+            phase="prepare",
+        )
+        return outcome.text if isinstance(outcome, Completion) else None
+
+    async def _target(
+        self,
+        task: TaskRecord,
+        snapshot: ConfigSnapshot,
+        step: Step,
+        content: str,
+        deadline: float,
+        *,
+        max_attempts: int,
+        messages: list[dict[str, str]] | None = None,
+        phase: str = "complete",
+    ) -> Completion | TaskError:
+        """Up to ``max_attempts`` calls to one target; its completion, or the last error."""
+        target = step.target
+        provider = snapshot.models.provider(target.provider)
+        info = snapshot.models.models.get(target.key)
+        if provider is None or info is None:  # pragma: no cover - the engine only picks configured models
+            return TaskError("CONFIG", f"{target.key} is not configured")
+        if messages is None:
+            messages = _messages(snapshot, task.intent, content)
+        try:
+            key = (
+                self._api_key(snapshot, provider.api_key_secret)
+                if provider.locality is Locality.CLOUD
+                else None
+            )
+        except InputError as exc:
+            error = TaskError("SECRET_MISSING", exc.message)
+            task.attempts.append(
+                Attempt(
+                    len(task.attempts) + 1,
+                    target,
+                    Status.ERROR,
+                    dt.datetime.now(dt.UTC),
+                    error=error,
+                    step=phase,
+                )
+            )
+            return error
+        call = _Call(
+            target,
+            provider,
+            info,
+            messages,
+            key,
+            provider.timeout_for(snapshot.policies.p95_ms[target.route]) / 1000,
+        )
+        retries = snapshot.policies.retries
+        last = TaskError("BREAKER_OPEN", f"{target.key}: its breaker is open", True)
+        retry_after: float | None = None
+        for attempt in range(max(1, max_attempts)):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return _DEADLINE
+            if attempt:
+                if not self._retry_budget.allow_retry():
+                    self._observe("retry_denied", target)
+                    return last
+                pause = self._backoff(retries.base_delay_ms, attempt, retries.max_delay_ms, retry_after)
+                if pause >= remaining:
+                    return last
+                self._observe("retry", target)
+                await asyncio.sleep(pause)
+            else:
+                self._retry_budget.call()
+            if not self._controls.board.allow(target.provider, target.key):
+                return last
+            outcome = await self._call(task, call, deadline, phase)
+            if isinstance(outcome, Completion):
+                return outcome
+            last, retry_after = outcome
+            if not last.retryable:
+                return last
+        return last
+
+    async def _call(
+        self, task: TaskRecord, call: _Call, deadline: float, phase: str
+    ) -> Completion | tuple[TaskError, float | None]:
+        """One call; its completion, or (error, the provider's Retry-After)."""
+        target, board = call.target, self._controls.board
+        started_at, started = dt.datetime.now(dt.UTC), time.monotonic()
+        try:
+            answer = await complete(
+                self._client, call.provider, target.name, call.messages, api_key=call.key,
+                max_tokens=call.info.max_output_tokens,
+                timeout=max(0.001, min(call.timeout, deadline - time.monotonic())),
+            )  # fmt: skip
+        except ProviderError as exc:
+            board.record(None if exc.kind in NOT_THE_PROVIDERS_FAULT else True, target.provider, target.key)
+            error = TaskError(
+                _CODES.get(exc.kind, "PROVIDER_" + exc.kind.upper()),
+                exc.message,
+                exc.retryable and exc.kind not in NO_RETRY_KINDS,
+            )
+            outcome = Status.TIMEOUT if exc.kind == "timeout" else Status.ERROR
+            latency = round((time.monotonic() - started) * 1000)
+            task.attempts.append(
+                Attempt(len(task.attempts) + 1, target, outcome, started_at, latency, error, phase)
+            )
+            await self.store.changed(task)
+            return error, exc.retry_after
+        board.record(False, target.provider, target.key)
+        elapsed = time.monotonic() - started
+        seen = self._controls.latency_ms.get(target.key, elapsed * 1000)
+        self._controls.latency_ms[target.key] = 0.8 * seen + 0.2 * elapsed * 1000
+        task.input_tokens += answer.input_tokens
+        task.output_tokens += answer.output_tokens
+        task.cost_nano += _cost(call.info, target, answer)
+        task.attempts.append(
+            Attempt(len(task.attempts) + 1, target, Status.OK, started_at, round(elapsed * 1000), None, phase)
+        )
+        await self.store.changed(task)
+        return answer
+
+    def _backoff(self, base_ms: int, attempt: int, cap_ms: int, retry_after: float | None) -> float:
+        """Full jitter over an exponential ceiling, or the provider's Retry-After when it gave one."""
+        if retry_after is not None:
+            return retry_after
+        ceiling = min(cap_ms, base_ms * 2 ** (attempt - 1)) / 1000
+        return self._rng.uniform(0, ceiling)
+
+    def _api_key(self, snapshot: ConfigSnapshot, name: str | None) -> str | None:
+        if name is None:
+            return None
+        directory = snapshot.models.secrets_directory
+        backend = self._secrets.get(directory)
+        if backend is None:
+            backend = self._secrets[directory] = FileSecrets(directory)
+        return backend.get(name)
+
+    def _finish(self, task: TaskRecord, status: Status, *, error: TaskError | None = None) -> None:
+        task.status = status
+        task.error = error
+        task.finished_at = dt.datetime.now(dt.UTC)
+
+    async def _event(self, task: TaskRecord, state: str) -> None:
+        self._observe("event", (task, state))
+
+
+def _messages(snapshot: ConfigSnapshot, intent_name: str, content: str) -> list[dict[str, str]]:
+    """The chat a task sends: the intent's description as the system message, then the input."""
+    intent = snapshot.intents.get(intent_name)
+    messages = [{"role": "user", "content": content}]
+    if intent is not None and intent.description:
+        messages.insert(0, {"role": "system", "content": intent.description})
+    return messages
+
+
+def _cost(info: ModelInfo, target: Target, answer: Completion) -> int:
+    if target.locality is Locality.LOCAL:
+        return 0
+    per_mtok = answer.input_tokens * int(info.input_usd_per_mtok * 10**9) + answer.output_tokens * int(
+        info.output_usd_per_mtok * 10**9
+    )
+    return -(-per_mtok // 1_000_000)
+
+
+__all__ = ["Executor", "Refused", "RetryBudget", "Saturated", "Submission"]

@@ -1,0 +1,138 @@
+"""TaskService: submit, read, watch and cancel tasks (the executor does the work, :mod:`aiond.executor`).
+
+Status codes: a task the hard rules or the budget refuse is FAILED_PRECONDITION ("CODE: message"); a
+saturated route is RESOURCE_EXHAUSTED with the suggested wait in the ``retry-after-ms`` trailer (and in
+the message); an unknown task is NOT_FOUND; a malformed request INVALID_ARGUMENT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any, NoReturn
+
+import grpc
+from google.protobuf import json_format
+
+from aion.api.v1 import common_pb2, tasks_pb2, tasks_pb2_grpc
+from aion.config.model import Route
+from aiond.executor import Executor, Refused, Saturated, Submission
+from aiond.tasks import TaskRecord
+
+SERVICE_NAME = tasks_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name
+MAX_LABELS = 32
+MAX_KEY = 256
+_ROUTES = {
+    common_pb2.ROUTE_LOCAL: Route.LOCAL,
+    common_pb2.ROUTE_API: Route.API,
+    common_pb2.ROUTE_HYBRID: Route.HYBRID,
+}
+
+
+def input_text(task_input: tasks_pb2.TaskInput) -> str:
+    """The task's input as the text sent to a model. Raises ValueError for binary data."""
+    which = task_input.WhichOneof("content")
+    if which == "text":
+        return task_input.text
+    if which == "json":
+        return json.dumps(json_format.MessageToDict(task_input.json), ensure_ascii=False, sort_keys=True)
+    if which == "data":
+        try:
+            return bytes(task_input.data).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError("binary input needs a module to run it; send text or JSON to a model") from None
+    return ""
+
+
+class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
+    def __init__(self, executor: Executor) -> None:
+        self._executor = executor
+
+    async def _abort(
+        self, context: grpc.aio.ServicerContext[Any, Any], code: grpc.StatusCode, text: str
+    ) -> NoReturn:
+        await context.abort(code, text)
+        raise AssertionError("abort raises")
+
+    async def SubmitTask(
+        self, request: tasks_pb2.SubmitTaskRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> tasks_pb2.SubmitTaskResponse:
+        if not request.intent:
+            await self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, "intent is required")
+        if len(request.idempotency_key) > MAX_KEY or len(request.labels) > MAX_LABELS:
+            await self._abort(
+                context, grpc.StatusCode.INVALID_ARGUMENT,
+                f"at most {MAX_KEY} characters of idempotency key and {MAX_LABELS} labels",
+            )  # fmt: skip
+        try:
+            text = input_text(request.input)
+        except ValueError as exc:
+            await self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        hints = request.hints
+        remaining = context.time_remaining()
+        submission = Submission(
+            intent=request.intent,
+            text=text,
+            budget_nano=hints.budget.nano_usd if hints.HasField("budget") else None,
+            latency_target_ms=hints.latency_target_ms if hints.HasField("latency_target_ms") else None,
+            route_override=_ROUTES.get(hints.route_override),
+            idempotency_key=request.idempotency_key,
+            labels=dict(request.labels),
+            deadline=max(0.0, remaining - 0.05) if request.wait and remaining is not None else None,
+        )
+        try:
+            task, deduplicated = self._executor.submit(submission)
+        except Refused as exc:
+            await self._abort(context, grpc.StatusCode.FAILED_PRECONDITION, f"{exc.code}: {exc.message}")
+        except Saturated as exc:
+            millis = round(exc.retry_after * 1000)
+            context.set_trailing_metadata((("retry-after-ms", str(millis)),))
+            await self._abort(
+                context,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"route {exc.route} is saturated (all slots and queue places taken); retry after {millis} ms",
+            )
+        if request.wait and not task.status.terminal:
+            await self._until_terminal(task)
+        return tasks_pb2.SubmitTaskResponse(task=task.message(), deduplicated=deduplicated)
+
+    async def _until_terminal(self, task: TaskRecord) -> None:
+        async for _state in self._executor.store.watch(task):
+            pass
+
+    async def GetTask(
+        self, request: tasks_pb2.GetTaskRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> tasks_pb2.GetTaskResponse:
+        return tasks_pb2.GetTaskResponse(task=(await self._find(request.task_id, context)).message())
+
+    async def WatchTask(
+        self, request: tasks_pb2.WatchTaskRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[tasks_pb2.WatchTaskResponse]:
+        task = await self._find(request.task_id, context)
+        async for state in self._executor.store.watch(task):
+            yield tasks_pb2.WatchTaskResponse(task=state.message())
+
+    async def CancelTask(
+        self, request: tasks_pb2.CancelTaskRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> tasks_pb2.CancelTaskResponse:
+        task = await self._find(request.task_id, context)
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._executor.cancel(task, request.reason)
+        return tasks_pb2.CancelTaskResponse(task=task.message())
+
+    async def _find(self, task_id: str, context: grpc.aio.ServicerContext[Any, Any]) -> TaskRecord:
+        task = self._executor.store.get(task_id)
+        if task is None:
+            await self._abort(
+                context,
+                grpc.StatusCode.NOT_FOUND,
+                f"no task {task_id!r} (finished tasks are kept for a while)",
+            )
+        return task
+
+
+def add_to_server(server: grpc.aio.Server, executor: Executor) -> str:
+    tasks_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(executor), server)
+    return SERVICE_NAME
