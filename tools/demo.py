@@ -109,6 +109,47 @@ def policy_tour(state: Path, viewer: dict[str, str], admin: dict[str, str]) -> N
     show([str(BIN / "aionctl"), "events", "tail", "-n", "6"], viewer)
 
 
+def offline_tour(state: Path, env: dict[str, str]) -> None:
+    """Validation as CI runs it, a finding that points at its line, and a rule explained."""
+    say("Validate the example config set offline, as CI would (exit 0: clean)")
+    show([str(BIN / "aionctl"), "validate", str(ROOT / "examples")], env)
+    broken = state / "broken-config"
+    shutil.copytree(ROOT / "examples", broken)
+    intents = broken / "intents.yml"
+    intents.write_text(
+        intents.read_text().replace(
+            "candidates: [local, hybrid]\n  privacy: local-only",
+            "candidates: [local, api, hybrid]\n  privacy: local-only",
+        )
+    )
+    say("A copy where a local-only intent could reach a remote API: the finding points at the line")
+    show([str(BIN / "aionctl"), "validate", str(broken)], env, expect=1)
+    shutil.rmtree(broken)
+    say("Every finding names a rule; explain says what it checks and how to fix it")
+    show([str(BIN / "aionctl"), "explain", "AION301"], env)
+
+
+def routing_tour(viewer: dict[str, str], admin: dict[str, str]) -> None:
+    """Route explanations, a forced breaker, a runtime local-only switch, and a task that fails over."""
+    aionctl = str(BIN / "aionctl")
+    say("What the router would decide for draft_reply, and why (nothing runs)")
+    show([aionctl, "route", "explain", "draft_reply", "--input-bytes", "2000"], viewer)
+    say("Incident: force the openai breaker open; its models drop out of the chain")
+    show([aionctl, "breaker", "open", "openai", "--reason", "demo: provider incident"], admin)
+    show([aionctl, "route", "explain", "summarize", "--route", "api"], viewer)
+    show([aionctl, "breaker", "auto", "openai"], admin)
+    say("Privacy concern: switch summarize to local-only at runtime; the api route is now refused (exit 1)")
+    show([aionctl, "intent", "mode", "summarize", "local-only", "--reason", "demo: privacy review"], admin)
+    show([aionctl, "route", "explain", "summarize", "--route", "api"], viewer, expect=1)
+    show([aionctl, "intent", "mode", "summarize", "policy"], admin)
+    say("Run a task. No model server runs here, so every target fails and the task says why (exit 1)")
+    show(
+        [aionctl, "task", "submit", "summarize", "--text", "Summarise: aion routes tasks.", "--wait"],
+        admin,
+        expect=1,
+    )
+
+
 def main() -> int:
     grpc_addr, http_addr = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     env = {**os.environ, "AION_ADDR": grpc_addr, "AION_HTTP_ADDR": http_addr}
@@ -120,23 +161,7 @@ def main() -> int:
             "--grpc-listen", grpc_addr,
             "--http-listen", http_addr,
         ]  # fmt: skip
-        say("Validate the example config set offline, as CI would (exit 0: clean)")
-        show([str(BIN / "aionctl"), "validate", str(ROOT / "examples")], env)
-        broken = Path(state) / "broken-config"
-        shutil.copytree(ROOT / "examples", broken)
-        intents = broken / "intents.yml"
-        intents.write_text(
-            intents.read_text().replace(
-                "candidates: [local, hybrid]\n  privacy: local-only",
-                "candidates: [local, api, hybrid]\n  privacy: local-only",
-            )
-        )
-        say("A copy where a local-only intent could reach a remote API: the finding points at the line")
-        show([str(BIN / "aionctl"), "validate", str(broken)], env, expect=1)
-        shutil.rmtree(broken)
-        say("Every finding names a rule; explain says what it checks and how to fix it")
-        show([str(BIN / "aionctl"), "explain", "AION301"], env)
-
+        offline_tour(Path(state), env)
         admin, viewer = create_tokens(state, env)
 
         say("Start aiond on the example config set (logs go to stderr)")
@@ -161,6 +186,7 @@ def main() -> int:
             show([str(BIN / "aionctl"), "status"], env, expect=4)
 
             policy_tour(Path(state), viewer, admin)
+            routing_tour(viewer, admin)
 
             say("SIGTERM: aiond drains (readiness 503, in-flight calls finish) and stops; see its log")
             print(f"$ kill -TERM {daemon.pid}", flush=True)
