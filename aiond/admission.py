@@ -85,6 +85,11 @@ class Ticket:
         self._started = 0.0
         self._held = waiter is None
 
+    @property
+    def waiting(self) -> bool:
+        """True while the ticket holds a queue place rather than a running slot."""
+        return self._waiter is not None and not self._held
+
     async def __aenter__(self) -> None:
         if self._waiter is not None:
             try:

@@ -243,7 +243,7 @@ class Executor:
     async def _run(
         self, task: TaskRecord, ticket: Ticket, active: ActiveConfig, text: str, deadline: float
     ) -> None:
-        await self._event(task, "queued")
+        await self._event(task, "queued" if ticket.waiting else "admitted")
         try:
             async with ticket:
                 task.status, task.started_at = Status.RUNNING, dt.datetime.now(dt.UTC)

@@ -434,6 +434,12 @@ class Daemon:
             )
         elif name == "event":
             self._task_event(*value)
+        if name in ("decided", "finished"):
+            self._levels()
+
+    def _levels(self) -> None:
+        """Gauges that change as tasks come and go: reserved budget, running and queued tasks."""
+        m = self.metrics
         if self.ledger is not None:
             m.budget_reserved.set(self.ledger.reserved_nano / 1e9)
         if self.admission is not None:
@@ -447,13 +453,15 @@ class Daemon:
         d = task.decision
         common = {"task_id": task.task_id, "intent": task.intent, "route": d.route.value,
                   "policy_version": task.policy_version}  # fmt: skip
-        if state == "queued":
+        if state in ("admitted", "queued"):
             self.events.emit_soon(
                 event(DECISIONS_TOPIC, **common, tier=d.tier, target=d.target.key,
                       fallback_chain=[t.key for t in d.fallback_chain],
                       prepare=d.prepare.key if d.prepare else None, chosen_by=d.chosen_by, reason=d.reason,
                       reason_codes=list(d.reason_codes), estimated_max_usd=usd(d.estimated_max_nano))
             )  # fmt: skip
+        if state in ("admitted", "running"):
+            return  # the decision event marks admission; lifecycle events record a wait and the end
         extra: dict[str, Any] = {"attempts": len(task.attempts)}
         if task.status.terminal:
             elapsed = ((task.finished_at or task.created_at) - task.created_at).total_seconds()

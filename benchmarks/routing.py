@@ -56,8 +56,7 @@ def generated_intents(count: int) -> str:
         out.append(
             f"bench_{i}:\n  description: generated\n  default_route: {first if i % 3 else 'auto'}\n"
             f"  candidates: {candidates}\n  privacy: {privacy}\n"
-            f"  tiers_allowed: {tiers}\n"
-            + (f"  budget_usd: {0.01 + (i % 7) / 100:.2f}\n" if i % 2 else "")
+            f"  tiers_allowed: {tiers}\n" + (f"  budget_usd: {0.01 + (i % 7) / 100:.2f}\n" if i % 2 else "")
         )
     return "".join(out)
 
