@@ -39,11 +39,11 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-import httpx
+import aiohttp
 
 from aion.config.model import ConfigSnapshot, Locality, ModelInfo, Provider, Route
 from aion.errors import InputError
-from aion.providers import Completion, ProviderError, complete
+from aion.providers import Completion, ProviderError, complete, new_session
 from aion.providers.secrets import FileSecrets
 from aion.routing import Decision, Refusal, Request, Target
 from aion.routing.engine import Step, TargetKind
@@ -146,7 +146,7 @@ class Executor:
         emit: Callable[[dict[str, Any]], Awaitable[None]],
         observe: Callable[[str, Any], None] = lambda name, value: None,
         store: TaskStore | None = None,
-        client: httpx.AsyncClient | None = None,
+        client: aiohttp.ClientSession | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self._policies = policies
@@ -156,7 +156,8 @@ class Executor:
         self._emit = emit
         self._observe = observe
         self.store = store or TaskStore()
-        self._client = client or httpx.AsyncClient(trust_env=False, limits=httpx.Limits(max_connections=512))
+        # Made here, inside the daemon's running loop, as an aiohttp session must be.
+        self._client = client if client is not None else new_session(max_connections=512)
         self._rng = rng or random.Random()  # noqa: S311 - retry jitter, not security
         self._retry_budget = RetryBudget(0.1)
         self._secrets: dict[str, FileSecrets] = {}
@@ -164,7 +165,7 @@ class Executor:
     async def close(self) -> None:
         for task in self._running():
             task.cancel()
-        await self._client.aclose()
+        await self._client.close()
 
     def _running(self) -> list[asyncio.Task[None]]:
         return [r.runner for r in self.store.records() if r.runner is not None and not r.runner.done()]

@@ -19,7 +19,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import httpx
+import aiohttp
 
 from aion.config.model import Provider
 from aion.providers.base import (
@@ -72,7 +72,7 @@ def split_system(messages: Sequence[Mapping[str, Any]]) -> tuple[str | None, lis
 
 
 async def complete(
-    client: httpx.AsyncClient,
+    client: aiohttp.ClientSession,
     provider: Provider,
     model: str,
     messages: Sequence[Mapping[str, Any]],

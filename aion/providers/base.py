@@ -14,6 +14,13 @@ a provider echoes back in an error body is blanked out.
 
 Server-sent events are parsed here rather than with a library: the format is a few lines of spec, and
 the parser must count bytes as they arrive so a provider cannot grow memory without bound.
+
+The HTTP client is an :class:`aiohttp.ClientSession`, shared by every call; :func:`new_session` makes one
+as these clients expect it. Each call brings its own settings (its deadline, no redirects, no
+raise-for-status, decompression on), so a session needs no default timeout; what a call cannot override
+is the session's own state, so the session should carry no default headers, cookies for other hosts or
+base URL, and should not read proxies or .netrc from the environment (``trust_env=False``). Sessions
+must be made, used and closed inside one running event loop.
 """
 
 from __future__ import annotations
@@ -25,11 +32,15 @@ import email.utils
 import json
 import math
 import re
+import ssl
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
+import certifi
+from aiohttp.http_exceptions import ContentEncodingError
 
 Kind = Literal["connect", "timeout", "rate_limited", "server", "client", "auth", "protocol", "cut_off"]
 KINDS: frozenset[str] = frozenset(
@@ -184,7 +195,7 @@ def message_of(doc: object, secret: str | None) -> str:
 
 
 def status_error(
-    provider: str, status: int, headers: httpx.Headers, body: bytes, secret: str | None
+    provider: str, status: int, headers: Mapping[str, str], body: bytes, secret: str | None
 ) -> ProviderError:
     """The :class:`ProviderError` for an HTTP answer that is not a success."""
     detail = error_detail(body, secret)
@@ -268,12 +279,27 @@ def cut_off(provider: str, what: str) -> ProviderError:
     return ProviderError(f"{provider}: {what}", retryable=True, kind="cut_off", provider=provider)
 
 
+def new_session(*, max_connections: int = 512) -> aiohttp.ClientSession:
+    """An HTTP session for :func:`aion.providers.complete`, set up as the clients expect: no proxies or
+    .netrc from the environment, certificates checked against certifi's CA bundle (as httpx, which aion
+    used before, does), at most ``max_connections`` connections open at once (to all providers
+    together), idle ones kept 5 seconds. Call it inside the event loop that will use the session, and
+    close the session there (``await session.close()``)."""
+    context = ssl.create_default_context(cafile=certifi.where())
+    connector = aiohttp.TCPConnector(limit=max_connections, keepalive_timeout=5.0, ssl=context)
+    return aiohttp.ClientSession(connector=connector, trust_env=False, auto_decompress=True)
+
+
+_NO_CLIENT_TIMEOUT = aiohttp.ClientTimeout()
+"""aiohttp's own timers are off: every call runs under one asyncio deadline of its own instead."""
+
+
 @dataclasses.dataclass(slots=True)
 class Exchange:
     """One request under way: its response (headers received) and a byte budget for its body."""
 
     provider: str
-    response: httpx.Response
+    response: aiohttp.ClientResponse
     secret: str | None
     started: float
     received: int = 0
@@ -284,18 +310,25 @@ class Exchange:
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives; "protocol" past :data:`MAX_RESPONSE_BYTES`, "cut_off" when the
         connection ends before the body does."""
+        unchained: ProviderError | None = None
         try:
-            async for chunk in self.response.aiter_bytes():
+            async for chunk in self.response.content.iter_any():
                 self.received += len(chunk)
                 if self.received > MAX_RESPONSE_BYTES:
                     raise too_large(self.provider)
                 yield chunk
-        except (httpx.TimeoutException, TimeoutError) as exc:
+        except TimeoutError as exc:  # aiohttp's ServerTimeoutError is one too
             raise _timeout(self.provider) from exc
-        except httpx.TransportError as exc:
+        except aiohttp.ClientPayloadError as exc:
+            if isinstance(exc.__cause__, ContentEncodingError):
+                raise protocol_error(self.provider, "the answer's content encoding is broken") from exc
             raise cut_off(self.provider, f"the answer stopped part-way ({type(exc).__name__})") from exc
-        except httpx.DecodingError as exc:
-            raise protocol_error(self.provider, "the answer's content encoding is broken") from exc
+        except aiohttp.ClientResponseError as exc:
+            unchained = cut_off(self.provider, f"the answer stopped part-way ({type(exc).__name__})")
+        except aiohttp.ClientError as exc:
+            raise cut_off(self.provider, f"the answer stopped part-way ({type(exc).__name__})") from exc
+        if unchained is not None:
+            raise unchained  # see exchange(): raised here, it does not carry the request's headers
 
     async def body(self) -> bytes:
         declared = self.response.headers.get("content-length", "")
@@ -316,9 +349,107 @@ def _timeout(provider: str) -> ProviderError:
     return ProviderError(f"{provider}: no answer in time", retryable=True, kind="timeout", provider=provider)
 
 
+def _check_url(provider: str, url: str) -> None:
+    """A "client" error unless ``url`` is an http(s) URL with a host (checked before anything is sent)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError as exc:
+        raise ProviderError(
+            f"{provider}: invalid base_url ({exc})", retryable=False, kind="client", provider=provider
+        ) from exc
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ProviderError(
+            f"{provider}: base_url must be http:// or https://",
+            retryable=False,
+            kind="client",
+            provider=provider,
+        )
+    if not host:
+        raise ProviderError(
+            f"{provider}: invalid base_url (no host in {url!r})",
+            retryable=False,
+            kind="client",
+            provider=provider,
+        )
+
+
+def _connect_reason(exc: aiohttp.ClientConnectorError) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return str(exc.certificate_error)
+    return str(exc.os_error) or type(exc.os_error).__name__
+
+
+def _before_answer(provider: str, detail: str, name: str, secret: str | None) -> ProviderError:
+    """A "connect" error: the connection failed, or the answer could not be read, before its headers
+    were in. ``name`` is the exception's type, ``detail`` what it says (the key blanked out)."""
+    reason = f"{name}: {_printable(redact(detail, secret))}" if detail else name
+    return ProviderError(
+        f"{provider}: the connection failed before an answer ({reason})",
+        retryable=True,
+        kind="connect",
+        provider=provider,
+    )
+
+
+def _encode(payload: Mapping[str, Any]) -> bytes:
+    """The request body, encoded as httpx encoded ``json=`` bodies (compact, UTF-8, no NaN)."""
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+async def _send(
+    client: aiohttp.ClientSession,
+    *,
+    provider: str,
+    url: str,
+    headers: Mapping[str, str],
+    data: bytes,
+    secret: str | None,
+) -> aiohttp.ClientResponse:
+    """POST ``data`` and return the response once its headers are in; a failure on the way becomes a
+    :class:`ProviderError`."""
+    try:
+        return await client.post(
+            url,
+            data=data,
+            headers=headers,
+            allow_redirects=False,
+            raise_for_status=False,
+            auto_decompress=True,
+            timeout=_NO_CLIENT_TIMEOUT,
+        )
+    except TimeoutError as exc:  # aiohttp's ServerTimeoutError is one too
+        raise _timeout(provider) from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise ProviderError(
+            f"{provider}: cannot connect to {exc.host}:{exc.port} ({_connect_reason(exc)})",
+            retryable=True,
+            kind="connect",
+            provider=provider,
+        ) from exc
+    except aiohttp.NonHttpUrlClientError as exc:
+        raise ProviderError(
+            f"{provider}: base_url must be http:// or https://",
+            retryable=False,
+            kind="client",
+            provider=provider,
+        ) from exc
+    except aiohttp.InvalidURL as exc:
+        raise ProviderError(
+            f"{provider}: invalid base_url ({exc})", retryable=False, kind="client", provider=provider
+        ) from exc
+    except aiohttp.ClientResponseError as exc:
+        # An answer aiohttp could not parse. The exception's repr shows the request, API key included,
+        # so it must not ride along as the cause, nor as the context: the error is raised below.
+        unchained = _before_answer(provider, exc.message, type(exc).__name__, secret)
+    except aiohttp.ClientError as exc:
+        raise _before_answer(provider, str(exc), type(exc).__name__, secret) from exc
+    raise unchained
+
+
 @contextlib.asynccontextmanager
 async def exchange(
-    client: httpx.AsyncClient,
+    client: aiohttp.ClientSession,
     *,
     provider: str,
     url: str,
@@ -331,61 +462,31 @@ async def exchange(
     answer, and every transport failure, becomes a :class:`ProviderError`. The whole block, body reads
     included, runs under one deadline of ``timeout`` seconds."""
     started = time.monotonic()
+    _check_url(provider, url)
+    data = _encode(payload)
+    sent = {**headers, "Content-Type": "application/json"}
     try:
         async with asyncio.timeout(timeout):
-            try:
-                request = client.build_request(
-                    "POST", url, json=payload, headers=dict(headers), timeout=httpx.Timeout(timeout)
-                )
-            except httpx.InvalidURL as exc:
-                raise ProviderError(
-                    f"{provider}: invalid base_url ({exc})", retryable=False, kind="client", provider=provider
-                ) from exc
-            try:
-                response = await client.send(request, stream=True, follow_redirects=False)
-            except (httpx.TimeoutException, TimeoutError) as exc:
-                raise _timeout(provider) from exc
-            except httpx.ConnectError as exc:
-                port = request.url.port or (443 if request.url.scheme == "https" else 80)
-                raise ProviderError(
-                    f"{provider}: cannot connect to {request.url.host}:{port} ({exc})",
-                    retryable=True,
-                    kind="connect",
-                    provider=provider,
-                ) from exc
-            except httpx.UnsupportedProtocol as exc:
-                raise ProviderError(
-                    f"{provider}: base_url must be http:// or https://",
-                    retryable=False,
-                    kind="client",
-                    provider=provider,
-                ) from exc
-            except httpx.TransportError as exc:
-                reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-                raise ProviderError(
-                    f"{provider}: the connection failed before an answer ({reason})",
-                    retryable=True,
-                    kind="connect",
-                    provider=provider,
-                ) from exc
+            response = await _send(client, provider=provider, url=url, headers=sent, data=data, secret=secret)
             try:
                 current = Exchange(provider, response, secret, started)
-                if not 200 <= response.status_code <= 299:
+                if not 200 <= response.status <= 299:
                     try:
                         body = await current.body()
                     except ProviderError as exc:
                         if exc.kind == "timeout":
                             raise
                         body = b""  # the status says enough; a broken error body changes nothing
-                    raise status_error(provider, response.status_code, response.headers, body, secret)
+                    raise status_error(provider, response.status, response.headers, body, secret)
                 yield current
             finally:
-                await response.aclose()
+                # Back to the pool when the body was read to its end; otherwise the connection closes.
+                response.release()
     except TimeoutError as exc:
         raise _timeout(provider) from exc
 
 
-def content_type_is(response: httpx.Response, expected: str) -> bool:
+def content_type_is(response: aiohttp.ClientResponse, expected: str) -> bool:
     declared: str = response.headers.get("content-type", "")
     return declared.partition(";")[0].strip().lower() == expected
 
@@ -513,6 +614,7 @@ __all__ = [
     "exchange",
     "json_event",
     "message_of",
+    "new_session",
     "parse_retry_after",
     "protocol_error",
     "redact",

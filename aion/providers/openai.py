@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
 
 from aion.config.model import Provider
 from aion.providers.base import (
@@ -74,7 +74,7 @@ def headers(provider: Provider, api_key: str | None, *, stream: bool) -> dict[st
 
 
 async def complete(
-    client: httpx.AsyncClient,
+    client: aiohttp.ClientSession,
     provider: Provider,
     model: str,
     messages: Sequence[Mapping[str, Any]],

@@ -11,13 +11,13 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import httpx
+import aiohttp
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from aion.config.model import ApiStyle, Locality, Provider
-from aion.providers import Completion, ProviderError, complete
+from aion.providers import Completion, ProviderError, complete, new_session
 from aion.providers.base import MAX_RETRY_AFTER_S, EventParser, parse_retry_after
 from aion.providers.openai import is_azure
 from tests.rig import providers as behaviours
@@ -43,7 +43,7 @@ def call(
     provider: Provider | None = None,
 ) -> Completion:
     async def run() -> Completion:
-        async with httpx.AsyncClient(trust_env=False) as client:
+        async with new_session() as client:
             return await complete(
                 client,
                 provider or stand_in.provider(api=api),
@@ -231,7 +231,7 @@ def test_a_hanging_request_does_not_hold_up_others(stand_in: StandIn) -> None:
     stand_in.script(behaviours.hang(), model="stuck")
     finished: list[str] = []
 
-    async def one(client: httpx.AsyncClient, model: str, timeout: float) -> None:
+    async def one(client: aiohttp.ClientSession, model: str, timeout: float) -> None:
         try:
             await complete(
                 client,
@@ -247,7 +247,7 @@ def test_a_hanging_request_does_not_hold_up_others(stand_in: StandIn) -> None:
             finished.append(f"{model}:{exc.kind}")
 
     async def run() -> None:
-        async with httpx.AsyncClient(trust_env=False) as client:
+        async with aiohttp.ClientSession(trust_env=False) as client:
             stuck = asyncio.create_task(one(client, "stuck", 1.0))
             await asyncio.gather(*(one(client, f"m{i}", 5.0) for i in range(3)))
             finished.append("others done")
@@ -300,14 +300,58 @@ def test_a_wrong_key_is_auth_and_never_shown(stand_in: StandIn, api: ApiStyle) -
 def test_the_stand_in_does_echo_a_refused_key(stand_in: StandIn) -> None:
     """What makes the test above meaningful: the raw answer carries the key."""
     stand_in.api_key = KEY
-    answer = httpx.post(
-        f"{stand_in.url}/chat/completions",
-        json={"model": "m", "messages": MESSAGES},
-        headers={"Authorization": "Bearer sk-echo-me"},
-        trust_env=False,
-    )
-    assert answer.status_code == 401
-    assert "sk-echo-me" in answer.text
+
+    async def post() -> tuple[int, str]:
+        async with (
+            aiohttp.ClientSession(trust_env=False) as client,
+            client.post(
+                f"{stand_in.url}/chat/completions",
+                json={"model": "m", "messages": MESSAGES},
+                headers={"Authorization": "Bearer sk-echo-me"},
+            ) as answer,
+        ):
+            return answer.status, await answer.text()
+
+    status, text = asyncio.run(post())
+    assert status == 401
+    assert "sk-echo-me" in text
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        f"HTTP/1.1 abc {KEY}\r\n\r\n".encode(),  # a status line that echoes the key
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",  # a broken chunk size
+    ],
+    ids=["status-line", "chunk-size"],
+)
+def test_an_unreadable_answer_is_connect_and_never_shows_the_key(answer: bytes) -> None:
+    """aiohttp's error for an answer it cannot parse carries the request, key included, in its repr."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    async def run() -> ProviderError:
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        provider = Provider(
+            "odd", ApiStyle.OPENAI, f"http://127.0.0.1:{port}/v1", None, Locality.LOCAL, None, False
+        )
+        try:
+            async with new_session() as client:
+                with pytest.raises(ProviderError) as info:
+                    await complete(client, provider, "m", MESSAGES, api_key=KEY, max_tokens=10, timeout=5.0)
+                return info.value
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    error = asyncio.run(run())
+    assert (error.kind, error.retryable, error.status) == ("connect", True, None)
+    assert KEY not in texts(error)
 
 
 def test_a_missing_key_is_auth(stand_in: StandIn) -> None:
