@@ -48,7 +48,10 @@ def is_azure(provider: Provider) -> bool:
     """Whether the provider is Azure OpenAI, which takes its key in an ``api-key`` header."""
     if provider.name == "azure":
         return True
-    host = (urlsplit(provider.base_url or "").hostname or "").lower()
+    try:
+        host = (urlsplit(provider.base_url or "").hostname or "").lower()
+    except ValueError:  # a malformed base_url; the request itself reports it as a client error
+        return False
     return host.endswith(AZURE_HOST_SUFFIXES)
 
 

@@ -467,3 +467,11 @@ def test_events_do_not_depend_on_how_bytes_arrive(cuts: list[int]) -> None:
         for event in parser.feed(STREAM_TEXT[start:end])
     ]
     assert seen == EXPECTED_EVENTS
+
+
+def test_a_malformed_base_url_is_a_client_error(stand_in: StandIn) -> None:
+    broken = Provider("azure-like", ApiStyle.OPENAI, "http://[bad/v1", None, Locality.CLOUD, None, False)
+    with pytest.raises(ProviderError) as raised:
+        call(stand_in, ApiStyle.OPENAI, provider=broken)
+    assert raised.value.kind == "client"
+    assert not raised.value.retryable

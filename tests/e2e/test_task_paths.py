@@ -1,0 +1,156 @@
+"""More task paths through a real aiond and a real stand-in provider: the hybrid route's local step,
+cancellation, answers cut off part-way, the Anthropic wire format, and memory under a refusal flood."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from aion.api.v1 import common_pb2, tasks_pb2, tasks_pb2_grpc
+from tests.e2e.test_tasks import KEY, start, submit, targets, write_config
+from tests.rig import providers as behave
+from tests.rig.daemon import Aiond, aionctl
+from tests.rig.providers import StandIn
+
+
+@pytest.fixture
+def stand_in() -> Iterator[StandIn]:
+    with StandIn() as server:
+        yield server
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, stand_in: StandIn) -> Iterator[Aiond]:
+    d = start(tmp_path, stand_in)
+    yield d
+    d.stop()
+
+
+def test_hybrid_redacts_locally_then_completes_in_the_cloud(daemon: Aiond, stand_in: StandIn) -> None:
+    task = submit(daemon, "draft_reply", "Dear Ann Smith, your order 42 shipped.").task
+    assert task.status == tasks_pb2.TASK_STATUS_OK
+    prepare, complete = stand_in.requests[:2]
+    assert prepare.model == "qwen2.5"  # the local step, on this host
+    system = prepare.body["messages"][0]
+    assert system["role"] == "system"
+    assert "remove or replace names" in system["content"]
+    assert complete.model == "gpt-4.1-mini"  # the completion, in the cloud
+    sent = complete.body["messages"][-1]["content"]
+    assert sent.startswith("echo:")  # what the local step produced, not the raw input
+    assert sent != "Dear Ann Smith, your order 42 shipped."
+    assert [t for t, _ in targets(task)] == ["ollama:qwen2.5", "openai:gpt-4.1-mini"]
+
+
+def test_a_failed_local_step_skips_hybrid_and_never_sends_raw_input_out(
+    daemon: Aiond, stand_in: StandIn
+) -> None:
+    stand_in.always(behave.status(503), model="qwen2.5")
+    task = submit(daemon, "draft_reply", "Dear Ann Smith, your order 42 shipped.").task
+    assert task.status == tasks_pb2.TASK_STATUS_OK
+    cloud = [r for r in stand_in.requests if r.model not in ("qwen2.5", "llama3.1")]
+    assert cloud == []  # no local step, no cloud: draft_reply falls back to its local route
+    assert targets(task)[-1] == ("vllm:llama3.1", "TASK_STATUS_OK")
+
+
+def test_a_running_task_can_be_cancelled(daemon: Aiond, stand_in: StandIn) -> None:
+    stand_in.always(behave.hang())
+    task = submit(daemon, "summarize", wait=False).task
+    result = aionctl(
+        "task", "cancel", task.task_id, "--reason", "test", "-o", "json", env=daemon.aionctl_env("operator")
+    )
+    assert result.returncode == 0, result.stderr
+    with daemon.channel("viewer") as channel:
+        got = tasks_pb2_grpc.TaskServiceStub(channel).GetTask(
+            tasks_pb2.GetTaskRequest(task_id=task.task_id), timeout=10
+        )
+    assert got.task.status == tasks_pb2.TASK_STATUS_CANCELED
+    assert got.task.error.code == "CANCELED"
+    unknown = aionctl("task", "get", "no-such-task", env=daemon.aionctl_env("viewer"))
+    assert unknown.returncode == 3
+
+
+def test_an_answer_cut_off_part_way_fails_over(daemon: Aiond, stand_in: StandIn) -> None:
+    stand_in.always(behave.cut_stream(after_chunks=1), model="qwen2.5")
+    task = submit(daemon, "summarize").task
+    assert task.status == tasks_pb2.TASK_STATUS_OK
+    codes = {a.error.code for a in task.attempts if a.error.code}
+    assert codes
+    assert codes <= {"PROVIDER_CUT_OFF", "PROVIDER_PROTOCOL"}
+    assert targets(task)[-1][0] == "vllm:llama3.1"
+
+
+def test_the_anthropic_wire_format(tmp_path: Path, stand_in: StandIn) -> None:
+    config = write_config(
+        tmp_path, stand_in, policies={"providers": {"allow": ["ollama", "vllm", "anthropic"]}}
+    )
+    import yaml
+
+    models = yaml.safe_load((config / "models.yml").read_text())
+    models["tiers"]["tier1"]["cloud"] = ["anthropic:claude-haiku"]
+    models["providers"]["anthropic"] = {
+        "api": "anthropic", "base_url": stand_in.anthropic_url, "api_key_secret": "ANTHROPIC_API_KEY",
+        "timeout_ms": 2000,
+    }  # fmt: skip
+    models["models"]["anthropic:claude-haiku"] = {
+        "input_usd_per_mtok": 1.0, "output_usd_per_mtok": 5.0,
+        "context_window": 200000, "max_output_tokens": 1024,
+    }  # fmt: skip
+    (config / "models.yml").write_text(yaml.safe_dump(models, sort_keys=False))
+    (tmp_path / "secrets" / "ANTHROPIC_API_KEY").write_text(KEY)
+    assert aionctl("validate", str(config)).returncode == 0
+    daemon = Aiond(tmp_path, config_dir=config).start()
+    try:
+        task = submit(daemon, "summarize", "hello claude", route=common_pb2.ROUTE_API).task
+        assert task.status == tasks_pb2.TASK_STATUS_OK
+        assert targets(task) == [("anthropic:claude-haiku", "TASK_STATUS_OK")]
+        assert task.result.text.startswith("echo:hello claude")
+        (request,) = [r for r in stand_in.requests if r.path == "/v1/messages"]
+        assert request.headers.get("x-api-key") == "<redacted>"
+        assert "anthropic-version" in request.headers
+        assert task.usage.cost.nano_usd > 0
+    finally:
+        daemon.stop()
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_memory_stays_flat_under_a_flood_of_refusals(tmp_path: Path, stand_in: StandIn) -> None:
+    daemon = start(
+        tmp_path, stand_in, policies={"limits": {"concurrency": {"local": 1}, "queue_depth": {"local": 1}}}
+    )
+    try:
+        stand_in.always(behave.hang())
+        submit(daemon, "summarize", wait=False)
+        submit(daemon, "summarize", wait=False)  # the one running and the one queued
+
+        def flood(n: int) -> int:
+            refused = 0
+            with daemon.channel("operator") as channel:
+                stub = tasks_pb2_grpc.TaskServiceStub(channel)
+                request = tasks_pb2.SubmitTaskRequest(
+                    intent="summarize", input=tasks_pb2.TaskInput(text="x" * 1000)
+                )
+                for _ in range(n):
+                    try:
+                        stub.SubmitTask(request, timeout=5)
+                    except grpc.RpcError as exc:
+                        refused += exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+            return refused
+
+        assert flood(500) == 500  # warm up: every one refused at once
+        before = rss_kib(daemon.process.pid)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+            assert sum(pool.map(flood, [1000] * 4)) == 4000
+        grown = rss_kib(daemon.process.pid) - before
+        assert grown < 20 * 1024, f"RSS grew by {grown} KiB over 4,000 refusals"
+    finally:
+        daemon.stop()
