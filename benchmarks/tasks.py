@@ -12,8 +12,9 @@ OpenAI-compatible endpoint that answers at once, so it is never the bottleneck),
 
     python benchmarks/tasks.py [--rate 500] [--seconds 10] [--workers 64] [--litellm PATH]
 
-LiteLLM is found on PATH, or with ``--litellm`` (``pip install 'litellm[proxy]'``); without it the
-LiteLLM rows say so. Targets (issue 6): at 500 tasks/s, aiond's overhead p50 <= 1 ms and p99 <= 5 ms;
+LiteLLM's proxy is taken from ``--litellm``, else PATH, else a private virtualenv under
+``~/.cache/aion-bench/`` that this script creates with ``pip install 'litellm[proxy]==LITELLM_VERSION'``
+(its own virtualenv, so its dependencies never mix with aion's); ``--no-litellm`` skips it. Targets (issue 6): at 500 tasks/s, aiond's overhead p50 <= 1 ms and p99 <= 5 ms;
 lower overhead than LiteLLM and >= 3x its throughput.
 """
 
@@ -40,6 +41,23 @@ from benchmarks._report import machine, percentile, today, write_section  # noqa
 
 BIN = Path(sys.executable).parent
 LITELLM_KEY = "sk-aion-benchmark-0123456789abcdef"
+LITELLM_VERSION = "1.108.7"
+
+
+def ensure_litellm() -> str | None:
+    """The litellm command: on PATH, else installed once into a private virtualenv."""
+    found = shutil.which("litellm")
+    if found:
+        return found
+    venv = Path.home() / ".cache" / "aion-bench" / f"litellm-{LITELLM_VERSION}"
+    binary = venv / "bin" / "litellm"
+    if not binary.exists():
+        print(f"installing litellm[proxy]=={LITELLM_VERSION} into {venv} (once)", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run(
+            [str(venv / "bin" / "pip"), "install", "-q", f"litellm[proxy]=={LITELLM_VERSION}"], check=True
+        )
+    return str(binary)
 
 
 def free_port() -> int:
@@ -189,8 +207,13 @@ def main() -> int:
     parser.add_argument("--rates", default="100,250,500", help="open-loop rates to measure, tasks/s")
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--workers", type=int, default=64)
-    parser.add_argument("--litellm", default=shutil.which("litellm"))
+    parser.add_argument("--litellm", default=None, help="path of the litellm command")
+    parser.add_argument("--no-litellm", action="store_true", help="measure without LiteLLM")
     args = parser.parse_args()
+    if args.no_litellm:
+        args.litellm = None
+    elif args.litellm is None:
+        args.litellm = ensure_litellm()
     rates = [float(r) for r in args.rates.split(",")]
     results = measure(args, rates)
     body = report(args, rates, results)
@@ -246,8 +269,8 @@ def report(args: argparse.Namespace, rates: list[float], results: dict[str, Any]
     return f"""
 ## Task overhead and throughput (`benchmarks/tasks.py`)
 
-{today()}, {machine()}. Stand-in provider, aiond, LiteLLM's proxy and the load generator each in their own
-process on this machine; route local (summarize); each rate for {args.seconds:g} s (open loop), then
+{today()}, {machine()}. The provider (`benchmarks/_fastprovider.py`), aiond, LiteLLM's proxy
+{LITELLM_VERSION} and the load generator each in their own process on this machine; route local (summarize); each rate for {args.seconds:g} s (open loop), then
 {args.workers} workers back to back for {args.seconds:g} s.
 
 Overhead is the gateway's latency minus the direct latency at the same percentile and rate;
