@@ -162,9 +162,17 @@ class Executor:
         self._retry_budget = RetryBudget(0.1)
         self._secrets: dict[str, FileSecrets] = {}
 
-    async def close(self) -> None:
+    async def close(self, grace: float = 0.0) -> None:
+        """Stop: tasks still running get ``grace`` seconds to finish (the daemon's shutdown grace), then
+        are canceled (and settled); then the provider connections close."""
+        running = self._running()
+        if running and grace > 0:
+            await asyncio.wait(running, timeout=grace)
         for task in self._running():
             task.cancel()
+        remaining = self._running()
+        if remaining:
+            await asyncio.wait(remaining, timeout=5)
         await self._client.close()
 
     def _running(self) -> list[asyncio.Task[None]]:

@@ -19,7 +19,9 @@ Shutdown order (:meth:`Daemon.shutdown`), which a test checks:
 3. End long-lived streams (health Watch), which would otherwise hold the server for the whole grace.
 4. Stop gRPC: new calls are refused; in-flight calls get ``--shutdown-grace`` seconds, then are cancelled.
 5. Stop HTTP: the listener closes; in-flight requests finish.
-6. Close the state database and release the state directory. Phase STOPPED; a stopped daemon cannot
+6. Tasks still running (submitted without waiting) get ``--shutdown-grace`` seconds to finish, then
+   are canceled and settled; queued task events are written.
+7. Close the state database and release the state directory. Phase STOPPED; a stopped daemon cannot
    be started again.
 """
 
@@ -249,7 +251,8 @@ class Daemon:
             for task in self._background:
                 task.cancel()
             if self.executor is not None:
-                await self.executor.close()
+                grace = 0.0 if self._force_stop.is_set() else self.settings.shutdown_grace
+                await self.executor.close(grace)
             if self.events is not None:
                 await self.events.flush()
             if self.policies is not None:
