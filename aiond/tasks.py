@@ -77,6 +77,8 @@ class TaskRecord:
     version: int = 0
     """Bumped on every change, so watchers see each one."""
     runner: asyncio.Task[None] | None = None
+    wakeup: asyncio.Event | None = None
+    """Set (and replaced) on each change; only this task's watchers wait on it."""
 
     def message(self) -> tasks_pb2.Task:
         task = tasks_pb2.Task(
@@ -137,7 +139,6 @@ class TaskStore:
         self._capacity = capacity
         self._tasks: collections.OrderedDict[str, TaskRecord] = collections.OrderedDict()
         self._keys: dict[str, str] = {}
-        self._changed = asyncio.Condition()
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -169,9 +170,11 @@ class TaskStore:
         return False
 
     async def changed(self, task: TaskRecord) -> None:
+        """Record a change and wake this task's watchers (and only them)."""
         task.version += 1
-        async with self._changed:
-            self._changed.notify_all()
+        if task.wakeup is not None:
+            task.wakeup.set()
+            task.wakeup = None
 
     async def watch(self, task: TaskRecord) -> AsyncIterator[TaskRecord]:
         """The task now, then after each change, until it is terminal."""
@@ -182,9 +185,10 @@ class TaskStore:
                 yield task
                 if task.status.terminal:
                     return
-            async with self._changed:
-                while task.version == seen:
-                    await self._changed.wait()
+            while task.version == seen:
+                if task.wakeup is None:
+                    task.wakeup = asyncio.Event()
+                await task.wakeup.wait()
 
 
 __all__ = ["Attempt", "Status", "TaskError", "TaskRecord", "TaskStore"]
