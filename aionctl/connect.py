@@ -10,15 +10,18 @@ line is visible to every user of the host in the process list.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from aion.errors import InputError, UsageError
 from aionctl.client import Endpoint, Tls
-from aionctl.options import global_options
+from aionctl.options import Address, Timeout, global_options
 
 TokenFile = Annotated[
     Path | None,
@@ -113,4 +116,41 @@ def endpoint(
     )
 
 
-__all__ = ["TlsCa", "TlsCert", "TlsKey", "TlsServerName", "TokenFile", "endpoint"]
+_CONNECTION_OPTIONS = ("addr", "token_file", "tls_ca", "tls_cert", "tls_key", "tls_server_name", "timeout")
+
+
+def daemon_command(
+    app: typer.Typer, name: str | None = None, *, timeout: float = 5.0
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Register a command that talks to aiond. The command takes ``ctx`` and ``target: Endpoint``; this
+    adds the connection options every such command shares (``--addr``, ``--timeout`` with the given
+    default, ``--token-file`` and the ``--tls-*`` files) and resolves them into ``target`` by
+    precedence, so each command states only its own options."""
+
+    def register(command: Callable[..., None]) -> Callable[..., None]:
+        signature = inspect.signature(command, eval_str=True)
+        own = [p for p in signature.parameters.values() if p.name != "target"]
+        keyword = inspect.Parameter.KEYWORD_ONLY
+        added = [
+            inspect.Parameter("addr", keyword, default=None, annotation=Address),
+            inspect.Parameter("timeout", keyword, default=timeout, annotation=Timeout),
+            inspect.Parameter("token_file", keyword, default=None, annotation=TokenFile),
+            inspect.Parameter("tls_ca", keyword, default=None, annotation=TlsCa),
+            inspect.Parameter("tls_cert", keyword, default=None, annotation=TlsCert),
+            inspect.Parameter("tls_key", keyword, default=None, annotation=TlsKey),
+            inspect.Parameter("tls_server_name", keyword, default=None, annotation=TlsServerName),
+        ]
+
+        @functools.wraps(command)
+        def run(**kwargs: Any) -> None:
+            options = {key: kwargs.pop(key) for key in _CONNECTION_OPTIONS}
+            command(target=endpoint(kwargs["ctx"], **options), **kwargs)
+
+        run.__signature__ = signature.replace(parameters=[*own, *added])  # type: ignore[attr-defined]
+        app.command(name)(run)
+        return command
+
+    return register
+
+
+__all__ = ["TlsCa", "TlsCert", "TlsKey", "TlsServerName", "TokenFile", "daemon_command", "endpoint"]

@@ -37,6 +37,21 @@ class GlobalOptions:
         return bool(isatty and isatty())
 
 
+def budget_nano(text: str) -> int:
+    """A ``--budget`` in dollars (for example 0.05) as nano-dollars; UsageError when it is not one."""
+    import decimal
+
+    from aion.errors import UsageError
+
+    try:
+        value = decimal.Decimal(text)
+    except decimal.InvalidOperation:
+        raise UsageError(f"--budget {text!r} is not an amount of dollars", hint="for example 0.05") from None
+    if not value.is_finite() or value < 0 or value > 1_000_000:
+        raise UsageError(f"--budget {text} is out of range", hint="0 to 1000000 dollars")
+    return int(value * 1_000_000_000)
+
+
 def command_app() -> typer.Typer:
     """The Typer application a command module exposes as ``app``: plain help (no box drawing, no
     markup), no completion options of its own (the root has them), no pretty tracebacks."""

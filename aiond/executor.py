@@ -36,7 +36,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -143,7 +143,6 @@ class Executor:
         controls: Controls,
         ledger: BudgetLedger,
         admission: Admission,
-        emit: Callable[[dict[str, Any]], Awaitable[None]],
         observe: Callable[[str, Any], None] = lambda name, value: None,
         store: TaskStore | None = None,
         client: aiohttp.ClientSession | None = None,
@@ -153,7 +152,6 @@ class Executor:
         self._controls = controls
         self._ledger = ledger
         self._admission = admission
-        self._emit = emit
         self._observe = observe
         self.store = store or TaskStore()
         # Made here, inside the daemon's running loop, as an aiohttp session must be.

@@ -199,7 +199,6 @@ class Daemon:
             controls=self.controls,
             ledger=self.ledger,
             admission=self.admission,
-            emit=self.events.emit,
             observe=self._observe,
         )
         # HTTP first: an aiohttp runner gives its port back when cleaned up, while a grpc server that

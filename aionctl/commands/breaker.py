@@ -11,9 +11,9 @@ from typing import Annotated, Any
 
 import typer
 
-from aionctl.client import call, channel
-from aionctl.connect import TlsCa, TlsCert, TlsKey, TlsServerName, TokenFile, endpoint
-from aionctl.options import Address, Output, Timeout, command_app, global_options
+from aionctl.client import Endpoint, call, channel
+from aionctl.connect import daemon_command
+from aionctl.options import Output, command_app, global_options
 from aionctl.output import OutputFormat, document, emit
 
 app = command_app()
@@ -24,13 +24,6 @@ Key = Annotated[str, typer.Argument(metavar="PROVIDER[:MODEL]", help="A provider
 Reason = Annotated[
     str, typer.Option("--reason", "-r", metavar="TEXT", help="Why; recorded in the audit event.")
 ]
-
-
-def _stub(ctx: typer.Context, options: dict[str, Any]) -> tuple[Any, Any]:
-    from aion.api.v1 import admin_pb2_grpc
-
-    target = endpoint(ctx, **options)
-    return target, admin_pb2_grpc.AdminServiceStub
 
 
 def _plain(b: dict[str, Any]) -> dict[str, Any]:
@@ -47,28 +40,16 @@ def _row(b: dict[str, Any]) -> str:
     return f"{key:<32} {b['state'] + forced:<24} {ratio:>6.0%} of {seen}"
 
 
-@app.command("list")
-def list_(
-    ctx: typer.Context,
-    addr: Address = None,
-    timeout: Timeout = 5.0,
-    output: Output = OutputFormat.TEXT,
-    token_file: TokenFile = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    tls_server_name: TlsServerName = None,
-) -> None:
+@daemon_command(app, "list")
+def list_(ctx: typer.Context, target: Endpoint, output: Output = OutputFormat.TEXT) -> None:
     """List every breaker the daemon has seen (role viewer)."""
     from google.protobuf import json_format
 
-    from aion.api.v1 import admin_pb2
+    from aion.api.v1 import admin_pb2, admin_pb2_grpc
 
-    options = {"addr": addr, "timeout": timeout, "token_file": token_file, "tls_ca": tls_ca,
-               "tls_cert": tls_cert, "tls_key": tls_key, "tls_server_name": tls_server_name}  # fmt: skip
-    target, stub_type = _stub(ctx, options)
     with channel(target) as ch:
-        reply = call(target, stub_type(ch).ListBreakers, admin_pb2.ListBreakersRequest(), "breaker list")
+        stub = admin_pb2_grpc.AdminServiceStub(ch)
+        reply = call(target, stub.ListBreakers, admin_pb2.ListBreakersRequest(), "breaker list")
     breakers = [
         _plain(json_format.MessageToDict(b, always_print_fields_with_no_presence=True))
         for b in reply.breakers
@@ -80,14 +61,13 @@ def list_(
 
 
 def _set(
-    ctx: typer.Context, key: str, override: str, reason: str, output: OutputFormat, options: dict[str, Any]
+    ctx: typer.Context, target: Endpoint, key: str, override: str, reason: str, output: OutputFormat
 ) -> None:
     from google.protobuf import json_format
 
-    from aion.api.v1 import admin_pb2
+    from aion.api.v1 import admin_pb2, admin_pb2_grpc
 
     provider, _, model = key.partition(":")
-    target, stub_type = _stub(ctx, options)
     request = admin_pb2.SetBreakerStateRequest(
         provider=provider,
         model=model,
@@ -95,7 +75,8 @@ def _set(
         reason=reason,
     )
     with channel(target) as ch:
-        reply = call(target, stub_type(ch).SetBreakerState, request, f"breaker {override.lower()}")
+        stub = admin_pb2_grpc.AdminServiceStub(ch)
+        reply = call(target, stub.SetBreakerState, request, f"breaker {override.lower()}")
     body = {k: _plain(json_format.MessageToDict(getattr(reply, k), always_print_fields_with_no_presence=True))
             for k in ("breaker", "previous")}  # fmt: skip
     if not (global_options(ctx).quiet and output is OutputFormat.TEXT):
@@ -105,23 +86,15 @@ def _set(
 def _make(override: str, doc: str) -> None:
     def command(
         ctx: typer.Context,
+        target: Endpoint,
         key: Key,
         reason: Reason = "",
-        addr: Address = None,
-        timeout: Timeout = 5.0,
         output: Output = OutputFormat.TEXT,
-        token_file: TokenFile = None,
-        tls_ca: TlsCa = None,
-        tls_cert: TlsCert = None,
-        tls_key: TlsKey = None,
-        tls_server_name: TlsServerName = None,
     ) -> None:
-        options = {"addr": addr, "timeout": timeout, "token_file": token_file, "tls_ca": tls_ca,
-                   "tls_cert": tls_cert, "tls_key": tls_key, "tls_server_name": tls_server_name}  # fmt: skip
-        _set(ctx, key, override, reason, output, options)
+        _set(ctx, target, key, override, reason, output)
 
     command.__doc__ = doc
-    app.command({"FORCED_OPEN": "open", "FORCED_CLOSED": "close", "NONE": "auto"}[override])(command)
+    daemon_command(app, {"FORCED_OPEN": "open", "FORCED_CLOSED": "close", "NONE": "auto"}[override])(command)
 
 
 _make("FORCED_OPEN", "Force a breaker open: no traffic to it until `auto` (role operator).")

@@ -15,9 +15,9 @@ from typing import Annotated, Any
 
 import typer
 
-from aionctl.client import channel, translate_rpc_error
-from aionctl.connect import TlsCa, TlsCert, TlsKey, TlsServerName, TokenFile, endpoint
-from aionctl.options import Address, Output, Timeout, command_app
+from aionctl.client import Endpoint, channel, translate_rpc_error
+from aionctl.connect import daemon_command
+from aionctl.options import Output, command_app
 from aionctl.output import OutputFormat
 
 app = command_app()
@@ -30,9 +30,10 @@ def events() -> None:
     """Read the daemon's event log (audit events), and follow it."""
 
 
-@app.command("tail")
+@daemon_command(app, "tail", timeout=5.0)
 def tail(
     ctx: typer.Context,
+    target: Endpoint,
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing new events as they are recorded.")
     ] = False,
@@ -48,24 +49,13 @@ def tail(
             "--after", min=0, max=2**63 - 1, metavar="SEQ", help="Start after this sequence number."
         ),
     ] = 0,
-    addr: Address = None,
-    timeout: Timeout = 5.0,
     output: Output = OutputFormat.TEXT,
-    token_file: TokenFile = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    tls_server_name: TlsServerName = None,
 ) -> None:
     """Print the last events of the daemon's event log (role viewer)."""
     import grpc
 
     from aion.api.v1 import events_pb2, events_pb2_grpc
 
-    target = endpoint(
-        ctx, addr=addr, timeout=timeout, token_file=token_file,
-        tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key, tls_server_name=tls_server_name,
-    )  # fmt: skip
     request = events_pb2.TailEventsRequest(
         topics=topic or [], after_sequence=after, limit=limit, follow=follow
     )

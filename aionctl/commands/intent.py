@@ -13,9 +13,9 @@ from typing import Annotated, Any
 import typer
 
 from aion.errors import UsageError
-from aionctl.client import call, channel
-from aionctl.connect import TlsCa, TlsCert, TlsKey, TlsServerName, TokenFile, endpoint
-from aionctl.options import Address, Output, Timeout, command_app, global_options
+from aionctl.client import Endpoint, call, channel
+from aionctl.connect import daemon_command
+from aionctl.options import Output, command_app, global_options
 from aionctl.output import OutputFormat, document, emit
 
 app = command_app()
@@ -30,22 +30,16 @@ def _plain(state: dict[str, Any]) -> dict[str, Any]:
     return state
 
 
-@app.command("mode")
+@daemon_command(app, "mode", timeout=5.0)
 def mode(
     ctx: typer.Context,
+    target: Endpoint,
     intent: Annotated[str, typer.Argument(help="Intent name.")],
     new_mode: Annotated[str, typer.Argument(metavar="MODE", help="local-only, allow-api, hybrid or policy.")],
     reason: Annotated[
         str, typer.Option("--reason", "-r", metavar="TEXT", help="Why; recorded in the audit.")
     ] = "",
-    addr: Address = None,
-    timeout: Timeout = 5.0,
     output: Output = OutputFormat.TEXT,
-    token_file: TokenFile = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    tls_server_name: TlsServerName = None,
 ) -> None:
     """Switch INTENT to MODE at runtime (role operator)."""
     from google.protobuf import json_format
@@ -54,10 +48,6 @@ def mode(
 
     if new_mode not in MODES:
         raise UsageError(f"{new_mode!r} is not a mode", hint=f"one of {', '.join(MODES)}")
-    target = endpoint(
-        ctx, addr=addr, timeout=timeout, token_file=token_file,
-        tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key, tls_server_name=tls_server_name,
-    )  # fmt: skip
     request = admin_pb2.SetIntentModeRequest(
         intent=intent,
         mode=getattr(admin_pb2, "INTENT_MODE_" + new_mode.upper().replace("-", "_")),
@@ -75,27 +65,17 @@ def mode(
              text=lambda: f"{intent}: {previous} -> {state['mode']}\n")  # fmt: skip
 
 
-@app.command("modes")
+@daemon_command(app, "modes", timeout=5.0)
 def modes(
     ctx: typer.Context,
-    addr: Address = None,
-    timeout: Timeout = 5.0,
+    target: Endpoint,
     output: Output = OutputFormat.TEXT,
-    token_file: TokenFile = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    tls_server_name: TlsServerName = None,
 ) -> None:
     """List the intents switched at runtime (role viewer)."""
     from google.protobuf import json_format
 
     from aion.api.v1 import admin_pb2, admin_pb2_grpc
 
-    target = endpoint(
-        ctx, addr=addr, timeout=timeout, token_file=token_file,
-        tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key, tls_server_name=tls_server_name,
-    )  # fmt: skip
     with channel(target) as ch:
         stub = admin_pb2_grpc.AdminServiceStub(ch)
         reply = call(target, stub.ListIntentModes, admin_pb2.ListIntentModesRequest(), "intent modes")

@@ -18,8 +18,8 @@ import typer
 
 from aion.errors import Error, FindingsError, UsageError
 from aionctl.client import Endpoint, call, channel, rpc_status
-from aionctl.connect import TlsCa, TlsCert, TlsKey, TlsServerName, TokenFile, endpoint
-from aionctl.options import Address, Output, Timeout, command_app, global_options
+from aionctl.connect import daemon_command
+from aionctl.options import Output, command_app, global_options
 from aionctl.output import OutputFormat, document, emit
 
 app = command_app()
@@ -34,26 +34,12 @@ DryRun = Annotated[
 
 
 class _Conn:
-    """Connection options, resolved once per command."""
+    """The endpoint of one command, with the global options its printing needs."""
 
-    def __init__(self, ctx: typer.Context, **options: Any) -> None:
-        self.endpoint: Endpoint = endpoint(ctx, **options)
+    def __init__(self, ctx: typer.Context, target: Endpoint) -> None:
+        self.endpoint = target
         self.quiet = global_options(ctx).quiet
         self.color = global_options(ctx).color(sys.stdout)
-
-
-def _conn(
-    ctx: typer.Context,
-    addr: str | None,
-    timeout: float,
-    token_file: Path | None,
-    tls: tuple[str | None, str | None, str | None, str | None],
-) -> _Conn:
-    ca, cert, key, server_name = tls
-    return _Conn(
-        ctx, addr=addr, timeout=timeout, token_file=token_file,
-        tls_ca=ca, tls_cert=cert, tls_key=key, tls_server_name=server_name,
-    )  # fmt: skip
 
 
 def _stub(ch: Any) -> Any:
@@ -138,9 +124,10 @@ def _refused(exc: Any, response_type: Any, what: str, output: OutputFormat) -> E
 # -- commands ---------------------------------------------------------------------------------------------
 
 
-@app.command("apply")
+@daemon_command(app, "apply", timeout=30.0)
 def apply(
     ctx: typer.Context,
+    target: Endpoint,
     directory: Annotated[Path, typer.Argument(metavar="DIR", help="Config set directory to upload.")],
     dry_run: DryRun = False,
     expect_tag: Annotated[
@@ -154,22 +141,13 @@ def apply(
     message: Annotated[
         str, typer.Option("--message", "-m", metavar="TEXT", help="Where it came from, e.g. a git commit.")
     ] = "",
-    addr: Address = None,
-    timeout: Timeout = 30.0,
     output: Output = OutputFormat.TEXT,
-    token_file: TokenFile = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    tls_server_name: TlsServerName = None,
 ) -> None:
     """Upload a config set; the daemon validates it exactly like `aionctl validate` and activates it
     (role admin)."""
-    import grpc
-
     from aion.api.v1 import common_pb2, policies_pb2
 
-    conn = _conn(ctx, addr, timeout, token_file, (tls_ca, tls_cert, tls_key, tls_server_name))
+    conn = _Conn(ctx, target)
     files = read_directory(directory)
     request = policies_pb2.ApplyPolicyRequest(
         files=[common_pb2.ConfigFile(path=p, content=c) for p, c in files],
@@ -177,65 +155,54 @@ def apply(
         dry_run=dry_run,
         expected_active_tag=expect_tag or "",
     )
-    with channel(conn.endpoint) as ch:
-        try:
-            reply = _stub(ch).ApplyPolicy(
-                request, timeout=conn.endpoint.timeout, metadata=conn.endpoint.metadata()
-            )
-        except grpc.RpcError as exc:
-            raise _translate(
-                exc, conn.endpoint, "policy apply", policies_pb2.ApplyPolicyResponse, output
-            ) from exc
-    _emit_activation(conn, _to_dict(reply.activation), output, "applied")
+    _activate(conn, "ApplyPolicy", request, policies_pb2.ApplyPolicyResponse, output, "apply")
 
 
-@app.command("reload")
+@daemon_command(app, "reload", timeout=30.0)
 def reload(
     ctx: typer.Context,
+    target: Endpoint,
     dry_run: DryRun = False,
-    addr: Address = None,
-    timeout: Timeout = 30.0,
     output: Output = OutputFormat.TEXT,
-    token_file: TokenFile = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    tls_server_name: TlsServerName = None,
 ) -> None:
     """Make the daemon re-read its config directory and activate it (role operator)."""
-    import grpc
-
     from aion.api.v1 import policies_pb2
 
-    conn = _conn(ctx, addr, timeout, token_file, (tls_ca, tls_cert, tls_key, tls_server_name))
-    with channel(conn.endpoint) as ch:
-        try:
-            reply = _stub(ch).ReloadPolicy(
-                policies_pb2.ReloadPolicyRequest(dry_run=dry_run),
-                timeout=conn.endpoint.timeout,
-                metadata=conn.endpoint.metadata(),
-            )
-        except grpc.RpcError as exc:
-            raise _translate(
-                exc, conn.endpoint, "policy reload", policies_pb2.ReloadPolicyResponse, output
-            ) from exc
-    _emit_activation(conn, _to_dict(reply.activation), output, "reloaded")
+    request = policies_pb2.ReloadPolicyRequest(dry_run=dry_run)
+    _activate(
+        _Conn(ctx, target), "ReloadPolicy", request, policies_pb2.ReloadPolicyResponse, output, "reload"
+    )
 
 
-def _translate(exc: Any, ep: Endpoint, what: str, response_type: Any, output: OutputFormat) -> Error:
+def _activate(
+    conn: _Conn, method: str, request: Any, response_type: Any, output: OutputFormat, verb: str
+) -> None:
+    """Call ApplyPolicy or ReloadPolicy and print the activation; a refusal prints its findings (they
+    travel in a trailer, since a failed call has no response) and exits 1."""
     import grpc
 
     from aionctl.client import translate_rpc_error
 
-    code, _ = rpc_status(exc)
-    if code is grpc.StatusCode.INVALID_ARGUMENT:
-        return _refused(exc, response_type, what, output)
-    return translate_rpc_error(exc, ep, what)
+    what = f"policy {verb}"
+    with channel(conn.endpoint) as ch:
+        try:
+            reply = getattr(_stub(ch), method)(
+                request, timeout=conn.endpoint.timeout, metadata=conn.endpoint.metadata()
+            )
+        except grpc.RpcError as exc:
+            code, _ = rpc_status(exc)
+            if code is grpc.StatusCode.INVALID_ARGUMENT:
+                raise _refused(exc, response_type, what, output) from exc
+            raise translate_rpc_error(exc, conn.endpoint, what) from exc
+    _emit_activation(
+        conn, _to_dict(reply.activation), output, {"apply": "applied", "reload": "reloaded"}[verb]
+    )
 
 
-@app.command("rollback")
+@daemon_command(app, "rollback", timeout=30.0)
 def rollback(
     ctx: typer.Context,
+    target: Endpoint,
     to: Annotated[
         str | None,
         typer.Option(
@@ -244,20 +211,13 @@ def rollback(
             help="Version number or tag (sha256:..., or 7+ hex digits) [default: the previous version].",
         ),
     ] = None,
-    addr: Address = None,
-    timeout: Timeout = 30.0,
     output: Output = OutputFormat.TEXT,
-    token_file: TokenFile = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    tls_server_name: TlsServerName = None,
 ) -> None:
     """Activate an earlier version again, as a new version (role admin). Exit 6 when there is
     nothing to roll back to."""
     from aion.api.v1 import policies_pb2
 
-    conn = _conn(ctx, addr, timeout, token_file, (tls_ca, tls_cert, tls_key, tls_server_name))
+    conn = _Conn(ctx, target)
     request = policies_pb2.RollbackPolicyRequest()
     if to is not None:
         if not to.strip():
@@ -285,23 +245,17 @@ def rollback(
     )
 
 
-@app.command("history")
+@daemon_command(app, "history", timeout=5.0)
 def history(
     ctx: typer.Context,
+    target: Endpoint,
     limit: Annotated[int, typer.Option("--limit", min=1, max=1000, help="Most versions to list.")] = 20,
-    addr: Address = None,
-    timeout: Timeout = 5.0,
     output: Output = OutputFormat.TEXT,
-    token_file: TokenFile = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    tls_server_name: TlsServerName = None,
 ) -> None:
     """List policy versions, newest first (role viewer)."""
     from aion.api.v1 import policies_pb2
 
-    conn = _conn(ctx, addr, timeout, token_file, (tls_ca, tls_cert, tls_key, tls_server_name))
+    conn = _Conn(ctx, target)
     with channel(conn.endpoint) as ch:
         reply = call(
             conn.endpoint, _stub(ch).ListPolicyVersions,
@@ -328,22 +282,16 @@ def history(
     emit(document("PolicyHistory", {"versions": versions}), output, text=text)
 
 
-@app.command("status")
+@daemon_command(app, "status", timeout=5.0)
 def status(
     ctx: typer.Context,
-    addr: Address = None,
-    timeout: Timeout = 5.0,
+    target: Endpoint,
     output: Output = OutputFormat.TEXT,
-    token_file: TokenFile = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    tls_server_name: TlsServerName = None,
 ) -> None:
     """Show the active version, the last activation and the last refused one (role viewer)."""
     from aion.api.v1 import policies_pb2
 
-    conn = _conn(ctx, addr, timeout, token_file, (tls_ca, tls_cert, tls_key, tls_server_name))
+    conn = _Conn(ctx, target)
     with channel(conn.endpoint) as ch:
         reply = call(
             conn.endpoint, _stub(ch).GetPolicyStatus, policies_pb2.GetPolicyStatusRequest(), "policy status"
@@ -372,30 +320,24 @@ def status(
     emit(document("PolicyStatus", body), output, text=text)
 
 
-@app.command("diff")
+@daemon_command(app, "diff", timeout=10.0)
 def diff(
     ctx: typer.Context,
+    target: Endpoint,
     first: Annotated[
         str | None, typer.Argument(metavar="[FROM]", help="Version number, tag, 'active', or a directory.")
     ] = None,
     second: Annotated[
         str | None, typer.Argument(metavar="[TO]", help="Version number, tag, 'active', or a directory.")
     ] = None,
-    addr: Address = None,
-    timeout: Timeout = 10.0,
     output: Output = OutputFormat.TEXT,
-    token_file: TokenFile = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    tls_server_name: TlsServerName = None,
 ) -> None:
     """Show what would change between two versions, or between a version and a local directory.
 
     No argument: the previous version against the active one. One: the active version against it
     (a directory shows what `policy apply DIR` would change). Exit 0 when identical, 1 when they differ.
     """
-    conn = _conn(ctx, addr, timeout, token_file, (tls_ca, tls_cert, tls_key, tls_server_name))
+    conn = _Conn(ctx, target)
     if first is None:
         sides = ("previous", "active")
     elif second is None:

@@ -10,7 +10,6 @@ errors); 2 usage; 3 unreadable input; 4/5 as for every daemon call.
 
 from __future__ import annotations
 
-import decimal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,7 +19,7 @@ import typer
 from aion.errors import FindingsError, InputError, UsageError
 from aionctl.client import call, channel
 from aionctl.connect import TlsCa, TlsCert, TlsKey, TlsServerName, TokenFile, endpoint
-from aionctl.options import Address, Output, Timeout, command_app, global_options
+from aionctl.options import Address, Output, Timeout, budget_nano, command_app, global_options
 from aionctl.output import OutputFormat, document, emit
 
 app = command_app()
@@ -79,7 +78,7 @@ def explain(
     size = _input_size(input_file, input_bytes)
     hints = tasks_pb2.RoutingHints()
     if budget is not None:
-        hints.budget.CopyFrom(common_pb2.UsdAmount(nano_usd=_nano(budget)))
+        hints.budget.CopyFrom(common_pb2.UsdAmount(nano_usd=budget_nano(budget)))
     if route_override is not None:
         if route_override not in _ROUTES:
             raise UsageError(f"--route {route_override!r} is not one of local, api, hybrid")
@@ -132,16 +131,6 @@ def _input_size(input_file: str | None, input_bytes: int | None) -> int:
         except OSError as exc:
             raise InputError(f"{input_file}: cannot read: {exc.strerror}", hint="check the path") from exc
     return input_bytes or 0
-
-
-def _nano(text: str) -> int:
-    try:
-        value = decimal.Decimal(text)
-    except decimal.InvalidOperation:
-        raise UsageError(f"--budget {text!r} is not an amount of dollars", hint="for example 0.05") from None
-    if not value.is_finite() or value < 0 or value > 1_000_000:
-        raise UsageError(f"--budget {text} is out of range", hint="0 to 1000000 dollars")
-    return int(value * 1_000_000_000)
 
 
 def _usd(nano: str | int | None) -> str:

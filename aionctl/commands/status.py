@@ -6,35 +6,25 @@ from typing import Any
 
 import typer
 
-from aionctl.client import call, channel
-from aionctl.connect import TlsCa, TlsCert, TlsKey, TlsServerName, TokenFile, endpoint
-from aionctl.options import Address, Output, Timeout, command_app, global_options
+from aionctl.client import Endpoint, call, channel
+from aionctl.connect import daemon_command
+from aionctl.options import Output, command_app, global_options
 from aionctl.output import OutputFormat, document, emit
 
 app = command_app()
 
 
-@app.command()
+@daemon_command(app, timeout=5.0)
 def status(
     ctx: typer.Context,
-    addr: Address = None,
-    timeout: Timeout = 5.0,
+    target: Endpoint,
     output: Output = OutputFormat.TEXT,
-    token_file: TokenFile = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    tls_server_name: TlsServerName = None,
 ) -> None:
     """Show what the running aiond reports about itself (role viewer)."""
     from google.protobuf import json_format
 
     from aion.api.v1 import admin_pb2, admin_pb2_grpc
 
-    target = endpoint(
-        ctx, addr=addr, timeout=timeout, token_file=token_file,
-        tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key, tls_server_name=tls_server_name,
-    )  # fmt: skip
     with channel(target) as ch:
         reply = call(
             target, admin_pb2_grpc.AdminServiceStub(ch).GetStatus, admin_pb2.GetStatusRequest(), "status"

@@ -16,8 +16,8 @@ import typer
 
 from aion.errors import DaemonUnavailable, FindingsError, InputError, UsageError
 from aionctl.client import Endpoint, call, channel, rpc_status, translate_rpc_error
-from aionctl.connect import TlsCa, TlsCert, TlsKey, TlsServerName, TokenFile, endpoint
-from aionctl.options import Address, Output, Timeout, command_app, global_options
+from aionctl.connect import daemon_command
+from aionctl.options import Output, budget_nano, command_app, global_options
 from aionctl.output import OutputFormat, document, emit
 
 app = command_app()
@@ -74,13 +74,10 @@ def _show(
     return body
 
 
-def _conn(ctx: typer.Context, **options: Any) -> Endpoint:
-    return endpoint(ctx, **options)
-
-
-@app.command("submit")
+@daemon_command(app, "submit", timeout=30.0)
 def submit(
     ctx: typer.Context,
+    target: Endpoint,
     intent: Annotated[str, typer.Argument(help="Intent name, as in intents.yml.")],
     input_file: Annotated[
         str | None, typer.Option("--input", "-i", metavar="FILE", help="The input ('-' for stdin).")
@@ -102,20 +99,12 @@ def submit(
     label: Annotated[
         list[str] | None, typer.Option("--label", metavar="K=V", help="A label (repeatable).")
     ] = None,
-    addr: Address = None,
-    timeout: Timeout = 30.0,
     output: Output = OutputFormat.TEXT,
-    token_file: TokenFile = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    tls_server_name: TlsServerName = None,
 ) -> None:
     """Submit a task for INTENT (role operator)."""
     import grpc
 
     from aion.api.v1 import common_pb2, tasks_pb2, tasks_pb2_grpc
-    from aionctl.commands.route import _nano
 
     content = _read_input(input_file, text)
     hints = tasks_pb2.RoutingHints()
@@ -124,7 +113,7 @@ def submit(
             raise UsageError(f"--route {route!r} is not one of local, api, hybrid")
         hints.route_override = getattr(common_pb2, f"ROUTE_{route.upper()}")
     if budget is not None:
-        hints.budget.CopyFrom(common_pb2.UsdAmount(nano_usd=_nano(budget)))
+        hints.budget.CopyFrom(common_pb2.UsdAmount(nano_usd=budget_nano(budget)))
     labels = {}
     for item in label or []:
         name, sep, value = item.partition("=")
@@ -139,8 +128,6 @@ def submit(
         labels=labels,
         wait=wait,
     )
-    target = _conn(ctx, addr=addr, timeout=timeout, token_file=token_file, tls_ca=tls_ca, tls_cert=tls_cert,
-                   tls_key=tls_key, tls_server_name=tls_server_name)  # fmt: skip
     with channel(target) as ch:
         try:
             reply = tasks_pb2_grpc.TaskServiceStub(ch).SubmitTask(
@@ -181,24 +168,16 @@ def _read_input(input_file: str | None, text: str | None) -> str:
         ) from None
 
 
-@app.command("get")
+@daemon_command(app, "get", timeout=5.0)
 def get(
     ctx: typer.Context,
+    target: Endpoint,
     task_id: TaskId,
-    addr: Address = None,
-    timeout: Timeout = 5.0,
     output: Output = OutputFormat.TEXT,
-    token_file: TokenFile = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    tls_server_name: TlsServerName = None,
 ) -> None:
     """Show a task (role viewer)."""
     from aion.api.v1 import tasks_pb2, tasks_pb2_grpc
 
-    target = _conn(ctx, addr=addr, timeout=timeout, token_file=token_file, tls_ca=tls_ca, tls_cert=tls_cert,
-                   tls_key=tls_key, tls_server_name=tls_server_name)  # fmt: skip
     with channel(target) as ch:
         reply = call(
             target,
@@ -209,26 +188,18 @@ def get(
     _show(ctx, reply.task, output)
 
 
-@app.command("watch")
+@daemon_command(app, "watch", timeout=300.0)
 def watch(
     ctx: typer.Context,
+    target: Endpoint,
     task_id: TaskId,
-    addr: Address = None,
-    timeout: Timeout = 300.0,
     output: Output = OutputFormat.TEXT,
-    token_file: TokenFile = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    tls_server_name: TlsServerName = None,
 ) -> None:
     """Print a task's state, then every change, until it finishes (role viewer). Exit 0 when it ends OK."""
     import grpc
 
     from aion.api.v1 import tasks_pb2, tasks_pb2_grpc
 
-    target = _conn(ctx, addr=addr, timeout=timeout, token_file=token_file, tls_ca=tls_ca, tls_cert=tls_cert,
-                   tls_key=tls_key, tls_server_name=tls_server_name)  # fmt: skip
     last: dict[str, Any] = {}
     with channel(target) as ch:
         stream = tasks_pb2_grpc.TaskServiceStub(ch).WatchTask(
@@ -243,25 +214,17 @@ def watch(
         raise typer.Exit(1)
 
 
-@app.command("cancel")
+@daemon_command(app, "cancel", timeout=10.0)
 def cancel(
     ctx: typer.Context,
+    target: Endpoint,
     task_id: TaskId,
     reason: Annotated[str, typer.Option("--reason", "-r", metavar="TEXT", help="Why.")] = "",
-    addr: Address = None,
-    timeout: Timeout = 10.0,
     output: Output = OutputFormat.TEXT,
-    token_file: TokenFile = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    tls_server_name: TlsServerName = None,
 ) -> None:
     """Cancel a task that has not finished (role operator)."""
     from aion.api.v1 import tasks_pb2, tasks_pb2_grpc
 
-    target = _conn(ctx, addr=addr, timeout=timeout, token_file=token_file, tls_ca=tls_ca, tls_cert=tls_cert,
-                   tls_key=tls_key, tls_server_name=tls_server_name)  # fmt: skip
     request = tasks_pb2.CancelTaskRequest(task_id=task_id, reason=reason)
     with channel(target) as ch:
         reply = call(target, tasks_pb2_grpc.TaskServiceStub(ch).CancelTask, request, "task cancel")
