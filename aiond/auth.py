@@ -341,6 +341,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         self._auth = authenticator
         self._reporter = reporter
         self._mtls = mtls
+        self._wrapped: dict[str, tuple[_Handler, _Handler]] = {}
+        """The guarded handler of each method, made once: grpc asks the interceptor on every call."""
 
     async def intercept_service(
         self,
@@ -348,9 +350,19 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> _Handler | None:
         handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
         method: str = handler_call_details.method
+        known = self._wrapped.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        wrapped = self._wrap(handler, method)
+        self._wrapped[method] = (handler, wrapped)  # bounded: only served methods get here
+        return wrapped
+
+    def _wrap(self, handler: _Handler, method: str) -> _Handler:
         needed = required_role(method)
-        if handler is None or needed is None:
+        if needed is None:
             return handler
         for kind, factory in (
             ("unary_unary", grpc.unary_unary_rpc_method_handler),

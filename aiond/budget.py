@@ -11,13 +11,29 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
+import time
 from collections.abc import Callable
 
 from aiond.state import StateBackend
 
+log = logging.getLogger("aiond.budget")
+
+
+_day: list[tuple[int, str]] = [(-1, "")]
+
 
 def utc_day(now: dt.datetime | None = None) -> str:
-    return (now or dt.datetime.now(dt.UTC)).strftime("%Y-%m-%d")
+    """Today's UTC date, YYYY-MM-DD (or that of ``now``). Formatted once a day: admission asks for it
+    a few times per task."""
+    if now is not None:
+        return now.strftime("%Y-%m-%d")
+    number = int(time.time() // 86400)
+    known, text = _day[0]
+    if known != number:
+        text = time.strftime("%Y-%m-%d", time.gmtime(number * 86400))
+        _day[0] = (number, text)
+    return text
 
 
 class BudgetLedger:
@@ -28,6 +44,13 @@ class BudgetLedger:
         self._day = ""
         self._spent = 0
         self._reserved: dict[str, tuple[str, int]] = {}
+        self._unsaved: dict[str, int] = {}
+        """Settled costs not yet stored, by day."""
+        self._batch = 1
+        """The number of the write that costs settled now will go in."""
+        self._stored = 0
+        """The number of the last write that is stored."""
+        self._writer: asyncio.Task[bool] | None = None
 
     @property
     def reserved_nano(self) -> int:
@@ -63,17 +86,45 @@ class BudgetLedger:
         self._reserved[task_id] = (self._day or self._today(), nano)
         return True
 
-    async def settle(self, task_id: str, actual_nano: int) -> int:
+    def settle(self, task_id: str, actual_nano: int) -> int:
         """End a task's reservation with its actual cost, which is recorded as it is (it cannot exceed
         the worst case reserved unless a provider bills beyond the tokens it was allowed). Returns the
-        amount recorded."""
+        amount recorded; :meth:`flush` stores it."""
         day, _reserved = self._reserved.pop(task_id, (self._today(), 0))
-        spent = actual_nano
-        if spent:
+        if actual_nano:
             if day == self._day:
-                self._spent += spent
-            await asyncio.to_thread(self._backend.add_spend, day, spent)
-        return spent
+                self._spent += actual_nano
+            self._unsaved[day] = self._unsaved.get(day, 0) + actual_nano
+        return actual_nano
+
+    async def flush(self) -> None:
+        """Return once every cost settled so far is stored.
+
+        Group commit: one write (one transaction, one fsync) stores every cost settled since the last
+        write began, and the tasks that end while it runs wait for the next one. So a task is reported
+        only after its cost is on disk, and a busy daemon does not pay a disk sync per task."""
+        target = self._batch if self._unsaved else self._batch - 1
+        while self._stored < target:
+            if self._writer is None:
+                batch, self._unsaved = self._unsaved, {}
+                self._writer = asyncio.get_running_loop().create_task(self._write(self._batch, batch))
+                self._batch += 1
+            if not await asyncio.shield(self._writer):
+                return  # logged; the costs stay queued for the next write
+
+    async def _write(self, number: int, batch: dict[str, int]) -> bool:
+        try:
+            await asyncio.to_thread(self._backend.add_spend, batch)
+        except Exception:
+            log.exception("cannot store today's spend; it stays counted in memory and is retried")
+            for day, nano in batch.items():
+                self._unsaved[day] = self._unsaved.get(day, 0) + nano
+            return False
+        else:
+            self._stored = number
+            return True
+        finally:
+            self._writer = None
 
 
 __all__ = ["BudgetLedger", "utc_day"]

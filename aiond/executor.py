@@ -32,6 +32,7 @@ import collections
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import random
 import time
@@ -51,7 +52,7 @@ from aiond.admission import Admission, Saturated, Ticket
 from aiond.budget import BudgetLedger
 from aiond.controls import Controls
 from aiond.policy_store import ActiveConfig, PolicyStore
-from aiond.tasks import Attempt, Status, TaskError, TaskRecord, TaskStore
+from aiond.tasks import Attempt, Status, Stored, TaskError, TaskRecord, TaskStore
 
 log = logging.getLogger("aiond.executor")
 
@@ -174,11 +175,11 @@ class Executor:
         await self._client.close()
 
     def _running(self) -> list[asyncio.Task[None]]:
-        return [r.runner for r in self.store.records() if r.runner is not None and not r.runner.done()]
+        return [r.runner for r in self.store.running() if r.runner is not None and not r.runner.done()]
 
     # -- admission ----------------------------------------------------------------------------------------
 
-    def submit(self, submission: Submission) -> tuple[TaskRecord, bool]:
+    def submit(self, submission: Submission) -> tuple[Stored, bool]:
         """Admit a task and start it; returns it and whether it is an earlier task with the same key.
         Raises Refused or Saturated. Synchronous from the first check to the reservation."""
         if submission.idempotency_key:
@@ -236,9 +237,22 @@ class Executor:
         task.runner = asyncio.get_running_loop().create_task(
             self._run(task, ticket, active, submission.text, time.monotonic() + deadline)
         )
+        task.runner.add_done_callback(functools.partial(self._never_started, task, ticket))
         return task, False
 
-    async def cancel(self, task: TaskRecord, reason: str) -> None:
+    def _never_started(self, task: TaskRecord, ticket: Ticket, runner: asyncio.Task[None]) -> None:
+        """A runner canceled before its first step never enters :meth:`_run` (the cancellation is
+        raised at its start), so its task is ended here: slot, reservation, state and event."""
+        if not runner.cancelled() or task.status.terminal or task.status is Status.RUNNING:
+            return
+        ticket.release()
+        self._finish(task, Status.CANCELED, error=TaskError("CANCELED", "the task was canceled"))
+        self._ledger.settle(task.task_id, 0)
+        self._observe("finished", task)
+        self.store.changed(task)
+        self._event(task, "canceled")
+
+    async def cancel(self, task: Stored, reason: str) -> None:
         if task.status.terminal or task.runner is None:
             return
         task.runner.cancel(reason or "canceled")
@@ -250,12 +264,12 @@ class Executor:
     async def _run(
         self, task: TaskRecord, ticket: Ticket, active: ActiveConfig, text: str, deadline: float
     ) -> None:
-        await self._event(task, "queued" if ticket.waiting else "admitted")
+        self._event(task, "queued" if ticket.waiting else "admitted")
         try:
             async with ticket:
                 task.status, task.started_at = Status.RUNNING, dt.datetime.now(dt.UTC)
-                await self.store.changed(task)
-                await self._event(task, "running")
+                self.store.changed(task)
+                self._event(task, "running")
                 await self._walk(task, active, text, deadline)
         except asyncio.CancelledError:
             self._finish(task, Status.CANCELED, error=TaskError("CANCELED", "the task was canceled"))
@@ -263,11 +277,14 @@ class Executor:
             log.exception("task %s failed unexpectedly", task.task_id)
             self._finish(task, Status.ERROR, error=TaskError("INTERNAL", f"{type(exc).__name__}: {exc}"))
         finally:
-            spent = await asyncio.shield(self._ledger.settle(task.task_id, task.cost_nano))
-            self._observe("spent", spent)
+            spent = self._ledger.settle(task.task_id, task.cost_nano)
+            if spent:
+                self._observe("spent", spent)
+                with contextlib.suppress(asyncio.CancelledError):  # the write goes on; so does the rest
+                    await self._ledger.flush()
             self._observe("finished", task)
-            await self.store.changed(task)
-            await self._event(task, task.status.name.lower())
+            self.store.changed(task)
+            self._event(task, task.status.name.lower())
 
     async def _walk(self, task: TaskRecord, active: ActiveConfig, text: str, deadline: float) -> None:
         snapshot = active.snapshot
@@ -432,7 +449,7 @@ class Executor:
             task.attempts.append(
                 Attempt(len(task.attempts) + 1, target, outcome, started_at, latency, error, phase)
             )
-            await self.store.changed(task)
+            self.store.changed(task)
             return error, exc.retry_after
         board.record(False, target.provider, target.key)
         elapsed = time.monotonic() - started
@@ -444,7 +461,7 @@ class Executor:
         task.attempts.append(
             Attempt(len(task.attempts) + 1, target, Status.OK, started_at, round(elapsed * 1000), None, phase)
         )
-        await self.store.changed(task)
+        self.store.changed(task)
         return answer
 
     def _backoff(self, base_ms: int, attempt: int, cap_ms: int, retry_after: float | None) -> float:
@@ -468,7 +485,7 @@ class Executor:
         task.error = error
         task.finished_at = dt.datetime.now(dt.UTC)
 
-    async def _event(self, task: TaskRecord, state: str) -> None:
+    def _event(self, task: TaskRecord, state: str) -> None:
         self._observe("event", (task, state))
 
 

@@ -69,7 +69,7 @@ from aiond.services import admin, events, health, modules, policies, router, tas
 from aiond.settings import Settings
 from aiond.state import SqliteState, StaleActiveVersion, StateDirLock
 from aiond.tasks import TaskRecord
-from aiond.telemetry import CallTracker, Metrics
+from aiond.telemetry import CallTracker, Levels, Metrics
 from aiond.validation import Validator
 
 log = logging.getLogger("aiond")
@@ -194,6 +194,7 @@ class Daemon:
         policy = self.policies.active.snapshot.policies
         self.ledger.cap_nano = _nano(policy.budget.daily_cap_usd)
         self.admission = Admission(policy.limits.concurrency, policy.limits.queue_depth)
+        self.metrics.read_levels(self._levels)
         self.executor = Executor(
             policies=self.policies,
             controls=self.controls,
@@ -418,7 +419,7 @@ class Daemon:
         if name == "decision_seconds":
             m.decision_duration.observe(value)
         elif name == "decided":
-            m.decisions.labels(route=value.route.value, chosen_by=value.chosen_by).inc()
+            m.decided(value.route.value, value.chosen_by).inc()
         elif name == "refused":
             m.task_rejections.labels(reason=value).inc()
         elif name == "retry":
@@ -431,24 +432,16 @@ class Daemon:
             m.budget_spent.inc(value / 1e9)
         elif name == "finished":
             elapsed = ((value.finished_at or value.created_at) - value.created_at).total_seconds()
-            m.task_duration.labels(route=value.decision.route.value, status=value.status.name).observe(
-                elapsed
-            )
+            m.finished(value.decision.route.value, value.status.name).observe(elapsed)
         elif name == "event":
             self._task_event(*value)
-        if name in ("decided", "finished"):
-            self._levels()
 
-    def _levels(self) -> None:
-        """Gauges that change as tasks come and go: reserved budget, running and queued tasks."""
-        m = self.metrics
-        if self.ledger is not None:
-            m.budget_reserved.set(self.ledger.reserved_nano / 1e9)
-        if self.admission is not None:
-            for route in Route:
-                running, waiting = self.admission.depth(route)
-                m.queue_depth.labels(route=route.value).set(waiting)
-                m.tasks_running.labels(route=route.value).set(running)
+    def _levels(self) -> Levels:
+        """Reserved budget, and running and queued tasks by route (read by each metrics scrape)."""
+        reserved = self.ledger.reserved_nano / 1e9 if self.ledger is not None else 0.0
+        if self.admission is None:
+            return reserved, {}
+        return reserved, {route.value: self.admission.depth(route) for route in Route}
 
     def _task_event(self, task: TaskRecord, state: str) -> None:
         assert self.events is not None

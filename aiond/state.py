@@ -22,7 +22,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -180,7 +180,9 @@ class StateBackend(Protocol):
         """Nano-dollars settled on ``day`` (YYYY-MM-DD, UTC)."""
         ...
 
-    def add_spend(self, day: str, nano_usd: int) -> None: ...
+    def add_spend(self, spends: Mapping[str, int]) -> None:
+        """Add nano-dollars to each day's spend (YYYY-MM-DD, UTC), in one transaction."""
+        ...
 
     # runtime intent modes
     def intent_modes(self) -> list[IntentMode]: ...
@@ -476,12 +478,12 @@ class SqliteState:
         rows = self._read("SELECT nano_usd FROM spend WHERE day = ?", (day,))
         return int(rows[0][0]) if rows else 0
 
-    def add_spend(self, day: str, nano_usd: int) -> None:
+    def add_spend(self, spends: Mapping[str, int]) -> None:
         with self._tx() as db:
-            db.execute(
+            db.executemany(
                 "INSERT INTO spend (day, nano_usd) VALUES (?, ?) "
                 "ON CONFLICT (day) DO UPDATE SET nano_usd = nano_usd + excluded.nano_usd",
-                (day, nano_usd),
+                sorted(spends.items()),
             )
 
     # -- intent modes ---------------------------------------------------------------------------------

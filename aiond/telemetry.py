@@ -11,7 +11,7 @@ import asyncio
 import inspect
 import platform
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import Any, TypeAlias
 
 import grpc
@@ -25,12 +25,64 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.registry import Collector
 
 from aion import __version__
 
 # grpc's handler types are generic only in their stubs, so these aliases exist for the type checker alone.
 _Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 _HandlerFactory: TypeAlias = "Callable[..., grpc.RpcMethodHandler[Any, Any]]"
+
+
+Levels: TypeAlias = "tuple[float, Mapping[str, tuple[int, int]]]"
+"""What is reserved now (USD), and tasks (running, waiting) by route."""
+
+
+def cached_labels(metric: MetricWrapperBase) -> Callable[..., Any]:
+    """``metric.labels(*values)``, remembered per label values. prometheus_client checks the values and
+    takes a lock on every ``labels()`` call; the hot path (several per task) asks for the same few
+    children over and over. Label values here come from bounded sets (routes, statuses, methods,
+    configured providers), so the cache stays small."""
+    children: dict[tuple[str, ...], Any] = {}
+
+    def child(*values: str) -> Any:
+        found = children.get(values)
+        if found is None:
+            found = children[values] = metric.labels(*values)
+        return found
+
+    return child
+
+
+class _LevelsCollector(Collector):
+    """Reserved budget, running and waiting tasks, read when Prometheus scrapes rather than set on each
+    change: they move with every task, and are only looked at once per scrape."""
+
+    def __init__(self) -> None:
+        self.read: Callable[[], Levels] = lambda: (0.0, {})
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(self._families())
+
+    def collect(self) -> Iterator[Metric]:
+        reserved, depths = self.read()
+        return iter(self._families(reserved, depths))
+
+    @staticmethod
+    def _families(reserved: float = 0.0, depths: Mapping[str, tuple[int, int]] | None = None) -> list[Metric]:
+        budget = GaugeMetricFamily(
+            "aion_budget_reserved_usd", "Worst-case costs reserved by tasks still running, in USD.", reserved
+        )
+        waiting = GaugeMetricFamily(
+            "aion_route_queue_depth", "Tasks waiting for a running slot, by route.", labels=["route"]
+        )
+        running = GaugeMetricFamily("aion_route_tasks_running", "Tasks running, by route.", labels=["route"])
+        for route, (now_running, now_waiting) in (depths or {}).items():
+            waiting.add_metric([route], now_waiting)
+            running.add_metric([route], now_running)
+        return [budget, waiting, running]
 
 
 class Metrics:
@@ -127,24 +179,22 @@ class Metrics:
             "aion_task_fallbacks", "Moves to the next target of a decision's chain, by the target moved to.",
             ["provider"], registry=self.registry,
         )  # fmt: skip
-        self.budget_reserved = Gauge(
-            "aion_budget_reserved_usd", "Worst-case costs reserved by tasks still running, in USD.",
-            registry=self.registry,
-        )  # fmt: skip
         self.budget_spent = Counter(
             "aion_budget_spent_usd", "What finished tasks cost, in USD.", registry=self.registry
         )
-        self.queue_depth = Gauge(
-            "aion_route_queue_depth", "Tasks waiting for a running slot, by route.", ["route"],
-            registry=self.registry,
-        )  # fmt: skip
-        self.tasks_running = Gauge(
-            "aion_route_tasks_running", "Tasks running, by route.", ["route"], registry=self.registry
-        )
+        self._levels = _LevelsCollector()
+        self.registry.register(self._levels)
         self.audit_events = Counter(
             "aion_audit_events", "Audit events recorded, by action and outcome.", ["action", "outcome"],
             registry=self.registry,
         )  # fmt: skip
+
+        self.decided = cached_labels(self.decisions)
+        self.finished = cached_labels(self.task_duration)
+
+    def read_levels(self, read: Callable[[], Levels]) -> None:
+        """Where the reserved budget and the queue levels come from (read at each scrape)."""
+        self._levels.read = read
 
     def exposition(self) -> bytes:
         """The registry in the Prometheus text format."""
@@ -157,6 +207,11 @@ class CallTracker(grpc.aio.ServerInterceptor):
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
         self._in_flight = 0
+        metrics.grpc_in_flight.set_function(lambda: self._in_flight)
+        self._requests = cached_labels(metrics.grpc_requests)
+        self._durations = cached_labels(metrics.grpc_duration)
+        self._wrapped: dict[str, tuple[_Handler, _Handler]] = {}
+        """The tracked handler of each method, made once: grpc asks the interceptor on every call."""
 
     @property
     def in_flight(self) -> int:
@@ -164,17 +219,12 @@ class CallTracker(grpc.aio.ServerInterceptor):
 
     def _enter(self) -> float:
         self._in_flight += 1
-        self._metrics.grpc_in_flight.inc()
         return time.perf_counter()
 
-    def _exit(self, method: str, started: float, code: grpc.StatusCode) -> None:
+    def _exit(self, names: tuple[str, str], started: float, code: grpc.StatusCode) -> None:
         self._in_flight -= 1
-        self._metrics.grpc_in_flight.dec()
-        service, _, name = method.lstrip("/").rpartition("/")
-        self._metrics.grpc_requests.labels(service=service, method=name, code=code.name).inc()
-        self._metrics.grpc_duration.labels(service=service, method=name).observe(
-            time.perf_counter() - started
-        )
+        self._requests(*names, code.name).inc()
+        self._durations(*names).observe(time.perf_counter() - started)
 
     async def intercept_service(
         self,
@@ -185,6 +235,14 @@ class CallTracker(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         method: str = handler_call_details.method
+        known = self._wrapped.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        wrapped = self._wrap(handler, method)
+        self._wrapped[method] = (handler, wrapped)  # bounded: only served methods get here
+        return wrapped
+
+    def _wrap(self, handler: _Handler, method: str) -> _Handler:
         if handler.unary_unary:
             return self._rewrap(handler, grpc.unary_unary_rpc_method_handler, handler.unary_unary, method)
         if handler.unary_stream:
@@ -194,6 +252,8 @@ class CallTracker(grpc.aio.ServerInterceptor):
         return self._rewrap(handler, grpc.stream_stream_rpc_method_handler, handler.stream_stream, method)
 
     def _rewrap(self, handler: _Handler, factory: _HandlerFactory, behavior: Any, method: str) -> _Handler:
+        service, _, name = method.lstrip("/").rpartition("/")
+        names = (service, name)
         # grpc.aio tells response-streaming handlers apart by kind: an async generator yields its
         # responses, a coroutine writes them through context.write(). The wrapper keeps the kind.
         if inspect.isasyncgenfunction(behavior):
@@ -212,7 +272,7 @@ class CallTracker(grpc.aio.ServerInterceptor):
                 else:
                     code = _set_code(context)
                 finally:
-                    self._exit(method, started, code)
+                    self._exit(names, started, code)
 
             wrapped: Any = tracked_stream
         else:
@@ -229,7 +289,7 @@ class CallTracker(grpc.aio.ServerInterceptor):
                     code = _set_code(context)
                     return result
                 finally:
-                    self._exit(method, started, code)
+                    self._exit(names, started, code)
 
             wrapped = tracked
         return factory(

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from types import MappingProxyType
@@ -141,7 +142,7 @@ class Decision:
 
     @property
     def reason(self) -> str:
-        return explain_codes(self.reason_codes)
+        return _explain(self.reason_codes)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -570,6 +571,12 @@ _TEXT = {
     "BUDGET_CAPPED": "the requested budget was above the hard cap and was lowered to it",
     "HYBRID_NO_LOCAL_STEP": "hybrid needs a local step and none is available",
 }
+
+
+@functools.lru_cache(maxsize=4096)
+def _explain(codes: tuple[str, ...]) -> str:
+    """:func:`explain_codes`, remembered: the same few code sequences come back task after task."""
+    return explain_codes(codes)
 
 
 def explain_codes(codes: Sequence[str]) -> str:

@@ -34,32 +34,42 @@ def request_from(intent: str, hints: tasks_pb2.RoutingHints, input_bytes: int) -
 
 
 def target_message(target: Target) -> tasks_pb2.Target:
-    return tasks_pb2.Target(
-        kind=_KINDS[target.kind],
-        provider=target.provider,
-        name=target.name,
-        route=_ROUTES[target.route],
-        tier=target.tier,
-    )
+    message = tasks_pb2.Target()
+    fill_target(message, target)
+    return message
+
+
+def fill_target(message: tasks_pb2.Target, target: Target) -> None:
+    """Set ``message`` (in place, as the fill_ functions do: building a sub-message and copying it
+    into its parent costs twice as much, and every answered task is converted)."""
+    message.kind = _KINDS[target.kind]
+    message.provider = target.provider
+    message.name = target.name
+    message.route = _ROUTES[target.route]
+    message.tier = target.tier
 
 
 def decision_message(decision: Decision, policy_version: int) -> tasks_pb2.Decision:
-    message = tasks_pb2.Decision(
-        route=_ROUTES[decision.route],
-        tier=decision.tier,
-        target=target_message(decision.target),
-        fallback_chain=[target_message(t) for t in decision.fallback_chain],
-        estimated_max_cost=common_pb2.UsdAmount(nano_usd=decision.estimated_max_nano),
-        chosen_by=_CHOOSERS[decision.chosen_by],
-        reason_codes=list(decision.reason_codes),
-        reason=decision.reason,
-        policy_version=policy_version,
-    )
-    if decision.prepare is not None:
-        message.prepare.CopyFrom(target_message(decision.prepare))
-    if decision.budget_nano is not None:
-        message.budget.CopyFrom(common_pb2.UsdAmount(nano_usd=decision.budget_nano))
+    message = tasks_pb2.Decision()
+    fill_decision(message, decision, policy_version)
     return message
+
+
+def fill_decision(message: tasks_pb2.Decision, decision: Decision, policy_version: int) -> None:
+    message.route = _ROUTES[decision.route]
+    message.tier = decision.tier
+    fill_target(message.target, decision.target)
+    for target in decision.fallback_chain:
+        fill_target(message.fallback_chain.add(), target)
+    message.estimated_max_cost.nano_usd = decision.estimated_max_nano
+    message.chosen_by = _CHOOSERS[decision.chosen_by]
+    message.reason_codes.extend(decision.reason_codes)
+    message.reason = decision.reason
+    message.policy_version = policy_version
+    if decision.prepare is not None:
+        fill_target(message.prepare, decision.prepare)
+    if decision.budget_nano is not None:
+        message.budget.nano_usd = decision.budget_nano
 
 
 def explanation(outcome: Decision | Refusal, policy_version: int) -> router_pb2.ExplainRouteResponse:
@@ -75,4 +85,11 @@ def explanation(outcome: Decision | Refusal, policy_version: int) -> router_pb2.
     )
 
 
-__all__ = ["decision_message", "explanation", "request_from", "target_message"]
+__all__ = [
+    "decision_message",
+    "explanation",
+    "fill_decision",
+    "fill_target",
+    "request_from",
+    "target_message",
+]

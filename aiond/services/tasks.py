@@ -19,7 +19,7 @@ from google.protobuf import json_format
 from aion.api.v1 import common_pb2, tasks_pb2, tasks_pb2_grpc
 from aion.config.model import Route
 from aiond.executor import Executor, Refused, Saturated, Submission
-from aiond.tasks import TaskRecord
+from aiond.tasks import Stored
 
 SERVICE_NAME = tasks_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name
 MAX_LABELS = 32
@@ -96,11 +96,19 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
             )
         if request.wait and not task.status.terminal:
             await self._until_terminal(task)
-        return tasks_pb2.SubmitTaskResponse(task=task.message(), deduplicated=deduplicated)
+        response = tasks_pb2.SubmitTaskResponse(deduplicated=deduplicated)
+        task.message(into=response.task)
+        return response
 
-    async def _until_terminal(self, task: TaskRecord) -> None:
-        async for _state in self._executor.store.watch(task):
-            pass
+    async def _until_terminal(self, task: Stored) -> None:
+        runner = task.runner
+        if runner is not None:
+            # Wait for the runner to end (not on each change of the task, which a watch would wake
+            # for), without letting this call's cancellation reach it: the task outlives its caller.
+            await asyncio.wait((runner,))
+        if not task.status.terminal:  # pragma: no cover - a runner always ends its task
+            async for _state in self._executor.store.watch(task):
+                pass
 
     async def GetTask(
         self, request: tasks_pb2.GetTaskRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -122,7 +130,7 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
             await self._executor.cancel(task, request.reason)
         return tasks_pb2.CancelTaskResponse(task=task.message())
 
-    async def _find(self, task_id: str, context: grpc.aio.ServicerContext[Any, Any]) -> TaskRecord:
+    async def _find(self, task_id: str, context: grpc.aio.ServicerContext[Any, Any]) -> Stored:
         task = self._executor.store.get(task_id)
         if task is None:
             await self._abort(

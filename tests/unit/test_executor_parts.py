@@ -5,15 +5,27 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gc
+import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 
+from aion.api.v1 import tasks_pb2
 from aion.config.model import Route
+from aion.config.validate import validate_directory
+from aion.routing import Decision, LiveState, Request, compile_table
 from aiond.admission import Admission, Saturated
+from aiond.breakers import BreakerBoard
 from aiond.budget import BudgetLedger
-from aiond.executor import RETRY_FLOOR, RetryBudget
+from aiond.controls import Controls
+from aiond.executor import RETRY_FLOOR, Executor, RetryBudget, Submission
+from aiond.policy_store import PolicyStore
 from aiond.state import SqliteState
+from aiond.tasks import Finished, Status, TaskRecord, TaskStore
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 LIMITS = {Route.LOCAL: 2, Route.API: 1, Route.HYBRID: 1}
 DEPTHS = {Route.LOCAL: 1, Route.API: 0, Route.HYBRID: 0}
@@ -94,7 +106,8 @@ def test_the_ledger_never_lets_reservations_pass_the_cap(tmp_path: Path) -> None
         assert not ledger.reserve("b", 50)  # 60 + 50 > 100
         assert ledger.reserve("b", 40)
         assert ledger.available() == 0
-        assert await ledger.settle("a", 25) == 25  # actual cost is recorded; the rest is freed
+        assert ledger.settle("a", 25) == 25  # actual cost is recorded; the rest is freed
+        await ledger.flush()
         assert ledger.available() == 35
         assert ledger.spent_nano == 25
         # Spend survives a restart of the ledger (the state backend keeps it).
@@ -108,6 +121,72 @@ def test_the_ledger_never_lets_reservations_pass_the_cap(tmp_path: Path) -> None
 
     try:
         asyncio.run(scenario())
+    finally:
+        state.close()
+
+
+class CountingState(SqliteState):
+    """The real SQLite backend, counting its spend writes (and failing the first ``fail`` of them)."""
+
+    writes = 0
+    fail = 0
+
+    def add_spend(self, spends: Mapping[str, int]) -> None:
+        type(self).writes += 1
+        if type(self).fail:
+            type(self).fail -= 1
+            raise OSError("disk full")
+        super().add_spend(spends)
+
+
+def test_costs_are_stored_before_flush_returns_with_one_write_per_group(tmp_path: Path) -> None:
+    state = CountingState.open(tmp_path)
+    CountingState.writes = 0
+    day = "2026-11-26"
+    seen: list[tuple[int, int]] = []
+
+    async def task(ledger: BudgetLedger, number: int) -> None:
+        assert ledger.reserve(f"t{number}", 10)
+        await asyncio.sleep(0)
+        ledger.settle(f"t{number}", 1)
+        await ledger.flush()
+        seen.append((number, state.spent(day)))
+
+    async def scenario() -> None:
+        ledger = BudgetLedger(state, today=lambda: day)
+        await ledger.load()
+        await asyncio.gather(*(task(ledger, n) for n in range(200)))
+        await ledger.flush()  # nothing left: returns at once
+
+    try:
+        asyncio.run(scenario())
+        assert state.spent(day) == 200
+        # Every task saw its own cost (and all settled before it) stored when flush returned.
+        assert all(stored >= number + 1 for number, stored in seen)
+        assert 1 <= CountingState.writes <= 20, CountingState.writes  # grouped, not one per task
+    finally:
+        state.close()
+
+
+def test_a_failed_spend_write_keeps_the_costs_for_the_next_one(tmp_path: Path) -> None:
+    state = CountingState.open(tmp_path)
+    CountingState.writes, CountingState.fail = 0, 1
+    day = "2026-11-26"
+
+    async def scenario() -> None:
+        ledger = BudgetLedger(state, today=lambda: day)
+        await ledger.load()
+        ledger.settle("a", 7)
+        await ledger.flush()  # the write fails: logged, not raised
+        assert state.spent(day) == 0
+        assert ledger.spent_nano == 7  # still counted against today's cap
+        ledger.settle("b", 5)
+        await ledger.flush()
+        assert state.spent(day) == 12
+
+    try:
+        asyncio.run(scenario())
+        assert CountingState.writes == 2
     finally:
         state.close()
 
@@ -128,3 +207,89 @@ def test_utc_day_is_the_calendar_day_in_utc() -> None:
     from aiond.budget import utc_day
 
     assert utc_day(dt.datetime(2026, 11, 26, 23, 59, tzinfo=dt.UTC)) == "2026-11-26"
+
+
+def test_a_task_canceled_before_its_runner_starts_still_ends_cleanly(tmp_path: Path) -> None:
+    """Cancel lands before the runner's first step (so the runner never enters its own cleanup):
+    the slot, the reservation and the task's state are still settled, and the store keeps it."""
+    config = tmp_path / "config"
+    shutil.copytree(EXAMPLES, config)
+    state = SqliteState.open(tmp_path / "state")
+    events: list[dict[str, object]] = []
+
+    async def emit(event: dict[str, object]) -> None:
+        events.append(event)
+
+    async def scenario() -> None:
+        policies = PolicyStore(state, config, emit=emit)
+        await policies.start()
+        assert policies.active is not None
+        controls = Controls(state, BreakerBoard(policies.active.snapshot.policies.breakers), emit)
+        await controls.load()
+        ledger = BudgetLedger(state)
+        await ledger.load()
+        admission = Admission(dict.fromkeys(Route, 1), dict.fromkeys(Route, 1))
+        executor = Executor(policies=policies, controls=controls, ledger=ledger, admission=admission)
+        try:
+            task, deduplicated = executor.submit(Submission(intent="summarize", text="hello"))
+            assert not deduplicated
+            assert isinstance(task, TaskRecord)
+            assert ledger.reserved_nano > 0 or task.decision.estimated_max_nano == 0
+            await executor.cancel(task, "changed my mind")
+            assert task.status is Status.CANCELED
+            assert task.error is not None
+            assert task.error.code == "CANCELED"
+            assert admission.depth(task.decision.route) == (0, 0)
+            assert ledger.reserved_nano == 0
+            kept = executor.store.get(task.task_id)
+            assert isinstance(kept, Finished)
+            assert kept.message().status == tasks_pb2.TASK_STATUS_CANCELED
+            # The slot is free again: the next task is admitted and runs, not queued.
+            again, _ = executor.submit(Submission(intent="summarize", text="again"))
+            assert isinstance(again, TaskRecord)
+            assert admission.depth(again.decision.route) == (1, 0)
+            await executor.cancel(again, "done")
+        finally:
+            await executor.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        state.close()
+
+
+def test_finished_tasks_are_kept_compact_and_still_found(tmp_path: Path) -> None:
+    """A finished task is stored as its serialized message, in a tuple the cyclic collector ignores;
+    get, idempotency keys and eviction work the same."""
+    report = validate_directory(EXAMPLES)
+    assert report.snapshot is not None
+    decision = compile_table(report.snapshot).decide(Request(intent="summarize", input_bytes=5), LiveState())
+    assert isinstance(decision, Decision)
+    store = TaskStore(capacity=2)
+    first = TaskRecord(task_id="t1", intent="summarize", decision=decision, policy_version=3,
+                       idempotency_key="key-1", labels={"team": "sre"})  # fmt: skip
+    store.add(first)
+    running = store.get("t1")
+    assert running is first
+    first.status, first.result = Status.OK, "done"
+    first.finished_at = dt.datetime.now(dt.UTC)
+    store.changed(first)
+    kept = store.get("t1")
+    assert isinstance(kept, Finished)
+    assert kept.status is Status.OK
+    assert kept.message() == first.message()
+    assert kept.message().labels["team"] == "sre"
+    assert kept.message().result.text == "done"
+    by_key = store.by_key("key-1")
+    assert isinstance(by_key, Finished)
+    assert by_key.task_id == "t1"
+    gc.collect()
+    assert not any(gc.is_tracked(v) for v in store._tasks.values())
+    # Full: the finished task is forgotten first, with its key; a running one never is.
+    second = TaskRecord(task_id="t2", intent="summarize", decision=decision, policy_version=3)
+    third = TaskRecord(task_id="t3", intent="summarize", decision=decision, policy_version=3)
+    store.add(second)
+    store.add(third)
+    assert store.get("t1") is None
+    assert store.by_key("key-1") is None
+    assert [t.task_id for t in store.running()] == ["t2", "t3"]
