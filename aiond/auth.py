@@ -201,6 +201,7 @@ class Authenticator:
         self._backend = backend
         self._clock = clock
         self._cache: dict[str, tuple[float, TokenRecord | None]] = {}
+        self._verified: dict[str, tuple[float, Principal]] = {}
 
     def _lookup(self, key: str, fetch: Callable[[], TokenRecord | None]) -> TokenRecord | None:
         now = self._clock()
@@ -214,7 +215,27 @@ class Authenticator:
         return record
 
     def authenticate(self, token: str | None, identity: str | None) -> Principal:
-        """The principal for a bearer token and/or a verified certificate identity. Raises Denied."""
+        """The principal for a bearer token and/or a verified certificate identity. Raises Denied.
+
+        A token that checked out is remembered for :data:`_CACHE_SECONDS` (like the records), so a
+        client that sends the same token call after call is not hashed and looked up every time;
+        revocation and expiry still take effect within that second."""
+        if token and identity is None:
+            hit = self._verified.get(token)
+            if hit is not None and self._clock() - hit[0] < _CACHE_SECONDS:
+                return hit[1]
+            principal = self._authenticate(token, None)
+            # Valid for as long as the record it was checked against: a revocation read from the
+            # backend a second later ends it, as it would without this cache.
+            fetched = self._cache.get("t:" + token[len(TOKEN_PREFIX) : len(TOKEN_PREFIX) + 12])
+            if fetched is not None:
+                if len(self._verified) > 10_000:
+                    self._verified.clear()
+                self._verified[token] = (fetched[0], principal)
+            return principal
+        return self._authenticate(token, identity)
+
+    def _authenticate(self, token: str | None, identity: str | None) -> Principal:
         if token:
             match = _TOKEN.match(token)
             if match is None:

@@ -36,7 +36,6 @@ import functools
 import logging
 import random
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -44,6 +43,7 @@ import aiohttp
 
 from aion.config.model import ConfigSnapshot, Locality, ModelInfo, Provider, Route
 from aion.errors import InputError
+from aion.events import ulid
 from aion.providers import Completion, ProviderError, complete, new_session
 from aion.providers.secrets import FileSecrets
 from aion.routing import Decision, Refusal, Request, Target
@@ -217,7 +217,7 @@ class Executor:
             self._observe("refused", decision.code)
             raise Refused(decision.code, decision.message)
         ticket = self._admission.admit(decision.route)  # raises Saturated
-        task_id = str(uuid.uuid4())
+        task_id = ulid()
         if not self._ledger.reserve(task_id, decision.estimated_max_nano):  # pragma: no cover - checked above
             ticket.release()
             raise Refused("BUDGET_EXHAUSTED", _EXHAUSTED)

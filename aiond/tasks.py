@@ -87,6 +87,8 @@ class TaskRecord:
     """Set (and replaced) on each change; only this task's watchers wait on it."""
     final: bytes | None = None
     """The serialized message, once the task has finished (made once, for the store)."""
+    enders: list[asyncio.Future[None]] | None = None
+    """One future for each caller waiting for the end (:meth:`TaskStore.until_finished`)."""
 
     def message(self, into: tasks_pb2.Task | None = None) -> tasks_pb2.Task:
         """The task as the aion.v1 message: ``into`` (filled in place: an empty Task that is part of
@@ -221,9 +223,30 @@ class TaskStore:
             task.final = task.message().SerializeToString()
             if task.task_id in self._tasks:
                 self._tasks[task.task_id] = (task.status.value, task.idempotency_key, task.final)
+            enders, task.enders = task.enders, None
+            for ender in enders or ():
+                if not ender.done():
+                    ender.set_result(None)
         if task.wakeup is not None:
             task.wakeup.set()
             task.wakeup = None
+
+    async def until_finished(self, task: Stored) -> None:
+        """Return when the task has finished. The caller is woken once, at the end, and straight from
+        the change that ends the task (a watch wakes for every change; waiting for the runner to end
+        takes two more turns of the event loop). Canceling the caller never touches the task."""
+        if isinstance(task, Finished) or task.status.terminal:
+            return
+        ender: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        enders = task.enders
+        if enders is None:
+            enders = task.enders = []
+        enders.append(ender)
+        try:
+            await ender  # canceled, this cancels only the caller's own future
+        finally:
+            if ender in enders:
+                enders.remove(ender)
 
     async def watch(self, task: Stored) -> AsyncIterator[Stored]:
         """The task now, then after each change, until it is terminal."""

@@ -2,8 +2,11 @@
 LiteLLM's proxy, all against the same stand-in provider, in one run.
 
 Every piece runs in its own process: the provider (``benchmarks/_fastprovider.py``, a minimal
-OpenAI-compatible endpoint that answers at once, so it is never the bottleneck), aiond (the example config with its local models pointed at the stand-in), LiteLLM's proxy
-(configured to the same stand-in), and the load generator (``benchmarks/_loadgen.py``).
+OpenAI-compatible endpoint that answers at once, so it is never the bottleneck), aiond (the example
+config with its local models pointed at the stand-in), the gRPC floor (``benchmarks/_grpcfloor.py``: a
+bare grpc.aio server that forwards the same call with aiohttp, which is what any Python gRPC gateway
+pays), LiteLLM's proxy (configured to the same stand-in), and the load generator
+(``benchmarks/_loadgen.py``).
 
 - **Overhead**: the generator sends chat tasks at a fixed rate (open loop, latency measured from each
   task's due time) for a while, once straight to the stand-in and once through each gateway. A
@@ -120,6 +123,18 @@ def start_aiond(work: Path, provider_url: str) -> tuple[subprocess.Popen[bytes],
     return proc, grpc_addr, token
 
 
+def start_floor(provider_url: str) -> tuple[subprocess.Popen[str], str]:
+    addr = f"127.0.0.1:{free_port()}"
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "benchmarks" / "_grpcfloor.py"), addr, provider_url],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    if proc.stdout.readline().strip() != "ready":
+        raise SystemExit("the gRPC floor did not start")
+    return proc, addr
+
+
 def start_litellm(binary: str, work: Path, provider_url: str) -> tuple[subprocess.Popen[bytes], str]:
     config = work / "litellm.yaml"
     config.write_text(
@@ -175,19 +190,28 @@ def measure(args: argparse.Namespace, rates: list[float]) -> dict[str, Any]:
             url = provider.stdout.readline().strip()
             aiond, grpc_addr, token = start_aiond(work, url)
             procs.append(aiond)
+            floor, floor_addr = start_floor(url)
+            procs.append(floor)
             lite_url = None
             if args.litellm:
                 lite, lite_url = start_litellm(args.litellm, work, url)
                 procs.append(lite)
-            opened: dict[str, list[dict[str, float] | None]] = {"direct": [], "aiond": [], "litellm": []}
+            opened: dict[str, list[dict[str, float] | None]] = {
+                "direct": [],
+                "floor": [],
+                "aiond": [],
+                "litellm": [],
+            }
             for rate in rates:
                 r = str(rate)
                 opened["direct"].append(summarise(loadgen("open", r, secs, "http", url)))
+                opened["floor"].append(summarise(loadgen("open", r, secs, "aiond", floor_addr, "-")))
                 opened["aiond"].append(summarise(loadgen("open", r, secs, "aiond", grpc_addr, token)))
                 opened["litellm"].append(
                     summarise(loadgen("open", r, secs, "http", lite_url, LITELLM_KEY)) if lite_url else None
                 )
             tput_direct = loadgen("closed", str(args.workers), secs, "http", url)
+            tput_floor = loadgen("closed", str(args.workers), secs, "aiond", floor_addr, "-")
             tput_aiond = loadgen("closed", str(args.workers), secs, "aiond", grpc_addr, token)
             tput_lite = (
                 loadgen("closed", str(args.workers), secs, "http", lite_url, LITELLM_KEY)
@@ -198,7 +222,8 @@ def measure(args: argparse.Namespace, rates: list[float]) -> dict[str, Any]:
             for proc in reversed(procs):
                 stop(proc)
     return {
-        "opened": opened, "tput_direct": tput_direct, "tput_aiond": tput_aiond, "tput_lite": tput_lite,
+        "opened": opened, "tput_direct": tput_direct, "tput_floor": tput_floor, "tput_aiond": tput_aiond,
+        "tput_lite": tput_lite,
     }  # fmt: skip
 
 
@@ -225,6 +250,7 @@ def main() -> int:
 def report(args: argparse.Namespace, rates: list[float], results: dict[str, Any]) -> str:
     opened = results["opened"]
     tput_direct, tput_aiond, tput_lite = results["tput_direct"], results["tput_aiond"], results["tput_lite"]
+    tput_floor = results["tput_floor"]
 
     def per_s(run: dict[str, Any] | None) -> float:
         return run["completed"] / run["seconds"] if run else 0.0
@@ -252,12 +278,14 @@ def report(args: argparse.Namespace, rates: list[float], results: dict[str, Any]
         header,
         "|---|" + "---|" * len(rates),
         f"| direct to the provider (latency p50 / p99) | {direct_cells} |",
+        row("gRPC floor overhead (p50 / p99)", opened["floor"], opened["direct"]),
         row("aiond overhead (p50 / p99)", opened["aiond"], opened["direct"]),
+        row("aiond beyond the floor (p50 / p99)", opened["aiond"], opened["floor"]),
         row("LiteLLM proxy overhead (p50 / p99)", opened["litellm"], opened["direct"]),
     ]
     throughput = (
         f"Maximum throughput ({args.workers} workers back to back): direct {per_s(tput_direct):,.0f} tasks/s, "
-        f"aiond {per_s(tput_aiond):,.0f}"
+        f"gRPC floor {per_s(tput_floor):,.0f}, aiond {per_s(tput_aiond):,.0f}"
         + (f", LiteLLM proxy {per_s(tput_lite):,.0f}" if tput_lite else "")
         + "."
     )
@@ -274,7 +302,9 @@ def report(args: argparse.Namespace, rates: list[float], results: dict[str, Any]
 {args.workers} workers back to back for {args.seconds:g} s.
 
 Overhead is the gateway's latency minus the direct latency at the same percentile and rate;
-"saturated" means the gateway could not keep up with the rate (tasks queued or failed).
+"saturated" means the gateway could not keep up with the rate (tasks queued or failed). The gRPC floor
+is a bare grpc.aio server forwarding the same call with aiohttp (no auth, routing, admission, events or
+metrics): what any Python gRPC gateway pays here. "aiond beyond the floor" is aion's own share.
 
 {chr(10).join(rows)}
 

@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import dataclasses
 import email.utils
+import functools
 import json
 import math
 import re
@@ -349,8 +350,10 @@ def _timeout(provider: str) -> ProviderError:
     return ProviderError(f"{provider}: no answer in time", retryable=True, kind="timeout", provider=provider)
 
 
+@functools.lru_cache(maxsize=256)
 def _check_url(provider: str, url: str) -> None:
-    """A "client" error unless ``url`` is an http(s) URL with a host (checked before anything is sent)."""
+    """A "client" error unless ``url`` is an http(s) URL with a host (checked before anything is sent;
+    a URL that passes is remembered, as every call to a provider sends to the same few)."""
     try:
         parts = urlsplit(url)
         host = parts.hostname

@@ -94,21 +94,11 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"route {exc.route} is saturated (all slots and queue places taken); retry after {millis} ms",
             )
-        if request.wait and not task.status.terminal:
-            await self._until_terminal(task)
+        if request.wait:
+            await self._executor.store.until_finished(task)
         response = tasks_pb2.SubmitTaskResponse(deduplicated=deduplicated)
         task.message(into=response.task)
         return response
-
-    async def _until_terminal(self, task: Stored) -> None:
-        runner = task.runner
-        if runner is not None:
-            # Wait for the runner to end (not on each change of the task, which a watch would wake
-            # for), without letting this call's cancellation reach it: the task outlives its caller.
-            await asyncio.wait((runner,))
-        if not task.status.terminal:  # pragma: no cover - a runner always ends its task
-            async for _state in self._executor.store.watch(task):
-                pass
 
     async def GetTask(
         self, request: tasks_pb2.GetTaskRequest, context: grpc.aio.ServicerContext[Any, Any]

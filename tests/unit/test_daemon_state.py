@@ -145,6 +145,26 @@ def test_authenticator_checks_secret_expiry_revocation_and_identity(state: Sqlit
     assert nothing.value.kind == "unauthenticated"
 
 
+def test_a_remembered_token_lasts_no_longer_than_the_record_it_was_checked_against(
+    state: SqliteState,
+) -> None:
+    now = [0.0]
+    auth = Authenticator(state, clock=lambda: now[0])
+    record, token = mint("ci", Role.OPERATOR, created_by="t")
+    state.add_token(record)
+    now[0] = 0.5
+    with pytest.raises(Denied):
+        auth.authenticate(token[:-1] + ("A" if token[-1] != "A" else "B"), None)  # caches the record at 0.5
+    now[0] = 1.4
+    assert auth.authenticate(token, None).name == "ci"  # checked against the record read at 0.5
+    state.revoke_token("ci", dt.datetime.now(dt.UTC))
+    now[0] = 1.45
+    assert auth.authenticate(token, None).name == "ci"  # still within the record's second
+    now[0] = 1.6
+    with pytest.raises(Denied, match="revoked"):
+        auth.authenticate(token, None)  # a second after the record was read, not after the check
+
+
 @pytest.mark.parametrize(
     ("header", "token"),
     [
