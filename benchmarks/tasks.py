@@ -272,7 +272,14 @@ def report(args: argparse.Namespace, rates: list[float], results: dict[str, Any]
     assert at_target is not None
     assert base_target is not None
     over50, over99 = at_target["p50"] - base_target["p50"], at_target["p99"] - base_target["p99"]
-    verdict = "met" if over50 <= 1 and over99 <= 5 and not at_target["failed"] else "MISSED"
+    ok = not at_target["failed"]
+    verdict = (
+        f"p50 {over50:+.2f} ms **{'met' if ok and over50 <= 1 else 'MISSED'}**, "
+        f"p99 {over99:+.2f} ms **{'met' if ok and over99 <= 5 else 'MISSED'}**"
+    )
+    floor_target = opened["floor"][-1]
+    assert floor_target is not None
+    floor50 = floor_target["p50"] - base_target["p50"]
     header = "| | " + " | ".join(f"{r:g} tasks/s" for r in rates) + " |"
     rows = [
         header,
@@ -310,7 +317,13 @@ metrics): what any Python gRPC gateway pays here. "aiond beyond the floor" is ai
 
 {throughput}
 
-aiond overhead targets at {rates[-1]:g} tasks/s (p50 <= 1 ms, p99 <= 5 ms): **{verdict}**. {comparison}
+aiond overhead targets at {rates[-1]:g} tasks/s (p50 <= 1 ms, p99 <= 5 ms): {verdict}. Of the p50,
+{floor50:+.2f} ms is the gRPC floor and {over50 - floor50:+.2f} ms is aion's own work. {comparison}
+
+Where the time goes: the floor is grpcio's per-call machinery (its poller thread, several asyncio tasks
+and loop turns per call, on both ends) and aiohttp's. In py-spy profiles of aiond at full load no
+function of aion's own takes more than 1% of the time the GIL is held; what aion adds is spread over
+authentication, the routing decision, admission, the budget, two events, metrics and the task store.
 """
 
 
