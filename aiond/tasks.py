@@ -1,8 +1,9 @@
 """Tasks as the daemon holds them: a bounded in-memory store with idempotency keys and change
 notification, and the conversion to the aion.v1 Task message.
 
-The store keeps at most ``capacity`` tasks; when full, the oldest finished task is forgotten first
-(a running task is never dropped: admission bounds how many can run or wait). An idempotency key maps
+The store keeps at most ``capacity`` tasks, and finished ones take at most ``max_bytes`` together; past
+either, the oldest finished tasks are forgotten first (a running task is never dropped: admission
+bounds how many can run or wait). An idempotency key maps
 to its first task for as long as that task is kept.
 
 A finished task is kept as its final message, serialized, in a tuple of plain values (see
@@ -28,6 +29,8 @@ from aion.routing import Decision, Target
 from aion.routing.wire import fill_decision, fill_target
 
 DEFAULT_CAPACITY = 100_000
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+"""What finished tasks may take together (their serialized messages, results included)."""
 
 
 class Status(enum.Enum):
@@ -173,8 +176,10 @@ _Kept: TypeAlias = "TaskRecord | tuple[int, str, bytes]"
 
 
 class TaskStore:
-    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+    def __init__(self, capacity: int = DEFAULT_CAPACITY, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self._capacity = capacity
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self._tasks: collections.OrderedDict[str, _Kept] = collections.OrderedDict()
         self._keys: dict[str, str] = {}
 
@@ -207,6 +212,7 @@ class TaskStore:
         for task_id, kept in self._tasks.items():
             if isinstance(kept, tuple):
                 del self._tasks[task_id]
+                self._bytes -= len(kept[2])
                 key = kept[1]
                 if key and self._keys.get(key) == task_id:
                     del self._keys[key]
@@ -221,8 +227,14 @@ class TaskStore:
         if task.status.terminal:
             task.final = None
             task.final = task.message().SerializeToString()
-            if task.task_id in self._tasks:
+            kept = self._tasks.get(task.task_id)
+            if kept is not None:
+                if isinstance(kept, tuple):
+                    self._bytes -= len(kept[2])
                 self._tasks[task.task_id] = (task.status.value, task.idempotency_key, task.final)
+                self._bytes += len(task.final)
+                while self._bytes > self._max_bytes and self._forget_one():
+                    pass
             enders, task.enders = task.enders, None
             for ender in enders or ():
                 if not ender.done():

@@ -293,3 +293,22 @@ def test_finished_tasks_are_kept_compact_and_still_found(tmp_path: Path) -> None
     assert store.get("t1") is None
     assert store.by_key("key-1") is None
     assert [t.task_id for t in store.running()] == ["t2", "t3"]
+
+
+def test_finished_tasks_are_forgotten_oldest_first_past_the_byte_budget(tmp_path: Path) -> None:
+    report = validate_directory(EXAMPLES)
+    assert report.snapshot is not None
+    decision = compile_table(report.snapshot).decide(Request(intent="summarize", input_bytes=5), LiveState())
+    assert isinstance(decision, Decision)
+    store = TaskStore(capacity=1000, max_bytes=50_000)
+    running = TaskRecord(task_id="running", intent="summarize", decision=decision, policy_version=1)
+    store.add(running)
+    for n in range(10):
+        task = TaskRecord(task_id=f"t{n}", intent="summarize", decision=decision, policy_version=1)
+        store.add(task)
+        task.status, task.result = Status.OK, "x" * 10_000  # about 10 kB serialized
+        task.finished_at = dt.datetime.now(dt.UTC)
+        store.changed(task)
+    kept = [n for n in range(10) if store.get(f"t{n}") is not None]
+    assert kept == [6, 7, 8, 9]  # the newest that fit in 50 kB
+    assert store.get("running") is running  # never dropped, whatever the budget
