@@ -66,6 +66,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/install.py")
     session.run("python", "benchmarks/policy.py")
     session.run("python", "benchmarks/routing.py")
+    session.run("python", "benchmarks/tasks.py")
 
 
 @nox.session
