@@ -9,6 +9,8 @@ never interleave and a crash loses at most the line being written.
 from __future__ import annotations
 
 import base64
+import contextlib
+import dataclasses
 import datetime as dt
 import fcntl
 import getpass
@@ -114,11 +116,51 @@ def encode(event: dict[str, Any]) -> str:
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False) + "\n"
 
 
-class EventLog:
-    """An append-only JSON-lines file of events."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class Segment:
+    """A sealed part of an event log: the lines numbered ``first`` to ``last`` (from 1, across the
+    whole log), in a file named after them next to the log."""
 
-    def __init__(self, path: Path) -> None:
+    first: int
+    last: int
+    path: Path
+
+
+def segments(path: Path) -> list[Segment]:
+    """The sealed segments of the log at ``path``, oldest first."""
+    found = []
+    try:
+        names = [entry.name for entry in path.parent.iterdir()]
+    except FileNotFoundError:
+        return []
+    prefix, suffix = f"{path.stem}-", path.suffix
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(suffix)):
+            continue
+        first, _, last = name[len(prefix) : len(name) - len(suffix)].partition("-")
+        if first.isdigit() and last.isdigit() and len(first) == len(last) == _DIGITS:
+            found.append(Segment(int(first), int(last), path.parent / name))
+    return sorted(found, key=lambda s: s.first)
+
+
+_DIGITS = 12
+
+
+class EventLog:
+    """An append-only JSON-lines file of events, sealed into segments as it grows.
+
+    Lines are numbered from 1 across the whole log, and the numbers never change: when the file
+    passes ``segment_bytes``, the writer that notices (under the lock) renames it to
+    ``<stem>-<first>-<last><suffix>`` (for example ``events-000000000001-000000183210.jsonl``) and
+    starts a new one; sealed segments beyond ``keep_bytes`` in total are deleted, oldest first (the
+    newest is always kept, as the numbering continues from it). A writer that had the file open
+    before it was sealed sees so once it holds the lock, and opens the new one. Without
+    ``segment_bytes`` the file is never sealed (aionctl's local logs)."""
+
+    def __init__(self, path: Path, *, segment_bytes: int | None = None, keep_bytes: int = 0) -> None:
         self.path = path
+        self.segment_bytes = segment_bytes
+        self.keep_bytes = keep_bytes
 
     def append(self, event: dict[str, Any]) -> None:
         self.append_many([event])
@@ -131,10 +173,13 @@ class EventLog:
         """Append already encoded events (see :func:`encode`; the daemon encodes each one as it is
         made, so the thread that writes only writes)."""
         try:
-            fd = self._open()
+            fd = self._locked()
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
                 size = os.fstat(fd).st_size
+                if self.segment_bytes is not None and size and size + len(lines) > self.segment_bytes:
+                    fresh = self._seal(fd, size)
+                    os.close(fd)
+                    fd, size = fresh, 0
                 if size and os.pread(fd, 1, size - 1) != b"\n":
                     lines = b"\n" + lines  # end a line a crash cut short, so this event stays readable
                 os.write(fd, lines)
@@ -143,6 +188,47 @@ class EventLog:
                 os.close(fd)
         except OSError as exc:
             raise InputError(f"cannot write the event log {self.path}: {exc.strerror}") from exc
+
+    def _locked(self) -> int:
+        """The current file, open and exclusively locked (reopened if it was sealed meanwhile)."""
+        while True:
+            fd = self._open()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                current = self.path.stat().st_ino
+            except FileNotFoundError:
+                current = -1
+            if os.fstat(fd).st_ino == current:
+                return fd
+            os.close(fd)  # sealed while this writer waited for the lock
+
+    def _seal(self, fd: int, size: int) -> int:
+        """Rename the locked file ``fd`` to its segment name; return the new file, open and locked."""
+        if os.pread(fd, 1, size - 1) != b"\n":
+            os.write(fd, b"\n")  # a line a crash cut short ends here, and is counted
+        count = _count_lines(fd)
+        sealed = segments(self.path)
+        first = sealed[-1].last + 1 if sealed else 1
+        last = first + count - 1
+        os.fsync(fd)
+        name = f"{self.path.stem}-{first:0{_DIGITS}d}-{last:0{_DIGITS}d}{self.path.suffix}"
+        self.path.rename(self.path.parent / name)
+        fresh = self._open()
+        fcntl.flock(fresh, fcntl.LOCK_EX)
+        sealed = segments(self.path)
+        total = sum(_size(s.path) for s in sealed)
+        for old in sealed[:-1]:
+            if total <= self.keep_bytes:
+                break
+            total -= _size(old.path)
+            with contextlib.suppress(FileNotFoundError):
+                old.path.unlink()
+        directory = os.open(self.path.parent, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(directory)  # the rename and the new file survive a crash
+        finally:
+            os.close(directory)
+        return fresh
 
     def _open(self) -> int:
         flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
@@ -153,11 +239,27 @@ class EventLog:
             return os.open(self.path, flags, 0o640)
 
     def read(self) -> list[dict[str, Any]]:
+        """The events of the current file (not of sealed segments)."""
         try:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return []
         return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _count_lines(fd: int) -> int:
+    count, offset = 0, 0
+    while chunk := os.pread(fd, 1 << 20, offset):
+        count += chunk.count(b"\n")
+        offset += len(chunk)
+    return count
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 DECISIONS_TOPIC = "aion.router.decisions"
@@ -195,9 +297,12 @@ __all__ = [
     "DECISIONS_TOPIC",
     "LIFECYCLE_TOPIC",
     "EventLog",
+    "Segment",
     "audit",
+    "encode",
     "event",
     "local_principal",
+    "segments",
     "ulid",
     "usd",
 ]

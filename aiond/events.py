@@ -6,6 +6,10 @@ An event's sequence number is its line number in the log (from 1), so it is stab
 and readers can resume after the last one they saw. Appends go through :class:`aion.events.EventLog`
 (exclusive lock, fsync), in a worker thread so the event loop never waits on the disk. Followers are
 woken on every append, and also poll, because other processes may append too.
+
+The log is bounded: past :data:`SEGMENT_BYTES` the current file is sealed into a segment named after
+its first and last sequence numbers, and segments beyond :data:`KEEP_BYTES` are deleted, oldest first.
+Numbers stay stable across sealing; readers go through the segments, then the current file.
 """
 
 from __future__ import annotations
@@ -15,19 +19,27 @@ import collections
 import contextlib
 import dataclasses
 import json
+import os
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from aion.events import EventLog, encode
+from aion.events import AUDIT_TOPIC, EventLog, Segment, encode, segments
 
 LOG_NAME = "events.jsonl"
+AUDIT_NAME = "audit.jsonl"
+"""Audit events only, never sealed or deleted by aiond: the record to keep (rotate it with the host's
+tools), while the event log above makes room for task events."""
 POLL_SECONDS = 0.5
 MAX_LINE = 1024 * 1024
 """Longer lines are skipped (never produced by aion; defends readers against a damaged file)."""
 _FOLLOW_BATCH = 1000
 BATCH_SECONDS = 0.05
 MAX_PENDING = 50_000
+SEGMENT_BYTES = 64 * 1024 * 1024
+"""The current file is sealed into a segment past this size."""
+KEEP_BYTES = 1024 * 1024 * 1024
+"""Sealed segments beyond this, in total, are deleted oldest first."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -37,9 +49,17 @@ class Recorded:
 
 
 class DaemonEvents:
-    def __init__(self, state_dir: Path, on_emit: Callable[[dict[str, Any]], None] | None = None) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        on_emit: Callable[[dict[str, Any]], None] | None = None,
+        *,
+        segment_bytes: int = SEGMENT_BYTES,
+        keep_bytes: int = KEEP_BYTES,
+    ) -> None:
         self.path = state_dir / LOG_NAME
-        self._log = EventLog(self.path)
+        self._log = EventLog(self.path, segment_bytes=segment_bytes, keep_bytes=keep_bytes)
+        self._audit = AuditWriter(state_dir, self._log)
         self._on_emit = on_emit
         self._changed = asyncio.Condition()
         self._pending: list[str] = []
@@ -82,7 +102,8 @@ class DaemonEvents:
             await asyncio.to_thread(self._log.append_lines, "".join(batch).encode())
 
     async def emit(self, event: dict[str, Any]) -> None:
-        await asyncio.to_thread(self._log.append, event)
+        """Write an event now (audit events, one at a time: also to :data:`AUDIT_NAME`, first)."""
+        await asyncio.to_thread(self._audit.append, event)
         if self._on_emit is not None:
             self._on_emit(event)
         async with self._changed:
@@ -94,37 +115,96 @@ class DaemonEvents:
         after: int,
         limit: int,
         topics: frozenset[str],
-        offset: int = 0,
-        sequence: int = 0,
+        position: Position | None = None,
         newest: bool = False,
-    ) -> tuple[list[Recorded], int, int]:
-        """Read the log from byte ``offset`` (where line ``sequence`` ended), streaming: with
-        ``newest``, the last ``limit`` matching events; else the first ``limit`` after sequence ``after``.
-        Returns them with the offset and sequence where reading stopped. Memory stays within
-        ``limit`` events whatever the log's size; a line still being written is left for later."""
-        last: collections.deque[Recorded] = collections.deque(maxlen=limit)
-        found: list[Recorded] = []
-        try:
-            handle = self.path.open("rb")
-        except FileNotFoundError:
-            return [], offset, sequence
-        with handle:
-            handle.seek(offset)
-            for line, size in _lines(handle):
-                sequence += 1
-                offset += size
-                if sequence <= after or line is None:
-                    continue
-                record = _parse(sequence, line)
-                if record is None or (topics and record.event.get("topic") not in topics):
-                    continue
-                if newest:
-                    last.append(record)
-                else:
+    ) -> tuple[list[Recorded], Position]:
+        """Read the log, sealed segments and current file, streaming: with ``newest``, the last
+        ``limit`` matching events; else the first ``limit`` after sequence ``after``, resuming at
+        ``position`` (where the previous scan stopped) when that file is still there. Returns them
+        with the position where reading stopped. Memory stays within ``limit`` events whatever the
+        log's size; a line still being written is left for later."""
+        for _ in range(10):
+            try:
+                return self._scan(after, limit, topics, position, newest)
+            except _Sealed:
+                continue  # the current file was sealed while this scan opened it: look again
+        raise OSError(f"the event log {self.path} kept changing under the reader")
+
+    def _scan(
+        self, after: int, limit: int, topics: frozenset[str], position: Position | None, newest: bool
+    ) -> tuple[list[Recorded], Position]:
+        with contextlib.ExitStack() as stack:
+            sources = self._sources(stack)
+            if newest:
+                return self._newest(sources, limit, topics)
+            found: list[Recorded] = []
+            start = _resume_at(sources, position, after)
+            end = Position(sources[-1].inode, sources[-1].first, 0, sources[-1].first - 1)
+            for source in sources[start[0] :] if start is not None else sources:
+                offset, sequence = (start[1], start[2]) if start is not None else (0, source.first - 1)
+                start = None
+                handle = source.handle()
+                if handle is None:
+                    continue  # deleted by retention meanwhile: its events are gone
+                handle.seek(offset)
+                for line, size in _lines(handle):
+                    sequence += 1
+                    offset += size
+                    if sequence <= after or line is None:
+                        continue
+                    record = _parse(sequence, line)
+                    if record is None or (topics and record.event.get("topic") not in topics):
+                        continue
                     found.append(record)
                     if len(found) >= limit:
-                        break
-        return (list(last) if newest else found), offset, sequence
+                        return found, Position(source.inode, source.first, offset, sequence)
+                end = Position(source.inode, source.first, offset, sequence)
+            return found, end
+
+    def _newest(
+        self, sources: list[_Source], limit: int, topics: frozenset[str]
+    ) -> tuple[list[Recorded], Position]:
+        """The last ``limit`` matching events: the current file first, then sealed segments backwards
+        until enough are found."""
+        newest: list[Recorded] = []
+        end: Position | None = None
+        for source in reversed(sources):
+            last: collections.deque[Recorded] = collections.deque(maxlen=limit)
+            offset, sequence = 0, source.first - 1
+            handle = source.handle()
+            if handle is not None:
+                for line, size in _lines(handle):
+                    sequence += 1
+                    offset += size
+                    record = None if line is None else _parse(sequence, line)
+                    if record is not None and (not topics or record.event.get("topic") in topics):
+                        last.append(record)
+            if end is None:
+                end = Position(source.inode, source.first, offset, sequence)
+            newest = [*last, *newest][-limit:]
+            if len(newest) >= limit:
+                break
+        assert end is not None  # there is always a current-file source
+        return newest, end
+
+    def _sources(self, stack: contextlib.ExitStack) -> list[_Source]:
+        """The sealed segments and the current file, in order, each with its first sequence number.
+        Raises _Sealed when the current file is sealed between being opened and being checked."""
+        try:
+            current: BinaryIO | None = stack.enter_context(self.path.open("rb"))
+        except FileNotFoundError:
+            current = None
+        inode = os.fstat(current.fileno()).st_ino if current is not None else 0
+        sealed = segments(self.path)
+        if current is not None:
+            try:
+                if self.path.stat().st_ino != inode:
+                    raise _Sealed
+            except FileNotFoundError:
+                raise _Sealed from None
+        sources = [_Source.sealed(segment, stack) for segment in sealed]
+        sources.append(_Source(sealed[-1].last + 1 if sealed else 1, inode, lambda: current))
+        return sources
 
     async def tail(
         self, *, topics: Sequence[str], after: int, limit: int, follow: bool
@@ -132,7 +212,7 @@ class DaemonEvents:
         """Recorded events in order (the last ``limit``, or those after sequence ``after``), then, with
         ``follow``, new ones as they arrive, until the caller stops iterating."""
         wanted = frozenset(topics)
-        records, offset, sequence = await asyncio.to_thread(
+        records, position = await asyncio.to_thread(
             self.scan, after=after, limit=limit, topics=wanted, newest=not after
         )
         for record in records:
@@ -140,13 +220,8 @@ class DaemonEvents:
         if not follow:
             return
         while True:
-            records, offset, sequence = await asyncio.to_thread(
-                self.scan,
-                after=sequence,
-                limit=_FOLLOW_BATCH,
-                topics=wanted,
-                offset=offset,
-                sequence=sequence,
+            records, position = await asyncio.to_thread(
+                self.scan, after=position.sequence, limit=_FOLLOW_BATCH, topics=wanted, position=position
             )
             for record in records:
                 yield record
@@ -155,6 +230,73 @@ class DaemonEvents:
             async with self._changed:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), timeout=POLL_SECONDS)
+
+
+class AuditWriter:
+    """Appends events to the event log and, for audit events, first to :data:`AUDIT_NAME` too (the
+    daemon, and ``aiond token`` working on its state directory offline)."""
+
+    def __init__(self, state_dir: Path, log: EventLog | None = None) -> None:
+        self._log = log if log is not None else EventLog(state_dir / LOG_NAME)
+        self._trail = EventLog(state_dir / AUDIT_NAME)
+
+    def append(self, event: dict[str, Any]) -> None:
+        if event.get("topic") == AUDIT_TOPIC:
+            self._trail.append(event)
+        self._log.append(event)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Position:
+    """Where a reader stopped: after line ``sequence``, which ends at byte ``offset`` of the file that
+    starts at line ``first`` and has inode ``inode``. A sealed segment keeps the inode and first line
+    the current file had; the pair tells a file apart from a later one that reuses a deleted inode."""
+
+    inode: int
+    first: int
+    offset: int
+    sequence: int
+
+
+class _Sealed(Exception):
+    pass
+
+
+@dataclasses.dataclass(slots=True)
+class _Source:
+    """One file of the log, opened only when read."""
+
+    first: int
+    inode: int
+    handle: Callable[[], BinaryIO | None]
+
+    @classmethod
+    def sealed(cls, segment: Segment, stack: contextlib.ExitStack) -> _Source:
+        try:
+            inode = segment.path.stat().st_ino
+        except FileNotFoundError:
+            inode = -1
+
+        def handle() -> BinaryIO | None:
+            try:
+                return stack.enter_context(segment.path.open("rb"))
+            except FileNotFoundError:
+                return None
+
+        return cls(segment.first, inode, handle)
+
+
+def _resume_at(sources: list[_Source], position: Position | None, after: int) -> tuple[int, int, int] | None:
+    """(source index, offset, sequence) to continue from ``position``; else the source holding the
+    line after ``after``, from its start (None: from the first source)."""
+    if position is not None and position.sequence == after:
+        for index, source in enumerate(sources):
+            if source.inode == position.inode and source.first == position.first and source.inode > 0:
+                return index, position.offset, position.sequence
+    for index in range(len(sources) - 1, -1, -1):
+        if sources[index].first <= after + 1:
+            return index, 0, sources[index].first - 1
+    return None
 
 
 def _lines(handle: BinaryIO) -> Iterator[tuple[bytes | None, int]]:
@@ -184,4 +326,4 @@ def _parse(sequence: int, line: bytes) -> Recorded | None:
     return Recorded(sequence, event) if isinstance(event, dict) else None
 
 
-__all__ = ["LOG_NAME", "DaemonEvents", "Recorded"]
+__all__ = ["AUDIT_NAME", "LOG_NAME", "AuditWriter", "DaemonEvents", "Position", "Recorded"]

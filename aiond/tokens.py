@@ -18,9 +18,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from aion.errors import InputError, UsageError
-from aion.events import EventLog, audit, local_principal
+from aion.events import audit, local_principal
 from aiond.auth import Role, mint
-from aiond.events import LOG_NAME
+from aiond.events import AuditWriter
 from aiond.settings import default_state_dir, parse_path
 from aiond.state import DB_NAME, SqliteState, TokenRecord
 
@@ -103,7 +103,7 @@ def run(argv: Sequence[str]) -> int:
             hint="give the daemon's --state-dir, or set AIOND_STATE_DIR",
         )
     state = SqliteState.open(state_dir)
-    events = EventLog(state_dir / LOG_NAME)
+    events = AuditWriter(state_dir)
     try:
         if args.action == "create":
             ttl = parse_ttl(args.ttl) if args.ttl else None

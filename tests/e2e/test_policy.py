@@ -400,6 +400,9 @@ def test_every_admin_action_is_audited_and_tail_follows(daemon: Aiond, tmp_path:
     assert ("token.create", "success") in actions
     assert ("policy.reload", "success") in actions  # the start-up activation
     assert actions[-1] == ("auth.deny", "refused")
+    # The audit trail (never sealed or deleted by aiond) holds the same audit events, in the same order.
+    trail = [json.loads(line) for line in (daemon.state_dir / "audit.jsonl").read_text().splitlines()]
+    assert [(e["action"], e["outcome"]) for e in trail] == actions
 
 
 def test_tail_resumes_after_a_sequence_number(daemon: Aiond) -> None:

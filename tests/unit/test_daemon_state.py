@@ -4,8 +4,10 @@ roles, the event-log reader, and the validation pickler. Real SQLite files, no d
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import datetime as dt
 import io
+import itertools
 import json
 import pickle
 import shutil
@@ -19,6 +21,7 @@ from hypothesis import strategies as st
 from aion.config.validate import collect, validate_directory
 from aion.config.yamlload import Limits
 from aion.errors import ConflictError, InputError, UsageError
+from aion.events import EventLog, segments
 from aiond.auth import (
     METHOD_ROLES,
     Authenticator,
@@ -279,12 +282,12 @@ def test_event_log_scan_skips_damage_and_resumes(tmp_path: Path) -> None:
     lines = [json.dumps({"id": str(i), "topic": "t" if i % 2 else "u"}) for i in range(1, 7)]
     text = "\n".join(lines[:2]) + "\nnot json\n" + "x" * (MAX_LINE + 10) + "\n" + "\n".join(lines[2:]) + "\n"
     events.path.write_text(text + '{"id": "unfinished')
-    newest, offset, sequence = events.scan(after=0, limit=3, topics=frozenset(), newest=True)
+    newest, position = events.scan(after=0, limit=3, topics=frozenset(), newest=True)
     assert [r.event["id"] for r in newest] == ["4", "5", "6"]
     assert [r.sequence for r in newest] == [6, 7, 8]  # the damaged lines still count
-    assert sequence == 8
-    assert offset == len(text.encode())  # the unfinished line is left for later
-    after, _, _ = events.scan(after=1, limit=2, topics=frozenset({"t"}))
+    assert position.sequence == 8
+    assert position.offset == len(text.encode())  # the unfinished line is left for later
+    after, _ = events.scan(after=1, limit=2, topics=frozenset({"t"}))
     assert [r.event["id"] for r in after] == ["3", "5"]
 
 
@@ -302,3 +305,63 @@ def test_the_validation_pickler_round_trips_a_report(tmp_path: Path) -> None:
     with pytest.raises(TypeError):
         back.snapshot.intents["new"] = None
     assert collect([str(EXAMPLES)])  # the examples are a real set
+
+
+def test_the_event_log_seals_segments_and_numbers_lines_across_them(tmp_path: Path) -> None:
+    events = DaemonEvents(tmp_path, segment_bytes=1_000, keep_bytes=10**9)
+    log = EventLog(events.path, segment_bytes=1_000, keep_bytes=10**9)
+
+    def write(writer: int) -> None:
+        for n in range(150):  # lines of about 30 bytes: many seals along the way
+            log.append({"id": f"{writer}-{n}", "topic": "t" if n % 2 else "u"})
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+        list(pool.map(write, range(3)))
+    sealed = segments(events.path)
+    assert len(sealed) > 5
+    assert sealed[0].first == 1
+    assert all(a.last + 1 == b.first for a, b in itertools.pairwise(sealed))  # no gap, no overlap
+    everything, end = events.scan(after=0, limit=10_000, topics=frozenset())
+    assert [r.sequence for r in everything] == list(range(1, 451))
+    assert sorted(r.event["id"] for r in everything) == sorted(
+        f"{w}-{n}" for w in range(3) for n in range(150)
+    )
+    for writer in range(3):  # each writer's events in its own order
+        mine = [r.event["id"] for r in everything if r.event["id"].startswith(f"{writer}-")]
+        assert mine == [f"{writer}-{n}" for n in range(150)]
+    assert end.sequence == 450
+    newest, _ = events.scan(after=0, limit=7, topics=frozenset({"t"}), newest=True)
+    assert [r.sequence for r in newest] == [r.sequence for r in everything if r.event["topic"] == "t"][-7:]
+    middle, _ = events.scan(after=sealed[2].first + 3, limit=5, topics=frozenset())
+    assert [r.sequence for r in middle] == list(range(sealed[2].first + 4, sealed[2].first + 9))
+
+
+def test_a_reader_resumes_across_a_seal(tmp_path: Path) -> None:
+    events = DaemonEvents(tmp_path, segment_bytes=1_000, keep_bytes=10**9)
+    log = EventLog(events.path, segment_bytes=1_000, keep_bytes=10**9)
+    for n in range(10):
+        log.append({"id": str(n), "topic": "t", "pad": "x" * 40})
+    first, position = events.scan(after=0, limit=10, topics=frozenset())
+    assert [r.event["id"] for r in first] == [str(n) for n in range(10)]
+    for n in range(10, 200):  # seals the file the reader stopped in, and more after it
+        log.append({"id": str(n), "topic": "t", "pad": "x" * 40})
+    assert len(segments(events.path)) > 3
+    resumed, position = events.scan(after=position.sequence, limit=15, topics=frozenset(), position=position)
+    assert [r.event["id"] for r in resumed] == [str(n) for n in range(10, 25)]  # nothing lost or repeated
+    rest, end = events.scan(after=position.sequence, limit=1_000, topics=frozenset(), position=position)
+    assert [r.event["id"] for r in rest] == [str(n) for n in range(25, 200)]
+    assert end.sequence == 200
+
+
+def test_retention_drops_the_oldest_segments_and_keeps_the_numbers(tmp_path: Path) -> None:
+    events = DaemonEvents(tmp_path, segment_bytes=1_000, keep_bytes=3_000)
+    log = EventLog(events.path, segment_bytes=1_000, keep_bytes=3_000)
+    for n in range(300):
+        log.append({"id": str(n), "topic": "t", "pad": "x" * 40})
+    sealed = segments(events.path)
+    assert sum(s.path.stat().st_size for s in sealed) <= 3_000  # older segments were deleted
+    assert sealed[0].first > 1
+    everything, end = events.scan(after=0, limit=1_000, topics=frozenset())
+    assert everything[0].sequence == sealed[0].first  # what is left keeps its numbers
+    assert [r.event["id"] for r in everything] == [str(r.sequence - 1) for r in everything]
+    assert end.sequence == 300
