@@ -171,7 +171,12 @@ class Daemon:
             )
         self._lock = StateDirLock.acquire(s.state_dir)
         self._state = SqliteState.open(s.state_dir)
-        self.events = DaemonEvents(s.state_dir, on_emit=self._count_event)
+        self.events = DaemonEvents(
+            s.state_dir,
+            on_emit=self._count_event,
+            segment_bytes=s.event_log_segment,
+            keep_bytes=s.event_log_keep,
+        )
         self._authenticator = Authenticator(self._state)
         self._reporter = DenialReporter(
             self.events.emit, lambda reason: self.metrics.auth_denials.labels(reason=reason).inc()

@@ -69,6 +69,34 @@ def _bytes_limit(text: str, name: str) -> int:
     return value
 
 
+_UNITS = {"": 1, "B": 1, "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30, "TIB": 1 << 40}
+
+
+def _size(low: int, high: int) -> Callable[[str, str], int]:
+    """A size in bytes, plain or with a binary unit (``64MiB``, ``1 GiB``), within ``low..high``."""
+
+    def parse(text: str, name: str) -> int:
+        number = text.strip().rstrip("BbIiKkMmGgTt ")
+        unit = text.strip()[len(number) :].strip().upper()
+        if unit not in _UNITS or not number.isdigit():
+            raise UsageError(
+                f"{name}: {text!r} is not a size", hint="give bytes, or a number with KiB, MiB, GiB or TiB"
+            )
+        value = int(number) * _UNITS[unit]
+        if not low <= value <= high:
+            raise UsageError(f"{name}: {text} is outside {_human(low)}..{_human(high)}")
+        return value
+
+    return parse
+
+
+def _human(value: int) -> str:
+    for unit in ("TiB", "GiB", "MiB", "KiB"):
+        if value and value % _UNITS[unit.upper()] == 0:
+            return f"{value // _UNITS[unit.upper()]} {unit}"
+    return f"{value} bytes"
+
+
 def _hosts(text: str, name: str) -> tuple[str, ...]:
     hosts = tuple(h.strip() for h in text.split(",") if h.strip())
     bad = [h for h in hosts if "/" in h or " " in h]
@@ -178,6 +206,18 @@ class Settings:
                       "resume: start on the stored active policy version (the config directory only "
                       "when there is none); config: activate the config directory if it is valid",
                       "MODE", _choice("resume", "config")),
+    )  # fmt: skip
+    event_log_segment: int = dataclasses.field(
+        default=64 << 20,
+        metadata=_opt("--event-log-segment", "AIOND_EVENT_LOG_SEGMENT",
+                      "size past which STATE_DIR/events.jsonl is sealed into a numbered segment",
+                      "SIZE", _size(1 << 20, 4 << 30)),
+    )  # fmt: skip
+    event_log_keep: int = dataclasses.field(
+        default=1 << 30,
+        metadata=_opt("--event-log-keep", "AIOND_EVENT_LOG_KEEP",
+                      "sealed event-log segments beyond this size in total are deleted, oldest first "
+                      "(STATE_DIR/audit.jsonl never is)", "SIZE", _size(0, 1 << 40)),
     )  # fmt: skip
     log_format: str = dataclasses.field(
         default="text",

@@ -57,6 +57,9 @@ def test_config_is_required() -> None:
         (["--shutdown-delay", "-1"], {}, "--shutdown-delay: -1.0 is outside 0..3600 seconds"),
         (["--log-level", "loud"], {}, "--log-level: 'loud' is not one of debug, info, warning, error"),
         (["--grpc-max-message-bytes", "12"], {}, "--grpc-max-message-bytes: 12 is outside 1 KiB..256 MiB"),
+        (["--event-log-segment", "64MB"], {}, "--event-log-segment: '64MB' is not a size"),
+        ([], {"AIOND_EVENT_LOG_SEGMENT": "8GiB"}, "AIOND_EVENT_LOG_SEGMENT: 8GiB is outside 1 MiB..4 GiB"),
+        (["--event-log-keep", "-1"], {}, "--event-log-keep: '-1' is not a size"),
     ],
 )
 def test_bad_values_name_where_they_came_from(argv: list[str], env: dict[str, str], message: str) -> None:
@@ -68,3 +71,9 @@ def test_bad_values_name_where_they_came_from(argv: list[str], env: dict[str, st
 def test_state_dir_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
     assert parse(["--config", "/x"]).state_dir == tmp_path / "aiond"
+
+
+def test_event_log_sizes_take_binary_units() -> None:
+    settings = parse(["--config", "/x", "--event-log-segment", "16MiB"], {"AIOND_EVENT_LOG_KEEP": "2 GiB"})
+    assert (settings.event_log_segment, settings.event_log_keep) == (16 << 20, 2 << 30)
+    assert parse(["--config", "/x", "--event-log-keep", "0"]).event_log_keep == 0
