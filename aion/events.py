@@ -22,7 +22,7 @@ import threading
 import time
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aion import schemas
 from aion.errors import InputError
@@ -114,6 +114,12 @@ def audit(
 def encode(event: dict[str, Any]) -> str:
     """An event as one line of the log: compact JSON, UTF-8 kept as it is, then a newline."""
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False) + "\n"
+
+
+class EventSink(Protocol):
+    """Where an event is appended: an :class:`EventLog`, or the daemon's audit writer."""
+
+    def append(self, event: dict[str, Any]) -> None: ...
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -297,6 +303,7 @@ __all__ = [
     "DECISIONS_TOPIC",
     "LIFECYCLE_TOPIC",
     "EventLog",
+    "EventSink",
     "Segment",
     "audit",
     "encode",

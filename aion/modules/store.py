@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from aion.errors import InputError
-from aion.events import EventLog
+from aion.events import EventLog, EventSink
 from aion.oci.model import Digest
 
 LOCK_FILE = "aion.lock"
@@ -84,7 +84,7 @@ def _file_sha256(path: Path) -> str:
 class ModuleStore:
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.events = EventLog(root / "audit.jsonl")
+        self.events: EventSink = EventLog(root / "audit.jsonl")
 
     # -- reading -----------------------------------------------------------------------------------
 

@@ -39,6 +39,7 @@ from aion.modules.store import ModuleStore
 from aion.oci.model import Digest
 from aion.trust.verify import SbomMissing
 from aiond.auth import current_principal
+from aiond.events import AuditWriter
 
 SERVICE_NAME = modules_pb2.DESCRIPTOR.services_by_name["ModuleService"].full_name
 
@@ -81,7 +82,7 @@ class ModuleServicer(modules_pb2_grpc.ModuleServiceServicer):
         self._active_trust = trust
         self._store = ModuleStore(store_dir)
         if events_log is not None:  # the daemon's own log, which `aionctl events tail` reads
-            self._store.events = EventLog(events_log)
+            self._store.events = AuditWriter(events_log.parent, EventLog(events_log))
         self._config_dir = config_dir
         self._plain_http = plain_http
 

@@ -125,6 +125,17 @@ def test_install_list_get_verify_remove_over_grpc(
     assert removed.removed.digest == digest
     assert list(stub.ListModules(modules_pb2.ListModulesRequest(), timeout=10).modules) == []
 
+    # Installs and removals are audited in the daemon's event log and in its audit trail alike.
+    def module_audits(name: str) -> list[tuple[str, str]]:
+        lines = (daemon.state_dir / name).read_text().splitlines()
+        return [
+            (e["action"], e["outcome"]) for e in map(json.loads, lines) if e["action"].startswith("module.")
+        ]
+
+    assert module_audits("audit.jsonl") == module_audits("events.jsonl")
+    assert ("module.install", "success") in module_audits("audit.jsonl")
+    assert ("module.remove", "success") in module_audits("audit.jsonl")
+
 
 REFUSALS = {
     "unsigned": (False, True, grpc.StatusCode.PERMISSION_DENIED, "not signed by a trusted signer"),
