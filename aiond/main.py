@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import os
 import sys
 from collections.abc import Sequence
@@ -83,6 +84,9 @@ def _run(flags: dict[str, str | None]) -> int:
     # 5 ms switch interval the event loop would wait up to 5 ms for the GIL on every call it serves
     # meanwhile. A 0.5 ms interval keeps calls answered promptly during a reload.
     sys.setswitchinterval(SWITCH_INTERVAL)
+    # A crash in native code (grpcio, SQLite) then leaves every thread's Python stack on stderr,
+    # in the daemon's log, instead of nothing.
+    faulthandler.enable()
 
     from aiond.server import Daemon
 

@@ -285,12 +285,16 @@ class Daemon:
         await self._health.close()
         # 4. gRPC: refuse new calls, let in-flight ones finish within the grace period.
         assert self._grpc is not None
-        grace = 0.0 if self._force_stop.is_set() else self.settings.shutdown_grace
-        stopping = asyncio.ensure_future(self._grpc.stop(grace))
+        if self._force_stop.is_set():  # asked twice already: one immediate stop, never two at once
+            log.warning("second stop request: cancelling in-flight calls")
+            await self._grpc.stop(0)
+            return
+        stopping = asyncio.ensure_future(self._grpc.stop(self.settings.shutdown_grace))
         forced = asyncio.ensure_future(self._force_stop.wait())
         try:
             await asyncio.wait({stopping, forced}, return_when=asyncio.FIRST_COMPLETED)
             if not stopping.done():
+                # grpc.aio documents a second stop() with a smaller grace as the way to stop sooner.
                 log.warning("second stop request: cancelling in-flight calls")
                 await self._grpc.stop(0)
             await stopping
