@@ -39,15 +39,14 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from functools import lru_cache
-from typing import Any, TypeAlias
+from typing import Any
 
 import grpc
 
 from aion.errors import UsageError
 from aion.events import audit
+from aiond.interceptors import Handler, WrapOnce, with_behavior
 from aiond.state import StateBackend, TokenRecord
-
-_Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 TOKEN_PREFIX = "aion_"  # noqa: S105 - a format marker, not a secret
 _TOKEN = re.compile(r"^aion_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
@@ -355,50 +354,20 @@ class DenialReporter:
 # -- gRPC -------------------------------------------------------------------------------------------------
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):
+class AuthInterceptor(WrapOnce):
     """Authenticates and authorises every call before its handler runs; sets :data:`current_principal`."""
 
     def __init__(self, authenticator: Authenticator, reporter: DenialReporter, *, mtls: bool) -> None:
+        super().__init__()
         self._auth = authenticator
         self._reporter = reporter
         self._mtls = mtls
-        self._wrapped: dict[str, tuple[_Handler, _Handler]] = {}
-        """The guarded handler of each method, made once: grpc asks the interceptor on every call."""
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> _Handler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        method: str = handler_call_details.method
-        known = self._wrapped.get(method)
-        if known is not None and known[0] is handler:
-            return known[1]
-        wrapped = self._wrap(handler, method)
-        self._wrapped[method] = (handler, wrapped)  # bounded: only served methods get here
-        return wrapped
-
-    def _wrap(self, handler: _Handler, method: str) -> _Handler:
+    def wrap(self, handler: Handler, method: str) -> Handler:
         needed = required_role(method)
         if needed is None:
             return handler
-        for kind, factory in (
-            ("unary_unary", grpc.unary_unary_rpc_method_handler),
-            ("unary_stream", grpc.unary_stream_rpc_method_handler),
-            ("stream_unary", grpc.stream_unary_rpc_method_handler),
-            ("stream_stream", grpc.stream_stream_rpc_method_handler),
-        ):
-            behavior = getattr(handler, kind)
-            if behavior:
-                return factory(
-                    self._guard(behavior, method, needed),
-                    request_deserializer=handler.request_deserializer,
-                    response_serializer=handler.response_serializer,
-                )
-        return handler
+        return with_behavior(handler, lambda behavior: self._guard(behavior, method, needed))
 
     async def _principal(
         self, method: str, needed: Role, context: grpc.aio.ServicerContext[Any, Any]

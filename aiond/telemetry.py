@@ -11,7 +11,7 @@ import asyncio
 import inspect
 import platform
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any, TypeAlias
 
 import grpc
@@ -30,11 +30,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
 from aion import __version__
-
-# grpc's handler types are generic only in their stubs, so these aliases exist for the type checker alone.
-_Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
-_HandlerFactory: TypeAlias = "Callable[..., grpc.RpcMethodHandler[Any, Any]]"
-
+from aiond.interceptors import Handler, WrapOnce, with_behavior
 
 Levels: TypeAlias = "tuple[float, Mapping[str, tuple[int, int]]]"
 """What is reserved now (USD), and tasks (running, waiting) by route."""
@@ -201,17 +197,16 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-class CallTracker(grpc.aio.ServerInterceptor):
+class CallTracker(WrapOnce):
     """Counts in-flight gRPC calls (for the status report) and records each call's duration and code."""
 
     def __init__(self, metrics: Metrics) -> None:
+        super().__init__()
         self._metrics = metrics
         self._in_flight = 0
         metrics.grpc_in_flight.set_function(lambda: self._in_flight)
         self._requests = cached_labels(metrics.grpc_requests)
         self._durations = cached_labels(metrics.grpc_duration)
-        self._wrapped: dict[str, tuple[_Handler, _Handler]] = {}
-        """The tracked handler of each method, made once: grpc asks the interceptor on every call."""
 
     @property
     def in_flight(self) -> int:
@@ -226,34 +221,11 @@ class CallTracker(grpc.aio.ServerInterceptor):
         self._requests(*names, code.name).inc()
         self._durations(*names).observe(time.perf_counter() - started)
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> _Handler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        method: str = handler_call_details.method
-        known = self._wrapped.get(method)
-        if known is not None and known[0] is handler:
-            return known[1]
-        wrapped = self._wrap(handler, method)
-        self._wrapped[method] = (handler, wrapped)  # bounded: only served methods get here
-        return wrapped
-
-    def _wrap(self, handler: _Handler, method: str) -> _Handler:
-        if handler.unary_unary:
-            return self._rewrap(handler, grpc.unary_unary_rpc_method_handler, handler.unary_unary, method)
-        if handler.unary_stream:
-            return self._rewrap(handler, grpc.unary_stream_rpc_method_handler, handler.unary_stream, method)
-        if handler.stream_unary:
-            return self._rewrap(handler, grpc.stream_unary_rpc_method_handler, handler.stream_unary, method)
-        return self._rewrap(handler, grpc.stream_stream_rpc_method_handler, handler.stream_stream, method)
-
-    def _rewrap(self, handler: _Handler, factory: _HandlerFactory, behavior: Any, method: str) -> _Handler:
+    def wrap(self, handler: Handler, method: str) -> Handler:
         service, _, name = method.lstrip("/").rpartition("/")
-        names = (service, name)
+        return with_behavior(handler, lambda behavior: self._track(behavior, (service, name)))
+
+    def _track(self, behavior: Any, names: tuple[str, str]) -> Any:
         # grpc.aio tells response-streaming handlers apart by kind: an async generator yields its
         # responses, a coroutine writes them through context.write(). The wrapper keeps the kind.
         if inspect.isasyncgenfunction(behavior):
@@ -292,11 +264,7 @@ class CallTracker(grpc.aio.ServerInterceptor):
                     self._exit(names, started, code)
 
             wrapped = tracked
-        return factory(
-            wrapped,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return wrapped
 
 
 def _set_code(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode:
