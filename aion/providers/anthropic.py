@@ -26,6 +26,7 @@ from aion.providers.base import (
     Completion,
     Exchange,
     ProviderError,
+    base_url,
     check_api_key,
     count,
     cut_off,
@@ -43,14 +44,7 @@ _CACHE_COUNTERS = ("cache_creation_input_tokens", "cache_read_input_tokens")
 
 
 def endpoint(provider: Provider) -> str:
-    if not provider.base_url:
-        raise ProviderError(
-            f"{provider.name}: no base_url; set providers.{provider.name}.base_url in models.yml",
-            retryable=False,
-            kind="client",
-            provider=provider.name,
-        )
-    base = provider.base_url.rstrip("/")
+    base = base_url(provider)
     return base + ("/messages" if base.endswith("/v1") else "/v1/messages")
 
 

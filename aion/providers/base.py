@@ -43,6 +43,8 @@ import aiohttp
 import certifi
 from aiohttp.http_exceptions import ContentEncodingError
 
+from aion.config.model import Provider
+
 Kind = Literal["connect", "timeout", "rate_limited", "server", "client", "auth", "protocol", "cut_off"]
 KINDS: frozenset[str] = frozenset(
     ("connect", "timeout", "rate_limited", "server", "client", "auth", "protocol", "cut_off")
@@ -344,6 +346,18 @@ class Exchange:
             return json.loads(body)
         except ValueError as exc:
             raise protocol_error(self.provider, "the answer is not valid JSON") from exc
+
+
+def base_url(provider: Provider) -> str:
+    """The provider's ``base_url`` without a trailing slash; a "client" error when it has none."""
+    if not provider.base_url:
+        raise ProviderError(
+            f"{provider.name}: no base_url; set providers.{provider.name}.base_url in models.yml",
+            retryable=False,
+            kind="client",
+            provider=provider.name,
+        )
+    return provider.base_url.rstrip("/")
 
 
 def _timeout(provider: str) -> ProviderError:

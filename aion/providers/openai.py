@@ -29,6 +29,7 @@ from aion.providers.base import (
     Completion,
     Exchange,
     ProviderError,
+    base_url,
     check_api_key,
     count,
     cut_off,
@@ -56,14 +57,7 @@ def is_azure(provider: Provider) -> bool:
 
 
 def endpoint(provider: Provider) -> str:
-    if not provider.base_url:
-        raise ProviderError(
-            f"{provider.name}: no base_url; set providers.{provider.name}.base_url in models.yml",
-            retryable=False,
-            kind="client",
-            provider=provider.name,
-        )
-    return provider.base_url.rstrip("/") + "/chat/completions"
+    return base_url(provider) + "/chat/completions"
 
 
 def headers(provider: Provider, api_key: str | None, *, stream: bool) -> dict[str, str]:
