@@ -183,9 +183,10 @@ class EventLog:
             try:
                 size = os.fstat(fd).st_size
                 if self.segment_bytes is not None and size and size + len(lines) > self.segment_bytes:
-                    fresh = self._seal(fd, size)
+                    self._seal(fd, size)
                     os.close(fd)
-                    fd, size = fresh, 0
+                    fd = self._locked()  # the new file (another writer may have written to it first)
+                    size = os.fstat(fd).st_size
                 if size and os.pread(fd, 1, size - 1) != b"\n":
                     lines = b"\n" + lines  # end a line a crash cut short, so this event stays readable
                 os.write(fd, lines)
@@ -208,8 +209,8 @@ class EventLog:
                 return fd
             os.close(fd)  # sealed while this writer waited for the lock
 
-    def _seal(self, fd: int, size: int) -> int:
-        """Rename the locked file ``fd`` to its segment name; return the new file, open and locked."""
+    def _seal(self, fd: int, size: int) -> None:
+        """Rename the locked file ``fd`` to its segment name and apply the retention."""
         if os.pread(fd, 1, size - 1) != b"\n":
             os.write(fd, b"\n")  # a line a crash cut short ends here, and is counted
         count = _count_lines(fd)
@@ -219,8 +220,6 @@ class EventLog:
         os.fsync(fd)
         name = f"{self.path.stem}-{first:0{_DIGITS}d}-{last:0{_DIGITS}d}{self.path.suffix}"
         self.path.rename(self.path.parent / name)
-        fresh = self._open()
-        fcntl.flock(fresh, fcntl.LOCK_EX)
         sealed = segments(self.path)
         total = sum(_size(s.path) for s in sealed)
         for old in sealed[:-1]:
@@ -231,10 +230,9 @@ class EventLog:
                 old.path.unlink()
         directory = os.open(self.path.parent, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            os.fsync(directory)  # the rename and the new file survive a crash
+            os.fsync(directory)  # the rename survives a crash
         finally:
             os.close(directory)
-        return fresh
 
     def _open(self) -> int:
         flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
