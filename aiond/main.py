@@ -4,7 +4,7 @@ Exit codes follow aion.exitcodes: 0 after a clean stop, 1 when the config set ha
 no stored version to run instead, 2 for bad settings, 3 for unreadable inputs (config or state
 directory), 6 when a listen address or the state directory is already taken.
 
-``aiond token ...`` manages API credentials offline (:mod:`aiond.tokens`).
+``aiond token ...`` manages API credentials offline (:mod:`aiond.security.tokens`).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _token(argv: list[str]) -> int:
-    from aiond import tokens
+    from aiond.security import tokens
 
     try:
         return tokens.run(argv)
@@ -88,7 +88,7 @@ def _run(flags: dict[str, str | None]) -> int:
     # in the daemon's log, instead of nothing.
     faulthandler.enable()
 
-    from aiond.server import Daemon
+    from aiond.serving.server import Daemon
 
     async def serve() -> None:
         await Daemon(loaded).serve()

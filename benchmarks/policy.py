@@ -251,7 +251,7 @@ Reload target <= {TARGET_RELOAD_MS:.0f} ms: **{verdict_reload}**.
 Stall: `AdminService.GetStatus` back to back for {args.window:g} s in each of three windows: no reload; no
 reload but one unrelated busy process beside aiond; and while {reload_count} reloads ran back to back from
 another process (tasks do not exist yet; GetStatus stands in for them). Validation runs in a worker
-process (`aiond/validation.py`), so a reload keeps one of the 2 cores busy.
+process (`aiond/policy/validation.py`), so a reload keeps one of the 2 cores busy.
 
 | | calls | p50 | p99 |
 |---|---|---|---|

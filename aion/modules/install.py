@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from aion.config.model import Trust
+from aion.envelopes import audit, local_principal
 from aion.errors import ConflictError, Error, FindingsError, InputError, VerificationError
-from aion.events import audit, local_principal
 from aion.modules import package as pkg
 from aion.modules.store import ModuleStore, blob_problems, tree_digest
 from aion.modules.unpack import UnpackLimits, unpack

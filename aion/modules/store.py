@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from aion.errors import InputError
-from aion.events import EventLog, EventSink
+from aion.eventlog import EventLog, EventSink
 from aion.oci.model import Digest
 
 LOCK_FILE = "aion.lock"

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from aion.api.v1 import admin_pb2, events_pb2, modules_pb2, policies_pb2, router_pb2, tasks_pb2
-from aiond.auth import METHOD_ROLES, Role
+from aiond.security.auth import METHOD_ROLES, Role
 from tests.integration.supply import conforms
 from tests.rig.certs import Authority, Pair
 from tests.rig.daemon import Aiond, aionctl, clean_env, program

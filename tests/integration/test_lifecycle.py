@@ -14,10 +14,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aion.addresses import HostPort
 from aion.errors import ConflictError, InputError
-from aiond.auth import Role, mint
-from aiond.server import Daemon, Phase, ServiceBinding
+from aiond.security.auth import Role, mint
+from aiond.serving.server import Daemon, Phase, ServiceBinding
 from aiond.settings import Settings
-from aiond.state import SqliteState
+from aiond.state.sqlite import SqliteState
 from tests.rig.daemon import EXAMPLES
 
 SLOW_METHOD = "/aion.test.Slow/Wait"

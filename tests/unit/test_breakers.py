@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aion.config.model import Breakers
 from aion.routing import BreakerState
-from aiond.breakers import BreakerBoard, Override
+from aiond.execution.breakers import BreakerBoard, Override
 
 SETTINGS = Breakers(failure_ratio=0.5, window=4, min_requests=4, cooldown_ms=10_000, half_open_probes=1)
 

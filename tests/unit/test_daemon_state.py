@@ -21,8 +21,11 @@ from hypothesis import strategies as st
 from aion.config.validate import collect, validate_directory
 from aion.config.yamlload import Limits
 from aion.errors import ConflictError, InputError, UsageError
-from aion.events import EventLog, segments
-from aiond.auth import (
+from aion.eventlog import EventLog, segments
+from aiond.events.journal import MAX_LINE, DaemonEvents
+from aiond.policy.store import NothingToRollBack, PolicyStore, Target, check_upload
+from aiond.policy.validation import _Pickler
+from aiond.security.auth import (
     METHOD_ROLES,
     Authenticator,
     Denied,
@@ -32,10 +35,8 @@ from aiond.auth import (
     mint,
     required_role,
 )
-from aiond.events import MAX_LINE, DaemonEvents
-from aiond.policy_store import NothingToRollBack, PolicyStore, Target, check_upload
-from aiond.state import SqliteState, StaleActiveVersion
-from aiond.validation import _Pickler
+from aiond.state.backend import StaleActiveVersion
+from aiond.state.sqlite import SqliteState
 from tests.rig.certs import Authority
 from tests.rig.daemon import EXAMPLES
 

@@ -16,14 +16,14 @@ from aion.api.v1 import tasks_pb2
 from aion.config.model import Route
 from aion.config.validate import validate_directory
 from aion.routing import Decision, LiveState, Request, compile_table
-from aiond.admission import Admission, Saturated
-from aiond.breakers import BreakerBoard
-from aiond.budget import BudgetLedger
-from aiond.controls import Controls
-from aiond.executor import RETRY_FLOOR, Executor, RetryBudget, Submission
-from aiond.policy_store import PolicyStore
-from aiond.state import SqliteState
-from aiond.tasks import Finished, Status, TaskRecord, TaskStore
+from aiond.execution.admission import Admission, Saturated
+from aiond.execution.breakers import BreakerBoard
+from aiond.execution.budget import BudgetLedger
+from aiond.execution.controls import Controls
+from aiond.execution.executor import RETRY_FLOOR, Executor, RetryBudget, Submission
+from aiond.execution.taskstore import Finished, Status, TaskRecord, TaskStore
+from aiond.policy.store import PolicyStore
+from aiond.state.sqlite import SqliteState
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -204,7 +204,7 @@ def test_the_retry_budget_allows_a_floor_then_a_ratio_of_calls() -> None:
 
 
 def test_utc_day_is_the_calendar_day_in_utc() -> None:
-    from aiond.budget import utc_day
+    from aiond.execution.budget import utc_day
 
     assert utc_day(dt.datetime(2026, 11, 26, 23, 59, tzinfo=dt.UTC)) == "2026-11-26"
 

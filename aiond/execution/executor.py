@@ -43,18 +43,18 @@ import aiohttp
 
 from aion.config.model import ConfigSnapshot, Locality, ModelInfo, Provider, Route
 from aion.errors import InputError
-from aion.events import ulid
+from aion.ids import ulid
 from aion.providers import Completion, ProviderError, complete, new_session
 from aion.providers.secrets import FileSecrets
 from aion.routing import Decision, Refusal, Request, Target
 from aion.routing.engine import Step, TargetKind
-from aiond.admission import Admission, Saturated, Ticket
-from aiond.budget import BudgetLedger
-from aiond.controls import Controls
-from aiond.policy_store import ActiveConfig, PolicyStore
-from aiond.tasks import Attempt, Status, Stored, TaskError, TaskRecord, TaskStore
+from aiond.execution.admission import Admission, Saturated, Ticket
+from aiond.execution.budget import BudgetLedger
+from aiond.execution.controls import Controls
+from aiond.execution.taskstore import Attempt, Status, Stored, TaskError, TaskRecord, TaskStore
+from aiond.policy.store import ActiveConfig, PolicyStore
 
-log = logging.getLogger("aiond.executor")
+log = logging.getLogger("aiond.execution.executor")
 
 DEADLINE_FACTOR = 6
 """A task that nobody waits for gets this many times its route's p95 target."""

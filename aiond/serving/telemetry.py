@@ -30,7 +30,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
 from aion import __version__
-from aiond.interceptors import Handler, WrapOnce, with_behavior
+from aiond.serving.interceptors import Handler, WrapOnce, with_behavior
 
 Levels: TypeAlias = "tuple[float, Mapping[str, tuple[int, int]]]"
 """What is reserved now (USD), and tasks (running, waiting) by route."""

@@ -33,13 +33,13 @@ from aion.errors import (
     UsageError,
     VerificationError,
 )
-from aion.events import EventLog
+from aion.eventlog import EventLog
 from aion.modules.install import InstallOptions, install, load_trust, remove, verify_installed
 from aion.modules.store import ModuleStore
 from aion.oci.model import Digest
 from aion.trust.verify import SbomMissing
-from aiond.auth import current_principal
-from aiond.events import AuditWriter
+from aiond.events.journal import AuditWriter
+from aiond.security.auth import current_principal
 
 SERVICE_NAME = modules_pb2.DESCRIPTOR.services_by_name["ModuleService"].full_name
 

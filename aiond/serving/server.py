@@ -53,24 +53,26 @@ from aion import __version__
 from aion.addresses import HostPort
 from aion.api.v1 import policies_pb2
 from aion.config.model import Route, Trust
+from aion.envelopes import DECISIONS_TOPIC, LIFECYCLE_TOPIC, event, usd
 from aion.errors import ConflictError, Error, InputError
-from aion.events import DECISIONS_TOPIC, LIFECYCLE_TOPIC, event, usd
 from aion.routing import BreakerState, LiveState
-from aiond import http
-from aiond.admission import Admission
-from aiond.auth import Authenticator, AuthInterceptor, DenialReporter, Principal
-from aiond.breakers import Breaker, BreakerBoard
-from aiond.budget import BudgetLedger
-from aiond.controls import Controls
-from aiond.events import DaemonEvents
-from aiond.executor import Executor
-from aiond.policy_store import ActivationRefused, ActiveConfig, PolicyStore
-from aiond.services import admin, events, health, modules, policies, router, tasks, unimplemented
+from aiond.events.journal import DaemonEvents
+from aiond.execution.admission import Admission
+from aiond.execution.breakers import Breaker, BreakerBoard
+from aiond.execution.budget import BudgetLedger
+from aiond.execution.controls import Controls
+from aiond.execution.executor import Executor
+from aiond.execution.taskstore import TaskRecord
+from aiond.policy.store import ActivationRefused, ActiveConfig, PolicyStore
+from aiond.policy.validation import Validator
+from aiond.security.auth import Authenticator, AuthInterceptor, DenialReporter, Principal
+from aiond.serving import http
+from aiond.serving.services import admin, event_tail, health, modules, policies, router, tasks, unimplemented
+from aiond.serving.telemetry import CallTracker, Levels, Metrics
 from aiond.settings import Settings
-from aiond.state import SqliteState, StaleActiveVersion, StateDirLock
-from aiond.tasks import TaskRecord
-from aiond.telemetry import CallTracker, Levels, Metrics
-from aiond.validation import Validator
+from aiond.state.backend import StaleActiveVersion
+from aiond.state.lock import StateDirLock
+from aiond.state.sqlite import SqliteState
 
 log = logging.getLogger("aiond")
 
@@ -338,7 +340,7 @@ class Daemon:
         names.append(router.add_to_server(server, self.policies, self.live_state))
         assert self.executor is not None
         names.append(tasks.add_to_server(server, self.executor))
-        names.append(events.add_to_server(server, self.events))
+        names.append(event_tail.add_to_server(server, self.events))
         names.extend(unimplemented.add_to_server(server, service) for service in _NOT_YET_SERVED)
         names.extend(binding.register(server) for binding in self._extra_services)
         names.append(reflection.SERVICE_NAME)

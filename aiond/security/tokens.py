@@ -17,12 +17,13 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from aion.envelopes import audit, local_principal
 from aion.errors import InputError, UsageError
-from aion.events import audit, local_principal
-from aiond.auth import Role, mint
-from aiond.events import AuditWriter
+from aiond.events.journal import AuditWriter
+from aiond.security.auth import Role, mint
 from aiond.settings import default_state_dir, parse_path
-from aiond.state import DB_NAME, SqliteState, TokenRecord
+from aiond.state.backend import TokenRecord
+from aiond.state.sqlite import DB_NAME, SqliteState
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -34,11 +34,11 @@ from aion.config.findings import Finding, Severity
 from aion.config.model import ConfigSnapshot
 from aion.config.validate import Report, Source, collect
 from aion.config.yamlload import Limits
+from aion.envelopes import audit
 from aion.errors import ConflictError, Error, FindingsError, InputError, UsageError
-from aion.events import audit
 from aion.routing import RoutingTable, compile_table
-from aiond.state import StaleActiveVersion, StateBackend, StoredVersion
-from aiond.validation import Validator
+from aiond.policy.validation import Validator
+from aiond.state.backend import StaleActiveVersion, StateBackend, StoredVersion
 
 log = logging.getLogger("aiond.policy")
 

@@ -15,9 +15,9 @@ import logging
 import time
 from collections.abc import Callable
 
-from aiond.state import StateBackend
+from aiond.state.backend import StateBackend
 
-log = logging.getLogger("aiond.budget")
+log = logging.getLogger("aiond.execution.budget")
 
 
 _day: list[tuple[int, str]] = [(-1, "")]

@@ -16,11 +16,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aion.config.model import ConfigSnapshot, Privacy
+from aion.envelopes import audit
 from aion.errors import ConflictError, InputError
-from aion.events import audit
 from aion.routing import LiveState
-from aiond.breakers import Breaker, BreakerBoard, Override
-from aiond.state import IntentMode, StateBackend
+from aiond.execution.breakers import Breaker, BreakerBoard, Override
+from aiond.state.backend import IntentMode, StateBackend
 
 _STRICTNESS = {Privacy.ALLOW_API: 0, Privacy.HYBRID: 1, Privacy.LOCAL_ONLY: 2}
 

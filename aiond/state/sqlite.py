@@ -1,206 +1,23 @@
-"""The daemon's durable state: the state directory, and the backend that stores policy versions and
-API tokens.
-
-The state directory is created private and held by one aiond at a time: two daemons writing one
-directory would corrupt it, so it is guarded by an exclusive ``flock`` on ``aiond.lock`` for the life
-of the process (the kernel releases it even on SIGKILL).
-
-Everything else goes through :class:`StateBackend`, one interface with one implementation per store:
-:class:`SqliteState` is the embedded default (``STATE_DIR/state.db``); a PostgreSQL backend shared by
-replicas implements the same methods. Every change is one transaction, so a crash at any moment
-leaves either the state before the change or the state after it.
-"""
+"""The embedded state backend: one SQLite database (``STATE_DIR/state.db``) in WAL mode."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import errno
-import fcntl
 import hashlib
 import json
-import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from aion.errors import ConflictError, InputError
+from aiond.state.backend import Activation, IntentMode, StaleActiveVersion, StoredVersion, TokenRecord
 
-LOCK_NAME = "aiond.lock"
 DB_NAME = "state.db"
 SCHEMA_VERSION = 3
-
-
-class StateDirLock:
-    """An exclusive hold on a state directory. Use :meth:`acquire`, then :meth:`release` on shutdown."""
-
-    def __init__(self, path: Path, fd: int) -> None:
-        self.path = path
-        self._fd: int | None = fd
-
-    @classmethod
-    def acquire(cls, path: Path) -> StateDirLock:
-        try:
-            path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        except OSError as exc:
-            raise InputError(
-                f"cannot create state directory {path}: {exc.strerror}",
-                hint="choose a writable directory with --state-dir",
-            ) from exc
-        if not path.is_dir():
-            raise InputError(f"state directory {path} exists but is not a directory")
-        lock_path = path / LOCK_NAME
-        try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            raise InputError(
-                f"cannot open {lock_path}: {exc.strerror}",
-                hint="choose a writable directory with --state-dir",
-            ) from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno in (errno.EAGAIN, errno.EACCES):
-                holder = _read_pid(lock_path)
-                who = f" (pid {holder})" if holder else ""
-                raise ConflictError(
-                    f"state directory {path} is in use by another aiond{who}",
-                    hint="stop that daemon, or give this one its own --state-dir",
-                ) from exc
-            raise InputError(f"cannot lock {lock_path}: {exc.strerror}") from exc
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        return cls(path, fd)
-
-    def release(self) -> None:
-        if self._fd is None:
-            return
-        os.close(self._fd)  # closing the descriptor drops the flock
-        self._fd = None
-
-
-def _read_pid(lock_path: Path) -> int | None:
-    try:
-        text = lock_path.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError):
-        return None
-    return int(text) if text.isdigit() else None
-
-
-# -- the state backend ------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class StoredVersion:
-    """One immutable policy version as stored."""
-
-    number: int
-    tag: str
-    author: str
-    created_at: dt.datetime
-    source: str
-    """How it arrived: apply, reload, sighup, http, startup or rollback."""
-    description: str
-    """Free text from the client (for example a git commit), or what a rollback went back to."""
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Activation:
-    """One entry of the activation log: which version became active when."""
-
-    sequence: int
-    number: int
-    at: dt.datetime
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class TokenRecord:
-    """An API credential. ``secret_sha256`` is empty for a certificate-identity grant, whose ``identity``
-    is matched against the client certificate instead of a secret."""
-
-    id: str
-    name: str
-    role: str
-    secret_sha256: str
-    created_at: dt.datetime
-    created_by: str
-    expires_at: dt.datetime | None = None
-    revoked_at: dt.datetime | None = None
-    identity: str = ""
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class IntentMode:
-    """A runtime privacy switch of one intent (the runbook's incident lever)."""
-
-    intent: str
-    mode: str
-    """local-only, allow-api or hybrid."""
-    set_by: str
-    set_at: dt.datetime
-    reason: str
-
-
-class StaleActiveVersion(ConflictError):
-    """The active version is not the one the caller expected (optimistic concurrency)."""
-
-
-class StateBackend(Protocol):
-    """What aiond keeps durably. Every method that changes something is one transaction."""
-
-    # policy versions
-    def add_version(
-        self,
-        files: Sequence[tuple[str, bytes]],
-        *,
-        tag: str,
-        author: str,
-        source: str,
-        description: str,
-        expected_active_tag: str | None = None,
-    ) -> StoredVersion:
-        """Store a new version and make it active, atomically. Raises :class:`StaleActiveVersion` when
-        ``expected_active_tag`` is given and is not the active version's tag."""
-        ...
-
-    def versions(self, *, limit: int, before: int | None = None) -> list[StoredVersion]: ...
-    def version(self, number: int) -> StoredVersion | None: ...
-    def versions_with_tag_prefix(self, prefix: str) -> list[StoredVersion]: ...
-    def files(self, number: int) -> list[tuple[str, bytes]]: ...
-    def active(self) -> tuple[StoredVersion, dt.datetime] | None: ...
-    def activations(self, *, limit: int) -> list[Activation]: ...
-    def record_error(self, error: dict[str, Any]) -> None: ...
-
-    # spending
-    def spent(self, day: str) -> int:
-        """Nano-dollars settled on ``day`` (YYYY-MM-DD, UTC)."""
-        ...
-
-    def add_spend(self, spends: Mapping[str, int]) -> None:
-        """Add nano-dollars to each day's spend (YYYY-MM-DD, UTC), in one transaction."""
-        ...
-
-    # runtime intent modes
-    def intent_modes(self) -> list[IntentMode]: ...
-    def set_intent_mode(self, mode: IntentMode | None, intent: str) -> None:
-        """Store ``mode`` for ``intent``; None removes it (back to what the policy says)."""
-        ...
-
-    def last_error(self) -> dict[str, Any] | None: ...
-
-    # credentials
-    def add_token(self, record: TokenRecord) -> None: ...
-    def token(self, token_id: str) -> TokenRecord | None: ...
-    def token_for_identity(self, identity: str) -> TokenRecord | None: ...
-    def tokens(self, *, include_revoked: bool = False) -> list[TokenRecord]: ...
-    def revoke_token(self, name_or_id: str, at: dt.datetime) -> TokenRecord: ...
-
-    def close(self) -> None: ...
-
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -590,14 +407,4 @@ class SqliteState:
             self._db.close()
 
 
-__all__ = [
-    "DB_NAME",
-    "Activation",
-    "IntentMode",
-    "SqliteState",
-    "StaleActiveVersion",
-    "StateBackend",
-    "StateDirLock",
-    "StoredVersion",
-    "TokenRecord",
-]
+__all__ = ["DB_NAME", "SCHEMA_VERSION", "SqliteState"]

@@ -1,4 +1,4 @@
-"""PolicyService: apply, reload, roll back and read policy versions, on top of :mod:`aiond.policy_store`.
+"""PolicyService: apply, reload, roll back and read policy versions, on top of :mod:`aiond.policy.store`.
 
 Status codes: a config set with errors is INVALID_ARGUMENT, with its findings in the binary trailer
 ``aion-activation-bin`` (the serialized response message, since a failed call has no response body);
@@ -20,8 +20,7 @@ from google.protobuf.message import Message
 from aion.api.v1 import common_pb2, policies_pb2, policies_pb2_grpc
 from aion.config.findings import Finding, Severity
 from aion.errors import ConflictError, Error, UsageError
-from aiond.auth import current_principal
-from aiond.policy_store import (
+from aiond.policy.store import (
     HISTORY_PAGE_MAX,
     ActivationRefused,
     NothingToRollBack,
@@ -31,7 +30,8 @@ from aiond.policy_store import (
     Target,
     VersionNotFound,
 )
-from aiond.state import StaleActiveVersion, StoredVersion
+from aiond.security.auth import current_principal
+from aiond.state.backend import StaleActiveVersion, StoredVersion
 
 _R = TypeVar("_R", policies_pb2.ApplyPolicyResponse, policies_pb2.ReloadPolicyResponse)
 

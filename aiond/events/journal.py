@@ -3,7 +3,7 @@ lifecycle with the router. It is what a daemon without Kafka keeps, and what ``a
 reads through EventService.TailEvents.
 
 An event's sequence number is its line number in the log (from 1), so it is stable across restarts
-and readers can resume after the last one they saw. Appends go through :class:`aion.events.EventLog`
+and readers can resume after the last one they saw. Appends go through :class:`aion.eventlog.EventLog`
 (exclusive lock, fsync), in a worker thread so the event loop never waits on the disk. Followers are
 woken on every append, and also poll, because other processes may append too.
 
@@ -24,7 +24,8 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from aion.events import AUDIT_TOPIC, EventLog, Segment, encode, segments
+from aion.envelopes import AUDIT_TOPIC
+from aion.eventlog import EventLog, Segment, encode, segments
 
 LOG_NAME = "events.jsonl"
 AUDIT_NAME = "audit.jsonl"

@@ -1,4 +1,4 @@
-"""TaskService: submit, read, watch and cancel tasks (the executor does the work, :mod:`aiond.executor`).
+"""TaskService: submit, read, watch and cancel tasks (the work is done by :mod:`aiond.execution.executor`).
 
 Status codes: a task the hard rules or the budget refuse is FAILED_PRECONDITION ("CODE: message"); a
 saturated route is RESOURCE_EXHAUSTED with the suggested wait in the ``retry-after-ms`` trailer (and in
@@ -18,8 +18,8 @@ from google.protobuf import json_format
 
 from aion.api.v1 import common_pb2, tasks_pb2, tasks_pb2_grpc
 from aion.config.model import Route
-from aiond.executor import Executor, Refused, Saturated, Submission
-from aiond.tasks import Stored
+from aiond.execution.executor import Executor, Refused, Saturated, Submission
+from aiond.execution.taskstore import Stored
 
 SERVICE_NAME = tasks_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name
 MAX_LABELS = 32

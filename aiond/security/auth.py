@@ -43,10 +43,10 @@ from typing import Any
 
 import grpc
 
+from aion.envelopes import audit
 from aion.errors import UsageError
-from aion.events import audit
-from aiond.interceptors import Handler, WrapOnce, with_behavior
-from aiond.state import StateBackend, TokenRecord
+from aiond.serving.interceptors import Handler, WrapOnce, with_behavior
+from aiond.state.backend import StateBackend, TokenRecord
 
 TOKEN_PREFIX = "aion_"  # noqa: S105 - a format marker, not a secret
 _TOKEN = re.compile(r"^aion_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")

@@ -23,7 +23,7 @@ from aiohttp import web
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from aiond.auth import (
+from aiond.security.auth import (
     HTTP_ROLES,
     Authenticator,
     DenialReporter,
@@ -34,7 +34,7 @@ from aiond.auth import (
     bearer,
     identity_of,
 )
-from aiond.telemetry import Metrics
+from aiond.serving.telemetry import Metrics
 
 API_VERSION = "aion/v1"
 

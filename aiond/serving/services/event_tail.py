@@ -11,8 +11,8 @@ from typing import Any
 import grpc
 
 from aion.api.v1 import events_pb2, events_pb2_grpc
-from aiond.events import DaemonEvents, Recorded
-from aiond.services.policies import timestamp
+from aiond.events.journal import DaemonEvents, Recorded
+from aiond.serving.services.policies import timestamp
 
 SERVICE_NAME = events_pb2.DESCRIPTOR.services_by_name["EventService"].full_name
 DEFAULT_LIMIT = 100

@@ -1,5 +1,5 @@
 """AdminService: daemon status, and the incident levers: circuit breakers and runtime intent modes
-(forced and switched by operators, audited; see :mod:`aiond.controls`)."""
+(forced and switched by operators, audited; see :mod:`aiond.execution.controls`)."""
 
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ from aion.api.v1 import admin_pb2, admin_pb2_grpc
 from aion.config.model import Privacy
 from aion.errors import ConflictError, Error, InputError, UsageError
 from aion.routing import BreakerState
-from aiond.auth import current_principal
-from aiond.breakers import Breaker, Override
-from aiond.controls import Controls
-from aiond.policy_store import ActiveConfig, PolicyStore
-from aiond.state import IntentMode
+from aiond.execution.breakers import Breaker, Override
+from aiond.execution.controls import Controls
+from aiond.policy.store import ActiveConfig, PolicyStore
+from aiond.security.auth import current_principal
+from aiond.state.backend import IntentMode
 
 SERVICE_NAME = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
 

@@ -12,7 +12,7 @@ import grpc
 from aion.api.v1 import router_pb2, router_pb2_grpc
 from aion.routing import LiveState
 from aion.routing.wire import explanation, request_from
-from aiond.policy_store import PolicyStore
+from aiond.policy.store import PolicyStore
 
 SERVICE_NAME = router_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name
 

@@ -1,114 +1,22 @@
-"""Event envelopes (audit events now; decisions and task lifecycle with the router), validated against
-their schemas under ``schemas/events/``, and the append-only local event log (JSON lines).
+"""The append-only local event log: one JSON object per line, appended under an exclusive lock and
+flushed to disk, so concurrent writers never interleave and a crash loses at most the line being
+written; sealed into numbered segments as it grows.
 
-The local log is what a daemon without Kafka keeps, and what aionctl writes for local actions: one
-JSON object per line, appended under an exclusive lock and flushed to disk, so concurrent writers
-never interleave and a crash loses at most the line being written.
+It is what a daemon without Kafka keeps, and what aionctl writes for local actions (the module
+store's audit trail).
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import dataclasses
-import datetime as dt
 import fcntl
-import getpass
 import json
 import os
-import secrets
-import socket
-import threading
-import time
-from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
 
-from aion import schemas
 from aion.errors import InputError
-
-AUDIT_TOPIC = "aion.audit.activity"
-_B32_TO_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", b"0123456789ABCDEFGHJKMNPQRSTVWXYZ")
-
-
-class _Ulids:
-    """ULIDs (48 bits of milliseconds, then 80 random bits, in Crockford base32, so ids sort by time),
-    in the spec's monotonic mode: within one millisecond the random part counts up from a fresh random
-    start, so ids made in the same millisecond still sort in order and only the first of them costs a
-    read of the system's randomness. Encoded with :func:`base64.b32encode` and a translation rather
-    than a Python loop over 26 characters: the daemon makes a few of these per task."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._millis = -1
-        self._random = 0
-        os.register_at_fork(after_in_child=self._reset)
-
-    def _reset(self) -> None:
-        self._millis = -1  # a forked child must not continue its parent's sequence
-
-    def __call__(self) -> str:
-        millis = time.time_ns() // 1_000_000
-        with self._lock:
-            if millis > self._millis:
-                self._millis, self._random = millis, secrets.randbits(80)
-            else:  # the same millisecond (or the clock stepped back): count up after the last id
-                millis = self._millis
-                self._random = (self._random + 1) & ((1 << 80) - 1)
-            value = (millis << 80) | self._random
-        # 26 characters of 5 bits hold the 128-bit value with 2 leading zero bits: shifted into the top
-        # of 160 bits, they are the first 26 characters of its 32-character base32 encoding.
-        return base64.b32encode((value << 30).to_bytes(20, "big"))[:26].translate(_B32_TO_CROCKFORD).decode()
-
-
-ulid = _Ulids()
-
-
-def local_principal() -> str:
-    """Who runs a local command: user@host."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = str(os.getuid())
-    return f"{user}@{socket.gethostname()}"
-
-
-@cache
-def _audit_validator() -> Any:
-    import jsonschema_rs
-
-    return jsonschema_rs.validator_for(schemas.load("events/audit"))
-
-
-def audit(
-    *,
-    principal: str,
-    action: str,
-    target: str,
-    outcome: str,
-    before: str | None = None,
-    after: str | None = None,
-    reason: str | None = None,
-    details: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """An audit event, checked against its schema (a malformed event is a bug, so it raises)."""
-    event: dict[str, Any] = {
-        "id": ulid(),
-        "topic": AUDIT_TOPIC,
-        "time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        "principal": principal,
-        "action": action,
-        "target": target,
-        "before": before,
-        "after": after,
-        "outcome": outcome,
-        "reason": reason,
-        "details": details or {},
-    }
-    errors = [e.message for e in _audit_validator().iter_errors(event)]
-    if errors:
-        raise ValueError(f"malformed audit event: {'; '.join(errors)}")
-    return event
 
 
 def encode(event: dict[str, Any]) -> str:
@@ -266,48 +174,4 @@ def _size(path: Path) -> int:
         return 0
 
 
-DECISIONS_TOPIC = "aion.router.decisions"
-LIFECYCLE_TOPIC = "aion.tasks.lifecycle"
-
-
-_second: list[tuple[int, str]] = [(-1, "")]
-
-
-def _now() -> str:
-    """The time now, as RFC 3339 UTC with milliseconds (``2026-11-26T22:51:12.345Z``). The part up to
-    the second is formatted once per second: task events ask for this several times a millisecond."""
-    millis = time.time_ns() // 1_000_000
-    seconds, fraction = divmod(millis, 1000)
-    known, text = _second[0]
-    if known != seconds:
-        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-        _second[0] = (seconds, text)
-    return f"{text}.{fraction:03d}Z"
-
-
-def usd(nano: int) -> str:
-    """Nano-dollars as an exact decimal string of dollars."""
-    return f"{nano // 1_000_000_000}.{nano % 1_000_000_000:09d}"
-
-
-def event(topic: str, **fields: Any) -> dict[str, Any]:
-    """A task event (decision or lifecycle) with id, topic and time. Not validated here: these are
-    made per task on the hot path, and tests check them against schemas/events/."""
-    return {"id": ulid(), "topic": topic, "time": _now(), **fields}
-
-
-__all__ = [
-    "AUDIT_TOPIC",
-    "DECISIONS_TOPIC",
-    "LIFECYCLE_TOPIC",
-    "EventLog",
-    "EventSink",
-    "Segment",
-    "audit",
-    "encode",
-    "event",
-    "local_principal",
-    "segments",
-    "ulid",
-    "usd",
-]
+__all__ = ["EventLog", "EventSink", "Segment", "encode", "segments"]

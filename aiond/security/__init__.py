@@ -1,0 +1,1 @@
+"""Security: API tokens, roles, client-certificate identities, and the checks that enforce them."""

@@ -1,0 +1,124 @@
+"""What aiond keeps durably, as one interface (:class:`StateBackend`) and the records it stores:
+policy versions, activations, API credentials, runtime intent modes and daily spend. Every method
+that changes something is one transaction, so a crash at any moment leaves either the state before
+the change or the state after it. :mod:`aiond.state.sqlite` is the implementation."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from aion.errors import ConflictError
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StoredVersion:
+    """One immutable policy version as stored."""
+
+    number: int
+    tag: str
+    author: str
+    created_at: dt.datetime
+    source: str
+    """How it arrived: apply, reload, sighup, http, startup or rollback."""
+    description: str
+    """Free text from the client (for example a git commit), or what a rollback went back to."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Activation:
+    """One entry of the activation log: which version became active when."""
+
+    sequence: int
+    number: int
+    at: dt.datetime
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TokenRecord:
+    """An API credential. ``secret_sha256`` is empty for a certificate-identity grant, whose ``identity``
+    is matched against the client certificate instead of a secret."""
+
+    id: str
+    name: str
+    role: str
+    secret_sha256: str
+    created_at: dt.datetime
+    created_by: str
+    expires_at: dt.datetime | None = None
+    revoked_at: dt.datetime | None = None
+    identity: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class IntentMode:
+    """A runtime privacy switch of one intent (the runbook's incident lever)."""
+
+    intent: str
+    mode: str
+    """local-only, allow-api or hybrid."""
+    set_by: str
+    set_at: dt.datetime
+    reason: str
+
+
+class StaleActiveVersion(ConflictError):
+    """The active version is not the one the caller expected (optimistic concurrency)."""
+
+
+class StateBackend(Protocol):
+    """What aiond keeps durably. Every method that changes something is one transaction."""
+
+    # policy versions
+    def add_version(
+        self,
+        files: Sequence[tuple[str, bytes]],
+        *,
+        tag: str,
+        author: str,
+        source: str,
+        description: str,
+        expected_active_tag: str | None = None,
+    ) -> StoredVersion:
+        """Store a new version and make it active, atomically. Raises :class:`StaleActiveVersion` when
+        ``expected_active_tag`` is given and is not the active version's tag."""
+        ...
+
+    def versions(self, *, limit: int, before: int | None = None) -> list[StoredVersion]: ...
+    def version(self, number: int) -> StoredVersion | None: ...
+    def versions_with_tag_prefix(self, prefix: str) -> list[StoredVersion]: ...
+    def files(self, number: int) -> list[tuple[str, bytes]]: ...
+    def active(self) -> tuple[StoredVersion, dt.datetime] | None: ...
+    def activations(self, *, limit: int) -> list[Activation]: ...
+    def record_error(self, error: dict[str, Any]) -> None: ...
+
+    # spending
+    def spent(self, day: str) -> int:
+        """Nano-dollars settled on ``day`` (YYYY-MM-DD, UTC)."""
+        ...
+
+    def add_spend(self, spends: Mapping[str, int]) -> None:
+        """Add nano-dollars to each day's spend (YYYY-MM-DD, UTC), in one transaction."""
+        ...
+
+    # runtime intent modes
+    def intent_modes(self) -> list[IntentMode]: ...
+    def set_intent_mode(self, mode: IntentMode | None, intent: str) -> None:
+        """Store ``mode`` for ``intent``; None removes it (back to what the policy says)."""
+        ...
+
+    def last_error(self) -> dict[str, Any] | None: ...
+
+    # credentials
+    def add_token(self, record: TokenRecord) -> None: ...
+    def token(self, token_id: str) -> TokenRecord | None: ...
+    def token_for_identity(self, identity: str) -> TokenRecord | None: ...
+    def tokens(self, *, include_revoked: bool = False) -> list[TokenRecord]: ...
+    def revoke_token(self, name_or_id: str, at: dt.datetime) -> TokenRecord: ...
+
+    def close(self) -> None: ...
+
+
+__all__ = ["Activation", "IntentMode", "StaleActiveVersion", "StateBackend", "StoredVersion", "TokenRecord"]
