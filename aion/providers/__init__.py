@@ -53,7 +53,7 @@ async def complete(
         call = openai.complete
     else:  # pragma: no cover - a new ApiStyle without a client
         raise ProviderError(
-            f"{provider.name}: no client for API style {provider.api}",
+            f"no client for API style {provider.api}",
             retryable=False,
             kind="client",
             provider=provider.name,

@@ -25,6 +25,7 @@ from aion.config.model import Provider
 from aion.providers.base import (
     Completion,
     Exchange,
+    Kind,
     ProviderError,
     base_url,
     check_api_key,
@@ -41,6 +42,18 @@ from aion.providers.base import (
 
 ANTHROPIC_VERSION = "2023-06-01"
 _CACHE_COUNTERS = ("cache_creation_input_tokens", "cache_read_input_tokens")
+_STREAM_ERROR_KINDS: dict[object, tuple[Kind, bool]] = {
+    "rate_limit_error": ("rate_limited", True),
+    "overloaded_error": ("server", True),
+    "api_error": ("server", True),
+    "timeout_error": ("server", True),
+    "authentication_error": ("auth", False),
+    "permission_error": ("auth", False),
+    "invalid_request_error": ("client", False),
+    "not_found_error": ("client", False),
+    "request_too_large": ("client", False),
+}
+"""What an ``error`` event's type means: (kind, retryable); any other type is a client error."""
 
 
 def endpoint(provider: Provider) -> str:
@@ -116,7 +129,7 @@ def _answer(current: Exchange, doc: object, model: str, messages: Sequence[Mappi
         raise protocol_error(name, "the answer is not a JSON object")
     if doc.get("type") == "error":
         raise protocol_error(
-            name, f"a success status with an error in the answer: {message_of(doc, current.secret)}"
+            name, "a success status with an error in the answer", said=message_of(doc), secret=current.secret
         )
     content = doc.get("content")
     if not isinstance(content, list):
@@ -145,16 +158,14 @@ def _answer(current: Exchange, doc: object, model: str, messages: Sequence[Mappi
 
 def _stream_error(name: str, doc: Mapping[str, Any], secret: str | None) -> ProviderError:
     error = doc.get("error")
-    kind = error.get("type") if isinstance(error, dict) else None
-    detail = message_of(doc, secret) or str(kind or "unknown error")
-    message = f"{name}: the provider reported an error mid-stream ({kind}): {detail}"
-    if kind == "rate_limit_error":
-        return ProviderError(message, retryable=True, kind="rate_limited", provider=name)
-    if kind in ("overloaded_error", "api_error", "timeout_error"):
-        return ProviderError(message, retryable=True, kind="server", provider=name)
-    if kind in ("authentication_error", "permission_error"):
-        return ProviderError(message, retryable=False, kind="auth", provider=name)
-    return ProviderError(message, retryable=False, kind="client", provider=name)
+    error_type = error.get("type") if isinstance(error, dict) else None
+    # The type is named in the message only when it is one of the API's own: it is provider text too.
+    shown = error_type if error_type in _STREAM_ERROR_KINDS else "an unknown type"
+    what = f"the provider reported an error mid-stream ({shown})"
+    kind, retryable = _STREAM_ERROR_KINDS.get(error_type, ("client", False))
+    return ProviderError(
+        what, retryable=retryable, kind=kind, provider=name, said=message_of(doc), secret=secret
+    )
 
 
 @dataclasses.dataclass(slots=True)

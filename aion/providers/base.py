@@ -8,9 +8,11 @@ exceptions rather than :class:`aion.errors.Error`.
 
 Everything read from a provider is bounded: a response body (streamed or not) larger than
 :data:`MAX_RESPONSE_BYTES` is refused, the whole call has one deadline, and redirects are never followed
-(a redirect would carry the API key to another address). The API key never appears in a message or a
-repr: keys are checked before they reach a header (so no HTTP library error can echo one), and any copy
-a provider echoes back in an error body is blanked out.
+(a redirect would carry the API key to another address). What a provider says in an error reaches
+a :class:`ProviderError` only as a short excerpt of its own error message, scrubbed by
+:mod:`aion.providers.redaction` (the key in every form it is likely to be echoed in, and any long
+opaque run); the body itself is never kept, neither on the error nor on an exception it is raised
+from. Keys are checked before they reach a header, so no HTTP library error can echo one.
 
 Server-sent events are parsed here rather than with a library: the format is a few lines of spec, and
 the parser must count bytes as they arrive so a provider cannot grow memory without bound.
@@ -44,6 +46,7 @@ import certifi
 from aiohttp.http_exceptions import ContentEncodingError
 
 from aion.config.model import Provider
+from aion.providers.redaction import excerpt
 
 Kind = Literal["connect", "timeout", "rate_limited", "server", "client", "auth", "protocol", "cut_off"]
 KINDS: frozenset[str] = frozenset(
@@ -54,8 +57,8 @@ MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 """The most bytes aion reads from one provider answer; larger answers are refused (kind "protocol")."""
 MAX_RETRY_AFTER_S = 300.0
 """Retry-After values are clamped to [0, this]: a provider cannot park a route for longer."""
-MAX_ERROR_DETAIL = 300
-"""How much of a provider's own error message is kept in a :class:`ProviderError`."""
+MAX_ERROR_BODY = 64 * 1024
+"""How much of an error answer's body is read for the provider's message (a longer one gives none)."""
 
 RETRYABLE_SERVER_STATUSES = frozenset({500, 502, 503, 504, 529})
 """5xx answers that are transient by their meaning (529 is Anthropic's "overloaded")."""
@@ -88,20 +91,29 @@ class ProviderError(Exception):
     (the deadline passed), rate_limited (429), server (5xx), client (other 4xx, or a request aion cannot
     make), auth (401/403), protocol (an answer that is not the wire format), cut_off (an answer that
     stopped part-way). ``retry_after`` is the provider's Retry-After in seconds, when it gave one.
+
+    ``message`` (and ``str()``, ``repr()`` and ``args``) is a summary fit for anyone who may read the
+    task: ``PROVIDER: KIND (HTTP STATUS): WHAT; the provider said: "EXCERPT"``. ``what`` is aion's
+    own account of what happened; ``said`` is the provider's own error message, given as it came
+    with the ``secret`` (the API key) that was sent: only :func:`aion.providers.redaction.excerpt` of
+    it is kept, and neither ``said`` nor ``secret`` is stored.
     """
 
     def __init__(
         self,
-        message: str,
+        what: str,
         *,
         retryable: bool,
         status: int | None = None,
         retry_after: float | None = None,
         kind: Kind,
         provider: str | None = None,
+        said: str = "",
+        secret: str | None = None,
     ) -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown provider error kind {kind!r}")
+        message = summary(provider, kind, status, what, excerpt(said, secret) if said else "")
         super().__init__(message)
         self.message = message
         self.retryable = retryable
@@ -118,6 +130,15 @@ class ProviderError(Exception):
             f"ProviderError(kind={self.kind!r}, retryable={self.retryable}, status={self.status}, "
             f"retry_after={self.retry_after}, message={self.message!r})"
         )
+
+
+def summary(provider: str | None, kind: str, status: int | None, what: str, quoted: str) -> str:
+    """The message of a :class:`ProviderError`: who, the kind, the status, what, and what the
+    provider said (``quoted``, already scrubbed)."""
+    head = f"{provider}: {kind}" if provider else kind
+    if status is not None:
+        head += f" (HTTP {status})"
+    return f'{head}: {what}; the provider said: "{quoted}"' if quoted else f"{head}: {what}"
 
 
 def estimate_tokens(chars: int) -> int:
@@ -158,8 +179,8 @@ def check_api_key(api_key: str | None, provider: str) -> str | None:
         return None
     if _KEY_CHARS.fullmatch(api_key) is None:
         raise ProviderError(
-            f"{provider}: the API key is not usable in a header (empty, too long, or it holds spaces or "
-            "control characters); check the secret file",
+            "the API key is not usable in a header (empty, too long, or it holds spaces or control "
+            "characters); check the secret file",
             retryable=False,
             kind="auth",
             provider=provider,
@@ -167,119 +188,80 @@ def check_api_key(api_key: str | None, provider: str) -> str | None:
     return api_key
 
 
-def redact(text: str, secret: str | None) -> str:
-    """``text`` with every copy of ``secret`` blanked out."""
-    return text.replace(secret, "<redacted>") if secret else text
+def said_in(body: bytes) -> str:
+    """The provider's own message in an error body, as it came (OpenAI's and Anthropic's shapes both
+    keep it at error.message); "" when the body is not such a document. Never the body itself: only
+    give the result to :class:`ProviderError` as ``said``, which scrubs it."""
+    if len(body) > MAX_ERROR_BODY:
+        return ""
+    return message_of(parsed(body.decode("utf-8", "replace"))[0])
 
 
-def _printable(text: str) -> str:
-    cleaned = "".join(c if c.isprintable() else " " for c in text).strip()
-    if len(cleaned) > MAX_ERROR_DETAIL:
-        cleaned = cleaned[:MAX_ERROR_DETAIL] + "..."
-    return cleaned
-
-
-def error_detail(body: bytes, secret: str | None) -> str:
-    """The provider's own message from an error body (OpenAI's and Anthropic's shapes both keep it
-    at error.message), shortened, printable, and with the key blanked out; "" when there is none."""
-    text = body[: 64 * 1024].decode("utf-8", "replace")
-    try:
-        doc = json.loads(text)
-    except ValueError:
-        return _printable(redact(text, secret))
-    return message_of(doc, secret)
-
-
-def message_of(doc: object, secret: str | None) -> str:
-    """The error message in an already parsed error document (``{"error": {"message": ...}}``)."""
+def message_of(doc: object) -> str:
+    """The error message in an already parsed error document (``{"error": {"message": ...}}``), as it
+    came; give it to :class:`ProviderError` only as ``said``."""
     error = doc.get("error") if isinstance(doc, dict) else None
     message = error.get("message") if isinstance(error, dict) else None
-    return _printable(redact(message, secret)) if isinstance(message, str) else ""
+    return message if isinstance(message, str) else ""
 
 
 def status_error(
     provider: str, status: int, headers: Mapping[str, str], body: bytes, secret: str | None
 ) -> ProviderError:
     """The :class:`ProviderError` for an HTTP answer that is not a success."""
-    detail = error_detail(body, secret)
-    suffix = f": {detail}" if detail else ""
-    if status == 429:
-        retry_after = parse_retry_after(headers.get("retry-after"))
+
+    def error(
+        what: str, kind: Kind, retryable: bool, retry_after: float | None = None, *, quoted: bool = True
+    ) -> ProviderError:
         return ProviderError(
-            f"{provider}: rate limited (HTTP 429)" + suffix,
-            retryable=True,
+            what,
+            retryable=retryable,
             status=status,
             retry_after=retry_after,
-            kind="rate_limited",
+            kind=kind,
             provider=provider,
+            said=said_in(body) if quoted else "",
+            secret=secret,
         )
+
+    if status == 429:
+        return error("too many requests", "rate_limited", True, parse_retry_after(headers.get("retry-after")))
     if status in (401, 403):
-        return ProviderError(
-            f"{provider}: the API key was refused (HTTP {status}){suffix}; check the secret it is read from",
-            retryable=False,
-            status=status,
-            kind="auth",
-            provider=provider,
-        )
+        return error("the API key was refused, check the secret it is read from", "auth", False)
     if status == 408:
-        return ProviderError(
-            f"{provider}: the provider timed out the request (HTTP 408){suffix}",
-            retryable=True,
-            status=status,
-            kind="timeout",
-            provider=provider,
-        )
+        return error("the provider timed out the request", "timeout", True)
     if 500 <= status <= 599:
-        return ProviderError(
-            f"{provider}: server error (HTTP {status}){suffix}",
-            retryable=status in RETRYABLE_SERVER_STATUSES,
-            status=status,
-            retry_after=parse_retry_after(headers.get("retry-after")),
-            kind="server",
-            provider=provider,
-        )
+        retry_after = parse_retry_after(headers.get("retry-after"))
+        return error("the provider failed", "server", status in RETRYABLE_SERVER_STATUSES, retry_after)
     if 300 <= status <= 399:
-        return ProviderError(
-            f"{provider}: unexpected redirect (HTTP {status}); redirects are not followed, so the API key "
-            "stays with the configured address: fix base_url",
-            retryable=False,
-            status=status,
-            kind="protocol",
-            provider=provider,
+        return error(
+            "unexpected redirect; redirects are not followed, so the API key stays with the configured "
+            "address: fix base_url",
+            "protocol",
+            False,
+            quoted=False,
         )
     if 400 <= status <= 499:
-        return ProviderError(
-            f"{provider}: request refused (HTTP {status}){suffix}",
-            retryable=False,
-            status=status,
-            kind="client",
-            provider=provider,
-        )
-    return ProviderError(
-        f"{provider}: unexpected HTTP status {status}",
-        retryable=False,
-        status=status,
-        kind="protocol",
-        provider=provider,
-    )
+        return error("request refused", "client", False)
+    return error("unexpected HTTP status", "protocol", False, quoted=False)
 
 
 def too_large(provider: str) -> ProviderError:
     return ProviderError(
-        f"{provider}: the answer is larger than {MAX_RESPONSE_BYTES} bytes, the most aion reads",
+        f"the answer is larger than {MAX_RESPONSE_BYTES} bytes, the most aion reads",
         retryable=False,
         kind="protocol",
         provider=provider,
     )
 
 
-def protocol_error(provider: str, what: str) -> ProviderError:
+def protocol_error(provider: str, what: str, *, said: str = "", secret: str | None = None) -> ProviderError:
     """An answer that does not follow the wire format (retryable: typically a glitch of one answer)."""
-    return ProviderError(f"{provider}: {what}", retryable=True, kind="protocol", provider=provider)
+    return ProviderError(what, retryable=True, kind="protocol", provider=provider, said=said, secret=secret)
 
 
 def cut_off(provider: str, what: str) -> ProviderError:
-    return ProviderError(f"{provider}: {what}", retryable=True, kind="cut_off", provider=provider)
+    return ProviderError(what, retryable=True, kind="cut_off", provider=provider)
 
 
 def new_session(*, max_connections: int = 512) -> aiohttp.ClientSession:
@@ -341,18 +323,26 @@ class Exchange:
         return b"".join(parts)
 
     async def json_body(self) -> Any:
-        body = await self.body()
-        try:
-            return json.loads(body)
-        except ValueError as exc:
-            raise protocol_error(self.provider, "the answer is not valid JSON") from exc
+        doc, valid = parsed(await self.body())
+        if not valid:
+            raise protocol_error(self.provider, "the answer is not valid JSON")
+        return doc
+
+
+def parsed(text: str | bytes) -> tuple[Any, bool]:
+    """(the JSON value of ``text``, True), or (None, False) when it is not JSON. The decoder's error
+    holds the whole text, so it is not kept: an error raised for it must not have it as its context."""
+    try:
+        return json.loads(text), True
+    except ValueError:
+        return None, False
 
 
 def base_url(provider: Provider) -> str:
     """The provider's ``base_url`` without a trailing slash; a "client" error when it has none."""
     if not provider.base_url:
         raise ProviderError(
-            f"{provider.name}: no base_url; set providers.{provider.name}.base_url in models.yml",
+            f"no base_url; set providers.{provider.name}.base_url in models.yml",
             retryable=False,
             kind="client",
             provider=provider.name,
@@ -361,7 +351,7 @@ def base_url(provider: Provider) -> str:
 
 
 def _timeout(provider: str) -> ProviderError:
-    return ProviderError(f"{provider}: no answer in time", retryable=True, kind="timeout", provider=provider)
+    return ProviderError("no answer in time", retryable=True, kind="timeout", provider=provider)
 
 
 @functools.lru_cache(maxsize=256)
@@ -373,18 +363,18 @@ def _check_url(provider: str, url: str) -> None:
         host = parts.hostname
     except ValueError as exc:
         raise ProviderError(
-            f"{provider}: invalid base_url ({exc})", retryable=False, kind="client", provider=provider
+            f"invalid base_url ({exc})", retryable=False, kind="client", provider=provider
         ) from exc
     if parts.scheme.lower() not in ("http", "https"):
         raise ProviderError(
-            f"{provider}: base_url must be http:// or https://",
+            "base_url must be http:// or https://",
             retryable=False,
             kind="client",
             provider=provider,
         )
     if not host:
         raise ProviderError(
-            f"{provider}: invalid base_url (no host in {url!r})",
+            f"invalid base_url (no host in {url!r})",
             retryable=False,
             kind="client",
             provider=provider,
@@ -399,13 +389,15 @@ def _connect_reason(exc: aiohttp.ClientConnectorError) -> str:
 
 def _before_answer(provider: str, detail: str, name: str, secret: str | None) -> ProviderError:
     """A "connect" error: the connection failed, or the answer could not be read, before its headers
-    were in. ``name`` is the exception's type, ``detail`` what it says (the key blanked out)."""
-    reason = f"{name}: {_printable(redact(detail, secret))}" if detail else name
+    were in. ``name`` is the exception's type, ``detail`` what it says, which may quote the answer
+    (so it is scrubbed like a provider's message)."""
     return ProviderError(
-        f"{provider}: the connection failed before an answer ({reason})",
+        f"the connection failed before an answer ({name})",
         retryable=True,
         kind="connect",
         provider=provider,
+        said=detail,
+        secret=secret,
     )
 
 
@@ -439,28 +431,29 @@ async def _send(
         raise _timeout(provider) from exc
     except aiohttp.ClientConnectorError as exc:
         raise ProviderError(
-            f"{provider}: cannot connect to {exc.host}:{exc.port} ({_connect_reason(exc)})",
+            f"cannot connect to {exc.host}:{exc.port} ({_connect_reason(exc)})",
             retryable=True,
             kind="connect",
             provider=provider,
         ) from exc
     except aiohttp.NonHttpUrlClientError as exc:
         raise ProviderError(
-            f"{provider}: base_url must be http:// or https://",
+            "base_url must be http:// or https://",
             retryable=False,
             kind="client",
             provider=provider,
         ) from exc
     except aiohttp.InvalidURL as exc:
         raise ProviderError(
-            f"{provider}: invalid base_url ({exc})", retryable=False, kind="client", provider=provider
+            f"invalid base_url ({exc})", retryable=False, kind="client", provider=provider
         ) from exc
     except aiohttp.ClientResponseError as exc:
         # An answer aiohttp could not parse. The exception's repr shows the request, API key included,
         # so it must not ride along as the cause, nor as the context: the error is raised below.
         unchained = _before_answer(provider, exc.message, type(exc).__name__, secret)
     except aiohttp.ClientError as exc:
-        raise _before_answer(provider, str(exc), type(exc).__name__, secret) from exc
+        # Others (a disconnect, say) may quote what the provider sent, headers included: the same.
+        unchained = _before_answer(provider, str(exc), type(exc).__name__, secret)
     raise unchained
 
 
@@ -580,10 +573,9 @@ async def events(current: Exchange) -> AsyncIterator[Event]:
 
 def json_event(provider: str, data: str) -> dict[str, Any]:
     """The JSON object one event carries."""
-    try:
-        doc = json.loads(data)
-    except ValueError as exc:
-        raise protocol_error(provider, "a streamed event is not valid JSON") from exc
+    doc, valid = parsed(data)
+    if not valid:
+        raise protocol_error(provider, "a streamed event is not valid JSON")
     if not isinstance(doc, dict):
         raise protocol_error(provider, "a streamed event is not a JSON object")
     return doc
@@ -611,7 +603,7 @@ def text_of(content: object) -> str:
 
 __all__ = [
     "KINDS",
-    "MAX_ERROR_DETAIL",
+    "MAX_ERROR_BODY",
     "MAX_RESPONSE_BYTES",
     "MAX_RETRY_AFTER_S",
     "RETRYABLE_SERVER_STATUSES",
@@ -625,7 +617,6 @@ __all__ = [
     "content_type_is",
     "count",
     "cut_off",
-    "error_detail",
     "estimate_tokens",
     "events",
     "exchange",
@@ -633,9 +624,11 @@ __all__ = [
     "message_of",
     "new_session",
     "parse_retry_after",
+    "parsed",
     "protocol_error",
-    "redact",
+    "said_in",
     "status_error",
+    "summary",
     "text_of",
     "too_large",
 ]

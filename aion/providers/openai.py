@@ -125,8 +125,12 @@ def _answer(current: Exchange, doc: object, model: str, messages: Sequence[Mappi
     choices = doc.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         if isinstance(doc.get("error"), dict):
-            detail = message_of(doc, current.secret)
-            raise protocol_error(name, f"a success status with an error in the answer: {detail}")
+            raise protocol_error(
+                name,
+                "a success status with an error in the answer",
+                said=message_of(doc),
+                secret=current.secret,
+            )
         raise protocol_error(name, "the answer has no choices")
     message = choices[0].get("message")
     if not isinstance(message, dict):
@@ -163,12 +167,13 @@ async def _streamed(current: Exchange, model: str, messages: Sequence[Mapping[st
             break
         chunk = json_event(name, event.data)
         if "error" in chunk:
-            detail = message_of(chunk, current.secret)
             raise ProviderError(
-                f"{name}: the provider reported an error mid-stream: {detail}",
+                "the provider reported an error mid-stream",
                 retryable=True,
                 kind="server",
                 provider=name,
+                said=message_of(chunk),
+                secret=current.secret,
             )
         if isinstance(chunk.get("model"), str) and chunk["model"]:
             answered = chunk["model"]

@@ -1,5 +1,6 @@
 """The provider clients against the stand-in provider over real HTTP: both wire formats, streamed and
-not, every scripted failure mapped to the error the executor acts on, and keys that never leak."""
+not, every scripted failure mapped to the error the executor acts on, and keys that never leak, even
+when a provider echoes them split, escaped or encoded."""
 
 from __future__ import annotations
 
@@ -20,8 +21,19 @@ from aion.config.model import ApiStyle, Locality, Provider
 from aion.providers import Completion, ProviderError, complete, new_session
 from aion.providers.base import MAX_RETRY_AFTER_S, EventParser, parse_retry_after
 from aion.providers.openai import is_azure
+from aion.providers.redaction import MAX_EXCERPT_CHARS, OPAQUE_MARK, excerpt
 from tests.rig import providers as behaviours
-from tests.rig.providers import REDACTED, Behaviour, StandIn, refused_url
+from tests.rig.providers import (
+    ECHO_FORMS,
+    REDACTED,
+    Behaviour,
+    EchoForm,
+    StandIn,
+    echo_message,
+    echoed,
+    key_leaks,
+    refused_url,
+)
 
 MESSAGES = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello world"}]
 """8 + 11 = 19 input characters: 5 tokens. The reply "echo:hello world" is 16 characters: 4 tokens."""
@@ -75,6 +87,12 @@ def failure(stand_in: StandIn, api: ApiStyle, **kwargs: Any) -> ProviderError:
     if key:
         assert key not in texts(info.value)
     return info.value
+
+
+def everything_shown(error: ProviderError) -> str:
+    """All an error can show: message, str, repr, args and attributes, and the same of every
+    exception in its chain."""
+    return "\n".join([error.message, texts(error), repr(error.args), repr(vars(error))])
 
 
 @pytest.mark.parametrize("stream", STREAM)
@@ -354,6 +372,130 @@ def test_an_unreadable_answer_is_connect_and_never_shows_the_key(answer: bytes) 
     assert KEY not in texts(error)
 
 
+@pytest.mark.parametrize("form", ECHO_FORMS)
+@pytest.mark.parametrize("api", APIS)
+def test_the_stand_in_echoes_the_key_in_each_form(stand_in: StandIn, api: ApiStyle, form: EchoForm) -> None:
+    """What makes the tests below meaningful: the raw answer carries the key, in a form that neither
+    the key nor the old verbatim blanking would find, and that key_leaks does find."""
+    stand_in.script(behaviours.echo_key(form))
+    path = "/v1/chat/completions" if api is ApiStyle.OPENAI else "/v1/messages"
+    header = {"Authorization": f"Bearer {KEY}"} if api is ApiStyle.OPENAI else {"x-api-key": KEY}
+
+    async def post() -> tuple[int, Any]:
+        async with (
+            aiohttp.ClientSession(trust_env=False) as client,
+            client.post(
+                stand_in.base + path,
+                json={"model": "m", "messages": MESSAGES},
+                headers={**header, "anthropic-version": "2023-06-01"},
+            ) as answer,
+        ):
+            return answer.status, await answer.json()
+
+    status, doc = asyncio.run(post())
+    assert status == 401
+    said = doc["error"]["message"]
+    assert said == echo_message(KEY, form)
+    assert echoed(KEY, form) in said
+    assert key_leaks(said, KEY)
+    if form != "verbatim":
+        assert KEY not in said
+    if api is ApiStyle.ANTHROPIC:
+        assert doc["type"] == "error"
+
+
+ECHOES = [
+    pytest.param(behaviours.echo_key, False, ("auth", False, 401, None), id="401"),
+    pytest.param(
+        lambda form: behaviours.echo_key(form, code=401), True, ("auth", False, 401, None), id="401-stream"
+    ),
+    pytest.param(
+        lambda form: behaviours.echo_key(form, code=429), False, ("rate_limited", True, 429, None), id="429"
+    ),
+    pytest.param(
+        lambda form: behaviours.echo_key(form, code=503), False, ("server", True, 503, None), id="503"
+    ),
+    pytest.param(
+        lambda form: behaviours.echo_key(form, code=400), False, ("client", False, 400, None), id="400"
+    ),
+    pytest.param(lambda form: behaviours.echo_key(form, mid_stream=True), True, None, id="mid-stream"),
+]
+
+
+@pytest.mark.parametrize("form", ECHO_FORMS)
+@pytest.mark.parametrize("api", APIS)
+@pytest.mark.parametrize(("echo", "stream", "expected"), ECHOES)
+def test_an_echoed_key_never_reaches_the_error(
+    stand_in: StandIn,
+    api: ApiStyle,
+    form: EchoForm,
+    echo: Any,
+    stream: bool,
+    expected: tuple[str, bool, int | None, float | None] | None,
+) -> None:
+    stand_in.script(echo(form))
+    error = failure(stand_in, api, stream=stream)
+    assert key_leaks(everything_shown(error), KEY) == []
+    if expected is None:  # an error event after the first event: OpenAI's is a server error
+        expected = ("server", True, None, None) if api is ApiStyle.OPENAI else ("auth", False, None, None)
+    assert (error.kind, error.retryable, error.status, error.retry_after) == expected
+    kind, _, code, _ = expected
+    head = f"standin: {kind}" + (f" (HTTP {code})" if code else "")
+    assert error.message.startswith(head + ": "), error.message
+    assert error.args == (error.message,)
+    # The provider's words are still quoted, short, with the key blanked out.
+    assert 'the provider said: "Incorrect API key provided: <redacted>' in error.message, error.message
+    said = error.message.split("the provider said: ", 1)[1]
+    assert len(said) <= MAX_EXCERPT_CHARS + 2
+    assert all(c.isprintable() for c in error.message)
+
+
+def test_an_error_body_that_is_not_the_wire_format_is_not_quoted() -> None:
+    """An HTML error page (a proxy's, say) is the raw body: none of it reaches the error."""
+    page = f"<html><body>502 Bad Gateway for {KEY} at {'x' * 40}</body></html>".encode()
+    answer = b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/html\r\nContent-Length: %d\r\n\r\n%s" % (
+        len(page),
+        page,
+    )
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    async def run() -> ProviderError:
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        provider = Provider(
+            "proxy", ApiStyle.OPENAI, f"http://127.0.0.1:{port}/v1", None, Locality.LOCAL, None, False
+        )
+        try:
+            async with new_session() as client:
+                with pytest.raises(ProviderError) as info:
+                    await complete(client, provider, "m", MESSAGES, api_key=KEY, max_tokens=10, timeout=5.0)
+                return info.value
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    error = asyncio.run(run())
+    assert (error.kind, error.retryable, error.status) == ("server", True, 502)
+    assert error.message == "proxy: server (HTTP 502): the provider failed"
+    assert "html" not in everything_shown(error).lower()
+
+
+def test_the_summary_of_a_plain_status(stand_in: StandIn) -> None:
+    stand_in.script(behaviours.status(503))
+    error = failure(stand_in, ApiStyle.OPENAI)
+    assert (
+        error.message
+        == 'standin: server (HTTP 503): the provider failed; the provider said: "stand-in error 503"'
+    )
+    assert str(error) == error.message
+    assert error.args == (error.message,)
+
+
 def test_a_missing_key_is_auth(stand_in: StandIn) -> None:
     stand_in.api_key = KEY
     error = failure(stand_in, ApiStyle.ANTHROPIC, key=None)
@@ -467,6 +609,43 @@ def test_events_do_not_depend_on_how_bytes_arrive(cuts: list[int]) -> None:
         for event in parser.feed(STREAM_TEXT[start:end])
     ]
     assert seen == EXPECTED_EVENTS
+
+
+REALISTIC_KEYS = st.from_regex(r"sk-[A-Za-z0-9_-]{20,60}", fullmatch=True)
+
+
+@given(
+    key=REALISTIC_KEYS,
+    form=st.sampled_from(ECHO_FORMS),
+    before=st.text(max_size=120),
+    after=st.text(max_size=120),
+)
+def test_an_excerpt_never_shows_the_key_whatever_surrounds_it(
+    key: str, form: EchoForm, before: str, after: str
+) -> None:
+    shown = excerpt(before + echoed(key, form) + after, key)
+    assert key_leaks(shown, key) == []
+    assert len(shown) <= MAX_EXCERPT_CHARS
+    assert all(c.isprintable() for c in shown)
+
+
+@given(secret=st.from_regex(r"[A-Za-z0-9+/=_-]{24,80}", fullmatch=True), before=st.text(max_size=60))
+def test_an_unknown_long_token_is_never_shown(secret: str, before: str) -> None:
+    """What no list of forms foresees: a long opaque run is blanked out even without the key."""
+    assert secret not in excerpt(f"{before} {secret} trailing words", None)
+    assert excerpt(f"request {secret} refused", None) == f"request {OPAQUE_MARK} refused"
+
+
+@given(st.text(max_size=400))
+def test_an_excerpt_is_short_and_printable(text: str) -> None:
+    shown = excerpt(text, KEY)
+    assert len(shown) <= MAX_EXCERPT_CHARS
+    assert all(c.isprintable() for c in shown)
+    assert shown == shown.strip()
+
+
+def test_a_message_too_long_to_scrub_whole_is_not_quoted() -> None:
+    assert excerpt("x " * 10_000 + KEY, KEY) == ""
 
 
 def test_a_malformed_base_url_is_a_client_error(stand_in: StandIn) -> None:

@@ -15,14 +15,17 @@ characters and ends with finish_reason "length" / stop_reason "max_tokens", as r
 Failures are scripted: :meth:`StandIn.script` queues behaviours for the next requests (optionally for
 one model), :meth:`StandIn.always` sets a standing one. The behaviours: :func:`ok`, :func:`status`,
 :func:`rate_limited`, :func:`hang`, :func:`slow`, :func:`stall`, :func:`cut_stream`, :func:`reset`,
-:func:`garbage`, :func:`huge` and :func:`stream_error`. Every request is recorded, keys redacted, in
-:attr:`StandIn.requests`. The server runs on its own event loop in a background thread, so a hanging
-answer never blocks the others, and :meth:`StandIn.stop` releases every hanging request.
+:func:`garbage`, :func:`huge`, :func:`stream_error` and :func:`echo_key` (an error that echoes the key
+it was sent, split, escaped or encoded: :func:`key_leaks` finds it in any text). Every request is
+recorded, keys redacted, in :attr:`StandIn.requests`. The server runs on its own event loop in a
+background thread, so a hanging answer never blocks the others, and :meth:`StandIn.stop` releases
+every hanging request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import dataclasses
 import email.utils
@@ -33,6 +36,7 @@ import socket
 import struct
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal
@@ -43,6 +47,10 @@ from aion.config.model import ApiStyle, Locality, Provider
 from tests.rig.procs import free_port
 
 Wire = Literal["openai", "anthropic"]
+EchoForm = Literal["verbatim", "nul", "spaced", "zero_width", "base64", "base64url", "hex", "percent"]
+ECHO_FORMS: tuple[EchoForm, ...] = (
+    "verbatim", "nul", "spaced", "zero_width", "base64", "base64url", "hex", "percent"
+)  # fmt: skip
 REDACTED = "<redacted>"
 SECRET_HEADERS = frozenset({"authorization", "x-api-key", "api-key"})
 START_TIMEOUT = 10.0
@@ -59,6 +67,7 @@ class Behaviour:
     after_chunks: int = 0
     graceful: bool = False
     error_type: str = ""
+    echo: EchoForm = "verbatim"
 
 
 def ok() -> Behaviour:
@@ -122,6 +131,71 @@ def stream_error(after_chunks: int = 1, *, error_type: str = "overloaded_error")
     """Streaming: send ``after_chunks`` events, then an error event in the wire's shape (Anthropic's
     ``event: error``; OpenAI's ``data: {"error": ...}``). Not streaming: like ``status(529)``."""
     return Behaviour("stream_error", after_chunks=after_chunks, error_type=error_type)
+
+
+def echo_key(form: EchoForm, *, code: int = 401, mid_stream: bool = False) -> Behaviour:
+    """Answer ``code`` with an error in the wire's own shape whose message echoes the key the request
+    carried, written in ``form`` (see :func:`echoed`), as a provider or a proxy in front of one may.
+    ``mid_stream``: when the request streams, answer 200 and send the echo as an error event after
+    the first event instead (Anthropic's ``event: error``; OpenAI's ``data: {"error": ...}``)."""
+    kind = "echo_stream" if mid_stream else "echo_key"
+    return Behaviour(kind, status=code, after_chunks=1, echo=form)
+
+
+def echoed(key: str, form: EchoForm) -> str:
+    """``key`` as an echo writes it: as it is, split by NULs, by spaces or by zero-width spaces,
+    base64 or base64url (padded), hex digits, or every byte percent-encoded."""
+    raw = key.encode()
+    if form == "verbatim":
+        return key
+    if form == "nul":
+        return "\0".join(key)
+    if form == "spaced":
+        return " ".join(key)
+    if form == "zero_width":
+        return "\u200b".join(key)
+    if form == "base64":
+        return base64.b64encode(raw).decode()
+    if form == "base64url":
+        return base64.urlsafe_b64encode(raw).decode()
+    if form == "hex":
+        return raw.hex()
+    return "".join(f"%{b:02X}" for b in raw)
+
+
+def echo_message(key: str, form: EchoForm) -> str:
+    """The error message :func:`echo_key` sends, the way OpenAI words a refused key."""
+    return (
+        f"Incorrect API key provided: {echoed(key, form)}. You can find your API key at "
+        "https://platform.openai.com/account/api-keys."
+    )
+
+
+def key_leaks(text: str, key: str) -> list[str]:
+    """Which forms of ``key`` can be read in ``text``, whatever stands between its characters: empty
+    when none. Checks the key itself (any case), its letters and digits with anything else between
+    them (NULs, spaces, dots), its base64 and base64url, its hex digits (``%XX`` included) and the
+    text percent-decoded."""
+
+    def squeezed(value: str) -> str:
+        return "".join(c for c in value if c.isascii() and c.isalnum()).lower()
+
+    raw = key.encode()
+    flat = squeezed(text)
+    found = []
+    if key.lower() in text.lower():
+        found.append("verbatim")
+    if squeezed(key) and squeezed(key) in flat:
+        found.append("separated")
+    for name, encoded in (("base64", base64.b64encode(raw)), ("base64url", base64.urlsafe_b64encode(raw))):
+        stripped = encoded.decode().rstrip("=")
+        if stripped in text or squeezed(stripped) in flat:
+            found.append(name)
+    if raw.hex() in flat:
+        found.append("hex")
+    if key in urllib.parse.unquote(text):
+        found.append("percent")
+    return found
 
 
 def _retry_after(value: float | str | None, *, http_date: bool) -> str | None:
@@ -363,13 +437,7 @@ class StandIn:
             body: Any = json.loads(raw)
         except ValueError:
             body = None
-        if wire == "openai":
-            presented = request.headers.get("api-key")
-            bearer = request.headers.get("Authorization", "")
-            if bearer.startswith("Bearer "):
-                presented = bearer[len("Bearer ") :]
-        else:
-            presented = request.headers.get("x-api-key")
+        presented = _presented(request, wire)
         authorized = None if self.api_key is None else presented == self.api_key
         headers = {
             k.lower(): (REDACTED if k.lower() in SECRET_HEADERS else v) for k, v in request.headers.items()
@@ -397,6 +465,8 @@ class StandIn:
         if refusal is not None:
             return refusal
         streaming = body.get("stream") is True
+        if behaviour.kind == "echo_stream" and not streaming:
+            return _echo(request, wire, behaviour)
         if behaviour.kind == "stream_error" and not streaming:
             return _error(wire, 529, message="Overloaded", error_type=behaviour.error_type)
         if behaviour.kind == "garbage" and not streaming:
@@ -433,6 +503,8 @@ class StandIn:
             await asyncio.sleep(behaviour.seconds)
         if behaviour.kind == "status":
             return _error(wire, behaviour.status, retry_after=behaviour.retry_after)
+        if behaviour.kind == "echo_key":
+            return _echo(request, wire, behaviour)
         return None
 
     async def _until_stopped(self) -> None:
@@ -478,7 +550,7 @@ class StandIn:
         options = body.get("stream_options")
         usage = isinstance(options, dict) and options.get("include_usage") is True
         events = list(answer.openai_events(usage) if wire == "openai" else answer.anthropic_events())
-        partial = behaviour.kind in ("cut", "stall", "stream_error")
+        partial = behaviour.kind in ("cut", "stall", "stream_error", "echo_stream")
         for event in events[: behaviour.after_chunks if partial else len(events)]:
             await response.write(event)
         if behaviour.kind == "stall":
@@ -486,6 +558,9 @@ class StandIn:
             return _drop(request, response, rst=False)
         if behaviour.kind == "stream_error":
             await response.write(_stream_error_event(wire, behaviour.error_type))
+        elif behaviour.kind == "echo_stream":
+            message = echo_message(_presented(request, wire) or "", behaviour.echo)
+            await response.write(_stream_error_event(wire, "authentication_error", message))
         elif behaviour.kind == "cut" and not behaviour.graceful:
             return _drop(request, response, rst=False)
         else:
@@ -643,12 +718,29 @@ def _error(
     return web.json_response(doc, status=code, headers=headers)
 
 
-def _stream_error_event(wire: Wire, error_type: str) -> bytes:
+def _stream_error_event(wire: Wire, error_type: str, message: str | None = None) -> bytes:
     if wire == "anthropic":
-        doc = {"type": "error", "error": {"type": error_type, "message": "Overloaded"}}
+        doc = {"type": "error", "error": {"type": error_type, "message": message or "Overloaded"}}
         return f"event: error\ndata: {json.dumps(doc)}\n\n".encode()
-    doc = {"error": {"message": "The server had an error while processing your request.", "type": error_type}}
+    text = message or "The server had an error while processing your request."
+    doc = {"error": {"message": text, "type": error_type}}
     return f"data: {json.dumps(doc)}\n\n".encode()
+
+
+def _presented(request: web.Request, wire: Wire) -> str | None:
+    """The key a request carried, in the header its wire format (or Azure) puts it in."""
+    if wire == "anthropic":
+        return request.headers.get("x-api-key")
+    bearer = request.headers.get("Authorization", "")
+    if bearer.startswith("Bearer "):
+        return bearer[len("Bearer ") :]
+    return request.headers.get("api-key")
+
+
+def _echo(request: web.Request, wire: Wire, behaviour: Behaviour) -> web.Response:
+    return _error(
+        wire, behaviour.status, message=echo_message(_presented(request, wire) or "", behaviour.echo)
+    )
 
 
 def _refusal(request: web.Request, wire: Wire, body: Any, authorized: bool | None) -> web.Response | None:
@@ -735,14 +827,20 @@ def _drop(
 
 
 __all__ = [
+    "ECHO_FORMS",
     "REDACTED",
     "Behaviour",
+    "EchoForm",
     "RecordedRequest",
     "StandIn",
     "cut_stream",
+    "echo_key",
+    "echo_message",
+    "echoed",
     "garbage",
     "hang",
     "huge",
+    "key_leaks",
     "ok",
     "rate_limited",
     "refused_url",
