@@ -42,7 +42,7 @@ from aion.providers.base import (
 
 ANTHROPIC_VERSION = "2023-06-01"
 _CACHE_COUNTERS = ("cache_creation_input_tokens", "cache_read_input_tokens")
-_STREAM_ERROR_KINDS: dict[object, tuple[Kind, bool]] = {
+_STREAM_ERROR_KINDS: dict[str | None, tuple[Kind, bool]] = {
     "rate_limit_error": ("rate_limited", True),
     "overloaded_error": ("server", True),
     "api_error": ("server", True),
@@ -159,9 +159,10 @@ def _answer(current: Exchange, doc: object, model: str, messages: Sequence[Mappi
 def _stream_error(name: str, doc: Mapping[str, Any], secret: str | None) -> ProviderError:
     error = doc.get("error")
     error_type = error.get("type") if isinstance(error, dict) else None
+    if not isinstance(error_type, str) or error_type not in _STREAM_ERROR_KINDS:
+        error_type = None
     # The type is named in the message only when it is one of the API's own: it is provider text too.
-    shown = error_type if error_type in _STREAM_ERROR_KINDS else "an unknown type"
-    what = f"the provider reported an error mid-stream ({shown})"
+    what = f"the provider reported an error mid-stream ({error_type or 'of an unknown type'})"
     kind, retryable = _STREAM_ERROR_KINDS.get(error_type, ("client", False))
     return ProviderError(
         what, retryable=retryable, kind=kind, provider=name, said=message_of(doc), secret=secret

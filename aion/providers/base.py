@@ -295,7 +295,7 @@ class Exchange:
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives; "protocol" past :data:`MAX_RESPONSE_BYTES`, "cut_off" when the
         connection ends before the body does."""
-        unchained: ProviderError | None = None
+        failure: ProviderError | None = None
         try:
             async for chunk in self.response.content.iter_any():
                 self.received += len(chunk)
@@ -306,14 +306,16 @@ class Exchange:
             raise _timeout(self.provider) from exc
         except aiohttp.ClientPayloadError as exc:
             if isinstance(exc.__cause__, ContentEncodingError):
-                raise protocol_error(self.provider, "the answer's content encoding is broken") from exc
-            raise cut_off(self.provider, f"the answer stopped part-way ({type(exc).__name__})") from exc
-        except aiohttp.ClientResponseError as exc:
-            unchained = cut_off(self.provider, f"the answer stopped part-way ({type(exc).__name__})")
+                failure = protocol_error(self.provider, "the answer's content encoding is broken")
+            else:
+                failure = cut_off(self.provider, f"the answer stopped part-way ({type(exc).__name__})")
         except aiohttp.ClientError as exc:
-            raise cut_off(self.provider, f"the answer stopped part-way ({type(exc).__name__})") from exc
-        if unchained is not None:
-            raise unchained  # see exchange(): raised here, it does not carry the request's headers
+            failure = cut_off(self.provider, f"the answer stopped part-way ({type(exc).__name__})")
+        if failure is not None:
+            # Raised here, after the handler: aiohttp's payload errors can quote the body (a chunk-size
+            # line, say) and its response errors show the request, key included, so neither may ride
+            # along as the cause or the context.
+            raise failure
 
     async def body(self) -> bytes:
         declared = self.response.headers.get("content-length", "")

@@ -450,6 +450,18 @@ def test_an_echoed_key_never_reaches_the_error(
     assert all(c.isprintable() for c in error.message)
 
 
+@pytest.mark.parametrize("api", APIS)
+def test_an_error_event_whose_type_echoes_the_key(stand_in: StandIn, api: ApiStyle) -> None:
+    """Anthropic's error type decides the kind; it is named only when it is one of the API's own."""
+    stand_in.script(behaviours.stream_error(after_chunks=2, error_type=echoed(KEY, "nul")))
+    error = failure(stand_in, api, stream=True)
+    assert key_leaks(everything_shown(error), KEY) == []
+    expected = ("server", True) if api is ApiStyle.OPENAI else ("client", False)
+    assert (error.kind, error.retryable) == expected
+    if api is ApiStyle.ANTHROPIC:
+        assert "mid-stream (of an unknown type)" in error.message
+
+
 def test_an_error_body_that_is_not_the_wire_format_is_not_quoted() -> None:
     """An HTML error page (a proxy's, say) is the raw body: none of it reaches the error."""
     page = f"<html><body>502 Bad Gateway for {KEY} at {'x' * 40}</body></html>".encode()
