@@ -12,6 +12,13 @@ private pipe of the process pool; nothing from outside is ever unpickled. Pickle
 ``MappingProxyType``, which the config model uses for read-only maps, so the
 worker's pickler writes each one as a call that rebuilds it. If the worker dies, the validation runs
 once in a thread instead and the next one starts a new worker: a reload never fails because of the pool.
+
+The worker dies with aiond, however aiond dies: on Linux it asks the kernel for a SIGKILL when its
+parent goes (``PR_SET_PDEATHSIG``). Without that, a SIGKILLed aiond left the worker waiting forever on
+its task queue (it holds both ends of that pipe itself), and with it multiprocessing's resource
+tracker, which waits for every holder of its pipe to go. The tracker is kept: the pool's queues use
+named POSIX semaphores under spawn, and it is the tracker that unlinks them once aiond and the worker
+are both gone, so it exits on its own right after the worker.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import ctypes
 import dataclasses
 import io
 import logging
@@ -26,6 +34,7 @@ import multiprocessing
 import os
 import pickle
 import signal
+import sys
 from collections.abc import Mapping, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -37,6 +46,7 @@ from aion.config.yamlload import Limits
 
 log = logging.getLogger("aiond.policy")
 WORKER_NICENESS = 10
+_PR_SET_PDEATHSIG = 1
 
 
 def run_validation(sources: Sequence[Source], set_name: str, base_dir: Path, limits: Limits) -> Report:
@@ -53,7 +63,10 @@ class Validator:
     def _executor(self) -> concurrent.futures.ProcessPoolExecutor:
         if self._pool is None:
             self._pool = concurrent.futures.ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_worker_init,
+                initargs=(os.getpid(),),
             )
         return self._pool
 
@@ -80,12 +93,31 @@ class Validator:
             self._pool = None
 
 
-def _worker_init() -> None:
+def _worker_init(daemon_pid: int) -> None:
+    _die_with_daemon(daemon_pid)
     # The daemon handles its own signals; a Ctrl-C meant for it must not print a worker traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Validation is background work: on a busy host the scheduler should favour serving calls.
     with contextlib.suppress(OSError):
         os.nice(WORKER_NICENESS)
+
+
+def _die_with_daemon(daemon_pid: int) -> None:
+    """Have the kernel SIGKILL this worker when aiond exits, even by SIGKILL.
+
+    The kernel sends it when the thread that started the worker ends; the pool starts it from
+    ``submit()``, called on the event loop's thread, which lives as long as aiond does.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
+            log.warning(
+                "the validation worker cannot ask to end with aiond: %s", os.strerror(ctypes.get_errno())
+            )
+    # aiond may have died before the request above: the worker then has another parent already,
+    # and no signal will ever come.
+    if os.getppid() != daemon_pid:
+        os._exit(0)
 
 
 def _validate_pickled(sources: Sequence[Source], set_name: str, base_dir: Path, limits: Limits) -> bytes:
