@@ -152,6 +152,20 @@ _RULES = (
         file could not be checked at all. Fix the value; the hint suggests the closest kind.
         """,
     ),
+    Rule(
+        "AION012",
+        "not-a-file",
+        _E,
+        "A config entry is not a regular file (a FIFO, socket or device).",
+        """
+        Only regular files are read. A FIFO, socket or device named like a config file is never
+        opened for reading: reading it could wait forever for a writer (a FIFO) or never end
+        (/dev/zero), which would hang a CI job or a daemon reload. It is an error because the set
+        it belongs to cannot be checked whole. Replace it with the regular file it stands for, or
+        remove it. (A path named on the command line that is not a regular file is refused with
+        exit 3 instead; to validate what a pipe carries, pass - and pipe it to standard input.)
+        """,
+    ),
     # -- schemas ---------------------------------------------------------------------------------
     Rule(
         "AION100",

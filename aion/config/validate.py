@@ -3,6 +3,11 @@ schema, then check the set across files, and build the immutable snapshot when a
 
 This is the one validation path: ``aionctl validate`` and the daemon's policy activation both use it,
 so a set the CI gate accepts is exactly a set the daemon accepts.
+
+Reading is part of it, and a config directory is outside input: only regular files are ever opened
+for reading, each opened without blocking (a FIFO named ``intents.yml`` must not hang a CI job or a
+daemon reload) and read up to the size limit, never past it. A FIFO, socket or device met while
+walking a directory is a finding (AION012); one named on the command line is an input error.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import errno
 import hashlib
 import multiprocessing
 import os
+import stat
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
@@ -25,6 +31,7 @@ from aion.config.kinds import CONFIG_SET, Kind
 from aion.config.model import ConfigSnapshot, Models
 from aion.config.yamlload import Document, Limits, load
 from aion.errors import InputError, UsageError
+from aion.inputs import file_kind
 
 STDIN = "-"
 STDIN_NAME = "<stdin>"
@@ -43,6 +50,9 @@ class Source:
     """Named by the user, rather than found by walking a directory."""
     stdin: bool = False
     """Read from standard input (shown as <stdin>)."""
+    not_a_file: str | None = None
+    """What the entry is when it is not a regular file (``a FIFO``, ...): never read, reported as
+    AION012 (``data`` is empty)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -59,6 +69,18 @@ class Report:
     """Every file read, with the kind it was recognised as (None: not recognised)."""
     snapshot: ConfigSnapshot | None
     """The set, when it is complete (intents and models at least) and has no errors."""
+    omitted: int = 0
+    """Findings left out of ``findings`` to keep the report bounded (see :meth:`capped`)."""
+
+    def capped(self, limit: int) -> Report:
+        """This report with at most ``limit`` findings, the worst first kept, and the rest counted
+        in :attr:`omitted`. The daemon bounds what a config set can make it hold and send."""
+        if len(self.findings) <= limit:
+            return self
+        kept = sorted(self.findings, key=lambda f: -f.severity.rank)[:limit]
+        kept.sort(key=Finding.sort_key)
+        omitted = self.omitted + len(self.findings) - limit
+        return dataclasses.replace(self, findings=tuple(kept), omitted=omitted)
 
     def count(self, severity: Severity) -> int:
         return sum(1 for f in self.findings if f.severity is severity)
@@ -74,10 +96,15 @@ def collect(
     kind: Kind | None = None,
     stdin: BinaryIO | None = None,
     limits: Limits | None = None,
+    confined: bool = False,
 ) -> list[Source]:
     """Files to validate from command-line paths: files, directories (walked for *.yml and *.yaml,
     skipping hidden entries), or ``-`` for standard input. Raises InputError for a path that cannot
-    be read, UsageError for ``-`` given twice."""
+    be read, UsageError for ``-`` given twice.
+
+    With ``confined``, a symbolic link found in a directory (to a file or a directory) must resolve
+    inside that directory: one that leads out of it is an InputError naming the link and its target,
+    for callers that send a directory's content elsewhere (``policy apply``)."""
     limits = limits or Limits()
     sources: list[Source] = []
     seen: set[str] = set()
@@ -100,9 +127,11 @@ def collect(
             raise InputError(f"{given}: cannot access: {exc.strerror}", hint=_hint(exc)) from exc
         if is_dir:
             before = len(sources)
-            for found in _walk(path):
+            for found in _walk(path, confined=confined):
                 _add(sources, seen, found, str(found), kind, explicit=False, limits=limits)
-            if len(sources) == before and not any(os.path.realpath(f) in seen for f in _walk(path)):
+            if len(sources) == before and not any(
+                os.path.realpath(f) in seen for f in _walk(path, confined=confined)
+            ):
                 raise InputError(
                     f"{given}: no *.yml or *.yaml files in this directory", hint="check the path"
                 )
@@ -113,11 +142,12 @@ def collect(
     return sources
 
 
-def _walk(root: Path) -> Iterable[Path]:
+def _walk(root: Path, *, confined: bool = False) -> Iterable[Path]:
     """YAML files under ``root``, sorted, hidden entries skipped. Symbolic links to directories are
     followed (config repositories use them for shared sets), each real directory once, so a link
-    loop ends."""
+    loop ends; with ``confined``, only links that stay inside ``root``."""
     visited: set[str] = set()
+    inside = Path(os.path.realpath(root))
     for directory, dirnames, filenames in os.walk(root, onerror=_raise, followlinks=True):
         real = os.path.realpath(directory)
         if real in visited:
@@ -125,9 +155,29 @@ def _walk(root: Path) -> Iterable[Path]:
             continue
         visited.add(real)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if not name.startswith(".") and name.lower().endswith(kinds.YAML_SUFFIXES):
-                yield Path(directory) / name
+        files = [
+            Path(directory) / name
+            for name in sorted(filenames)
+            if not name.startswith(".") and name.lower().endswith(kinds.YAML_SUFFIXES)
+        ]
+        if confined:
+            for entry in [*(Path(directory) / d for d in dirnames), *files]:
+                _check_inside(entry, inside, root)
+        yield from files
+
+
+def _check_inside(entry: Path, inside: Path, root: Path) -> None:
+    """Refuse a symbolic link whose target resolves outside ``inside`` (the real path of ``root``).
+    Directories are checked before they are entered, so a file reached through them can leave only
+    by a link of its own."""
+    if not entry.is_symlink():
+        return
+    target = Path(os.path.realpath(entry))
+    if not target.is_relative_to(inside):
+        raise InputError(
+            f"{entry} is a symbolic link to {target}, outside {root}",
+            hint=f"only what is inside {root} is read: copy the file in, or remove the link",
+        )
 
 
 def _raise(error: OSError) -> None:
@@ -153,16 +203,43 @@ def _add(
         return
     seen.add(real)
     try:
-        with path.open("rb") as handle:
-            data = handle.read(limits.max_bytes + 1)  # one byte over is enough to report the limit
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then says what was opened.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     except OSError as exc:
         raise InputError(f"{name}: cannot read: {exc.strerror}", hint=_hint(exc)) from exc
-    sources.append(Source(name, data, kind, explicit))
+    try:
+        what = file_kind(os.fstat(fd).st_mode)
+        if what is not None and explicit:
+            raise InputError(
+                f"{name} is {what}, not a regular file",
+                hint="give a file; to validate what a pipe carries, pass - and pipe it to standard input"
+                if stat.S_ISFIFO(os.fstat(fd).st_mode)
+                else "give a file",
+            )
+        data = b"" if what is not None else _read_at_most(fd, limits.max_bytes + 1)
+    except OSError as exc:
+        raise InputError(f"{name}: cannot read: {exc.strerror}", hint=_hint(exc)) from exc
+    finally:
+        os.close(fd)
+    # One byte over the limit is enough for the loader to report it (AION003).
+    sources.append(Source(name, data, kind, explicit, not_a_file=what))
+
+
+def _read_at_most(fd: int, limit: int) -> bytes:
+    """Up to ``limit`` bytes, read in pieces: a large limit must not allocate a buffer that large."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit and (chunk := os.read(fd, min(1 << 20, limit - size))):
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def check_file(source: Source, options: Options) -> tuple[Kind | None, Document | None, list[Finding]]:
     """One file on its own: read it, recognise its kind, check it against that kind's schema."""
     kind = source.kind or kinds.by_name(source.name)
+    if source.not_a_file is not None:
+        return kind, None, [_not_a_file(source, source.not_a_file)]
     document, findings = load(source.data, source.name, options.limits)
     if document is not None and kind is None:
         kind = kinds.by_content(document.data)
@@ -174,6 +251,29 @@ def check_file(source: Source, options: Options) -> tuple[Kind | None, Document 
         else:
             findings.append(_unknown_file(source))
     return kind, document, findings
+
+
+def ignored(source: Source, options: Options | None = None) -> bool:
+    """Whether :func:`validate` leaves ``source`` out: a file it recognises neither by name nor by a
+    top-level ``kind:`` (it reports AION008 and checks nothing else). A file that cannot be parsed
+    is not ignored: its errors are findings."""
+    if source.kind is not None or kinds.by_name(source.name) is not None or source.not_a_file:
+        return False
+    kind, _, findings = check_file(source, options or Options())
+    return kind is None and any(f.rule == "AION008" for f in findings)
+
+
+def _not_a_file(source: Source, what: str) -> Finding:
+    return Finding(
+        source.name,
+        0,
+        0,
+        "",
+        "AION012",
+        Severity.ERROR,
+        f"{what}, not a regular file; not read",
+        hint="config files must be regular files: replace it with the file it stands for, or remove it",
+    )
 
 
 def _unknown_kind(document: Document, value: str) -> Finding:
@@ -327,6 +427,7 @@ __all__ = [
     "Source",
     "check_file",
     "collect",
+    "ignored",
     "validate",
     "validate_directory",
     "validate_many",
