@@ -33,6 +33,8 @@ class Option:
     metavar: str
     parse: Callable[[str, str], Any]
     """Called with (raw text, the name the user used); raises UsageError naming that name."""
+    switch: bool = False
+    """A flag that takes no value: given, it stands for the text ``true``; the variable takes text."""
 
 
 def parse_path(text: str, name: str) -> Path:
@@ -115,10 +117,28 @@ def _choice(*choices: str) -> Callable[[str, str], str]:
     return parse
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
+
+
+def _boolean(text: str, name: str) -> bool:
+    value = text.strip().lower()
+    if value not in _TRUE + _FALSE:
+        raise UsageError(
+            f"{name}: {text!r} is neither yes nor no", hint="use 1, true, yes or on; or 0, false, no or off"
+        )
+    return value in _TRUE
+
+
 def _opt(
     flag: str, env: str, help_text: str, metavar: str, parse: Callable[[str, str], Any]
 ) -> dict[str, Option]:
     return {"option": Option(flag=flag, env=env, help=help_text, metavar=metavar, parse=parse)}
+
+
+def _switch(flag: str, env: str, help_text: str) -> dict[str, Option]:
+    """A setting that is off unless its flag is given or its variable says yes (1, true, yes, on)."""
+    return {"option": Option(flag=flag, env=env, help=help_text, metavar="", parse=_boolean, switch=True)}
 
 
 def default_state_dir() -> Path:
@@ -139,6 +159,13 @@ class Settings:
         default_factory=default_state_dir,
         metadata=_opt("--state-dir", "AIOND_STATE_DIR", "directory for the daemon's durable state",
                       "DIR", _path),
+    )  # fmt: skip
+    init_state: bool = dataclasses.field(
+        default=False,
+        metadata=_switch("--init-state", "AIOND_INIT_STATE",
+                         "set up fresh state in an existing but empty STATE_DIR/state.db (a 0-byte file, "
+                         "say); without it aiond refuses to start on one, which may be state that lost "
+                         "its contents. A missing state.db is always created"),
     )  # fmt: skip
     grpc_listen: HostPort = dataclasses.field(
         default=DEFAULT_GRPC_LISTEN,
@@ -259,14 +286,16 @@ def _default_text(field: dataclasses.Field[Any]) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one flag per setting; every flag defaults to None so that the environment can fill it in."""
     for field, opt in options():
-        parser.add_argument(
-            opt.flag,
-            dest=field.name,
-            metavar=opt.metavar,
-            default=None,
-            help=f"{opt.help} [env {opt.env}"
-            + (f"; default: {_default_text(field)}]" if field.default not in (None, ()) else "]"),
-        )
+        shows_default = not opt.switch and field.default not in (None, ())
+        default = f"; default: {_default_text(field)}" if shows_default else ""
+        help_text = f"{opt.help} [env {opt.env}{default}]"
+        if opt.switch:
+            # The flag stands for the text "true", so load() treats flags and variables alike.
+            parser.add_argument(
+                opt.flag, dest=field.name, action="store_const", const="true", default=None, help=help_text
+            )
+        else:
+            parser.add_argument(opt.flag, dest=field.name, metavar=opt.metavar, default=None, help=help_text)
 
 
 def load(flags: Mapping[str, str | None], environ: Mapping[str, str]) -> Settings:

@@ -4,6 +4,12 @@ These commands open the state database directly, so they work whether or not a d
 that state directory (SQLite WAL lets both use it; a running daemon sees a change within a second).
 A token's text is printed once, on stdout alone so that scripts can capture it, and only its hash is
 kept. Every change is recorded in the daemon's event log as an audit event.
+
+``create`` on a state directory without ``state.db`` makes it (that is how the first token exists
+before the daemon's first start). A ``state.db`` that exists but is damaged or empty (0 bytes, no
+schema) is refused by every command, exit 3, exactly as ``aiond`` refuses it: an empty one may be
+state that lost its contents, and a token written into it would hide that. ``aiond --init-state``, or
+moving the file away, starts over.
 """
 
 from __future__ import annotations
@@ -103,7 +109,8 @@ def run(argv: Sequence[str]) -> int:
             f"{state_dir} holds no aiond state ({DB_NAME} is missing)",
             hint="give the daemon's --state-dir, or set AIOND_STATE_DIR",
         )
-    state = SqliteState.open(state_dir)
+    # Never initialise an empty state.db here: only the daemon's --init-state says that is wanted.
+    state = SqliteState.open(state_dir, initialise=False)
     events = AuditWriter(state_dir)
     try:
         if args.action == "create":

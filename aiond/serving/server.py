@@ -172,7 +172,7 @@ class Daemon:
                 hint="point --config at the directory of your config set",
             )
         self._lock = StateDirLock.acquire(s.state_dir)
-        self._state = SqliteState.open(s.state_dir)
+        self._state = SqliteState.open(s.state_dir, initialise=s.init_state)
         self.events = DaemonEvents(
             s.state_dir,
             on_emit=self._count_event,

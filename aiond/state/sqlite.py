@@ -1,4 +1,6 @@
-"""The embedded state backend: one SQLite database (``STATE_DIR/state.db``) in WAL mode."""
+"""The embedded state backend: one SQLite database (``STATE_DIR/state.db``) in WAL mode. Its schema,
+how a new one is created and what is checked before an existing one is used live in
+:mod:`aiond.state.schema`."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -14,64 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from aion.errors import ConflictError, InputError
+from aiond.state import schema
 from aiond.state.backend import Activation, IntentMode, StaleActiveVersion, StoredVersion, TokenRecord
+from aiond.state.schema import SCHEMA_VERSION
 
 DB_NAME = "state.db"
-SCHEMA_VERSION = 3
-
-_SCHEMA = """
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE blobs (sha256 TEXT PRIMARY KEY, content BLOB NOT NULL);
-CREATE TABLE policy_versions (
-    number INTEGER PRIMARY KEY,
-    tag TEXT NOT NULL,
-    author TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    source TEXT NOT NULL,
-    description TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX policy_versions_tag ON policy_versions (tag);
-CREATE TABLE policy_files (
-    version INTEGER NOT NULL REFERENCES policy_versions (number),
-    path TEXT NOT NULL,
-    blob TEXT NOT NULL REFERENCES blobs (sha256),
-    PRIMARY KEY (version, path)
-);
-CREATE TABLE policy_activations (
-    sequence INTEGER PRIMARY KEY AUTOINCREMENT,
-    version INTEGER NOT NULL REFERENCES policy_versions (number),
-    at TEXT NOT NULL
-);
-CREATE TABLE tokens (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    role TEXT NOT NULL,
-    secret_sha256 TEXT NOT NULL,
-    identity TEXT NOT NULL DEFAULT '',
-    created_at TEXT NOT NULL,
-    created_by TEXT NOT NULL,
-    expires_at TEXT,
-    revoked_at TEXT
-);
-CREATE UNIQUE INDEX tokens_live_name ON tokens (name) WHERE revoked_at IS NULL;
-CREATE UNIQUE INDEX tokens_live_identity ON tokens (identity) WHERE revoked_at IS NULL AND identity != '';
-"""
-
-
-_SCHEMA_2 = """
-CREATE TABLE intent_modes (
-    intent TEXT PRIMARY KEY,
-    mode TEXT NOT NULL,
-    set_by TEXT NOT NULL,
-    set_at TEXT NOT NULL,
-    reason TEXT NOT NULL DEFAULT ''
-);
-"""
-_SCHEMA_3 = """
-CREATE TABLE spend (day TEXT PRIMARY KEY, nano_usd INTEGER NOT NULL);
-"""
-_MIGRATIONS = (_SCHEMA, _SCHEMA_2, _SCHEMA_3)
-"""Step i brings a database at schema i to schema i + 1."""
 
 
 def _now() -> dt.datetime:
@@ -95,7 +45,7 @@ class SqliteState:
     without stopping the daemon, and ``busy_timeout`` makes writers queue instead of failing.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, initialise: bool = False) -> None:
         self.path = path
         self._lock = threading.Lock()
         self._read_lock = threading.Lock()
@@ -113,12 +63,15 @@ class SqliteState:
                     hint="the state directory must belong to the user aiond runs as",
                 ) from exc
             self._db.execute("PRAGMA busy_timeout = 10000")
+            # Before anything writes to it: a refused database keeps the contents it was found with.
+            version = schema.inspect(self._db, path, initialise=initialise)
             mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode != "wal":
                 raise InputError(f"{path}: cannot switch the state database to WAL mode (got {mode})")
             self._db.execute("PRAGMA synchronous = FULL")
             self._db.execute("PRAGMA foreign_keys = ON")
-            self._migrate()
+            if version < SCHEMA_VERSION:
+                self._migrate()
             # Reads get their own connection: in WAL mode they never wait for a writer's lock or fsync,
             # so a token lookup on the event loop is not held up by a commit in progress.
             self._reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
@@ -126,16 +79,16 @@ class SqliteState:
             self._reader.execute("PRAGMA query_only = ON")
         except sqlite3.DatabaseError as exc:
             self._db.close()
-            raise InputError(
-                f"the state database {path} is unreadable: {exc}",
-                hint="restore it from a backup, or move it away to start with empty state",
-            ) from exc
+            raise schema.damaged(path, exc) from exc
         except BaseException:
             self._db.close()
             raise
 
     @classmethod
-    def open(cls, state_dir: Path) -> SqliteState:
+    def open(cls, state_dir: Path, *, initialise: bool = False) -> SqliteState:
+        """Open ``STATE_DIR/state.db``, creating it with the whole schema when there is none (a first
+        start). An existing one must be intact and hold aiond's schema; one with no schema at all (a
+        0-byte file, say) is set up only with ``initialise``: it may be state that lost its contents."""
         try:
             state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
@@ -143,26 +96,17 @@ class SqliteState:
                 f"cannot create state directory {state_dir}: {exc.strerror}",
                 hint="choose a writable directory with --state-dir",
             ) from exc
-        return cls(state_dir / DB_NAME)
+        path = state_dir / DB_NAME
+        if not os.path.lexists(path):
+            schema.create(path)
+        return cls(path, initialise=initialise)
 
     def _migrate(self) -> None:
         with self._tx():
+            # Read again inside the transaction: another process may have migrated it meanwhile.
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version == SCHEMA_VERSION:
-                return
-            if version > SCHEMA_VERSION:
-                raise InputError(
-                    f"the state database {self.path} was written by a newer aiond "
-                    f"(schema {version}; this aiond knows {SCHEMA_VERSION})",
-                    hint="run the newer aiond, or restore a backup made by this version",
-                )
-            # Each step brings the schema from one version to the next, statement by statement
-            # (executescript() would commit the open transaction first).
-            for step in _MIGRATIONS[version:]:
-                for statement in step.split(";\n"):
-                    if statement.strip():
-                        self._db.execute(statement)
-            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            if version < SCHEMA_VERSION:
+                schema.apply_migrations(self._db, version)
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:

@@ -60,6 +60,7 @@ def test_config_is_required() -> None:
         (["--event-log-segment", "64MB"], {}, "--event-log-segment: '64MB' is not a size"),
         ([], {"AIOND_EVENT_LOG_SEGMENT": "8GiB"}, "AIOND_EVENT_LOG_SEGMENT: 8GiB is outside 1 MiB..4 GiB"),
         (["--event-log-keep", "-1"], {}, "--event-log-keep: '-1' is not a size"),
+        ([], {"AIOND_INIT_STATE": "maybe"}, "AIOND_INIT_STATE: 'maybe' is neither yes nor no"),
     ],
 )
 def test_bad_values_name_where_they_came_from(argv: list[str], env: dict[str, str], message: str) -> None:
@@ -77,3 +78,31 @@ def test_event_log_sizes_take_binary_units() -> None:
     settings = parse(["--config", "/x", "--event-log-segment", "16MiB"], {"AIOND_EVENT_LOG_KEEP": "2 GiB"})
     assert (settings.event_log_segment, settings.event_log_keep) == (16 << 20, 2 << 30)
     assert parse(["--config", "/x", "--event-log-keep", "0"]).event_log_keep == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "expected"),
+    [
+        ([], {}, False),
+        (["--init-state"], {}, True),
+        ([], {"AIOND_INIT_STATE": "1"}, True),
+        ([], {"AIOND_INIT_STATE": "Yes"}, True),
+        ([], {"AIOND_INIT_STATE": "true"}, True),
+        ([], {"AIOND_INIT_STATE": "0"}, False),
+        ([], {"AIOND_INIT_STATE": ""}, False),
+        (["--init-state"], {"AIOND_INIT_STATE": "off"}, True),  # the flag beats the environment
+    ],
+)
+def test_init_state_is_a_switch(argv: list[str], env: dict[str, str], expected: bool) -> None:
+    assert parse(["--config", "/x", *argv], env).init_state is expected
+
+
+def test_a_switch_takes_no_value_and_help_lists_its_variable() -> None:
+    parser = argparse.ArgumentParser(prog="aiond")
+    settings.add_arguments(parser)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--init-state", "yes"])
+    text = " ".join(parser.format_help().split())
+    assert "[--init-state]" in text
+    assert "without it aiond refuses to start on one" in text
+    assert "A missing state.db is always created [env AIOND_INIT_STATE]" in text
