@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from aion.errors import VerificationError
+from aion.inputs import human_size
 from aion.trust.keys import PublicKey
 
 BUNDLE_MEDIA_TYPES = (
@@ -33,7 +34,8 @@ BUNDLE_MEDIA_TYPES = (
 ARTIFACT_TYPE_PREFIX = "application/vnd.dev.sigstore.bundle"
 IN_TOTO = "application/vnd.in-toto+json"
 STATEMENT_TYPES = ("https://in-toto.io/Statement/v1", "https://in-toto.io/Statement/v0.1")
-MAX_BUNDLE_BYTES = 1024 * 1024
+MAX_BUNDLE_BYTES = 4 << 20
+"""A bundle is a few KiB; a DSSE one carries its statement, which an SBOM attestation can make large."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -46,7 +48,9 @@ class Signed:
 
 def parse(raw: bytes, what: str) -> dict[str, Any]:
     if len(raw) > MAX_BUNDLE_BYTES:
-        raise VerificationError(f"{what}: the bundle is over {MAX_BUNDLE_BYTES} bytes")
+        raise VerificationError(
+            f"{what}: the bundle is larger than {human_size(MAX_BUNDLE_BYTES)}, the limit"
+        )
     try:
         bundle = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -202,7 +206,15 @@ def _verify_message(
         )
         if ok:
             return key
-    raise VerificationError(f"{what}: the signature does not verify with a trusted key")
+    raise VerificationError(
+        f"{what}: the signature does not verify with a trusted key",
+        hint=(
+            "an Ed25519 message signature covers the whole file, which aion hashes rather than holds; "
+            "sign with an ECDSA key (cosign's default) or as a DSSE statement"
+            if artifact is None and any(key.is_ed25519 for key in keys)
+            else None
+        ),
+    )
 
 
 __all__ = [

@@ -1,15 +1,20 @@
-"""Keyless (Sigstore) verification through sigstore-python, offline, with the trust roots it ships.
+"""Keyless (Sigstore) verification, offline, with the trust roots sigstore-python ships or one the
+user gives.
 
-sigstore-python checks the certificate chain to Fulcio, the transparency-log inclusion and the
-signed timestamps; aion adds the identity policy. Trust rules name identities by issuer (exactly)
-and subject (a glob, because release workflows sign from many tags), which sigstore's own
-``Identity`` policy, an exact match, cannot express; :class:`GlobIdentities` does that.
+The verifier is :class:`~aion.trust.sigstore_verifier.SpecVerifier`: sigstore-python's, which checks
+the certificate chain to Fulcio, the transparency-log entry and the signed timestamps, with the
+client-specification rules it lacks added by aion. Here aion adds what comes before and after it:
+the bundle rules sigstore-python only warns about (a root CA inside the bundle), the identity
+policy, and the in-toto subject check. Trust rules name identities by issuer (exactly) and subject
+(a glob, because release workflows sign from many tags), which sigstore's own ``Identity`` policy,
+an exact match, cannot express; :class:`GlobIdentities` does that.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
-import hashlib
 import logging
 import re
 from collections.abc import Sequence
@@ -35,19 +40,25 @@ _OTHERNAME = ObjectIdentifier("1.3.6.1.4.1.57264.1.7")
 
 
 def verifier(*, staging: bool = False, trusted_root: Path | None = None) -> Any:
-    """A sigstore Verifier for production (or staging, or a given trusted_root.json), offline."""
-    from sigstore.models import TrustedRoot
-    from sigstore.verify import Verifier
+    """A Sigstore verifier (aion's :class:`~aion.trust.sigstore_verifier.SpecVerifier`) for production,
+    staging, or the trusted_root.json at ``trusted_root``, offline."""
+    from sigstore.errors import Error as SigstoreError
 
-    # Offline on purpose (verification must not depend on reaching Sigstore's TUF mirror); the
-    # library warns about that on every call, which is noise for aion's users.
-    logging.getLogger("sigstore._internal.tuf").setLevel(logging.ERROR)
+    from aion.trust import trusted_roots
+    from aion.trust.sigstore_verifier import SpecVerifier
+
     if trusted_root is not None:
-        try:
-            return Verifier(trusted_root=TrustedRoot.from_file(str(trusted_root)))
-        except Exception as exc:  # sigstore raises several types for an unusable root
-            raise InputError(f"{trusted_root}: not a usable Sigstore trusted root: {exc}") from exc
-    return Verifier.staging(offline=True) if staging else Verifier.production(offline=True)
+        root = trusted_roots.from_file(trusted_root, what="--trusted-root")
+        where = f"--trusted-root {trusted_root}"
+    else:
+        root = trusted_roots.shipped(staging=staging)
+        where = "Sigstore's staging trusted root" if staging else "Sigstore's trusted root"
+    try:
+        return SpecVerifier(root)
+    except (SigstoreError, ValueError) as exc:  # no log, no CA, a key or certificate that does not load
+        raise InputError(
+            f"{where}: not a usable Sigstore trusted root: {trusted_roots.one_line(exc)}"
+        ) from exc
 
 
 def certificate_identity(cert: x509.Certificate) -> tuple[list[str], str | None]:
@@ -126,16 +137,48 @@ def exact_identity(identity: str, issuer: str) -> Any:
 
 
 def _load(raw: bytes, what: str) -> Any:
-    from sigstore.models import Bundle, InvalidBundle
+    from sigstore.errors import Error as SigstoreError
+    from sigstore.models import Bundle
 
+    _refuse_root_in_chain(raw, what)
+    # sigstore-python only warns about a root CA in the chain; aion has refused such a bundle above.
+    logging.getLogger("sigstore.models").setLevel(logging.ERROR)
     try:
         return Bundle.from_json(raw)
-    except (InvalidBundle, ValueError) as exc:
+    except (SigstoreError, ValueError) as exc:  # InvalidBundle, or a signed timestamp that cannot be parsed
         raise VerificationError(f"{what}: not a valid Sigstore bundle: {_brief(exc)}") from exc
 
 
+def _refuse_root_in_chain(raw: bytes, what: str) -> None:
+    """The bundle format's client rule: a bundle's certificate chain must not carry a root CA. The
+    root of trust is the trusted root's; a root in the bundle is at best unused, at worst a lure."""
+    import json
+
+    try:
+        document = json.loads(raw)
+        certificates = document["verificationMaterial"]["x509CertificateChain"]["certificates"]
+        chain = [x509.load_der_x509_certificate(base64.b64decode(c["rawBytes"])) for c in certificates]
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        return  # no chain, or a malformed one: sigstore-python's parser says which
+    for certificate in chain[1:]:
+        if _is_root_ca(certificate):
+            raise VerificationError(
+                f"{what}: not a valid Sigstore bundle: its certificate chain includes a root CA "
+                f"({certificate.subject.rfc4514_string()}), which a bundle must never carry",
+                hint="the root of trust comes from the trusted root, not from the bundle",
+            )
+
+
+def _is_root_ca(certificate: x509.Certificate) -> bool:
+    try:
+        constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        return False
+    return constraints.ca and certificate.issuer == certificate.subject
+
+
 def _brief(exc: Exception) -> str:
-    """One line from a parser's (possibly multi-line, pydantic-style) message."""
+    """One line from a parser's or verifier's (possibly multi-line, pydantic-style) message."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and "errors.pydantic.dev" not in ln]
     return "; ".join(lines)[:400]
 
@@ -147,38 +190,35 @@ def verify_artifact_bundle(raw: bytes, subject_digest: str, verifier_: Any, poli
     bundle = _load(raw, what)
     try:
         payload_type, payload = verifier_.verify_dsse(bundle, policy)
-    except SigstoreError as exc:
-        raise VerificationError(f"{what}: {exc}") from exc
+    except (SigstoreError, VerificationError) as exc:
+        raise VerificationError(f"{what}: {_brief(exc)}") from exc
     _check_statement(payload_type, payload, subject_digest, what)
     return _signed(bundle)
 
 
-def verify_blob_bundle(
-    raw: bytes, *, artifact: bytes | None, sha256: bytes | None, verifier_: Any, policy: Any, what: str
-) -> Signed:
-    """A keyless bundle about a file (or about a SHA-256 digest, when the file is not at hand)."""
+def verify_blob_bundle(raw: bytes, *, sha256: bytes, verifier_: Any, policy: Any, what: str) -> Signed:
+    """A keyless bundle about a file, given the file's SHA-256: a message signature over it, or a DSSE
+    in-toto statement naming it as a subject."""
     from sigstore.errors import Error as SigstoreError
     from sigstore.hashes import Hashed
     from sigstore_models.common.v1 import HashAlgorithm
 
     bundle = _load(raw, what)
-    target: Any = (
-        artifact if artifact is not None else Hashed(algorithm=HashAlgorithm.SHA2_256, digest=sha256 or b"")
-    )
     try:
-        if _is_dsse(raw):
-            payload_type, payload = verifier_.verify_dsse(bundle, policy)
-            digest = sha256 if sha256 is not None else hashlib.sha256(artifact or b"").digest()
-            _check_statement(payload_type, payload, "sha256:" + digest.hex(), what)
-        else:
-            verifier_.verify_artifact(target, bundle, policy)
-    except SigstoreError as exc:
-        raise VerificationError(f"{what}: {exc}") from exc
+        if not _is_dsse(bundle):
+            verifier_.verify_artifact(Hashed(algorithm=HashAlgorithm.SHA2_256, digest=sha256), bundle, policy)
+            return _signed(bundle)
+        payload_type, payload = verifier_.verify_dsse(bundle, policy)
+    except (SigstoreError, VerificationError) as exc:
+        raise VerificationError(f"{what}: {_brief(exc)}") from exc
+    _check_statement(payload_type, payload, "sha256:" + sha256.hex(), what)
     return _signed(bundle)
 
 
-def _is_dsse(raw: bytes) -> bool:
-    return b'"dsseEnvelope"' in raw
+def _is_dsse(bundle: Any) -> bool:
+    import json
+
+    return "dsseEnvelope" in json.loads(bundle.to_json())
 
 
 def _signed(bundle: Any) -> Signed:

@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, utils
 
 from aion.errors import InputError
+from aion.inputs import human_size, read_bounded
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +27,11 @@ class PublicKey:
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
         return "sha256:" + hashlib.sha256(der).hexdigest()
+
+    @property
+    def is_ed25519(self) -> bool:
+        """Ed25519 signs a whole message, never a digest computed elsewhere."""
+        return isinstance(self.key, ed25519.Ed25519PublicKey)
 
     def verifies(self, signature: bytes, data: bytes) -> bool:
         """Whether ``signature`` is this key's over ``data`` (ECDSA with SHA-256 or SHA-384 by curve)."""
@@ -53,21 +59,30 @@ def _hash_for(key: ec.EllipticCurvePublicKey) -> hashes.HashAlgorithm:
     return hashes.SHA384() if key.curve.key_size >= 384 else hashes.SHA256()
 
 
-def load_public_key(path: Path) -> PublicKey:
-    """A PEM public key (``cosign.pub``); InputError when it cannot be read or is not one."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read the public key: {exc.strerror}") from exc
+MAX_PUBLIC_KEY_BYTES = 64 << 10
+"""A PEM public key is a few hundred bytes; even a long certificate-sized one fits many times over."""
+
+
+def load_public_key(path: Path, *, what: str = "public key") -> PublicKey:
+    """A PEM public key (``cosign.pub``), read bounded; InputError when it cannot be read or is not
+    one. ``what`` names it in errors (``"--key"``, ``"trust rule key"``)."""
+    data = read_bounded(
+        path,
+        MAX_PUBLIC_KEY_BYTES,
+        what=what,
+        hint=f"give the .pub file of a cosign key pair (PEM, at most {human_size(MAX_PUBLIC_KEY_BYTES)})",
+    )
     try:
         key = serialization.load_pem_public_key(data)
     except ValueError as exc:
         raise InputError(
-            f"{path}: not a PEM public key", hint="give the .pub file of a cosign key pair"
+            f"{what} {path}: not a PEM public key", hint="give the .pub file of a cosign key pair"
         ) from exc
     if not isinstance(key, ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey):
-        raise InputError(f"{path}: only ECDSA and Ed25519 keys are supported (cosign's are ECDSA P-256)")
+        raise InputError(
+            f"{what} {path}: only ECDSA and Ed25519 keys are supported (cosign's are ECDSA P-256)"
+        )
     return PublicKey(key, str(path))
 
 
-__all__ = ["PublicKey", "load_public_key"]
+__all__ = ["MAX_PUBLIC_KEY_BYTES", "PublicKey", "load_public_key"]

@@ -1,17 +1,23 @@
 """``aionctl verify blob`` on real public Sigstore bundles, offline, and on bundles the real cosign makes
-with a key."""
+with a key; and what it does with inputs that are not files of a sane size (every read is bounded).
+
+The Sigstore conformance suite's cases run in ``test_sigstore_conformance.py``.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import resource
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from aion.trust.keys import load_public_key
 from tests.integration.supply import conforms, make_signer
-from tests.rig.daemon import REPO, aionctl
+from tests.rig.daemon import REPO, aionctl, clean_env, program
 from tests.rig.services import GoTools
 
 FIXTURES = REPO / "tests" / "fixtures" / "sigstore"
@@ -153,7 +159,7 @@ def test_cosign_key_bundle_of_a_file(go_tools: GoTools, tmp_path: Path) -> None:
     [
         ((), 2, "give --certificate-identity and --certificate-oidc-issuer (keyless), or --key"),
         (("--key", "k.pub", "--certificate-identity", "x"), 2, "not both"),
-        (("--key", "missing.pub"), 3, "missing.pub: cannot read the public key"),
+        (("--key", "missing.pub"), 3, "--key missing.pub: cannot open: No such file or directory"),
     ],
 )
 def test_usage_mistakes_are_named(tmp_path: Path, args: tuple[str, ...], code: int, message: str) -> None:
@@ -167,3 +173,113 @@ def test_usage_mistakes_are_named(tmp_path: Path, args: tuple[str, ...], code: i
     )
     assert result.returncode == code
     assert message in result.stderr
+
+
+# Each of these must be refused before anything is read: a hang or a huge read fails the test at this
+# deadline (before the fix, --bundle /dev/zero grew to 24 GB and a FIFO blocked forever).
+PROMPTLY = 30.0
+WHEEL = FIXTURES / "bundle_v3_github.whl"
+WHEEL_BUNDLE = FIXTURES / "bundle_v3_github.whl.sigstore"
+
+
+def verify_promptly(target: str | Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return aionctl("verify", "blob", str(target), *args, timeout=PROMPTLY)
+
+
+def test_a_device_as_the_bundle_is_refused_naming_the_limit() -> None:
+    result = verify_promptly(WHEEL, "--bundle", "/dev/zero", *keyless(GITHUB_IDENTITY, GITHUB_ISSUER))
+    assert result.returncode == 3
+    assert result.stderr == (
+        "error: --bundle /dev/zero is a character device, not a regular file\n"
+        "hint: give the Sigstore bundle file (.sigstore.json, at most 4 MiB)\n"
+    )
+
+
+def test_a_fifo_as_the_bundle_is_refused_at_once(tmp_path: Path) -> None:
+    fifo = tmp_path / "bundle.sigstore.json"
+    os.mkfifo(fifo)
+    result = verify_promptly(WHEEL, "--bundle", str(fifo), *keyless(GITHUB_IDENTITY, GITHUB_ISSUER))
+    assert result.returncode == 3
+    assert f"error: --bundle {fifo} is a FIFO, not a regular file" in result.stderr
+
+
+def test_an_oversized_bundle_is_refused_naming_the_limit(tmp_path: Path) -> None:
+    big = tmp_path / "big.sigstore.json"
+    with big.open("wb") as out:
+        out.truncate((4 << 20) + 1)  # sparse: one byte over the limit costs no disk
+    result = verify_promptly(WHEEL, "--bundle", str(big), *keyless(GITHUB_IDENTITY, GITHUB_ISSUER))
+    assert result.returncode == 3
+    assert f"error: --bundle {big} is larger than 4 MiB, the limit" in result.stderr
+
+
+@pytest.mark.parametrize("flag", ["--key", "--trusted-root"])
+def test_a_device_or_fifo_as_key_or_trusted_root_is_refused_at_once(tmp_path: Path, flag: str) -> None:
+    fifo = tmp_path / "input"
+    os.mkfifo(fifo)
+    identity = () if flag == "--key" else keyless(GITHUB_IDENTITY, GITHUB_ISSUER)
+    for source, kind in (("/dev/zero", "a character device"), (str(fifo), "a FIFO")):
+        result = verify_promptly(WHEEL, "--bundle", str(WHEEL_BUNDLE), *identity, flag, source)
+        assert result.returncode == 3, result.stderr
+        assert f"error: {flag} {source} is {kind}, not a regular file" in result.stderr
+        assert "at most" in result.stderr, "the hint states the limit"
+
+
+def test_an_oversized_trusted_root_is_refused_naming_the_limit(tmp_path: Path) -> None:
+    big = tmp_path / "trusted_root.json"
+    with big.open("wb") as out:
+        out.truncate((4 << 20) + 1)
+    result = verify_promptly(
+        WHEEL,
+        "--bundle",
+        str(WHEEL_BUNDLE),
+        *keyless(GITHUB_IDENTITY, GITHUB_ISSUER),
+        "--trusted-root",
+        str(big),
+    )
+    assert result.returncode == 3
+    assert f"error: --trusted-root {big} is larger than 4 MiB, the limit" in result.stderr
+
+
+@pytest.mark.parametrize("kind", ["a character device", "a FIFO", "a directory"])
+def test_the_artifact_must_be_a_regular_file(tmp_path: Path, kind: str) -> None:
+    fifo = tmp_path / "release.tar.gz"
+    os.mkfifo(fifo)
+    target = {"a character device": "/dev/zero", "a FIFO": str(fifo), "a directory": str(tmp_path)}[kind]
+    result = verify_promptly(target, "--bundle", str(WHEEL_BUNDLE), *keyless(GITHUB_IDENTITY, GITHUB_ISSUER))
+    assert result.returncode == 3
+    assert f"error: file {target} is {kind}, not a regular file" in result.stderr
+
+
+def test_the_artifact_is_hashed_streaming_never_held_whole(tmp_path: Path) -> None:
+    # 256 MiB of artifact under a 128 MiB cap on the process's data: reading it whole cannot fit, so
+    # only a streaming hash gets as far as comparing digests (it is not the signed file).
+    big = tmp_path / "release.tar.gz"
+    with big.open("wb") as out:
+        out.truncate(256 << 20)
+
+    def cap_data() -> None:
+        resource.setrlimit(resource.RLIMIT_DATA, (128 << 20, 128 << 20))
+
+    result = subprocess.run(
+        [program("aionctl"), "verify", "blob", str(big), "--bundle", str(WHEEL_BUNDLE),
+         *keyless(GITHUB_IDENTITY, GITHUB_ISSUER)],
+        capture_output=True, text=True, env=clean_env(), preexec_fn=cap_data, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "Bundle message digest mismatch" in result.stderr
+
+
+def test_the_artifact_can_come_from_standard_input() -> None:
+    result = subprocess.run(
+        [program("aionctl"), "verify", "blob", "-", "--bundle", str(WHEEL_BUNDLE),
+         *keyless(GITHUB_IDENTITY, GITHUB_ISSUER)],
+        input=WHEEL.read_bytes(), capture_output=True, env=clean_env(), timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(b"verified: -\n")
+
+
+def test_only_one_input_can_be_standard_input() -> None:
+    result = aionctl("verify", "blob", "-", "--bundle", "-", *keyless(GITHUB_IDENTITY, GITHUB_ISSUER))
+    assert result.returncode == 2
+    assert "the file and --bundle cannot all be standard input (-): only one of them can" in result.stderr

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from aion.errors import VerificationError
 from aion.trust import bundles
@@ -125,3 +125,27 @@ def test_a_statement_with_malformed_subjects_is_refused() -> None:
     bad["subject"] = "sha256:" + "ab" * 32
     with pytest.raises(VerificationError, match="for another artifact"):
         bundles.verify_with_keys(dsse_bundle(bad), [TRUSTED], "B", subject_digest=DIGEST)
+
+
+def test_a_message_signature_verifies_from_the_files_digest_alone() -> None:
+    # aionctl hashes a file streaming and hands only its digest on, never the file's bytes.
+    bundle = message_bundle(b"release")
+    signed = bundles.verify_with_keys(
+        bundle, [TRUSTED], "B", artifact_sha256=hashlib.sha256(b"release").digest()
+    )
+    assert signed.signer == TRUSTED.fingerprint
+
+
+def test_an_ed25519_message_signature_from_a_digest_alone_says_why_it_cannot_verify() -> None:
+    key = ed25519.Ed25519PrivateKey.generate()
+    bundle = message_bundle(b"release")
+    bundle["messageSignature"]["signature"] = b64(key.sign(b"release"))
+    with pytest.raises(VerificationError, match="does not verify with a trusted key") as raised:
+        bundles.verify_with_keys(
+            bundle,
+            [PublicKey(key.public_key(), "ed")],
+            "B",
+            artifact_sha256=hashlib.sha256(b"release").digest(),
+        )
+    assert raised.value.hint is not None
+    assert "Ed25519 message signature covers the whole file" in raised.value.hint
