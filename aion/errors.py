@@ -1,39 +1,66 @@
-"""The one error model of aion: every failure a user can cause or meet is an :class:`Error`.
+"""The one error model of aion, and the one table of how each kind of error reaches a user.
 
-``aionctl`` and ``aiond`` catch :class:`Error` in one place each, print :meth:`Error.diagnostics`, and
-exit with :attr:`Error.exit_code`. Lower-layer exceptions (grpc, httpx, OS errors, ...) are translated
-into these at the boundary with ``raise ... from``, so ``--debug`` can still show the cause.
+Every failure a user can cause or meet is an :class:`Error`. ``aionctl`` catches it in one place and
+exits with its code; ``aiond`` raises it from a handler and one interceptor (gRPC) or middleware (HTTP)
+answers with its status; nothing else picks a code. Lower-layer exceptions (grpc, httpx, sqlite3, OS
+errors) are translated into these at the boundary with ``raise ... from``, so ``--debug`` can still
+show the cause.
 
-Exception tree::
+Exception tree, with each class's row of :data:`TABLE` (exit code, gRPC status, HTTP status)::
 
-    Error
-    ├── UsageError              exit 2  a value given on the command line or in the environment is wrong
-    ├── InputError              exit 3  a file or directory cannot be read or is not what it must be
-    │   ├── ConfigError         exit 3  a config file cannot be loaded at all
-    │   └── RegistryError       exit 3  a registry or image layout cannot be read or written
-    ├── FindingsError           exit 1  the command ran and found problems (invalid config, failed check)
-    │   └── VerificationError   exit 1  a signature, digest or trust-policy check failed
-    ├── AuthError               exit 4  authentication or authorisation refused
-    │   └── RegistryAuthError   exit 4  a registry refused the credentials (or there were none)
-    ├── DaemonUnavailable       exit 5  the daemon cannot be reached or did not answer in time
-    ├── ConflictError           exit 6  a precondition does not hold (nothing to roll back to, ...)
-    └── ServiceError            exit 1  the daemon answered with an error that is none of the above
+    Error                          1  INTERNAL             500  (never raised as itself)
+    ├── UsageError                 2  INVALID_ARGUMENT     400  a value on the command line or in a request
+    ├── InputError                 3  FAILED_PRECONDITION  409  a file or directory cannot be read or used
+    │   ├── NotFound               3  NOT_FOUND            404  no such version, task, module, intent ...
+    │   ├── ConfigError            3  FAILED_PRECONDITION  409  a config file cannot be loaded at all
+    │   └── RegistryError          3  UNAVAILABLE          502  a registry or image layout failed
+    ├── FindingsError              1  FAILED_PRECONDITION  422  the work ran and found problems
+    │   ├── InvalidConfig          1  INVALID_ARGUMENT     422  a config set has errors (with findings)
+    │   ├── Refused                1  FAILED_PRECONDITION  422  the router's hard rules refuse a task
+    │   └── VerificationError      1  PERMISSION_DENIED    403  a signature, digest or trust check failed
+    │       └── EvidenceMissing    1  FAILED_PRECONDITION  422  something the policy requires is absent
+    ├── AuthError                  4  PERMISSION_DENIED    403
+    │   ├── Unauthenticated        4  UNAUTHENTICATED      401  no valid credential
+    │   ├── Forbidden              4  PERMISSION_DENIED    403  a valid credential, too weak a role
+    │   └── RegistryAuthError      4  FAILED_PRECONDITION  502  a registry refused the credentials
+    ├── DaemonUnavailable          5  UNAVAILABLE          503  cannot be reached, or cannot serve now
+    │   ├── Saturated              5  RESOURCE_EXHAUSTED   429  full queues; retry after a while
+    │   └── StorageFull            5  RESOURCE_EXHAUSTED   507  the disk is full
+    ├── ConflictError              6  FAILED_PRECONDITION  409  a precondition does not hold
+    │   └── Stale                  6  ABORTED              409  what the caller expected has changed
+    └── ServiceError               1  INTERNAL             500  the daemon failed in a way none of these say
+        └── InternalError          1  INTERNAL             500  an unexpected exception (a bug), with an id
+
+The daemon sends the row's :attr:`Transport.name` in the ``aion-error`` trailer (and the hint in
+``aion-hint-bin``), so a client rebuilds the very class the daemon raised (:func:`from_status`) and
+exits with the same code a local run would; without the trailer (another server) it falls back on
+the gRPC code.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
+
 from aion.exitcodes import ExitCode
+
+Metadata = tuple[tuple[str, str | bytes], ...]
 
 
 class Error(Exception):
     """Base of every aion error. ``message`` says what went wrong; ``hint`` says what to do."""
 
-    exit_code: ExitCode = ExitCode.FINDINGS
-
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.trailers: Metadata = ()
+        """Extra response metadata a transport sends with this error (for example the findings of a
+        refused activation); set by whoever raises it."""
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return transport(self).exit_code
 
     def diagnostics(self) -> str:
         """The text shown to a user: the message, then the hint on its own line when there is one."""
@@ -41,13 +68,21 @@ class Error(Exception):
             return f"{self.message}\nhint: {self.hint}"
         return self.message
 
+    def metadata(self) -> Metadata:
+        """What a transport sends along with this error, beyond its status and message."""
+        return self.trailers
+
 
 class UsageError(Error):
-    exit_code = ExitCode.USAGE
+    pass
 
 
 class InputError(Error):
-    exit_code = ExitCode.INPUT
+    pass
+
+
+class NotFound(InputError):
+    pass
 
 
 class ConfigError(InputError):
@@ -59,15 +94,42 @@ class RegistryError(InputError):
 
 
 class FindingsError(Error):
-    exit_code = ExitCode.FINDINGS
+    pass
+
+
+class InvalidConfig(FindingsError):
+    pass
+
+
+class Refused(FindingsError):
+    """A task the router's hard rules or the budget refuse; ``code`` is the reason code."""
+
+    def __init__(self, message: str, *, code: str = "REFUSED", hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.code = code
 
 
 class VerificationError(FindingsError):
     pass
 
 
+class EvidenceMissing(VerificationError):
+    pass
+
+
 class AuthError(Error):
-    exit_code = ExitCode.AUTH
+    def __init__(self, message: str, *, hint: str | None = None, principal: str = "anonymous") -> None:
+        super().__init__(message, hint=hint)
+        self.principal = principal
+        """Who was refused (for the audit trail)."""
+
+
+class Unauthenticated(AuthError):
+    pass
+
+
+class Forbidden(AuthError):
+    pass
 
 
 class RegistryAuthError(AuthError):
@@ -75,28 +137,152 @@ class RegistryAuthError(AuthError):
 
 
 class DaemonUnavailable(Error):
-    exit_code = ExitCode.UNAVAILABLE
+    pass
+
+
+class Saturated(DaemonUnavailable):
+    """Queues are full: try again after ``retry_after`` seconds (sent as ``retry-after-ms``)."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.retry_after = retry_after
+
+    def metadata(self) -> Metadata:
+        extra: Metadata = ()
+        if self.retry_after is not None:
+            extra = (("retry-after-ms", str(round(self.retry_after * 1000))),)
+        return self.trailers + extra
+
+
+class StorageFull(DaemonUnavailable):
+    pass
 
 
 class ConflictError(Error):
-    exit_code = ExitCode.CONFLICT
+    pass
+
+
+class Stale(ConflictError):
+    pass
 
 
 class ServiceError(Error):
-    exit_code = ExitCode.FINDINGS
+    pass
+
+
+class InternalError(ServiceError):
+    """An unexpected exception: the user sees its id, the daemon's log has the rest."""
+
+    def __init__(self, error_id: str) -> None:
+        super().__init__(
+            f"internal error {error_id}",
+            hint=f"this is a bug in aiond; its log has a line with {error_id} (report it)",
+        )
+        self.error_id = error_id
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Transport:
+    """How one kind of error reaches a user."""
+
+    name: str
+    """Stable: sent in the ``aion-error`` trailer and in HTTP error documents as ``reason``."""
+    exit_code: ExitCode
+    grpc: str
+    """The name of a ``grpc.StatusCode`` (aion does not import grpc for this table)."""
+    http: int
+
+
+TABLE: Mapping[type[Error], Transport] = {
+    Error: Transport("internal", ExitCode.FINDINGS, "INTERNAL", 500),
+    UsageError: Transport("usage", ExitCode.USAGE, "INVALID_ARGUMENT", 400),
+    InputError: Transport("input", ExitCode.INPUT, "FAILED_PRECONDITION", 409),
+    NotFound: Transport("not-found", ExitCode.INPUT, "NOT_FOUND", 404),
+    ConfigError: Transport("config", ExitCode.INPUT, "FAILED_PRECONDITION", 409),
+    RegistryError: Transport("registry", ExitCode.INPUT, "UNAVAILABLE", 502),
+    FindingsError: Transport("findings", ExitCode.FINDINGS, "FAILED_PRECONDITION", 422),
+    InvalidConfig: Transport("invalid-config", ExitCode.FINDINGS, "INVALID_ARGUMENT", 422),
+    Refused: Transport("refused", ExitCode.FINDINGS, "FAILED_PRECONDITION", 422),
+    VerificationError: Transport("verification", ExitCode.FINDINGS, "PERMISSION_DENIED", 403),
+    EvidenceMissing: Transport("evidence-missing", ExitCode.FINDINGS, "FAILED_PRECONDITION", 422),
+    AuthError: Transport("auth", ExitCode.AUTH, "PERMISSION_DENIED", 403),
+    Unauthenticated: Transport("unauthenticated", ExitCode.AUTH, "UNAUTHENTICATED", 401),
+    Forbidden: Transport("forbidden", ExitCode.AUTH, "PERMISSION_DENIED", 403),
+    RegistryAuthError: Transport("registry-auth", ExitCode.AUTH, "FAILED_PRECONDITION", 502),
+    DaemonUnavailable: Transport("unavailable", ExitCode.UNAVAILABLE, "UNAVAILABLE", 503),
+    Saturated: Transport("saturated", ExitCode.UNAVAILABLE, "RESOURCE_EXHAUSTED", 429),
+    StorageFull: Transport("storage-full", ExitCode.UNAVAILABLE, "RESOURCE_EXHAUSTED", 507),
+    ConflictError: Transport("conflict", ExitCode.CONFLICT, "FAILED_PRECONDITION", 409),
+    Stale: Transport("stale", ExitCode.CONFLICT, "ABORTED", 409),
+    ServiceError: Transport("service", ExitCode.FINDINGS, "INTERNAL", 500),
+    InternalError: Transport("internal", ExitCode.FINDINGS, "INTERNAL", 500),
+}
+"""Every class of the tree above, with its row. A subclass defined elsewhere (``ActivationRefused``,
+``SecretMissing``, ...) takes the row of its nearest ancestor here; a kind of error that must reach
+users differently gets a class of its own in this module, so no error can be mapped two ways."""
+
+_BY_NAME: Mapping[str, type[Error]] = {row.name: cls for cls, row in TABLE.items() if cls is not Error}
+
+_FROM_GRPC: Mapping[str, type[Error]] = {
+    "INVALID_ARGUMENT": UsageError,
+    "OUT_OF_RANGE": UsageError,
+    "NOT_FOUND": NotFound,
+    "FAILED_PRECONDITION": ConflictError,
+    "ABORTED": Stale,
+    "ALREADY_EXISTS": ConflictError,
+    "UNAUTHENTICATED": Unauthenticated,
+    "PERMISSION_DENIED": Forbidden,
+    "UNAVAILABLE": DaemonUnavailable,
+    "DEADLINE_EXCEEDED": DaemonUnavailable,
+    "RESOURCE_EXHAUSTED": Saturated,
+}
+"""What a gRPC status means when the server did not say which aion error it was."""
+
+
+def transport(error: BaseException) -> Transport:
+    """The row of :data:`TABLE` for ``error``: its class's, else its nearest listed ancestor's. An
+    exception that is no :class:`Error` at all is a bug, and reaches users as an internal error."""
+    for cls in type(error).__mro__:
+        row = TABLE.get(cls)
+        if row is not None:
+            return row
+    return TABLE[Error]
+
+
+def from_status(grpc_code: str, message: str, *, name: str | None = None, hint: str | None = None) -> Error:
+    """The error a daemon's failed call stands for: the class named by its ``aion-error`` trailer, or
+    the class its gRPC status means (:class:`ServiceError` for any other status)."""
+    cls = _BY_NAME.get(name or "") or _FROM_GRPC.get(grpc_code, ServiceError)
+    if cls is InternalError:
+        cls = ServiceError  # the id is already in the message
+    return cls(message, hint=hint)
 
 
 __all__ = [
+    "TABLE",
     "AuthError",
     "ConfigError",
     "ConflictError",
     "DaemonUnavailable",
     "Error",
+    "EvidenceMissing",
     "FindingsError",
+    "Forbidden",
     "InputError",
+    "InternalError",
+    "InvalidConfig",
+    "NotFound",
+    "Refused",
     "RegistryAuthError",
     "RegistryError",
+    "Saturated",
     "ServiceError",
+    "Stale",
+    "StorageFull",
+    "Transport",
+    "Unauthenticated",
     "UsageError",
     "VerificationError",
+    "from_status",
+    "transport",
 ]

@@ -37,6 +37,13 @@ def human_size(value: int) -> str:
     return f"{value} bytes"
 
 
+def quoted(value: str, limit: int = 80) -> str:
+    """A value from a request or a file as a message shows it: quoted with escapes (no control
+    character reaches a terminal or a log), and cut short when long (a request may carry a
+    megabyte-long name)."""
+    return repr(value if len(value) <= limit else value[:limit] + "...")
+
+
 def file_kind(mode: int) -> str | None:
     """What a file that is not a regular file is (``a FIFO``, ``a directory``, ...); None for a
     regular file."""
@@ -69,7 +76,9 @@ def read_bounded(
         # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused just below.
         fd = os.open(Path(path).expanduser(), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     except OSError as exc:
-        raise InputError(f"{what} {name}: cannot open: {exc.strerror}", hint=hint or "check the path") from exc
+        raise InputError(
+            f"{what} {name}: cannot open: {exc.strerror}", hint=hint or "check the path"
+        ) from exc
     try:
         kind = file_kind(os.fstat(fd).st_mode)
         if kind is not None:
@@ -92,4 +101,4 @@ def _within(data: bytes, limit: int, label: str, hint: str | None) -> bytes:
     return data
 
 
-__all__ = ["STDIN", "file_kind", "human_size", "read_bounded"]
+__all__ = ["STDIN", "file_kind", "human_size", "quoted", "read_bounded"]

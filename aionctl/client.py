@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,23 +19,29 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from aion.addresses import HostPort, parse_hostport
 from aion.errors import (
-    AuthError,
-    ConflictError,
     DaemonUnavailable,
     Error,
+    Forbidden,
     InputError,
+    Saturated,
     ServiceError,
+    Unauthenticated,
     UsageError,
+    from_status,
 )
 
 _T = TypeVar("_T")
 
 if TYPE_CHECKING:
+    import ssl
+
     import grpc
     import httpx
 
 DEFAULT_GRPC_ADDR = "127.0.0.1:8470"
 DEFAULT_HTTP_ADDR = "127.0.0.1:8471"
+MAX_PEM_BYTES = 1024 * 1024
+"""Largest TLS file read (a CA bundle of every public root is about 200 KiB)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -48,22 +55,19 @@ class Tls:
     server_name: str | None = None
 
     def read(self) -> tuple[bytes | None, bytes | None, bytes | None]:
-        """(CA, key, certificate) bytes; an unreadable file is an InputError naming it."""
+        """(CA, key, certificate) bytes; a file that cannot be read, is not a regular file or is
+        larger than :data:`MAX_PEM_BYTES` is an InputError naming it and the limit."""
+        from aion.inputs import read_bounded
 
         def load(path: str | None, what: str) -> bytes | None:
             if path is None:
                 return None
-            try:
-                return Path(path).expanduser().read_bytes()
-            except OSError as exc:
-                raise InputError(
-                    f"cannot read the {what} {path}: {exc.strerror}", hint="check the TLS settings"
-                ) from exc
+            return read_bounded(path, MAX_PEM_BYTES, what=what, hint="check the TLS settings")
 
         return (
-            load(self.ca_file, "CA file"),
-            load(self.key_file, "client key"),
-            load(self.cert_file, "client certificate"),
+            load(self.ca_file, "the TLS CA file"),
+            load(self.key_file, "the TLS client key"),
+            load(self.cert_file, "the TLS client certificate"),
         )
 
 
@@ -87,10 +91,11 @@ class Endpoint:
         token: str | None = None,
         tls: Tls | None = None,
     ) -> Endpoint:
-        """Flag or environment value when given (Typer has merged the two), else the default."""
+        """Flag or environment value when given (Typer has merged the two), else the default. Only
+        None means "not given": an empty address is a usage error naming the flag."""
         return cls(
-            grpc=parse_hostport(addr or DEFAULT_GRPC_ADDR, what="--addr"),
-            http=parse_hostport(http_addr or DEFAULT_HTTP_ADDR, what="--http-addr"),
+            grpc=parse_hostport(DEFAULT_GRPC_ADDR if addr is None else addr, what="--addr"),
+            http=parse_hostport(DEFAULT_HTTP_ADDR if http_addr is None else http_addr, what="--http-addr"),
             timeout=timeout,
             token=token,
             tls=tls,
@@ -142,42 +147,104 @@ def call(endpoint: Endpoint, method: Callable[..., _T], request: Any, what: str)
         raise translate_rpc_error(exc, endpoint, what) from exc
 
 
+ERROR_TRAILER = "aion-error"
+HINT_TRAILER = "aion-hint-bin"
+
+
 def translate_rpc_error(exc: grpc.RpcError, endpoint: Endpoint, what: str) -> Error:
-    """Map a failed call to the aion error (and so the exit code) it means for a user."""
+    """The aion error a failed call stands for, with the exit code it means for a user: the class
+    the daemon named in its ``aion-error`` trailer (so a remote failure exits as a local one would),
+    else what the gRPC status means (the call never reached a handler: no daemon, a TLS handshake
+    that failed, a deadline, another server)."""
     import grpc
 
     code, detail = rpc_status(exc)
+    trailers = _trailers(exc)
+    name = trailers.get(ERROR_TRAILER)
     where = f"aiond at {endpoint.grpc}"
-    if code is grpc.StatusCode.UNAVAILABLE:
-        return DaemonUnavailable(
-            f"{what}: cannot reach {where}: {detail}",
-            hint="is aiond running? set the address with --addr or AION_ADDR",
-        )
-    if code is grpc.StatusCode.DEADLINE_EXCEEDED:
-        return DaemonUnavailable(
-            f"{what}: {where} did not answer within {endpoint.timeout:g}s",
-            hint="raise --timeout, or check the daemon",
-        )
-    if code is grpc.StatusCode.UNAUTHENTICATED:
-        hint = (
+    raw_hint = trailers.get(HINT_TRAILER)
+    hint = raw_hint.decode("utf-8", "replace") if isinstance(raw_hint, bytes) else None
+    if not isinstance(name, str):
+        if code is grpc.StatusCode.UNAVAILABLE:
+            tls = tls_failure(detail, endpoint)
+            if tls is not None:
+                return DaemonUnavailable(
+                    f"{what}: the TLS handshake with {where} failed: {tls[0]}", hint=tls[1]
+                )
+            return DaemonUnavailable(
+                f"{what}: cannot reach {where}: {detail}",
+                hint="is aiond running? set the address with --addr or AION_ADDR",
+            )
+        if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+            return DaemonUnavailable(
+                f"{what}: {where} did not answer within {endpoint.timeout:g}s",
+                hint="raise --timeout, or check the daemon",
+            )
+        if code is grpc.StatusCode.UNIMPLEMENTED:
+            return ServiceError(f"{what}: {where} does not offer this call: {detail}", hint="upgrade aiond")
+        name = None
+    message = detail.removesuffix(f" ({hint})") if hint else detail
+    error = from_status(code.name, f"{what}: {message}", name=name, hint=hint)
+    if isinstance(error, Unauthenticated):
+        error.message = f"{what}: {where} refused the call: {message}"
+        error.hint = error.hint or (
             "set a token with AION_TOKEN, --token-file or a context (aionctl config set-context)"
             if endpoint.token is None
             else "the token was refused: check it with the daemon's operator (aiond token list)"
         )
-        return AuthError(f"{what}: {where} refused the call: {detail}", hint=hint)
-    if code is grpc.StatusCode.PERMISSION_DENIED:
-        return AuthError(
-            f"{what}: {where} refused the call: {detail}", hint="use a token with a stronger role"
+    elif isinstance(error, Forbidden):
+        error.message = f"{what}: {where} refused the call: {message}"
+        error.hint = error.hint or "use a token with a stronger role"
+    elif isinstance(error, Saturated):
+        millis = trailers.get("retry-after-ms")
+        if isinstance(millis, str) and millis.isdigit():
+            error.retry_after = int(millis) / 1000
+        error.hint = error.hint or "retry later"
+    elif type(error) is ServiceError and name is None:
+        error.message = f"{what}: {where} answered {code.name}: {detail}"
+    return error
+
+
+_TLS_REASONS = (
+    ("CERTIFICATE_VERIFY_FAILED", "aiond's certificate is not trusted",
+     "give the CA that signed it with --tls-ca, and --tls-server-name if it names another host"),
+    ("WRONG_VERSION_NUMBER", "aiond does not speak TLS on this address",
+     "drop --tls-ca (and the context's tls settings), or point --addr at aiond's TLS listener"),
+    ("CERTIFICATE_REQUIRED", "aiond wants a client certificate",
+     "give --tls-cert and --tls-key (or the context's tls cert and key)"),
+    ("HANDSHAKE_FAILURE", "aiond refused the client certificate, or wants one",
+     "give a client certificate signed by the CA aiond trusts (--tls-cert, --tls-key)"),
+    ("UNKNOWN_CA", "aiond does not trust the client certificate",
+     "use a client certificate signed by the CA aiond trusts (--tls-client-ca on aiond)"),
+    ("BAD_CERTIFICATE", "aiond refused the client certificate",
+     "use a client certificate signed by the CA aiond trusts (--tls-client-ca on aiond)"),
+)  # fmt: skip
+
+
+def tls_failure(detail: str, endpoint: Endpoint) -> tuple[str, str] | None:
+    """(what went wrong, what to do) when ``detail`` says a TLS handshake failed; None otherwise. A
+    plain-text client that reaches a TLS listener sees its connection closed, which says no more than
+    that: the hint then points at TLS."""
+    if "andshake" in detail or "SSL_ERROR" in detail:
+        for marker, reason, hint in _TLS_REASONS:
+            if marker in detail:
+                return reason, hint
+        return "the handshake was refused", "check the TLS settings of aionctl and aiond"
+    if endpoint.tls is None and ("Socket closed" in detail or "Connection reset" in detail):
+        return (
+            "the connection was closed at once (is aiond serving TLS?)",
+            "if aiond serves TLS, give its CA with --tls-ca (or set up a context with tls)",
         )
-    if code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ABORTED, grpc.StatusCode.ALREADY_EXISTS):
-        return ConflictError(f"{what}: {detail}")
-    if code is grpc.StatusCode.INVALID_ARGUMENT:
-        return UsageError(f"{what}: {detail}")
-    if code is grpc.StatusCode.NOT_FOUND:
-        return InputError(f"{what}: {detail}")
-    if code is grpc.StatusCode.UNIMPLEMENTED:
-        return ServiceError(f"{what}: {where} does not offer this call: {detail}", hint="upgrade aiond")
-    return ServiceError(f"{what}: {where} answered {code.name}: {detail}")
+    return None
+
+
+def _trailers(exc: grpc.RpcError) -> dict[str, str | bytes]:
+    method = getattr(exc, "trailing_metadata", None)
+    try:
+        pairs = method() if callable(method) else None
+    except Exception:  # a call object that has no trailers to give
+        pairs = None
+    return dict(pairs or ())
 
 
 def rpc_status(exc: grpc.RpcError) -> tuple[grpc.StatusCode, str]:
@@ -242,18 +309,42 @@ def http_client(endpoint: Endpoint, *, authenticated: bool = False) -> Iterator[
 
     verify: Any = True
     if endpoint.tls is not None:
-        import ssl
-
-        try:
-            verify = ssl.create_default_context(cafile=endpoint.tls.ca_file)
-            if endpoint.tls.cert_file and endpoint.tls.key_file:
-                verify.load_cert_chain(endpoint.tls.cert_file, endpoint.tls.key_file)
-        except (OSError, ssl.SSLError) as exc:
-            raise InputError(f"cannot use the TLS files: {exc}", hint="check the TLS settings") from exc
+        verify = _ssl_context(endpoint.tls)
     with httpx.Client(
         timeout=endpoint.timeout, trust_env=False, verify=verify, headers=endpoint.headers()
     ) as client:
         yield client
+
+
+def _ssl_context(tls: Tls) -> ssl.SSLContext:
+    """The TLS context of the HTTP client, from the bytes :meth:`Tls.read` read (bounded, regular
+    files only), never from paths handed to OpenSSL, which would read whatever they name."""
+    import ssl
+
+    ca, key, cert = tls.read()
+    if (key is None) != (cert is None):
+        raise UsageError("a client certificate and its key go together", hint="give both, or neither")
+    try:
+        # cadata takes PEM as ASCII text; bundles may carry non-ASCII comments between certificates.
+        context = ssl.create_default_context(cadata=ca.decode("ascii", "ignore") if ca else None)
+        if key is not None and cert is not None:
+            _load_cert_chain(context, cert, key)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        raise InputError(f"cannot use the TLS files: {exc}", hint="check the TLS settings") from exc
+    return context
+
+
+def _load_cert_chain(context: ssl.SSLContext, cert: bytes, key: bytes) -> None:
+    """ssl loads a client certificate only from a path: give it the bytes already read through a
+    private temporary file (mode 0600, in a directory only we can enter), removed at once."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="aionctl-tls-") as directory:
+        chain = Path(directory) / "client.pem"
+        fd = os.open(chain, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(cert.rstrip(b"\n") + b"\n" + key)
+        context.load_cert_chain(chain)
 
 
 def probe_http(client: httpx.Client, endpoint: Endpoint, name: str, path: str) -> Probe:

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import sys
+import time
 
 
 class JsonFormatter(logging.Formatter):
@@ -70,3 +71,34 @@ def configure(level: str, fmt: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.server").addFilter(BadRequestFilter())
+
+
+class Throttle:
+    """At most ``rate`` lines a second (bursts of ``burst``) for one kind of log line; the lines held
+    back are counted and the count is told with the next line that gets through. A client that floods
+    the daemon with bad calls (undecodable requests, connections it abandons) must not be able to fill
+    the disk with the log of them."""
+
+    def __init__(self, logger: logging.Logger, *, rate: float = 1.0, burst: int = 10) -> None:
+        self._logger = logger
+        self._rate = rate
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._last = time.monotonic()
+        self.suppressed = 0
+
+    def log(self, level: int, message: str, *args: object) -> bool:
+        """Log ``message % args`` at ``level`` unless over the rate; True when it was written."""
+        now = time.monotonic()
+        self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
+        self._last = now
+        if self._tokens < 1:
+            self.suppressed += 1
+            return False
+        self._tokens -= 1
+        if self.suppressed:
+            message += " (%d more like this were not logged)"
+            args = (*args, self.suppressed)
+            self.suppressed = 0
+        self._logger.log(level, message, *args)
+        return True

@@ -30,7 +30,7 @@ from typing import Any
 
 from aion.config.model import Trust
 from aion.envelopes import audit, local_principal
-from aion.errors import ConflictError, Error, FindingsError, InputError, VerificationError
+from aion.errors import ConflictError, Error, FindingsError, InputError, NotFound, VerificationError
 from aion.modules import package as pkg
 from aion.modules.store import ModuleStore, blob_problems, tree_digest
 from aion.modules.unpack import UnpackLimits, unpack
@@ -368,7 +368,7 @@ def remove(name: str, store: ModuleStore, *, principal: str | None = None) -> di
     with store.exclusive():
         lock = store.lock()
         if name not in lock:
-            raise InputError(f"no module named {name!r} is installed", hint="aionctl module list shows them")
+            raise NotFound(f"no module named {name!r} is installed", hint="aionctl module list shows them")
         entry = lock.pop(name)
         store.write_lock(lock)
         digest = Digest.parse(entry["digest"])
@@ -403,7 +403,7 @@ def verify_installed(
     lock = store.lock()
     unknown = [n for n in names or [] if n not in lock]
     if unknown:
-        raise InputError(f"not installed: {', '.join(unknown)}", hint="aionctl module list shows what is")
+        raise NotFound(f"not installed: {', '.join(unknown)}", hint="aionctl module list shows what is")
     checks = []
     for name in names or sorted(lock):
         entry = lock[name]

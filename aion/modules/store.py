@@ -5,7 +5,8 @@ Layout of a store directory::
     modules/sha256/<hex>/   one installed module: its files, the OCI blobs it came from, install.json
     aion.lock               which digest each module name is installed at, who signed it, and when
     quarantine/<id>/        whatever a refused install fetched, with reason.json saying why
-    audit.jsonl             audit events of local installs and removals
+    audit.jsonl             audit events of local installs and removals (aionctl's; aiond audits to
+                            its own event sink)
     .staging/               installs in progress (a crash leaves only this behind)
 
 Every change is atomic: a module directory appears by one rename, the lock file is replaced by one
@@ -82,9 +83,11 @@ def _file_sha256(path: Path) -> str:
 
 
 class ModuleStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, events: EventSink | None = None) -> None:
+        """The store at ``root``. Installs and removals are audited to ``events``: the daemon passes its
+        one event sink; a local store (aionctl install) keeps its own ``audit.jsonl``."""
         self.root = root
-        self.events: EventSink = EventLog(root / "audit.jsonl")
+        self.events: EventSink = events if events is not None else EventLog(root / "audit.jsonl")
 
     # -- reading -----------------------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from aion.config.model import DevException, Trust, TrustRule
-from aion.errors import VerificationError
+from aion.errors import EvidenceMissing, VerificationError
 from aion.oci.interface import ArtifactStore
 from aion.oci.model import Descriptor, Digest, Reference
 from aion.trust import bundles, keyless
@@ -66,7 +66,7 @@ class Verification:
     """The trust rule's match pattern that applied (None for the development exception)."""
 
 
-class SbomMissing(VerificationError):
+class SbomMissing(EvidenceMissing):
     """The trust policy requires an SBOM for this module, and none is attached."""
 
 

@@ -2,9 +2,14 @@
 
 Exit codes: 0 done (also when the content was unchanged); 1 the config set has errors and was refused
 (the findings are printed, the running version stays active), or ``diff`` found differences;
-3 a local directory cannot be read or a version does not exist; 4 no token or too weak a role;
-5 aiond unreachable or too slow; 6 a precondition failed (nothing to roll back to, or
-``--expect-tag`` is no longer the active tag).
+3 a local directory cannot be read (or holds a link that leads out of it, or an entry that is not a
+regular file), the set is larger than the daemon's message cap, or a version does not exist; 4 no
+token or too weak a role; 5 aiond unreachable or too slow; 6 a precondition failed (nothing to roll
+back to or compare with, or ``--expect-tag`` is no longer the active tag).
+
+A local directory is read as ``aionctl validate`` reads it, and only what validate would check is
+sent: files it does not recognise (by name or top-level ``kind:``) are left out, and said so on
+stderr, since whatever is applied stays in the version history for every viewer to read back.
 """
 
 from __future__ import annotations
@@ -16,9 +21,15 @@ from typing import Annotated, Any
 
 import typer
 
-from aion.errors import Error, FindingsError, UsageError
+from aion.errors import ConflictError, Error, FindingsError, UsageError
 from aionctl.client import Endpoint, call, channel, rpc_status
-from aionctl.connect import daemon_command
+from aionctl.connect import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    MaxMessageBytes,
+    check_request_size,
+    daemon_command,
+    oversized,
+)
 from aionctl.options import Output, command_app, global_options
 from aionctl.output import OutputFormat, document, emit
 
@@ -49,21 +60,16 @@ def _stub(ch: Any) -> Any:
 
 
 def _to_dict(message: Any) -> dict[str, Any]:
-    from google.protobuf import json_format
+    from aion.documents import to_dict
 
-    return json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+    return to_dict(message)
 
 
 # -- rendering --------------------------------------------------------------------------------------------
 
-_SEVERITY = {"SEVERITY_ERROR": "error", "SEVERITY_WARNING": "warning", "SEVERITY_INFO": "info"}
-
 
 def _findings(body: dict[str, Any]) -> list[dict[str, Any]]:
-    found = body.get("findings", [])
-    for f in found:
-        f["severity"] = _SEVERITY.get(f.get("severity", ""), "error")
-    return list(found)
+    return list(body.get("findings", []))
 
 
 def _finding_lines(findings: list[dict[str, Any]]) -> str:
@@ -141,20 +147,22 @@ def apply(
     message: Annotated[
         str, typer.Option("--message", "-m", metavar="TEXT", help="Where it came from, e.g. a git commit.")
     ] = "",
+    max_message_bytes: MaxMessageBytes = DEFAULT_MAX_MESSAGE_BYTES,
     output: Output = OutputFormat.TEXT,
 ) -> None:
     """Upload a config set; the daemon validates it exactly like `aionctl validate` and activates it
-    (role admin)."""
+    (role admin). Only files validate recognises are sent; links out of DIR are refused."""
     from aion.api.v1 import common_pb2, policies_pb2
 
     conn = _Conn(ctx, target)
-    files = read_directory(directory)
+    files = _local_set(conn, directory)
     request = policies_pb2.ApplyPolicyRequest(
-        files=[common_pb2.ConfigFile(path=p, content=c) for p, c in files],
+        files=[common_pb2.ConfigFile(path=p, content=c) for p, c in files.items()],
         source=message,
         dry_run=dry_run,
         expected_active_tag=expect_tag or "",
     )
+    check_request_size(request, max_message_bytes, "policy apply")
     _activate(conn, "ApplyPolicy", request, policies_pb2.ApplyPolicyResponse, output, "apply")
 
 
@@ -190,6 +198,9 @@ def _activate(
                 request, timeout=conn.endpoint.timeout, metadata=conn.endpoint.metadata()
             )
         except grpc.RpcError as exc:
+            # Only a request can be too large here: the replies of these calls are small.
+            if verb == "apply" and (too_large := oversized(exc, what)) is not None:
+                raise too_large from exc
             code, _ = rpc_status(exc)
             if code is grpc.StatusCode.INVALID_ARGUMENT:
                 raise _refused(exc, response_type, what, output) from exc
@@ -345,7 +356,7 @@ def diff(
     else:
         sides = (first, second)
     with channel(conn.endpoint) as ch:
-        (left_label, left), (right_label, right) = (_side(conn.endpoint, ch, s) for s in sides)
+        (left_label, left), (right_label, right) = (_side(conn, ch, s) for s in sides)
     changes = file_changes(left, right, left_label, right_label)
     body = {
         "from": left_label,
@@ -359,17 +370,18 @@ def diff(
         raise typer.Exit(1)
 
 
-def _side(ep: Endpoint, ch: Any, selector: str) -> tuple[str, dict[str, bytes]]:
+def _side(conn: _Conn, ch: Any, selector: str) -> tuple[str, dict[str, bytes]]:
     """(label, files) for one side of a diff."""
     from aion.api.v1 import policies_pb2
 
+    ep = conn.endpoint
     path = Path(selector)
     if (
         selector not in ("active", "previous")
         and not selector.isdecimal()
         and (path.exists() or "/" in selector)
     ):
-        return selector.rstrip("/") or selector, dict(read_directory(path))
+        return selector.rstrip("/") or selector, _local_set(conn, path)
     request = policies_pb2.GetPolicyVersionRequest(include_files=True)
     stub = _stub(ch)
     if selector == "previous":
@@ -380,8 +392,10 @@ def _side(ep: Endpoint, ch: Any, selector: str) -> tuple[str, dict[str, bytes]]:
         active = next((v.number for v in listing.versions if v.active), None)
         older = [n for n in numbers if active is not None and n < active]
         if not older:
-            raise UsageError(
-                "there is no version before the active one to compare with", hint="name two versions"
+            # The same situation as a rollback with nothing to roll back to, and the same exit (6).
+            raise ConflictError(
+                "policy diff: there is no version before the active one to compare with",
+                hint="name two versions, or a directory to compare the active version with",
             )
         request.number = older[0]
     elif selector.isascii() and selector.isdecimal():
@@ -439,13 +453,48 @@ def _diff_text(body: dict[str, Any], color: bool) -> str:
     return "".join(out)
 
 
-def read_directory(directory: Path) -> list[tuple[str, bytes]]:
-    """The config set under ``directory`` as (relative path, bytes), the way the daemon reads its own
-    config directory (YAML files, hidden entries skipped)."""
-    from aion.config.validate import collect
+def _local_set(conn: _Conn, directory: Path) -> dict[str, bytes]:
+    """:func:`read_directory`, saying on stderr which files it left out (unless --quiet)."""
+    files, left_out = read_directory(directory)
+    if not conn.quiet:
+        for name in left_out:
+            sys.stderr.write(
+                f"left out {name}: not recognised as an aion config file (by name or top-level kind:)\n"
+            )
+    return files
+
+
+def read_directory(directory: Path) -> tuple[dict[str, bytes], list[str]]:
+    """The config set under ``directory`` as {relative path: bytes}, the files ``aionctl validate``
+    checks, and the files it leaves out (not recognised by name or by a top-level ``kind:``).
+
+    Nothing that does not belong to the directory is read: a symbolic link whose target is outside
+    it is an InputError naming the link and its target, and so is an entry that is not a regular
+    file (a FIFO, a device), before anything is sent."""
+    from aion.config.validate import collect, ignored
     from aion.errors import InputError
 
     if not directory.is_dir():
         raise InputError(f"{directory}: not a directory", hint="give the directory of a config set")
-    sources = collect([str(directory)])
-    return [(Path(s.name).relative_to(directory).as_posix(), s.data) for s in sources]
+    sources = collect([str(directory)], confined=True)
+    for source in sources:
+        if source.not_a_file is not None:
+            raise InputError(
+                f"{source.name} is {source.not_a_file}, not a regular file; nothing was sent",
+                hint="config files must be regular files: replace it with the file it stands for, "
+                "or remove it",
+            )
+    files: dict[str, bytes] = {}
+    left_out: list[str] = []
+    for source in sources:
+        if ignored(source):
+            left_out.append(source.name)
+        else:
+            files[Path(source.name).relative_to(directory).as_posix()] = source.data
+    if not files:
+        raise InputError(
+            f"{directory}: no aion config files (intents.yml, policies.yml, models.yml, modules.yml, "
+            "or a top-level kind:)",
+            hint="give the directory of a config set",
+        )
+    return files, left_out

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -10,6 +10,9 @@ from aionctl.client import Endpoint, call, channel
 from aionctl.connect import daemon_command
 from aionctl.options import Output, command_app, global_options
 from aionctl.output import OutputFormat, document, emit
+
+if TYPE_CHECKING:
+    from aion.api.v1 import admin_pb2
 
 app = command_app()
 
@@ -21,31 +24,30 @@ def status(
     output: Output = OutputFormat.TEXT,
 ) -> None:
     """Show what the running aiond reports about itself (role viewer)."""
-    from google.protobuf import json_format
-
     from aion.api.v1 import admin_pb2, admin_pb2_grpc
 
     with channel(target) as ch:
         reply = call(
             target, admin_pb2_grpc.AdminServiceStub(ch).GetStatus, admin_pb2.GetStatusRequest(), "status"
         )
-    body = json_format.MessageToDict(reply, always_print_fields_with_no_presence=True)
-    body["state"] = admin_pb2.ServingState.Name(reply.state).removeprefix("SERVING_STATE_").lower()
     if not (global_options(ctx).quiet and output is OutputFormat.TEXT):
-        emit(document("DaemonStatus", body), output, text=lambda: render_text(body))
+        emit(document("DaemonStatus", reply), output, text=lambda: render_text(reply))
 
 
-def render_text(body: dict[str, Any]) -> str:
+def render_text(reply: admin_pb2.GetStatusResponse) -> str:
+    from aion.api.v1 import admin_pb2
+    from aion.documents import enum_word
+
     rows = [
-        ("version", body["version"]),
-        ("state", body["state"]),
-        ("started", body.get("startedAt", "")),
-        ("pid", body["pid"]),
-        ("gRPC", body["grpcAddress"]),
-        ("HTTP", body["httpAddress"]),
-        ("config", body["configDir"]),
-        ("state dir", body["stateDir"]),
-        ("policy version", int(body["activePolicyVersion"]) or "none active"),
-        ("calls in flight", body["inflightRpcs"]),
+        ("version", reply.version),
+        ("state", enum_word(admin_pb2.ServingState.DESCRIPTOR, reply.state) or "unknown"),
+        ("started", reply.started_at.ToJsonString() if reply.HasField("started_at") else ""),
+        ("pid", reply.pid),
+        ("gRPC", reply.grpc_address),
+        ("HTTP", reply.http_address),
+        ("config", reply.config_dir),
+        ("state dir", reply.state_dir),
+        ("policy version", reply.active_policy_version or "none active"),
+        ("calls in flight", reply.inflight_rpcs),
     ]
     return "".join(f"{name + ':':<16} {value}\n" for name, value in rows)

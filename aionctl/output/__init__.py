@@ -9,13 +9,22 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Mapping
-from typing import Any, TextIO, assert_never
+from typing import TYPE_CHECKING, Any, TextIO, assert_never
 
 from aionctl.output.interface import API_VERSION, OutputFormat
 
+if TYPE_CHECKING:
+    from google.protobuf.message import Message
 
-def document(kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
-    """A printable document: apiVersion and kind first, then the body (which must not set either)."""
+
+def document(kind: str, body: Mapping[str, Any] | Message) -> dict[str, Any]:
+    """A printable document: apiVersion and kind first, then the body (which must not set either). A
+    proto message is converted as every document is (:mod:`aion.documents`: numbers as numbers,
+    enums as the words the text shows)."""
+    if not isinstance(body, Mapping):
+        from aion.documents import to_dict
+
+        body = to_dict(body)
     if "apiVersion" in body or "kind" in body:
         raise ValueError("a document body must not set apiVersion or kind")
     return {"apiVersion": API_VERSION, "kind": kind, **body}

@@ -1,11 +1,17 @@
-"""The daemon's local event log (``STATE_DIR/events.jsonl``): audit events now, decisions and task
-lifecycle with the router. It is what a daemon without Kafka keeps, and what ``aionctl events tail``
-reads through EventService.TailEvents.
+"""The daemon's one event sink, :class:`Journal`, and its local log.
 
-An event's sequence number is its line number in the log (from 1), so it is stable across restarts
-and readers can resume after the last one they saw. Appends go through :class:`aion.eventlog.EventLog`
-(exclusive lock, fsync), in a worker thread so the event loop never waits on the disk. Followers are
-woken on every append, and also poll, because other processes may append too.
+Every producer of events in aiond gets the journal, and nothing else, to record them: the policy store,
+the runtime levers, the denial reporter and the module store (audit events, each one written and
+flushed before the change is reported: :meth:`Journal.emit`, or :meth:`Journal.append` from a worker
+thread), and the executor's observer (decisions and task lifecycle, many per second, batched:
+:meth:`Journal.emit_soon`). Where the events land is the journal's sink (:class:`LocalSink`: audit
+events first to ``STATE_DIR/audit.jsonl``, which aiond never deletes, then every event to the event
+log ``STATE_DIR/events.jsonl``); a Kafka sink will be another implementation of the same interface.
+
+The journal also reads the local log back, for ``aionctl events tail`` (EventService.TailEvents). An
+event's sequence number is its line number in the log (from 1), so it is stable across restarts and
+readers can resume after the last one they saw. Followers are woken on every append, and also poll,
+because other processes (``aiond token``) may append too.
 
 The log is bounded: past :data:`SEGMENT_BYTES` the current file is sealed into a segment named after
 its first and last sequence numbers, and segments beyond :data:`KEEP_BYTES` are deleted, oldest first.
@@ -49,23 +55,41 @@ class Recorded:
     event: dict[str, Any]
 
 
-class DaemonEvents:
-    def __init__(
-        self,
-        state_dir: Path,
-        on_emit: Callable[[dict[str, Any]], None] | None = None,
-        *,
-        segment_bytes: int = SEGMENT_BYTES,
-        keep_bytes: int = KEEP_BYTES,
-    ) -> None:
-        self.path = state_dir / LOG_NAME
-        self._log = EventLog(self.path, segment_bytes=segment_bytes, keep_bytes=keep_bytes)
-        self._audit = AuditWriter(state_dir, self._log)
+class LocalSink:
+    """Where a daemon without Kafka (and ``aiond token``, offline) records events: audit events first
+    to :data:`AUDIT_NAME`, then every event to the event log. Each :meth:`append` is on disk when it
+    returns."""
+
+    def __init__(self, state_dir: Path, *, segment_bytes: int | None = None, keep_bytes: int = 0) -> None:
+        self.log = EventLog(state_dir / LOG_NAME, segment_bytes=segment_bytes, keep_bytes=keep_bytes)
+        self._trail = EventLog(state_dir / AUDIT_NAME)
+
+    def append(self, event: dict[str, Any]) -> None:
+        if event.get("topic") == AUDIT_TOPIC:
+            self._trail.append(event)
+        self.log.append(event)
+
+    def append_lines(self, lines: bytes) -> None:
+        """Already encoded task events (never audit events), in one write."""
+        self.log.append_lines(lines)
+
+
+class Journal:
+    """The daemon's one event sink (see the module's docstring). Make it inside the running loop."""
+
+    def __init__(self, sink: LocalSink, on_emit: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self._sink = sink
+        self.path = sink.log.path
         self._on_emit = on_emit
+        try:
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # made to read the log only (tools, tests)
+            self._loop = None
         self._changed = asyncio.Condition()
         self._pending: list[str] = []
         """Encoded events (lines) waiting for the next batch."""
         self._flush: asyncio.Task[None] | None = None
+        self._notifying: set[asyncio.Task[None]] = set()
         self.dropped = 0
 
     def emit_soon(self, event: dict[str, Any]) -> None:
@@ -79,17 +103,15 @@ class DaemonEvents:
             del self._pending[0]
             self.dropped += 1
         if self._flush is None:
-            loop = asyncio.get_running_loop()
-            self._flush = loop.create_task(self._write_batch())
+            self._flush = asyncio.get_running_loop().create_task(self._write_batch())
 
     async def _write_batch(self) -> None:
         try:
             await asyncio.sleep(BATCH_SECONDS)
             while self._pending:
                 batch, self._pending = self._pending, []
-                await asyncio.to_thread(self._log.append_lines, "".join(batch).encode())
-                async with self._changed:
-                    self._changed.notify_all()
+                await asyncio.to_thread(self._sink.append_lines, "".join(batch).encode())
+                await self._notify()
         finally:
             self._flush = None
 
@@ -100,13 +122,32 @@ class DaemonEvents:
             self._flush = None
         if self._pending:
             batch, self._pending = self._pending, []
-            await asyncio.to_thread(self._log.append_lines, "".join(batch).encode())
+            await asyncio.to_thread(self._sink.append_lines, "".join(batch).encode())
 
     async def emit(self, event: dict[str, Any]) -> None:
-        """Write an event now (audit events, one at a time: also to :data:`AUDIT_NAME`, first)."""
-        await asyncio.to_thread(self._audit.append, event)
+        """Record an event now, durably (audit events, one at a time), off the event loop."""
+        await asyncio.to_thread(self._sink.append, event)
+        self._recorded(event)
+        await self._notify()
+
+    def append(self, event: dict[str, Any]) -> None:
+        """Record an event now, durably, from a worker thread (the module store's installs run in one);
+        the loop learns of it afterwards."""
+        self._sink.append(event)
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._recorded_in_loop, event)
+
+    def _recorded(self, event: dict[str, Any]) -> None:
         if self._on_emit is not None:
             self._on_emit(event)
+
+    def _recorded_in_loop(self, event: dict[str, Any]) -> None:
+        self._recorded(event)
+        task = asyncio.get_running_loop().create_task(self._notify())
+        self._notifying.add(task)
+        task.add_done_callback(self._notifying.discard)
+
+    async def _notify(self) -> None:
         async with self._changed:
             self._changed.notify_all()
 
@@ -233,20 +274,6 @@ class DaemonEvents:
                     await asyncio.wait_for(self._changed.wait(), timeout=POLL_SECONDS)
 
 
-class AuditWriter:
-    """Appends events to the event log and, for audit events, first to :data:`AUDIT_NAME` too (the
-    daemon, and ``aiond token`` working on its state directory offline)."""
-
-    def __init__(self, state_dir: Path, log: EventLog | None = None) -> None:
-        self._log = log if log is not None else EventLog(state_dir / LOG_NAME)
-        self._trail = EventLog(state_dir / AUDIT_NAME)
-
-    def append(self, event: dict[str, Any]) -> None:
-        if event.get("topic") == AUDIT_TOPIC:
-            self._trail.append(event)
-        self._log.append(event)
-
-
 @dataclasses.dataclass(frozen=True, slots=True)
 class Position:
     """Where a reader stopped: after line ``sequence``, which ends at byte ``offset`` of the file that
@@ -327,4 +354,4 @@ def _parse(sequence: int, line: bytes) -> Recorded | None:
     return Recorded(sequence, event) if isinstance(event, dict) else None
 
 
-__all__ = ["AUDIT_NAME", "LOG_NAME", "AuditWriter", "DaemonEvents", "Position", "Recorded"]
+__all__ = ["AUDIT_NAME", "LOG_NAME", "Journal", "LocalSink", "Position", "Recorded"]

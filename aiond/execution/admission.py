@@ -14,6 +14,7 @@ import dataclasses
 from collections.abc import Mapping
 
 from aion.config.model import Route
+from aion.errors import Saturated
 
 
 @dataclasses.dataclass
@@ -24,15 +25,6 @@ class _Lane:
     waiters: collections.deque[asyncio.Future[None]] = dataclasses.field(default_factory=collections.deque)
     seconds: float = 0.5
     """Moving average of task time on this route."""
-
-
-class Saturated(Exception):
-    """The route's queue is full: refuse now, and suggest when to retry."""
-
-    def __init__(self, route: Route, retry_after: float) -> None:
-        super().__init__(f"route {route} is saturated")
-        self.route = route
-        self.retry_after = retry_after
 
 
 class Admission:
@@ -57,7 +49,13 @@ class Admission:
             lane.running += 1
             return Ticket(self, lane, None)
         if len(lane.waiters) >= lane.depth:
-            raise Saturated(route, self._hint(lane))
+            wait = self._hint(lane)
+            raise Saturated(
+                f"route {route} is saturated (all slots and queue places taken); "
+                f"retry after {round(wait * 1000)} ms",
+                retry_after=wait,
+                hint="retry later, or ask for another route",
+            )
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         lane.waiters.append(waiter)
         return Ticket(self, lane, waiter)
@@ -123,4 +121,4 @@ class Ticket:
             self._admission._wake(lane)
 
 
-__all__ = ["Admission", "Saturated", "Ticket"]
+__all__ = ["Admission", "Ticket"]

@@ -11,16 +11,24 @@ and a hybrid intent cannot be switched to allow-api. Switching back to ``policy`
 from __future__ import annotations
 
 import asyncio
+import collections
+import dataclasses
 import datetime as dt
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aion.config.model import ConfigSnapshot, Privacy
 from aion.envelopes import audit
-from aion.errors import ConflictError, InputError
+from aion.errors import ConflictError, NotFound
+from aion.inputs import quoted
 from aion.routing import LiveState
 from aiond.execution.breakers import Breaker, BreakerBoard, Override
 from aiond.state.backend import IntentMode, StateBackend
+
+LATENCY_SAMPLES = 64
+"""Calls per target its latency p95 is taken over: enough for a p95, few enough to follow a change
+within a minute of traffic."""
 
 _STRICTNESS = {Privacy.ALLOW_API: 0, Privacy.HYBRID: 1, Privacy.LOCAL_ONLY: 2}
 
@@ -38,12 +46,23 @@ class Controls:
         self._modes: dict[str, IntentMode] = {}
         self._privacy: dict[str, Privacy] = {}
         self.latency_ms: dict[str, float] = {}
-        """Measured latency by "provider:model" (the executor keeps it)."""
+        """The p95 of the last :data:`LATENCY_SAMPLES` calls by "provider:model" (see
+        :meth:`record_latency`), as the router compares it with each route's p95 target."""
+        self._samples: dict[str, collections.deque[float]] = {}
 
     async def load(self) -> None:
         modes = await asyncio.to_thread(self._backend.intent_modes)
         self._modes = {m.intent: m for m in modes}
         self._privacy = {m.intent: Privacy(m.mode) for m in modes}
+
+    def record_latency(self, key: str, millis: float) -> None:
+        """A successful call to ``key`` took ``millis``: update its p95 over the last calls."""
+        samples = self._samples.get(key)
+        if samples is None:
+            samples = self._samples[key] = collections.deque(maxlen=LATENCY_SAMPLES)
+        samples.append(millis)
+        ordered = sorted(samples)
+        self.latency_ms[key] = ordered[math.ceil(0.95 * len(ordered)) - 1]
 
     def live(self) -> LiveState:
         return LiveState(breakers=self.board.live(), latency_ms=self.latency_ms, intent_modes=self._privacy)
@@ -55,10 +74,13 @@ class Controls:
         self, snapshot: ConfigSnapshot, intent: str, mode: Privacy | None, *, principal: str, reason: str
     ) -> tuple[IntentMode | None, Privacy | None]:
         """Switch ``intent`` to ``mode`` (None: back to the policy). Returns the new state and the
-        previous mode. Raises InputError for an unknown intent, ConflictError for a looser mode."""
+        previous mode. Raises NotFound for an unknown intent, ConflictError for a looser mode."""
         spec = snapshot.intents.get(intent)
         if spec is None:
-            raise InputError(f"intent {intent!r} is not defined in the active policy")
+            raise NotFound(
+                f"intent {quoted(intent)} is not defined in the active policy",
+                hint="see aionctl route explain",
+            )
         configured = Privacy.LOCAL_ONLY if spec.local_only else spec.privacy
         previous = self._privacy.get(intent)
         if mode is not None and _STRICTNESS[mode] < _STRICTNESS[configured]:
@@ -83,14 +105,21 @@ class Controls:
 
     async def force_breaker(
         self, snapshot: ConfigSnapshot, key: str, override: Override, *, principal: str, reason: str
-    ) -> tuple[Breaker, Override]:
+    ) -> tuple[Breaker, Breaker]:
+        """Force the breaker of ``key`` (a provider, or provider:model of the active policy); returns
+        it and a copy of it as it was. A key the policy does not configure is refused before any
+        breaker is made for it."""
         provider, _, model = key.partition(":")
         if not provider or snapshot.models.provider(provider) is None:
-            raise InputError(
-                f"{provider!r} is not a provider of the active policy", hint="see aionctl breaker list"
+            raise NotFound(
+                f"{quoted(provider)} is not a provider of the active policy", hint="see aionctl breaker list"
             )
         if model and key not in snapshot.models.models:
-            raise InputError(f"{key!r} is not a model of the active policy", hint="name it provider:model")
+            raise NotFound(
+                f"{quoted(key)} is not a model of the active policy", hint="name it provider:model"
+            )
+        was = self.board.get(key)
+        was = dataclasses.replace(was, outcomes=collections.deque(was.outcomes))
         breaker, previous, before = self.board.force(key, override)
         after = f"{override.value}/{breaker.effective.value}"
         await self._emit(
@@ -98,7 +127,7 @@ class Controls:
                   before=f"{previous.value}/{before.value}", after=after, reason=reason or None,
                   details={"override": override.value})
         )  # fmt: skip
-        return breaker, previous
+        return breaker, was
 
     async def _mode_event(
         self,

@@ -37,20 +37,20 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
 
 import aiohttp
 
 from aion.config.model import ConfigSnapshot, Locality, ModelInfo, Provider, Route
-from aion.errors import InputError
+from aion.errors import InputError, Refused
 from aion.ids import ulid
 from aion.providers import Completion, ProviderError, complete, new_session
 from aion.providers.secrets import FileSecrets
 from aion.routing import Decision, Refusal, Request, Target
 from aion.routing.engine import Step, TargetKind
-from aiond.execution.admission import Admission, Saturated, Ticket
+from aiond.execution.admission import Admission, Ticket
 from aiond.execution.budget import BudgetLedger
 from aiond.execution.controls import Controls
+from aiond.execution.observer import ExecutionObserver, Unobserved
 from aiond.execution.taskstore import Attempt, Status, Stored, TaskError, TaskRecord, TaskStore
 from aiond.policy.store import ActiveConfig, PolicyStore
 
@@ -72,15 +72,6 @@ _CODES = {"timeout": "PROVIDER_TIMEOUT", "rate_limited": "RATE_LIMITED", "connec
 
 _EXHAUSTED = "the daily budget (budget.daily_cap_usd) has too little left for this task"
 _DEADLINE = TaskError("DEADLINE_EXCEEDED", "the task's deadline passed", True)
-
-
-class Refused(Exception):
-    """The task cannot be admitted: the hard rules or the budget refuse it (FAILED_PRECONDITION)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 class RetryBudget:
@@ -144,7 +135,7 @@ class Executor:
         controls: Controls,
         ledger: BudgetLedger,
         admission: Admission,
-        observe: Callable[[str, Any], None] = lambda name, value: None,
+        observer: ExecutionObserver | None = None,
         store: TaskStore | None = None,
         client: aiohttp.ClientSession | None = None,
         rng: random.Random | None = None,
@@ -153,7 +144,7 @@ class Executor:
         self._controls = controls
         self._ledger = ledger
         self._admission = admission
-        self._observe = observe
+        self._observer: ExecutionObserver = observer if observer is not None else Unobserved()
         self.store = store or TaskStore()
         # Made here, inside the daemon's running loop, as an aiohttp session must be.
         self._client = client if client is not None else new_session(max_connections=512)
@@ -185,11 +176,11 @@ class Executor:
         if submission.idempotency_key:
             earlier = self.store.by_key(submission.idempotency_key)
             if earlier is not None:
-                self._observe("deduplicated", 1)
+                self._observer.deduplicated()
                 return earlier, True
         active = self._policies.active
         if active is None:
-            raise Refused("NO_POLICY", "no policy version is active")
+            raise Refused("NO_POLICY: no policy version is active", code="NO_POLICY")
         live = self._controls.live()
         request = Request(
             intent=submission.intent,
@@ -212,15 +203,15 @@ class Executor:
             decision = active.routing.decide(dataclasses.replace(request, budget_nano=ceiling), live)
             if isinstance(decision, Refusal) and decision.code == "OVER_BUDGET":
                 decision = Refusal("BUDGET_EXHAUSTED", _EXHAUSTED)
-        self._observe("decision_seconds", time.perf_counter() - started)
+        self._observer.decided(time.perf_counter() - started)
         if isinstance(decision, Refusal):
-            self._observe("refused", decision.code)
-            raise Refused(decision.code, decision.message)
+            self._observer.refused(decision.code)
+            raise Refused(f"{decision.code}: {decision.message}", code=decision.code)
         ticket = self._admission.admit(decision.route)  # raises Saturated
         task_id = ulid()
         if not self._ledger.reserve(task_id, decision.estimated_max_nano):  # pragma: no cover - checked above
             ticket.release()
-            raise Refused("BUDGET_EXHAUSTED", _EXHAUSTED)
+            raise Refused(f"BUDGET_EXHAUSTED: {_EXHAUSTED}", code="BUDGET_EXHAUSTED")
         task = TaskRecord(
             task_id=task_id,
             intent=submission.intent,
@@ -230,7 +221,7 @@ class Executor:
             labels=dict(submission.labels),
         )
         self.store.add(task)
-        self._observe("decided", decision)
+        self._observer.admitted(task)
         deadline = submission.deadline
         if deadline is None:
             deadline = DEADLINE_FACTOR * active.snapshot.policies.p95_ms[decision.route] / 1000
@@ -248,7 +239,7 @@ class Executor:
         ticket.release()
         self._finish(task, Status.CANCELED, error=TaskError("CANCELED", "the task was canceled"))
         self._ledger.settle(task.task_id, 0)
-        self._observe("finished", task)
+        self._observer.finished(task)
         self.store.changed(task)
         self._event(task, "canceled")
 
@@ -279,10 +270,10 @@ class Executor:
         finally:
             spent = self._ledger.settle(task.task_id, task.cost_nano)
             if spent:
-                self._observe("spent", spent)
+                self._observer.spent(spent)
                 with contextlib.suppress(asyncio.CancelledError):  # the write goes on; so does the rest
                     await self._ledger.flush()
-            self._observe("finished", task)
+            self._observer.finished(task)
             self.store.changed(task)
             self._event(task, task.status.name.lower())
 
@@ -298,7 +289,7 @@ class Executor:
                 self._finish(task, Status.TIMEOUT, error=_DEADLINE)
                 return
             if index:
-                self._observe("fallback", step.target)
+                self._observer.fell_back(step.target)
             content = text
             if step.target.route is Route.HYBRID:
                 if hybrid_failed:
@@ -406,12 +397,12 @@ class Executor:
                 return _DEADLINE
             if attempt:
                 if not self._retry_budget.allow_retry():
-                    self._observe("retry_denied", target)
+                    self._observer.retry_denied(target)
                     return last
                 pause = self._backoff(retries.base_delay_ms, attempt, retries.max_delay_ms, retry_after)
                 if pause >= remaining:
                     return last
-                self._observe("retry", target)
+                self._observer.retried(target)
                 await asyncio.sleep(pause)
             else:
                 self._retry_budget.call()
@@ -453,8 +444,7 @@ class Executor:
             return error, exc.retry_after
         board.record(False, target.provider, target.key)
         elapsed = time.monotonic() - started
-        seen = self._controls.latency_ms.get(target.key, elapsed * 1000)
-        self._controls.latency_ms[target.key] = 0.8 * seen + 0.2 * elapsed * 1000
+        self._controls.record_latency(target.key, elapsed * 1000)
         task.input_tokens += answer.input_tokens
         task.output_tokens += answer.output_tokens
         task.cost_nano += _cost(call.info, target, answer)
@@ -486,7 +476,7 @@ class Executor:
         task.finished_at = dt.datetime.now(dt.UTC)
 
     def _event(self, task: TaskRecord, state: str) -> None:
-        self._observe("event", (task, state))
+        self._observer.changed(task, state)
 
 
 def _messages(snapshot: ConfigSnapshot, intent_name: str, content: str) -> list[dict[str, str]]:
@@ -507,4 +497,4 @@ def _cost(info: ModelInfo, target: Target, answer: Completion) -> int:
     return -(-per_mtok // 1_000_000)
 
 
-__all__ = ["Executor", "Refused", "RetryBudget", "Saturated", "Submission"]
+__all__ = ["Executor", "RetryBudget", "Submission"]

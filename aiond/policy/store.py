@@ -35,7 +35,7 @@ from aion.config.model import ConfigSnapshot
 from aion.config.validate import Report, Source, collect
 from aion.config.yamlload import Limits
 from aion.envelopes import audit
-from aion.errors import ConflictError, Error, FindingsError, InputError, UsageError
+from aion.errors import ConflictError, Error, InputError, InvalidConfig, NotFound, UsageError
 from aion.routing import RoutingTable, compile_table
 from aiond.policy.validation import Validator
 from aiond.state.backend import StaleActiveVersion, StateBackend, StoredVersion
@@ -84,12 +84,16 @@ class Outcome:
     """The content tag of the set that was checked."""
 
 
-class ActivationRefused(FindingsError):
-    """A config set was not activated because it has errors. ``findings`` says where."""
+class ActivationRefused(InvalidConfig):
+    """A config set was not activated because it has errors. ``findings`` says where (at most
+    :data:`~aiond.policy.validation.MAX_FINDINGS` of them; ``omitted`` counts the rest)."""
 
-    def __init__(self, message: str, findings: Sequence[Finding], *, hint: str | None = None) -> None:
+    def __init__(
+        self, message: str, findings: Sequence[Finding], *, hint: str | None = None, omitted: int = 0
+    ) -> None:
         super().__init__(message, hint=hint)
         self.findings = tuple(findings)
+        self.omitted = omitted
 
     def diagnostics(self) -> str:
         shown = [f for f in self.findings if f.severity is Severity.ERROR][:20]
@@ -108,7 +112,7 @@ class RollbackRefused(ConflictError):
         self.findings = tuple(findings)
 
 
-class VersionNotFound(InputError):
+class VersionNotFound(NotFound):
     """No stored version matches a number or tag."""
 
 
@@ -160,10 +164,10 @@ class PolicyStore:
 
     # -- start-up ------------------------------------------------------------------------------------
 
-    async def start(self, *, prefer_config_dir: bool = False) -> None:
+    async def start(self, *, prefer_config_dir: bool = False) -> ActiveConfig:
         """Activate the stored active version, or the config directory when there is none (or when
         ``prefer_config_dir`` and the directory is valid). Raises ActivationRefused when nothing valid
-        can be activated, so the daemon does not start without policies."""
+        can be activated, so the daemon does not start without policies. Returns what is active."""
         self._last_error = await asyncio.to_thread(self._backend.last_error)
         stored = await asyncio.to_thread(self._backend.active)
         if stored is not None:
@@ -194,11 +198,13 @@ class PolicyStore:
                     self.config_dir,
                     self._active.version.number,
                 )
-                return
+                return self._active
             if outcome.unchanged:
                 log.info("config directory %s matches the active version", self.config_dir)
-            return
+            assert self._active is not None  # a reload that was not refused activated a version
+            return self._active
         await self._warn_if_directory_differs()
+        return self._active
 
     async def _warn_if_directory_differs(self) -> None:
         assert self._active is not None
@@ -430,10 +436,14 @@ class PolicyStore:
                 if errors
                 else "the config set is incomplete: it needs at least intents and models"
             )
+            if report.omitted:
+                message = f"the config set has at least {errors} errors, and {report.omitted} more findings"
             if current is not None:
                 message += f"; version {current.version.number} stays active"
             await self._refused(principal, source, action, message, report.findings, dry_run=dry_run)
-            raise ActivationRefused(message, report.findings, hint="fix the findings, then try again")
+            raise ActivationRefused(
+                message, report.findings, hint="fix the findings, then try again", omitted=report.omitted
+            )
         snapshot = report.snapshot
         if expected_tag is not None and (current is None or current.version.tag != expected_tag):
             found = current.version.tag if current else "no active version"

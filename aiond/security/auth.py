@@ -44,7 +44,8 @@ from typing import Any
 import grpc
 
 from aion.envelopes import audit
-from aion.errors import UsageError
+from aion.errors import AuthError, Forbidden, Unauthenticated, UsageError
+from aion.errors import transport as error_transport
 from aiond.serving.interceptors import Handler, WrapOnce, with_behavior
 from aiond.state.backend import StateBackend, TokenRecord
 
@@ -108,6 +109,7 @@ METHOD_ROLES: Mapping[str, Role | None] = {
     _S + "AdminService/ListIntentModes": Role.VIEWER,
     _S + "AdminService/SetBreakerState": Role.OPERATOR,
     _S + "AdminService/SetIntentMode": Role.OPERATOR,
+    _S + "AdminService/WhoAmI": Role.VIEWER,
     # policies
     _S + "PolicyService/GetPolicyStatus": Role.VIEWER,
     _S + "PolicyService/ListPolicyVersions": Role.VIEWER,
@@ -143,16 +145,6 @@ HTTP_ROLES: Mapping[tuple[str, str], Role | None] = {
 def required_role(method: str) -> Role | None:
     """The least role ``method`` needs; None when it is open. Unknown methods need admin."""
     return METHOD_ROLES.get(method, Role.ADMIN)
-
-
-class Denied(Exception):
-    """A call without valid credentials (``unauthenticated``) or with too weak a role (``forbidden``)."""
-
-    def __init__(self, kind: str, message: str, principal: str = "anonymous") -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
-        self.principal = principal
 
 
 # -- tokens ----------------------------------------------------------------------------------------------
@@ -214,7 +206,8 @@ class Authenticator:
         return record
 
     def authenticate(self, token: str | None, identity: str | None) -> Principal:
-        """The principal for a bearer token and/or a verified certificate identity. Raises Denied.
+        """The principal for a bearer token and/or a verified certificate identity. Raises
+        Unauthenticated or Forbidden.
 
         A token that checked out is remembered for :data:`_CACHE_SECONDS` (like the records), so a
         client that sends the same token call after call is not hashed and looked up every time;
@@ -238,40 +231,39 @@ class Authenticator:
         if token:
             match = _TOKEN.match(token)
             if match is None:
-                raise Denied("unauthenticated", "the token is malformed", identity or "anonymous")
+                raise Unauthenticated("the token is malformed", principal=identity or "anonymous")
             token_id, secret = match.groups()
             record = self._lookup("t:" + token_id, lambda: self._backend.token(token_id))
             if record is None or not record.secret_sha256:
-                raise Denied("unauthenticated", "the token is not known", identity or "anonymous")
+                raise Unauthenticated("the token is not known", principal=identity or "anonymous")
             if not hmac.compare_digest(record.secret_sha256, hash_secret(secret)):
-                raise Denied("unauthenticated", "the token is not known", identity or "anonymous")
+                raise Unauthenticated("the token is not known", principal=identity or "anonymous")
             self._check_live(record, identity or record.name)
             return Principal(identity or record.name, Role.parse(record.role), record.name)
         if identity:
             record = self._lookup("i:" + identity, lambda: self._backend.token_for_identity(identity))
             if record is None:
-                raise Denied(
-                    "forbidden", f"certificate identity {identity!r} has no role and the call has no token",
-                    identity,
-                )  # fmt: skip
+                raise Forbidden(
+                    f"certificate identity {identity!r} has no role and the call has no token",
+                    principal=identity,
+                )
             self._check_live(record, identity)
             return Principal(identity, Role.parse(record.role), "certificate")
-        raise Denied("unauthenticated", "the call carries no token (authorization: Bearer ...)")
+        raise Unauthenticated("the call carries no token (authorization: Bearer ...)")
 
     @staticmethod
     def _check_live(record: TokenRecord, who: str) -> None:
         if record.revoked_at is not None:
-            raise Denied("unauthenticated", f"credential {record.name!r} was revoked", who)
+            raise Unauthenticated(f"credential {record.name!r} was revoked", principal=who)
         if record.expires_at is not None and record.expires_at <= dt.datetime.now(dt.UTC):
-            raise Denied("unauthenticated", f"credential {record.name!r} has expired", who)
+            raise Unauthenticated(f"credential {record.name!r} has expired", principal=who)
 
 
 def authorize(principal: Principal, needed: Role, what: str) -> None:
     if principal.role < needed:
-        raise Denied(
-            "forbidden",
+        raise Forbidden(
             f"{what} needs role {needed.label}; {principal.name} has {principal.role.label}",
-            principal.name,
+            principal=principal.name,
         )
 
 
@@ -331,8 +323,9 @@ class DenialReporter:
         self._tokens = burst
         self._last = time.monotonic()
 
-    async def report(self, denied: Denied, target: str, transport: str) -> None:
-        self._count(denied.kind)
+    async def report(self, denied: AuthError, target: str, transport: str) -> None:
+        kind = error_transport(denied).name
+        self._count(kind)
         now = time.monotonic()
         self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
         self._last = now
@@ -346,7 +339,7 @@ class DenialReporter:
                 target=target,
                 outcome="refused",
                 reason=denied.message,
-                details={"kind": denied.kind, "transport": transport},
+                details={"kind": kind, "transport": transport},
             )
         )
 
@@ -386,17 +379,11 @@ class AuthInterceptor(WrapOnce):
         try:
             principal = self._auth.authenticate(token if token else None, identity)
             if token == "":
-                raise Denied("unauthenticated", "the authorization metadata is not 'Bearer <token>'")
+                raise Unauthenticated("the authorization metadata is not 'Bearer <token>'")
             authorize(principal, needed, method.rsplit("/", 1)[-1])
-        except Denied as denied:
+        except (Unauthenticated, Forbidden) as denied:
             await self._reporter.report(denied, method, "grpc")
-            code = (
-                grpc.StatusCode.UNAUTHENTICATED
-                if denied.kind == "unauthenticated"
-                else grpc.StatusCode.PERMISSION_DENIED
-            )
-            await context.abort(code, denied.message)
-            raise AssertionError("abort raises") from None
+            raise  # the error interceptor around this one answers with its status
         return principal
 
     def _guard(self, behavior: Any, method: str, needed: Role) -> Any:
@@ -426,7 +413,6 @@ __all__ = [
     "AuthInterceptor",
     "Authenticator",
     "DenialReporter",
-    "Denied",
     "Principal",
     "Role",
     "authorize",

@@ -25,7 +25,7 @@ from typing import Any
 
 from aion.envelopes import audit, local_principal
 from aion.errors import InputError, UsageError
-from aiond.events.journal import AuditWriter
+from aiond.events.journal import LocalSink
 from aiond.security.auth import Role, mint
 from aiond.settings import default_state_dir, parse_path
 from aiond.state.backend import TokenRecord
@@ -111,7 +111,7 @@ def run(argv: Sequence[str]) -> int:
         )
     # Never initialise an empty state.db here: only the daemon's --init-state says that is wanted.
     state = SqliteState.open(state_dir, initialise=False)
-    events = AuditWriter(state_dir)
+    events = LocalSink(state_dir)  # the same sink as the daemon: audit.jsonl, then the event log
     try:
         if args.action == "create":
             ttl = parse_ttl(args.ttl) if args.ttl else None

@@ -6,82 +6,80 @@ sending work before shutdown. ``/metrics`` is the Prometheus exposition. These t
 and scrapers carry no token.
 
 ``GET /router/policy`` (viewer) returns the policy status and ``POST /router/policy/reload``
-(operator) re-reads the config directory, both as JSON in the proto3 JSON mapping of the PolicyService
-messages, with ``apiVersion`` and ``kind``. A reload answers 200 when the set was activated or was
-unchanged, 422 with the findings when it was refused, and 409 when another precondition failed.
-Callers authenticate with ``Authorization: Bearer <token>``; 401 means no valid token, 403 too weak a
-role. ``?dry_run=true`` validates without activating.
+(operator) re-reads the config directory, both as JSON documents of the PolicyService messages
+(:mod:`aion.documents`: numbers as numbers, enums as words, with ``apiVersion`` and ``kind``). A
+reload answers 200 when the set was activated or was unchanged, 422 with the findings when it was
+refused; any other error has the HTTP status of its row in the error table (:mod:`aion.errors`) and
+an ``Error`` document. Callers authenticate with ``Authorization: Bearer <token>``; 401 means no
+valid token, 403 too weak a role. ``?dry_run=true`` validates without activating.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
-from google.protobuf import json_format
-from google.protobuf.message import Message
 
+from aion.api.v1 import policies_pb2
+from aion.documents import API_VERSION, document
+from aion.errors import (
+    DaemonUnavailable,
+    Error,
+    Forbidden,
+    InternalError,
+    Saturated,
+    Unauthenticated,
+    UsageError,
+    transport,
+)
+from aion.ids import ulid
+from aiond.logs import Throttle
+from aiond.policy.store import ActivationRefused, PolicyStore
 from aiond.security.auth import (
     HTTP_ROLES,
     Authenticator,
     DenialReporter,
-    Denied,
     Principal,
     Role,
     authorize,
     bearer,
     identity_of,
 )
+from aiond.serving.services import policies as policy_messages
 from aiond.serving.telemetry import Metrics
 
-API_VERSION = "aion/v1"
+log = logging.getLogger("aiond.http")
 
 ReadinessProbe = Callable[[], tuple[bool, str]]
 """Returns (ready, phase name)."""
 
 
-class PolicyEndpoints:
-    """What the policy routes call; the server provides it. Both return finished JSON documents."""
-
-    def __init__(
-        self,
-        status: Callable[[], dict[str, Any]],
-        reload: Callable[[Principal, bool], Awaitable[tuple[int, dict[str, Any]]]],
-    ) -> None:
-        self.status = status
-        self.reload = reload
-
-
-def document(kind: str, message: Message) -> dict[str, Any]:
-    """A proto message as a JSON document: apiVersion, kind, then the proto3 JSON mapping, with
-    finding severities as aionctl prints them (error, warning, info)."""
-    body = json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
-    return {"apiVersion": API_VERSION, "kind": kind, **_severities(body)}
+def error_document(error: Error) -> dict[str, Any]:
+    """An error as the JSON document an HTTP caller gets (schema ``output/error``)."""
+    body: dict[str, Any] = {
+        "apiVersion": API_VERSION,
+        "kind": "Error",
+        "reason": transport(error).name,
+        "message": error.message,
+    }
+    if error.hint:
+        body["hint"] = error.hint
+    return body
 
 
-def _severities(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {
-            k: (
-                v.removeprefix("SEVERITY_").lower()
-                if k == "severity" and isinstance(v, str)
-                else _severities(v)
-            )
-            for k, v in node.items()
-        }
-    if isinstance(node, list):
-        return [_severities(v) for v in node]
-    return node
-
-
-def error_document(message: str, reason: str) -> dict[str, Any]:
-    return {"apiVersion": API_VERSION, "kind": "Error", "reason": reason, "message": message}
-
-
-def _error(status: int, message: str, reason: str) -> web.Response:
-    return web.json_response(error_document(message, reason), status=status)
+def error_response(error: Error) -> web.Response:
+    """The response for ``error``: its status from the error table, its document, and the headers its
+    status calls for."""
+    response = web.json_response(error_document(error), status=transport(error).http)
+    if isinstance(error, Unauthenticated):
+        response.headers["WWW-Authenticate"] = 'Bearer realm="aiond"'
+    if isinstance(error, Saturated) and error.retry_after is not None:
+        response.headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
+    return response
 
 
 def build_app(
@@ -89,11 +87,12 @@ def build_app(
     readiness: ReadinessProbe,
     metrics: Metrics,
     version: str,
-    policy: PolicyEndpoints | None = None,
+    policies: PolicyStore | None = None,
     authenticator: Authenticator | None = None,
     reporter: DenialReporter | None = None,
 ) -> web.Application:
     """The aiohttp application; ``readiness`` is asked on every /readyz request."""
+    internal = Throttle(log, rate=5.0, burst=20)
 
     async def healthz(_request: web.Request) -> web.Response:
         return web.json_response({"apiVersion": API_VERSION, "status": "ok", "version": version})
@@ -121,55 +120,80 @@ def build_app(
         if needed is None:
             return await handler(request)
         if authenticator is None:
-            return _error(503, "authentication is not configured", "Unavailable")
+            raise DaemonUnavailable("authentication is not configured")
         identity = _peer_identity(request)
         try:
             header = request.headers.get("Authorization")
             token = bearer(header)
             if header and token is None:
-                raise Denied("unauthenticated", "the Authorization header is not 'Bearer <token>'")
+                raise Unauthenticated("the Authorization header is not 'Bearer <token>'")
             principal = authenticator.authenticate(token, identity)
             authorize(principal, needed, f"{request.method} {request.path}")
-        except Denied as denied:
+        except (Unauthenticated, Forbidden) as denied:
             if reporter is not None:
                 await reporter.report(denied, f"{request.method} {request.path}", "http")
-            status = 401 if denied.kind == "unauthenticated" else 403
-            response = _error(status, denied.message, "Unauthorized" if status == 401 else "Forbidden")
-            if status == 401:
-                response.headers["WWW-Authenticate"] = 'Bearer realm="aiond"'
-            return response
+            raise
         request["principal"] = principal
         return await handler(request)
 
-    async def policy_status(_request: web.Request) -> web.Response:
-        assert policy is not None
-        return web.json_response(policy.status())
+    @web.middleware
+    async def errors(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException:
+            raise  # aiohttp's own answers (404, 405, 413)
+        except Error as error:
+            return error_response(error)
+        except Exception as exc:  # a bug: the caller gets an id, the log one line with it
+            error_id = ulid()
+            internal.log(
+                logging.ERROR, "internal error %s in %s %s: %s: %s",
+                error_id, request.method, request.path, type(exc).__name__, str(exc)[:300],
+            )  # fmt: skip
+            log.debug("internal error %s", error_id, exc_info=exc)
+            return error_response(InternalError(error_id))
 
-    async def policy_reload(request: web.Request) -> web.Response:
-        assert policy is not None
-        dry = request.query.get("dry_run", "false").lower()
-        if dry not in ("true", "false", "1", "0"):
-            return _error(400, "dry_run must be true or false", "BadRequest")
-        status, body = await policy.reload(request["principal"], dry in ("true", "1"))
-        return web.json_response(body, status=status)
-
-    app = web.Application(client_max_size=64 * 1024, middlewares=[guard])
+    app = web.Application(client_max_size=64 * 1024, middlewares=[errors, guard])
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)
-    if policy is not None:
-        app.router.add_get("/router/policy", policy_status)
-        app.router.add_post("/router/policy/reload", policy_reload)
+    if policies is not None:
+        _add_policy_routes(app, policies)
     return app
 
 
+def _add_policy_routes(app: web.Application, store: PolicyStore) -> None:
+    async def policy_status(_request: web.Request) -> web.Response:
+        return web.json_response(document("PolicyStatus", policy_messages.status_message(store)))
+
+    async def policy_reload(request: web.Request) -> web.Response:
+        dry = request.query.get("dry_run", "false").lower()
+        if dry not in ("true", "false", "1", "0"):
+            raise UsageError("dry_run must be true or false")
+        principal: Principal = request["principal"]
+        try:
+            outcome = await store.reload(
+                principal=principal.name, source="http", dry_run=dry in ("true", "1")
+            )
+        except ActivationRefused as exc:
+            refused = policy_messages.refusal(store, exc, policies_pb2.ReloadPolicyResponse)
+            body = {**document("PolicyActivation", refused.activation), "message": exc.message}
+            return web.json_response(body, status=transport(exc).http)
+        return web.json_response(document("PolicyActivation", policy_messages.activation(store, outcome)))
+
+    app.router.add_get("/router/policy", policy_status)
+    app.router.add_post("/router/policy/reload", policy_reload)
+
+
 def _peer_identity(request: web.Request) -> str | None:
-    transport = request.transport
-    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+    connection = request.transport
+    ssl_object = connection.get_extra_info("ssl_object") if connection is not None else None
     if not isinstance(ssl_object, ssl.SSLObject):
         return None
     der = ssl_object.getpeercert(binary_form=True)
     return identity_of(der) if der else None
 
 
-__all__ = ["PolicyEndpoints", "build_app", "document", "error_document"]
+__all__ = ["build_app", "document", "error_document", "error_response"]

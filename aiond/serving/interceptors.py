@@ -1,20 +1,42 @@
-"""The base of aiond's gRPC interceptors (auth, call metrics): each wraps a method's handler once.
+"""aiond's gRPC interceptors: the base that wraps a method's handler once, and the one place where a
+raised error becomes a call's status.
 
 grpc.aio asks every server interceptor for the handler on every call. Rebuilding the wrapped handler
 each time (a new handler object, a new closure, an ``inspect`` of the behaviour) is work done per call
 for a result that only depends on the method, so :class:`WrapOnce` keeps the wrapped handler of each
 method and hands it out again while grpc's own handler for that method is the same object.
+
+:class:`ErrorInterceptor` is the outermost of aiond's own interceptors. Servicers (and the auth
+interceptor inside it) raise :class:`aion.errors.Error`; it answers with the status of the error's row
+in :data:`aion.errors.TABLE`, the row's name in the ``aion-error`` trailer and the hint in
+``aion-hint-bin``. An exception that is not an Error is a bug: the caller gets INTERNAL with an id, and
+the log gets one line with that id. A request that cannot be decoded never reaches a servicer (nor
+authentication): it answers INVALID_ARGUMENT. Log lines about bad calls are throttled, so a client
+cannot fill the disk with them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeAlias
+import asyncio
+import inspect
+import logging
+import traceback
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, NoReturn, TypeAlias
 
 import grpc
 
+from aion.errors import Error, InternalError, UsageError, transport
+from aion.ids import ulid
+from aiond.logs import Throttle
+
 # grpc's handler types are generic only in their stubs, so this alias exists for the type checker alone.
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+
+log = logging.getLogger("aiond.grpc")
+
+ERROR_TRAILER = "aion-error"
+HINT_TRAILER = "aion-hint-bin"
 
 _KINDS = (
     ("unary_unary", grpc.unary_unary_rpc_method_handler),
@@ -24,15 +46,19 @@ _KINDS = (
 )
 
 
-def with_behavior(handler: Handler, wrap: Callable[[Any], Any]) -> Handler:
+def with_behavior(
+    handler: Handler,
+    wrap: Callable[[Any], Any],
+    request_deserializer: Callable[[bytes], Any] | None = None,
+) -> Handler:
     """``handler`` with its behaviour replaced by ``wrap(behaviour)``, of the same kind and with the
-    same (de)serializers."""
+    same serializer (and the same request deserializer, unless another is given)."""
     for kind, factory in _KINDS:
         behavior = getattr(handler, kind)
         if behavior:
             return factory(
                 wrap(behavior),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=request_deserializer or handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
     return handler
@@ -64,4 +90,112 @@ class WrapOnce(grpc.aio.ServerInterceptor):
         raise NotImplementedError
 
 
-__all__ = ["Handler", "WrapOnce", "with_behavior"]
+class _Undecodable:
+    """What a request that could not be decoded becomes, instead of an exception inside grpc (which
+    answers UNKNOWN and logs a traceback, before any authentication)."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def grpc_status(error: BaseException) -> grpc.StatusCode:
+    """The gRPC status of ``error``'s row in the error table."""
+    return grpc.StatusCode[transport(error).grpc]
+
+
+async def abort(context: grpc.aio.ServicerContext[Any, Any], error: Error) -> NoReturn:
+    """End the call with ``error``'s status, message (with its hint, for clients other than aionctl),
+    and trailers. Raises, as grpc's abort does."""
+    row = transport(error)
+    metadata: list[tuple[str, str | bytes]] = [*error.metadata(), (ERROR_TRAILER, row.name)]
+    details = error.message
+    if error.hint:
+        metadata.append((HINT_TRAILER, error.hint.encode()))
+        details += f" ({error.hint})"
+    await context.abort(grpc.StatusCode[row.grpc], details, tuple(metadata))
+    raise AssertionError("unreachable: grpc's abort raises")  # pragma: no cover
+
+
+class ErrorInterceptor(WrapOnce):
+    """Maps what a handler raises to the call's status through :data:`aion.errors.TABLE`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._bad_requests = Throttle(log)
+        self._internal = Throttle(log, rate=5.0, burst=20)
+
+    def wrap(self, handler: Handler, method: str) -> Handler:
+        decode = handler.request_deserializer
+
+        def tolerant(data: bytes) -> Any:
+            try:
+                return decode(data) if decode is not None else data
+            except Exception as exc:  # protobuf's DecodeError, or anything a decoder raises
+                return _Undecodable(type(exc).__name__)
+
+        return with_behavior(handler, lambda behavior: self._guard(behavior, method), tolerant)
+
+    def _guard(self, behavior: Any, method: str) -> Any:
+        if inspect.isasyncgenfunction(behavior):
+
+            async def guarded_stream(
+                request: Any, context: grpc.aio.ServicerContext[Any, Any]
+            ) -> AsyncIterator[Any]:
+                await self._refuse_undecodable(request, method, context)
+                try:
+                    async for response in behavior(request, context):
+                        yield response
+                except Exception as exc:
+                    await self._fail(exc, method, context)
+
+            return guarded_stream
+
+        async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            await self._refuse_undecodable(request, method, context)
+            try:
+                return await behavior(request, context)
+            except Exception as exc:
+                await self._fail(exc, method, context)
+
+        return guarded
+
+    async def _refuse_undecodable(
+        self, request: Any, method: str, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        if isinstance(request, _Undecodable):
+            self._bad_requests.log(
+                logging.WARNING, "refused an undecodable request to %s from %s (%s)",
+                method, context.peer(), request.reason,
+            )  # fmt: skip
+            await abort(context, UsageError(f"the request is not a valid message for {method}"))
+
+    async def _fail(
+        self, exc: Exception, method: str, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> NoReturn:
+        if isinstance(exc, grpc.aio.AbortError | asyncio.CancelledError):
+            raise exc  # the call already has its status, or the caller went away
+        if isinstance(exc, Error):
+            await abort(context, exc)
+        error_id = ulid()
+        where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+        self._internal.log(
+            logging.ERROR, "internal error %s in %s: %s: %s (at %s)",
+            error_id, method, type(exc).__name__, str(exc)[:300],
+            f"{where.filename}:{where.lineno} in {where.name}" if where else "?",
+        )  # fmt: skip
+        log.debug("internal error %s", error_id, exc_info=exc)
+        await abort(context, InternalError(error_id))
+
+
+__all__ = [
+    "ERROR_TRAILER",
+    "HINT_TRAILER",
+    "ErrorInterceptor",
+    "Handler",
+    "WrapOnce",
+    "abort",
+    "grpc_status",
+    "with_behavior",
+]

@@ -171,6 +171,11 @@ class Metrics:
             "aion_task_retries_denied", "Retries the retry budget refused, by provider.", ["provider"],
             registry=self.registry,
         )  # fmt: skip
+        self.deduplicated = Counter(
+            "aion_task_deduplicated",
+            "Submissions answered with the earlier task of the same idempotency key.",
+            registry=self.registry,
+        )  # fmt: skip
         self.task_fallbacks = Counter(
             "aion_task_fallbacks", "Moves to the next target of a decision's chain, by the target moved to.",
             ["provider"], registry=self.registry,

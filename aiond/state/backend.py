@@ -10,7 +10,7 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from aion.errors import ConflictError
+from aion.errors import Stale
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -64,7 +64,7 @@ class IntentMode:
     reason: str
 
 
-class StaleActiveVersion(ConflictError):
+class StaleActiveVersion(Stale):
     """The active version is not the one the caller expected (optimistic concurrency)."""
 
 

@@ -67,13 +67,13 @@ def daemon(tmp_path: Path) -> Iterator[Aiond]:
 
 def test_startup_activates_version_1_from_the_config_directory(daemon: Aiond) -> None:
     body = status(daemon)
-    assert body["active"]["number"] == "1"
+    assert body["active"]["number"] == 1
     assert body["active"]["source"] == "startup"
     assert body["active"]["tag"].startswith("sha256:")
     assert body["configDir"] == str(daemon.config_dir)
     assert "lastError" not in body
     shown = json.loads(ctl(daemon, "status", "-o", "json", role="viewer").stdout)
-    assert shown["activePolicyVersion"] == "1"
+    assert shown["activePolicyVersion"] == 1
 
 
 def test_apply_reload_rollback_history_and_diff(daemon: Aiond, tmp_path: Path) -> None:
@@ -90,30 +90,30 @@ def test_apply_reload_rollback_history_and_diff(daemon: Aiond, tmp_path: Path) -
     assert applied.returncode == 0, applied.stderr
     activation = doc(applied)
     assert activation["activated"] is True
-    assert activation["version"]["number"] == "2"
+    assert activation["version"]["number"] == 2
     assert activation["version"]["source"] == "apply"
     assert activation["version"]["author"] == "test-admin"
     assert activation["version"]["description"] == "commit abc123"
     assert activation["previous"]["tag"] == first["tag"]
     # the same content again changes nothing
     again = doc(ctl(daemon, "policy", "apply", str(local), "-o", "json"))
-    assert (again["activated"], again["unchanged"], again["version"]["number"]) == (False, True, "2")
+    assert (again["activated"], again["unchanged"], again["version"]["number"]) == (False, True, 2)
     assert ctl(daemon, "policy", "diff", str(local), role="viewer").returncode == 0
     # reload: the daemon's own directory, changed on disk, becomes version 3
     set_budget(daemon.config_dir, 0.032)
     dry = doc(ctl(daemon, "policy", "reload", "--dry-run", "-o", "json", role="operator"))
-    assert (dry["activated"], dry["version"]["number"]) == (False, "0")
-    assert status(daemon)["active"]["number"] == "2"
+    assert (dry["activated"], dry["version"]["number"]) == (False, 0)
+    assert status(daemon)["active"]["number"] == 2
     reloaded = doc(ctl(daemon, "policy", "reload", "-o", "json", role="operator"))
-    assert (reloaded["version"]["number"], reloaded["version"]["source"]) == ("3", "reload")
-    assert reloaded["previous"]["number"] == "2"
+    assert (reloaded["version"]["number"], reloaded["version"]["source"]) == (3, "reload")
+    assert reloaded["previous"]["number"] == 2
     # rollback: the previous content comes back as version 4; twice returns to where we were
     rolled = ctl(daemon, "policy", "rollback", "-o", "json")
     assert rolled.returncode == 0, rolled.stderr
     back = doc(rolled)
-    assert (back["version"]["number"], back["version"]["source"]) == ("4", "rollback")
+    assert (back["version"]["number"], back["version"]["source"]) == (4, "rollback")
     assert back["version"]["tag"] == activation["version"]["tag"]
-    assert back["previous"]["number"] == "3"
+    assert back["previous"]["number"] == 3
     assert (
         doc(ctl(daemon, "policy", "rollback", "-o", "json"))["version"]["tag"] == reloaded["version"]["tag"]
     )
@@ -124,7 +124,7 @@ def test_apply_reload_rollback_history_and_diff(daemon: Aiond, tmp_path: Path) -
     by_tag = doc(ctl(daemon, "policy", "rollback", "--to", short, "-o", "json"))
     assert by_tag["version"]["tag"] == activation["version"]["tag"]
     versions = history(daemon)
-    assert [v["number"] for v in versions] == ["7", "6", "5", "4", "3", "2", "1"]
+    assert [v["number"] for v in versions] == [7, 6, 5, 4, 3, 2, 1]
     assert [v["active"] for v in versions] == [True] + [False] * 6
     assert [v["source"] for v in versions] == ["rollback"] * 4 + ["reload", "apply", "startup"]
     # diff between two versions
@@ -190,14 +190,14 @@ def test_http_endpoints_reload_and_report_with_roles(daemon: Aiond) -> None:
     assert anonymous.headers["WWW-Authenticate"].startswith("Bearer")
     got = call("GET", "/router/policy", "viewer")
     assert got.status_code == 200
-    assert conforms(got.json(), "output/policy")["active"]["number"] == "1"
+    assert conforms(got.json(), "output/policy")["active"]["number"] == 1
     assert call("POST", "/router/policy/reload", "viewer").status_code == 403
     set_budget(daemon.config_dir, 0.041)
     assert call("POST", "/router/policy/reload?dry_run=true", "operator").json()["activated"] is False
     reloaded = call("POST", "/router/policy/reload", "operator")
     assert reloaded.status_code == 200
     body = conforms(reloaded.json(), "output/policy")
-    assert (body["activated"], body["version"]["number"], body["version"]["source"]) == (True, "2", "http")
+    assert (body["activated"], body["version"]["number"], body["version"]["source"]) == (True, 2, "http")
     assert body["version"]["tag"] != body["previous"]["tag"]
     assert call("POST", "/router/policy/reload?dry_run=maybe", "operator").status_code == 400
     assert call("GET", "/healthz", None).status_code == 200  # probes stay open
@@ -250,7 +250,7 @@ def test_concurrent_reloads_of_one_change_make_one_version(daemon: Aiond) -> Non
     bodies = [doc(r) for r in results]
     assert sum(1 for b in bodies if b["activated"]) == 1
     assert sum(1 for b in bodies if b["unchanged"]) == 19
-    assert [v["number"] for v in history(daemon)] == ["2", "1"]
+    assert [v["number"] for v in history(daemon)] == [2, 1]
 
 
 def test_expect_tag_refuses_a_stale_apply_with_exit_6(daemon: Aiond, tmp_path: Path) -> None:
@@ -260,7 +260,7 @@ def test_expect_tag_refuses_a_stale_apply_with_exit_6(daemon: Aiond, tmp_path: P
     stale = ctl(daemon, "policy", "apply", str(config_copy(tmp_path, "b", budget=0.072)), "--expect-tag", tag)
     assert stale.returncode == 6
     assert "the active version is not the expected one" in stale.stderr
-    assert status(daemon)["active"]["number"] == "2"
+    assert status(daemon)["active"]["number"] == 2
 
 
 def test_rollback_refusals(daemon: Aiond) -> None:
@@ -294,7 +294,7 @@ def test_sighup_reloads_the_config_directory(daemon: Aiond) -> None:
     set_budget(daemon.config_dir, 0.081)
     daemon.process.signal(signal.SIGHUP)
     active = poll(
-        lambda: (s := status(daemon)["active"])["number"] == "2" and s, timeout=15, what="SIGHUP reload"
+        lambda: (s := status(daemon)["active"])["number"] == 2 and s, timeout=15, what="SIGHUP reload"
     )
     assert active["source"] == "sighup"
     assert active["author"] == "aiond"
@@ -303,7 +303,7 @@ def test_sighup_reloads_the_config_directory(daemon: Aiond) -> None:
     daemon.process.signal(signal.SIGHUP)
     poll(lambda: "lastError" in (s := status(daemon)) and s["lastError"]["source"] == "sighup", timeout=15,
          what="refused SIGHUP reload")  # fmt: skip
-    assert status(daemon)["active"]["number"] == "2"
+    assert status(daemon)["active"]["number"] == 2
     assert ctl(daemon, "health").returncode == 0
 
 
@@ -316,13 +316,13 @@ def test_versions_survive_a_restart(tmp_path: Path) -> None:
         assert daemon.stop() == 0
         daemon.start()  # resume: the stored active version, not the directory
         assert status(daemon)["active"] == applied
-        assert [v["number"] for v in history(daemon)] == ["2", "1"]
+        assert [v["number"] for v in history(daemon)] == [2, 1]
         assert "differs from the active policy version 2" in daemon.process.log_path.read_text()
         assert daemon.stop() == 0
         daemon.extra_args = ["--startup-policy", "config"]
         daemon.start()
         active = status(daemon)["active"]
-        assert (active["number"], active["source"]) == ("3", "startup")
+        assert (active["number"], active["source"]) == (3, "startup")
         assert active["tag"] == history(daemon)[-1]["tag"]
     finally:
         daemon.stop()
@@ -351,7 +351,7 @@ def test_grpcurl_calls_policy_status_through_reflection(daemon: Aiond, go_tools:
         daemon.grpc_addr, "aion.v1.PolicyService/GetPolicyStatus",
     )  # fmt: skip
     body = json.loads(result.stdout)
-    assert body["active"]["number"] == "1"
+    assert body["active"]["number"] == "1"  # grpcurl prints the proto3 JSON mapping
     assert body["active"]["tag"].startswith("sha256:")
     denied = go_tools.run(
         "grpcurl", "-plaintext", daemon.grpc_addr, "aion.v1.PolicyService/GetPolicyStatus", check=False
@@ -453,7 +453,7 @@ def test_a_refusal_with_many_findings_still_arrives_intact(daemon: Aiond, tmp_pa
     assert 5 < len(body["findings"]) < 150  # capped to fit a gRPC trailer ...
     assert "more findings are not shown" in body["findings"][-1]["message"]  # ... and says so
     assert "RESOURCE_EXHAUSTED" not in result.stderr
-    assert status(daemon)["active"]["number"] == "1"
+    assert status(daemon)["active"]["number"] == 1
 
 
 def test_an_apply_whose_caller_gives_up_still_finishes_consistently(daemon: Aiond, tmp_path: Path) -> None:
@@ -473,7 +473,7 @@ def test_an_apply_whose_caller_gives_up_still_finishes_consistently(daemon: Aion
 
     def settled() -> Any:
         versions = history(daemon)
-        return versions if versions[0]["number"] == "2" else None
+        return versions if versions[0]["number"] == 2 else None
 
     versions = poll(settled, timeout=30, what="the abandoned apply to finish")
     # What the daemon runs is what the store says is active, and the change was audited.

@@ -107,7 +107,7 @@ def test_the_contract_covers_what_later_work_needs() -> None:
             "SetModuleParallelism", "VerifyModules", "RemoveModule",
         },
         "aion.v1.AdminService": {
-            "GetStatus", "ListBreakers", "SetBreakerState", "ListIntentModes", "SetIntentMode",
+            "GetStatus", "ListBreakers", "SetBreakerState", "ListIntentModes", "SetIntentMode", "WhoAmI",
         },
         "aion.v1.EventService": {"TailEvents"},
     }  # fmt: skip

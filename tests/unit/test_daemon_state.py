@@ -20,15 +20,22 @@ from hypothesis import strategies as st
 
 from aion.config.validate import collect, validate_directory
 from aion.config.yamlload import Limits
-from aion.errors import ConflictError, InputError, UsageError
+from aion.errors import (
+    AuthError,
+    ConflictError,
+    Forbidden,
+    InputError,
+    Unauthenticated,
+    UsageError,
+    transport,
+)
 from aion.eventlog import EventLog, segments
-from aiond.events.journal import MAX_LINE, DaemonEvents
+from aiond.events.journal import MAX_LINE, Journal, LocalSink
 from aiond.policy.store import NothingToRollBack, PolicyStore, Target, check_upload
 from aiond.policy.validation import _Pickler
 from aiond.security.auth import (
     METHOD_ROLES,
     Authenticator,
-    Denied,
     Role,
     bearer,
     identity_of,
@@ -123,30 +130,30 @@ def test_authenticator_checks_secret_expiry_revocation_and_identity(state: Sqlit
     state.add_token(record)
     principal = auth.authenticate(token, None)
     assert (principal.name, principal.role) == ("ci", Role.OPERATOR)
-    with pytest.raises(Denied, match="not known"):
+    with pytest.raises(AuthError, match="not known"):
         auth.authenticate(token[:-1] + ("A" if token[-1] != "A" else "B"), None)
-    with pytest.raises(Denied, match="malformed"):
+    with pytest.raises(AuthError, match="malformed"):
         auth.authenticate("aion_short", None)
     assert auth.authenticate(token, "spiffe://x/y").name == "spiffe://x/y"  # a certificate names the caller
     state.revoke_token("ci", dt.datetime.now(dt.UTC))
     assert auth.authenticate(token, None).name == "ci"  # cached for up to a second
     now[0] += 1.5
-    with pytest.raises(Denied, match="revoked"):
+    with pytest.raises(AuthError, match="revoked"):
         auth.authenticate(token, None)
     expired, expired_token = mint("old", Role.ADMIN, created_by="t", ttl=dt.timedelta(seconds=-1))
     state.add_token(expired)
-    with pytest.raises(Denied, match="expired"):
+    with pytest.raises(AuthError, match="expired"):
         auth.authenticate(expired_token, None)
     grant, text = mint("robot", Role.VIEWER, created_by="t", identity="robot.example")
     assert text == ""
     state.add_token(grant)
     assert auth.authenticate(None, "robot.example").role is Role.VIEWER
-    with pytest.raises(Denied) as unknown:
+    with pytest.raises(Forbidden) as unknown:
         auth.authenticate(None, "stranger.example")
-    assert unknown.value.kind == "forbidden"
-    with pytest.raises(Denied) as nothing:
+    assert transport(unknown.value).name == "forbidden"
+    with pytest.raises(Unauthenticated) as nothing:
         auth.authenticate(None, None)
-    assert nothing.value.kind == "unauthenticated"
+    assert transport(nothing.value).name == "unauthenticated"
 
 
 def test_a_remembered_token_lasts_no_longer_than_the_record_it_was_checked_against(
@@ -157,7 +164,7 @@ def test_a_remembered_token_lasts_no_longer_than_the_record_it_was_checked_again
     record, token = mint("ci", Role.OPERATOR, created_by="t")
     state.add_token(record)
     now[0] = 0.5
-    with pytest.raises(Denied):
+    with pytest.raises(AuthError):
         auth.authenticate(token[:-1] + ("A" if token[-1] != "A" else "B"), None)  # caches the record at 0.5
     now[0] = 1.4
     assert auth.authenticate(token, None).name == "ci"  # checked against the record read at 0.5
@@ -165,7 +172,7 @@ def test_a_remembered_token_lasts_no_longer_than_the_record_it_was_checked_again
     now[0] = 1.45
     assert auth.authenticate(token, None).name == "ci"  # still within the record's second
     now[0] = 1.6
-    with pytest.raises(Denied, match="revoked"):
+    with pytest.raises(AuthError, match="revoked"):
         auth.authenticate(token, None)  # a second after the record was read, not after the check
 
 
@@ -279,7 +286,7 @@ def test_rollback_toggles_and_refuses_when_nothing_differs(tmp_path: Path, state
 
 
 def test_event_log_scan_skips_damage_and_resumes(tmp_path: Path) -> None:
-    events = DaemonEvents(tmp_path)
+    events = Journal(LocalSink(tmp_path))
     lines = [json.dumps({"id": str(i), "topic": "t" if i % 2 else "u"}) for i in range(1, 7)]
     text = "\n".join(lines[:2]) + "\nnot json\n" + "x" * (MAX_LINE + 10) + "\n" + "\n".join(lines[2:]) + "\n"
     events.path.write_text(text + '{"id": "unfinished')
@@ -309,7 +316,7 @@ def test_the_validation_pickler_round_trips_a_report(tmp_path: Path) -> None:
 
 
 def test_the_event_log_seals_segments_and_numbers_lines_across_them(tmp_path: Path) -> None:
-    events = DaemonEvents(tmp_path, segment_bytes=1_000, keep_bytes=10**9)
+    events = Journal(LocalSink(tmp_path, segment_bytes=1_000, keep_bytes=10**9))
     log = EventLog(events.path, segment_bytes=1_000, keep_bytes=10**9)
 
     def write(writer: int) -> None:
@@ -338,7 +345,7 @@ def test_the_event_log_seals_segments_and_numbers_lines_across_them(tmp_path: Pa
 
 
 def test_a_reader_resumes_across_a_seal(tmp_path: Path) -> None:
-    events = DaemonEvents(tmp_path, segment_bytes=1_000, keep_bytes=10**9)
+    events = Journal(LocalSink(tmp_path, segment_bytes=1_000, keep_bytes=10**9))
     log = EventLog(events.path, segment_bytes=1_000, keep_bytes=10**9)
     for n in range(10):
         log.append({"id": str(n), "topic": "t", "pad": "x" * 40})
@@ -355,7 +362,7 @@ def test_a_reader_resumes_across_a_seal(tmp_path: Path) -> None:
 
 
 def test_retention_drops_the_oldest_segments_and_keeps_the_numbers(tmp_path: Path) -> None:
-    events = DaemonEvents(tmp_path, segment_bytes=1_000, keep_bytes=3_000)
+    events = Journal(LocalSink(tmp_path, segment_bytes=1_000, keep_bytes=3_000))
     log = EventLog(events.path, segment_bytes=1_000, keep_bytes=3_000)
     for n in range(300):
         log.append({"id": str(n), "topic": "t", "pad": "x" * 40})

@@ -1,23 +1,20 @@
+"""The error table: every class has one row, the drawn tree says the same, and a client rebuilds the
+class a daemon raised."""
+
 from __future__ import annotations
+
+import re
 
 import pytest
 
 from aion import errors
 from aion.exitcodes import EXIT_CODE_HELP, ExitCode
 
-EXPECTED_CODES = {
-    errors.UsageError: ExitCode.USAGE,
-    errors.InputError: ExitCode.INPUT,
-    errors.ConfigError: ExitCode.INPUT,
-    errors.FindingsError: ExitCode.FINDINGS,
-    errors.VerificationError: ExitCode.FINDINGS,
-    errors.AuthError: ExitCode.AUTH,
-    errors.DaemonUnavailable: ExitCode.UNAVAILABLE,
-    errors.ConflictError: ExitCode.CONFLICT,
-    errors.ServiceError: ExitCode.FINDINGS,
-    errors.RegistryError: ExitCode.INPUT,
-    errors.RegistryAuthError: ExitCode.AUTH,
-}
+CLASSES = [
+    getattr(errors, name)
+    for name in errors.__all__
+    if isinstance(getattr(errors, name), type) and issubclass(getattr(errors, name), errors.Error)
+]
 
 
 def test_exit_codes_are_the_documented_numbers() -> None:
@@ -27,25 +24,75 @@ def test_exit_codes_are_the_documented_numbers() -> None:
     assert set(EXIT_CODE_HELP) == set(ExitCode)
 
 
-def test_every_error_class_is_exported_and_mapped() -> None:
-    classes = {getattr(errors, name) for name in errors.__all__} - {errors.Error}
-    assert classes == set(EXPECTED_CODES)
+def test_every_error_class_is_exported_and_has_a_row() -> None:
+    assert set(CLASSES) == set(errors.TABLE)
+
+
+def _drawn_rows() -> dict[str, tuple[int, str, int]]:
+    rows = {}
+    for line in (errors.__doc__ or "").splitlines():
+        match = re.match(r"^[\s│├└─]*([A-Za-z]+)\s+(\d)\s+([A-Z_]+)\s+(\d{3})\b", line)
+        if match:
+            rows[match.group(1)] = (int(match.group(2)), match.group(3), int(match.group(4)))
+    return rows
+
+
+def test_the_tree_in_the_docstring_is_the_table() -> None:
+    table = {cls.__name__: (int(row.exit_code), row.grpc, row.http) for cls, row in errors.TABLE.items()}
+    assert _drawn_rows() == table
+
+
+def test_the_drawn_tree_is_the_class_tree() -> None:
+    for cls in CLASSES:
+        if cls is errors.Error:
+            continue
+        parent = cls.__mro__[1]
+        assert parent in errors.TABLE, f"{cls.__name__} derives from an unlisted class"
+    # depth in the drawing follows depth in the hierarchy
+    for line in (errors.__doc__ or "").splitlines():
+        match = re.match(r"^(\s*[│├└─ ]*?)([A-Z][A-Za-z]+)\s+\d\s", line)
+        if not match or match.group(2) not in errors.__all__:
+            continue
+        cls = getattr(errors, match.group(2))
+        depth = len(cls.__mro__) - 4  # Error itself has Exception, BaseException and object above it
+        assert len(match.group(1)) == 4 + 4 * depth, line
 
 
 @pytest.mark.parametrize(
-    ("cls", "code"), EXPECTED_CODES.items(), ids=lambda v: getattr(v, "__name__", str(v))
+    "cls", [c for c in CLASSES if c is not errors.InternalError], ids=lambda c: c.__name__
 )
-def test_error_exit_code(cls: type[errors.Error], code: ExitCode) -> None:
-    assert cls("x").exit_code is code
+def test_a_client_rebuilds_the_class_the_daemon_named(cls: type[errors.Error]) -> None:
+    row = errors.TABLE[cls]
+    rebuilt = errors.from_status(row.grpc, "m", name=row.name, hint="h")
+    expected = errors.ServiceError if cls is errors.Error else cls
+    assert type(rebuilt) is expected
+    assert (rebuilt.message, rebuilt.hint) == ("m", "h")
+    assert rebuilt.exit_code is row.exit_code
+
+
+def test_without_a_name_the_grpc_code_decides() -> None:
+    assert type(errors.from_status("NOT_FOUND", "m")) is errors.NotFound
+    assert type(errors.from_status("UNAVAILABLE", "m")) is errors.DaemonUnavailable
+    assert type(errors.from_status("DATA_LOSS", "m")) is errors.ServiceError
+    assert type(errors.from_status("INTERNAL", "m", name="internal")) is errors.ServiceError
+
+
+def test_subclasses_elsewhere_take_their_ancestors_row() -> None:
+    class VersionGone(errors.NotFound):
+        pass
+
+    assert errors.transport(VersionGone("x")).grpc == "NOT_FOUND"
+    assert errors.transport(ValueError("a bug")).name == "internal"
+
+
+def test_saturated_carries_its_retry_hint_and_extra_trailers() -> None:
+    error = errors.Saturated("full", retry_after=0.25)
+    error.trailers = (("x-extra", "1"),)
+    assert error.metadata() == (("x-extra", "1"), ("retry-after-ms", "250"))
+    assert error.exit_code is ExitCode.UNAVAILABLE
 
 
 def test_diagnostics_carry_the_hint_on_its_own_line() -> None:
     assert errors.InputError("no such file: a.yml").diagnostics() == "no such file: a.yml"
     err = errors.InputError("no such file: a.yml", hint="check the path")
     assert err.diagnostics() == "no such file: a.yml\nhint: check the path"
-
-
-def test_the_exception_tree_in_the_docstring_names_every_class() -> None:
-    doc = errors.__doc__ or ""
-    for name in errors.__all__:
-        assert name in doc, f"{name} is missing from the tree in aion/errors.py"

@@ -15,8 +15,9 @@ import pytest
 from aion.api.v1 import tasks_pb2
 from aion.config.model import Route
 from aion.config.validate import validate_directory
+from aion.errors import Saturated
 from aion.routing import Decision, LiveState, Request, compile_table
-from aiond.execution.admission import Admission, Saturated
+from aiond.execution.admission import Admission
 from aiond.execution.breakers import BreakerBoard
 from aiond.execution.budget import BudgetLedger
 from aiond.execution.controls import Controls
@@ -40,6 +41,7 @@ def test_admission_runs_queues_then_refuses_with_a_hint() -> None:
         assert third.waiting
         with pytest.raises(Saturated) as full:
             admission.admit(Route.LOCAL)
+        assert full.value.retry_after is not None
         assert full.value.retry_after >= 0.1
         assert admission.depth(Route.LOCAL) == (2, 1)
         entered = asyncio.Event()

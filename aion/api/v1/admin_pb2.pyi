@@ -108,6 +108,26 @@ INTENT_MODE_ALLOW_API: IntentMode.ValueType  # 3
 INTENT_MODE_HYBRID: IntentMode.ValueType  # 4
 Global___IntentMode: _TypeAlias = IntentMode  # noqa: Y015
 
+class _Role:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Role.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ROLE_UNSPECIFIED: _Role.ValueType  # 0
+    ROLE_VIEWER: _Role.ValueType  # 1
+    ROLE_OPERATOR: _Role.ValueType  # 2
+    ROLE_ADMIN: _Role.ValueType  # 3
+
+class Role(_Role, metaclass=_RoleEnumTypeWrapper):
+    """What a credential may do; each role includes the ones before it."""
+
+ROLE_UNSPECIFIED: Role.ValueType  # 0
+ROLE_VIEWER: Role.ValueType  # 1
+ROLE_OPERATOR: Role.ValueType  # 2
+ROLE_ADMIN: Role.ValueType  # 3
+Global___Role: _TypeAlias = Role  # noqa: Y015
+
 @_typing.final
 class GetStatusRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -224,12 +244,21 @@ Global___Breaker: _TypeAlias = Breaker  # noqa: Y015
 class ListBreakersRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Most breakers in one answer (default 100, at most 1000)."""
+    page_token: _builtins.str
+    """next_page_token of the previous answer."""
     def __init__(
         self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -240,16 +269,22 @@ class ListBreakersResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     BREAKERS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
     @_builtins.property
-    def breakers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Breaker]: ...
+    def breakers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Breaker]:
+        """In key order (provider, then provider:model)."""
+
     def __init__(
         self,
         *,
         breakers: _abc.Iterable[Global___Breaker] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["breakers", b"breakers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["breakers", b"breakers", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -346,12 +381,21 @@ Global___IntentModeState: _TypeAlias = IntentModeState  # noqa: Y015
 class ListIntentModesRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Most intents in one answer (default 100, at most 1000)."""
+    page_token: _builtins.str
+    """next_page_token of the previous answer."""
     def __init__(
         self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -362,16 +406,22 @@ class ListIntentModesResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     INTENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
     @_builtins.property
-    def intents(self) -> _containers.RepeatedCompositeFieldContainer[Global___IntentModeState]: ...
+    def intents(self) -> _containers.RepeatedCompositeFieldContainer[Global___IntentModeState]:
+        """In intent order."""
+
     def __init__(
         self,
         *,
         intents: _abc.Iterable[Global___IntentModeState] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["intents", b"intents"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["intents", b"intents", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -424,3 +474,52 @@ class SetIntentModeResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SetIntentModeResponse: _TypeAlias = SetIntentModeResponse  # noqa: Y015
+
+@_typing.final
+class WhoAmIRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WhoAmIRequest: _TypeAlias = WhoAmIRequest  # noqa: Y015
+
+@_typing.final
+class WhoAmIResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRINCIPAL_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    CREDENTIAL_FIELD_NUMBER: _builtins.int
+    TLS_FIELD_NUMBER: _builtins.int
+    CLIENT_CERTIFICATE_FIELD_NUMBER: _builtins.int
+    principal: _builtins.str
+    """The principal audit events name: the token's name, or the client certificate's identity."""
+    role: Global___Role.ValueType
+    credential: _builtins.str
+    """The token's name, or "certificate" for a role granted to a certificate identity."""
+    tls: _builtins.bool
+    """Whether the call came over TLS, and with a verified client certificate (mTLS)."""
+    client_certificate: _builtins.bool
+    def __init__(
+        self,
+        *,
+        principal: _builtins.str = ...,
+        role: Global___Role.ValueType = ...,
+        credential: _builtins.str = ...,
+        tls: _builtins.bool = ...,
+        client_certificate: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_certificate", b"client_certificate", "credential", b"credential", "principal", b"principal", "role", b"role", "tls", b"tls"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WhoAmIResponse: _TypeAlias = WhoAmIResponse  # noqa: Y015

@@ -59,6 +59,11 @@ class AdminServiceStub:
                 request_serializer=aion_dot_v1_dot_admin__pb2.SetIntentModeRequest.SerializeToString,
                 response_deserializer=aion_dot_v1_dot_admin__pb2.SetIntentModeResponse.FromString,
                 _registered_method=True)
+        self.WhoAmI = channel.unary_unary(
+                '/aion.v1.AdminService/WhoAmI',
+                request_serializer=aion_dot_v1_dot_admin__pb2.WhoAmIRequest.SerializeToString,
+                response_deserializer=aion_dot_v1_dot_admin__pb2.WhoAmIResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -99,6 +104,13 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WhoAmI(self, request, context):
+        """Who the daemon takes the caller to be: the principal and role that authorise this very call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -126,6 +138,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.SetIntentMode,
                     request_deserializer=aion_dot_v1_dot_admin__pb2.SetIntentModeRequest.FromString,
                     response_serializer=aion_dot_v1_dot_admin__pb2.SetIntentModeResponse.SerializeToString,
+            ),
+            'WhoAmI': grpc.unary_unary_rpc_method_handler(
+                    servicer.WhoAmI,
+                    request_deserializer=aion_dot_v1_dot_admin__pb2.WhoAmIRequest.FromString,
+                    response_serializer=aion_dot_v1_dot_admin__pb2.WhoAmIResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -263,6 +280,33 @@ class AdminService:
             '/aion.v1.AdminService/SetIntentMode',
             aion_dot_v1_dot_admin__pb2.SetIntentModeRequest.SerializeToString,
             aion_dot_v1_dot_admin__pb2.SetIntentModeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WhoAmI(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aion.v1.AdminService/WhoAmI',
+            aion_dot_v1_dot_admin__pb2.WhoAmIRequest.SerializeToString,
+            aion_dot_v1_dot_admin__pb2.WhoAmIResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,6 +41,8 @@ class AdminServiceStub:
     """Lists intents whose privacy mode was changed at runtime."""
     SetIntentMode: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SetIntentModeRequest, _admin_pb2.SetIntentModeResponse]
     """Switches an intent's privacy mode at runtime (for example to local-only during an incident). Audited."""
+    WhoAmI: _grpc.UnaryUnaryMultiCallable[_admin_pb2.WhoAmIRequest, _admin_pb2.WhoAmIResponse]
+    """Who the daemon takes the caller to be: the principal and role that authorise this very call."""
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -55,6 +57,8 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """Lists intents whose privacy mode was changed at runtime."""
     SetIntentMode: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetIntentModeRequest, _admin_pb2.SetIntentModeResponse]  # type: ignore[assignment]
     """Switches an intent's privacy mode at runtime (for example to local-only during an incident). Audited."""
+    WhoAmI: _aio.UnaryUnaryMultiCallable[_admin_pb2.WhoAmIRequest, _admin_pb2.WhoAmIResponse]  # type: ignore[assignment]
+    """Who the daemon takes the caller to be: the principal and role that authorise this very call."""
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -96,5 +100,13 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.SetIntentModeResponse, _abc.Awaitable[_admin_pb2.SetIntentModeResponse]]:
         """Switches an intent's privacy mode at runtime (for example to local-only during an incident). Audited."""
+
+    @_abc_1.abstractmethod
+    def WhoAmI(
+        self,
+        request: _admin_pb2.WhoAmIRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.WhoAmIResponse, _abc.Awaitable[_admin_pb2.WhoAmIResponse]]:
+        """Who the daemon takes the caller to be: the principal and role that authorise this very call."""
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

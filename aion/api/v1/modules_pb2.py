@@ -26,49 +26,49 @@ from aion.api.v1 import common_pb2 as aion_dot_v1_dot_common__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x61ion/v1/modules.proto\x12\x07\x61ion.v1\x1a\x14\x61ion/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdb\x01\n\x0cVerification\x12\x10\n\x08verified\x18\x01 \x01(\x08\x12+\n\x06method\x18\x02 \x01(\x0e\x32\x1b.aion.v1.VerificationMethod\x12\x0e\n\x06signer\x18\x03 \x01(\t\x12\x0e\n\x06issuer\x18\x04 \x01(\t\x12\x14\n\x0csbom_present\x18\x05 \x01(\x08\x12\x13\n\x0bsbom_digest\x18\x06 \x01(\t\x12/\n\x0bverified_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08problems\x18\x08 \x03(\t\"\xab\x02\n\x06Module\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0b\n\x03ref\x18\x03 \x01(\t\x12\x0e\n\x06\x64igest\x18\x04 \x01(\t\x12\'\n\x07runtime\x18\x05 \x01(\x0e\x32\x16.aion.v1.ModuleRuntime\x12#\n\x05state\x18\x06 \x01(\x0e\x32\x14.aion.v1.ModuleState\x12\x0f\n\x07intents\x18\x07 \x03(\t\x12\x13\n\x0bparallelism\x18\x08 \x01(\r\x12\x12\n\ntimeout_ms\x18\t \x01(\r\x12\x30\n\x0cinstalled_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x0cverification\x18\x0b \x01(\x0b\x32\x15.aion.v1.Verification\"\x14\n\x12ListModulesRequest\"7\n\x13ListModulesResponse\x12 \n\x07modules\x18\x01 \x03(\x0b\x32\x0f.aion.v1.Module\"4\n\x14InstallModuleRequest\x12\x0b\n\x03ref\x18\x01 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\"K\n\x15InstallModuleResponse\x12\x1f\n\x06module\x18\x01 \x01(\x0b\x32\x0f.aion.v1.Module\x12\x11\n\tunchanged\x18\x02 \x01(\x08\" \n\x10GetModuleRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"F\n\x11GetModuleResponse\x12\x1f\n\x06module\x18\x01 \x01(\x0b\x32\x0f.aion.v1.Module\x12\x10\n\x08manifest\x18\x02 \x01(\x0c\"P\n\x1bSetModuleParallelismRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bparallelism\x18\x02 \x01(\r\x12\x0e\n\x06reason\x18\x03 \x01(\t\"]\n\x1cSetModuleParallelismResponse\x12\x1f\n\x06module\x18\x01 \x01(\x0b\x32\x0f.aion.v1.Module\x12\x1c\n\x14previous_parallelism\x18\x02 \x01(\r\"%\n\x14VerifyModulesRequest\x12\r\n\x05names\x18\x01 \x03(\t\"_\n\x12ModuleVerification\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12+\n\x0cverification\x18\x03 \x01(\x0b\x32\x15.aion.v1.Verification\"i\n\x15VerifyModulesResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.aion.v1.ModuleVerification\x12\"\n\x08\x66indings\x18\x02 \x03(\x0b\x32\x10.aion.v1.Finding\"#\n\x13RemoveModuleRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"8\n\x14RemoveModuleResponse\x12 \n\x07removed\x18\x01 \x01(\x0b\x32\x0f.aion.v1.Module*g\n\rModuleRuntime\x12\x1e\n\x1aMODULE_RUNTIME_UNSPECIFIED\x10\x00\x12\x17\n\x13MODULE_RUNTIME_WASM\x10\x01\x12\x1d\n\x19MODULE_RUNTIME_SUBPROCESS\x10\x02*z\n\x0bModuleState\x12\x1c\n\x18MODULE_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12MODULE_STATE_READY\x10\x01\x12\x1a\n\x16MODULE_STATE_UNTRUSTED\x10\x02\x12\x19\n\x15MODULE_STATE_DISABLED\x10\x03*\xe2\x01\n\x12VerificationMethod\x12#\n\x1fVERIFICATION_METHOD_UNSPECIFIED\x10\x00\x12)\n%VERIFICATION_METHOD_COSIGN_KEY_LEGACY\x10\x01\x12(\n$VERIFICATION_METHOD_SIGSTORE_KEYLESS\x10\x02\x12$\n VERIFICATION_METHOD_SIGSTORE_KEY\x10\x03\x12,\n(VERIFICATION_METHOD_UNSAFE_DEV_EXCEPTION\x10\x04\x32\xef\x03\n\rModuleService\x12H\n\x0bListModules\x12\x1b.aion.v1.ListModulesRequest\x1a\x1c.aion.v1.ListModulesResponse\x12N\n\rInstallModule\x12\x1d.aion.v1.InstallModuleRequest\x1a\x1e.aion.v1.InstallModuleResponse\x12\x42\n\tGetModule\x12\x19.aion.v1.GetModuleRequest\x1a\x1a.aion.v1.GetModuleResponse\x12\x63\n\x14SetModuleParallelism\x12$.aion.v1.SetModuleParallelismRequest\x1a%.aion.v1.SetModuleParallelismResponse\x12N\n\rVerifyModules\x12\x1d.aion.v1.VerifyModulesRequest\x1a\x1e.aion.v1.VerifyModulesResponse\x12K\n\x0cRemoveModule\x12\x1c.aion.v1.RemoveModuleRequest\x1a\x1d.aion.v1.RemoveModuleResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x61ion/v1/modules.proto\x12\x07\x61ion.v1\x1a\x14\x61ion/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdb\x01\n\x0cVerification\x12\x10\n\x08verified\x18\x01 \x01(\x08\x12+\n\x06method\x18\x02 \x01(\x0e\x32\x1b.aion.v1.VerificationMethod\x12\x0e\n\x06signer\x18\x03 \x01(\t\x12\x0e\n\x06issuer\x18\x04 \x01(\t\x12\x14\n\x0csbom_present\x18\x05 \x01(\x08\x12\x13\n\x0bsbom_digest\x18\x06 \x01(\t\x12/\n\x0bverified_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08problems\x18\x08 \x03(\t\"\xab\x02\n\x06Module\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0b\n\x03ref\x18\x03 \x01(\t\x12\x0e\n\x06\x64igest\x18\x04 \x01(\t\x12\'\n\x07runtime\x18\x05 \x01(\x0e\x32\x16.aion.v1.ModuleRuntime\x12#\n\x05state\x18\x06 \x01(\x0e\x32\x14.aion.v1.ModuleState\x12\x0f\n\x07intents\x18\x07 \x03(\t\x12\x13\n\x0bparallelism\x18\x08 \x01(\r\x12\x12\n\ntimeout_ms\x18\t \x01(\r\x12\x30\n\x0cinstalled_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x0cverification\x18\x0b \x01(\x0b\x32\x15.aion.v1.Verification\";\n\x12ListModulesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"P\n\x13ListModulesResponse\x12 \n\x07modules\x18\x01 \x03(\x0b\x32\x0f.aion.v1.Module\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"4\n\x14InstallModuleRequest\x12\x0b\n\x03ref\x18\x01 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\"K\n\x15InstallModuleResponse\x12\x1f\n\x06module\x18\x01 \x01(\x0b\x32\x0f.aion.v1.Module\x12\x11\n\tunchanged\x18\x02 \x01(\x08\" \n\x10GetModuleRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"F\n\x11GetModuleResponse\x12\x1f\n\x06module\x18\x01 \x01(\x0b\x32\x0f.aion.v1.Module\x12\x10\n\x08manifest\x18\x02 \x01(\x0c\"P\n\x1bSetModuleParallelismRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bparallelism\x18\x02 \x01(\r\x12\x0e\n\x06reason\x18\x03 \x01(\t\"]\n\x1cSetModuleParallelismResponse\x12\x1f\n\x06module\x18\x01 \x01(\x0b\x32\x0f.aion.v1.Module\x12\x1c\n\x14previous_parallelism\x18\x02 \x01(\r\"%\n\x14VerifyModulesRequest\x12\r\n\x05names\x18\x01 \x03(\t\"_\n\x12ModuleVerification\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12+\n\x0cverification\x18\x03 \x01(\x0b\x32\x15.aion.v1.Verification\"i\n\x15VerifyModulesResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.aion.v1.ModuleVerification\x12\"\n\x08\x66indings\x18\x02 \x03(\x0b\x32\x10.aion.v1.Finding\"#\n\x13RemoveModuleRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"8\n\x14RemoveModuleResponse\x12 \n\x07removed\x18\x01 \x01(\x0b\x32\x0f.aion.v1.Module*g\n\rModuleRuntime\x12\x1e\n\x1aMODULE_RUNTIME_UNSPECIFIED\x10\x00\x12\x17\n\x13MODULE_RUNTIME_WASM\x10\x01\x12\x1d\n\x19MODULE_RUNTIME_SUBPROCESS\x10\x02*z\n\x0bModuleState\x12\x1c\n\x18MODULE_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12MODULE_STATE_READY\x10\x01\x12\x1a\n\x16MODULE_STATE_UNTRUSTED\x10\x02\x12\x19\n\x15MODULE_STATE_DISABLED\x10\x03*\xe2\x01\n\x12VerificationMethod\x12#\n\x1fVERIFICATION_METHOD_UNSPECIFIED\x10\x00\x12)\n%VERIFICATION_METHOD_COSIGN_KEY_LEGACY\x10\x01\x12(\n$VERIFICATION_METHOD_SIGSTORE_KEYLESS\x10\x02\x12$\n VERIFICATION_METHOD_SIGSTORE_KEY\x10\x03\x12,\n(VERIFICATION_METHOD_UNSAFE_DEV_EXCEPTION\x10\x04\x32\xef\x03\n\rModuleService\x12H\n\x0bListModules\x12\x1b.aion.v1.ListModulesRequest\x1a\x1c.aion.v1.ListModulesResponse\x12N\n\rInstallModule\x12\x1d.aion.v1.InstallModuleRequest\x1a\x1e.aion.v1.InstallModuleResponse\x12\x42\n\tGetModule\x12\x19.aion.v1.GetModuleRequest\x1a\x1a.aion.v1.GetModuleResponse\x12\x63\n\x14SetModuleParallelism\x12$.aion.v1.SetModuleParallelismRequest\x1a%.aion.v1.SetModuleParallelismResponse\x12N\n\rVerifyModules\x12\x1d.aion.v1.VerifyModulesRequest\x1a\x1e.aion.v1.VerifyModulesResponse\x12K\n\x0cRemoveModule\x12\x1c.aion.v1.RemoveModuleRequest\x1a\x1d.aion.v1.RemoveModuleResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'aion.api.v1.modules_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MODULERUNTIME']._serialized_start=1444
-  _globals['_MODULERUNTIME']._serialized_end=1547
-  _globals['_MODULESTATE']._serialized_start=1549
-  _globals['_MODULESTATE']._serialized_end=1671
-  _globals['_VERIFICATIONMETHOD']._serialized_start=1674
-  _globals['_VERIFICATIONMETHOD']._serialized_end=1900
+  _globals['_MODULERUNTIME']._serialized_start=1508
+  _globals['_MODULERUNTIME']._serialized_end=1611
+  _globals['_MODULESTATE']._serialized_start=1613
+  _globals['_MODULESTATE']._serialized_end=1735
+  _globals['_VERIFICATIONMETHOD']._serialized_start=1738
+  _globals['_VERIFICATIONMETHOD']._serialized_end=1964
   _globals['_VERIFICATION']._serialized_start=90
   _globals['_VERIFICATION']._serialized_end=309
   _globals['_MODULE']._serialized_start=312
   _globals['_MODULE']._serialized_end=611
   _globals['_LISTMODULESREQUEST']._serialized_start=613
-  _globals['_LISTMODULESREQUEST']._serialized_end=633
-  _globals['_LISTMODULESRESPONSE']._serialized_start=635
-  _globals['_LISTMODULESRESPONSE']._serialized_end=690
-  _globals['_INSTALLMODULEREQUEST']._serialized_start=692
-  _globals['_INSTALLMODULEREQUEST']._serialized_end=744
-  _globals['_INSTALLMODULERESPONSE']._serialized_start=746
-  _globals['_INSTALLMODULERESPONSE']._serialized_end=821
-  _globals['_GETMODULEREQUEST']._serialized_start=823
-  _globals['_GETMODULEREQUEST']._serialized_end=855
-  _globals['_GETMODULERESPONSE']._serialized_start=857
-  _globals['_GETMODULERESPONSE']._serialized_end=927
-  _globals['_SETMODULEPARALLELISMREQUEST']._serialized_start=929
-  _globals['_SETMODULEPARALLELISMREQUEST']._serialized_end=1009
-  _globals['_SETMODULEPARALLELISMRESPONSE']._serialized_start=1011
-  _globals['_SETMODULEPARALLELISMRESPONSE']._serialized_end=1104
-  _globals['_VERIFYMODULESREQUEST']._serialized_start=1106
-  _globals['_VERIFYMODULESREQUEST']._serialized_end=1143
-  _globals['_MODULEVERIFICATION']._serialized_start=1145
-  _globals['_MODULEVERIFICATION']._serialized_end=1240
-  _globals['_VERIFYMODULESRESPONSE']._serialized_start=1242
-  _globals['_VERIFYMODULESRESPONSE']._serialized_end=1347
-  _globals['_REMOVEMODULEREQUEST']._serialized_start=1349
-  _globals['_REMOVEMODULEREQUEST']._serialized_end=1384
-  _globals['_REMOVEMODULERESPONSE']._serialized_start=1386
-  _globals['_REMOVEMODULERESPONSE']._serialized_end=1442
-  _globals['_MODULESERVICE']._serialized_start=1903
-  _globals['_MODULESERVICE']._serialized_end=2398
+  _globals['_LISTMODULESREQUEST']._serialized_end=672
+  _globals['_LISTMODULESRESPONSE']._serialized_start=674
+  _globals['_LISTMODULESRESPONSE']._serialized_end=754
+  _globals['_INSTALLMODULEREQUEST']._serialized_start=756
+  _globals['_INSTALLMODULEREQUEST']._serialized_end=808
+  _globals['_INSTALLMODULERESPONSE']._serialized_start=810
+  _globals['_INSTALLMODULERESPONSE']._serialized_end=885
+  _globals['_GETMODULEREQUEST']._serialized_start=887
+  _globals['_GETMODULEREQUEST']._serialized_end=919
+  _globals['_GETMODULERESPONSE']._serialized_start=921
+  _globals['_GETMODULERESPONSE']._serialized_end=991
+  _globals['_SETMODULEPARALLELISMREQUEST']._serialized_start=993
+  _globals['_SETMODULEPARALLELISMREQUEST']._serialized_end=1073
+  _globals['_SETMODULEPARALLELISMRESPONSE']._serialized_start=1075
+  _globals['_SETMODULEPARALLELISMRESPONSE']._serialized_end=1168
+  _globals['_VERIFYMODULESREQUEST']._serialized_start=1170
+  _globals['_VERIFYMODULESREQUEST']._serialized_end=1207
+  _globals['_MODULEVERIFICATION']._serialized_start=1209
+  _globals['_MODULEVERIFICATION']._serialized_end=1304
+  _globals['_VERIFYMODULESRESPONSE']._serialized_start=1306
+  _globals['_VERIFYMODULESRESPONSE']._serialized_end=1411
+  _globals['_REMOVEMODULEREQUEST']._serialized_start=1413
+  _globals['_REMOVEMODULEREQUEST']._serialized_end=1448
+  _globals['_REMOVEMODULERESPONSE']._serialized_start=1450
+  _globals['_REMOVEMODULERESPONSE']._serialized_end=1506
+  _globals['_MODULESERVICE']._serialized_start=1967
+  _globals['_MODULESERVICE']._serialized_end=2462
 # @@protoc_insertion_point(module_scope)

@@ -27,7 +27,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x61ion/v1/tasks.proto\x12\x07\x61ion.v1\x1a\x14\x61ion/v1/common.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"x\n\x06Target\x12!\n\x04kind\x18\x01 \x01(\x0e\x32\x13.aion.v1.TargetKind\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x1d\n\x05route\x18\x04 \x01(\x0e\x32\x0e.aion.v1.Route\x12\x0c\n\x04tier\x18\x05 \x01(\t\"\xa0\x01\n\x0cRoutingHints\x12&\n\x0eroute_override\x18\x01 \x01(\x0e\x32\x0e.aion.v1.Route\x12\'\n\x06\x62udget\x18\x02 \x01(\x0b\x32\x12.aion.v1.UsdAmountH\x00\x88\x01\x01\x12\x1e\n\x11latency_target_ms\x18\x03 \x01(\rH\x01\x88\x01\x01\x42\t\n\x07_budgetB\x14\n\x12_latency_target_ms\"u\n\tTaskInput\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x12\'\n\x04json\x18\x03 \x01(\x0b\x32\x17.google.protobuf.StructH\x00\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\tB\t\n\x07\x63ontent\"v\n\nTaskOutput\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x12\'\n\x04json\x18\x03 \x01(\x0b\x32\x17.google.protobuf.StructH\x00\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\tB\t\n\x07\x63ontent\"\xdf\x02\n\x08\x44\x65\x63ision\x12\x1d\n\x05route\x18\x01 \x01(\x0e\x32\x0e.aion.v1.Route\x12\x0c\n\x04tier\x18\x02 \x01(\t\x12\x1f\n\x06target\x18\x03 \x01(\x0b\x32\x0f.aion.v1.Target\x12\'\n\x0e\x66\x61llback_chain\x18\x04 \x03(\x0b\x32\x0f.aion.v1.Target\x12.\n\x12\x65stimated_max_cost\x18\x05 \x01(\x0b\x32\x12.aion.v1.UsdAmount\x12(\n\tchosen_by\x18\x06 \x01(\x0e\x32\x15.aion.v1.RouteChooser\x12\x14\n\x0creason_codes\x18\x07 \x03(\t\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12\x16\n\x0epolicy_version\x18\t \x01(\x04\x12 \n\x07prepare\x18\n \x01(\x0b\x32\x0f.aion.v1.Target\x12\"\n\x06\x62udget\x18\x0b \x01(\x0b\x32\x12.aion.v1.UsdAmount\"j\n\x05Usage\x12\x12\n\nlatency_ms\x18\x01 \x01(\r\x12\x14\n\x0cinput_tokens\x18\x02 \x01(\r\x12\x15\n\routput_tokens\x18\x03 \x01(\r\x12 \n\x04\x63ost\x18\x04 \x01(\x0b\x32\x12.aion.v1.UsdAmount\"=\n\tTaskError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\tretryable\x18\x03 \x01(\x08\"\xc7\x01\n\x07\x41ttempt\x12\x0e\n\x06number\x18\x01 \x01(\r\x12\x1f\n\x06target\x18\x02 \x01(\x0b\x32\x0f.aion.v1.Target\x12$\n\x07outcome\x18\x03 \x01(\x0e\x32\x13.aion.v1.TaskStatus\x12!\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x12.aion.v1.TaskError\x12\x12\n\nlatency_ms\x18\x05 \x01(\r\x12.\n\nstarted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x80\x04\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06intent\x18\x02 \x01(\t\x12#\n\x06status\x18\x03 \x01(\x0e\x32\x13.aion.v1.TaskStatus\x12#\n\x08\x64\x65\x63ision\x18\x04 \x01(\x0b\x32\x11.aion.v1.Decision\x12#\n\x06result\x18\x05 \x01(\x0b\x32\x13.aion.v1.TaskOutput\x12\x1d\n\x05usage\x18\x06 \x01(\x0b\x32\x0e.aion.v1.Usage\x12!\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x12.aion.v1.TaskError\x12\"\n\x08\x61ttempts\x18\x08 \x03(\x0b\x32\x10.aion.v1.Attempt\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fidempotency_key\x18\x0c \x01(\t\x12)\n\x06labels\x18\r \x03(\x0b\x32\x19.aion.v1.Task.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xfa\x01\n\x11SubmitTaskRequest\x12\x0e\n\x06intent\x18\x01 \x01(\t\x12!\n\x05input\x18\x02 \x01(\x0b\x32\x12.aion.v1.TaskInput\x12$\n\x05hints\x18\x03 \x01(\x0b\x32\x15.aion.v1.RoutingHints\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\x12\x36\n\x06labels\x18\x05 \x03(\x0b\x32&.aion.v1.SubmitTaskRequest.LabelsEntry\x12\x0c\n\x04wait\x18\x06 \x01(\x08\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"G\n\x12SubmitTaskResponse\x12\x1b\n\x04task\x18\x01 \x01(\x0b\x32\r.aion.v1.Task\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x02 \x01(\x08\"!\n\x0eGetTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\".\n\x0fGetTaskResponse\x12\x1b\n\x04task\x18\x01 \x01(\x0b\x32\r.aion.v1.Task\"#\n\x10WatchTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"0\n\x11WatchTaskResponse\x12\x1b\n\x04task\x18\x01 \x01(\x0b\x32\r.aion.v1.Task\"4\n\x11\x43\x61ncelTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"1\n\x12\x43\x61ncelTaskResponse\x12\x1b\n\x04task\x18\x01 \x01(\x0b\x32\r.aion.v1.Task*\xb8\x01\n\nTaskStatus\x12\x1b\n\x17TASK_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12TASK_STATUS_QUEUED\x10\x01\x12\x17\n\x13TASK_STATUS_RUNNING\x10\x02\x12\x12\n\x0eTASK_STATUS_OK\x10\x03\x12\x15\n\x11TASK_STATUS_ERROR\x10\x04\x12\x17\n\x13TASK_STATUS_TIMEOUT\x10\x05\x12\x18\n\x14TASK_STATUS_CANCELED\x10\x06*\x84\x01\n\x0cRouteChooser\x12\x1d\n\x19ROUTE_CHOOSER_UNSPECIFIED\x10\x00\x12\x18\n\x14ROUTE_CHOOSER_ROUTER\x10\x01\x12!\n\x1dROUTE_CHOOSER_POLICY_OVERRIDE\x10\x02\x12\x18\n\x14ROUTE_CHOOSER_CALLER\x10\x03*X\n\nTargetKind\x12\x1b\n\x17TARGET_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11TARGET_KIND_MODEL\x10\x01\x12\x16\n\x12TARGET_KIND_MODULE\x10\x02\x32\x9f\x02\n\x0bTaskService\x12\x45\n\nSubmitTask\x12\x1a.aion.v1.SubmitTaskRequest\x1a\x1b.aion.v1.SubmitTaskResponse\x12<\n\x07GetTask\x12\x17.aion.v1.GetTaskRequest\x1a\x18.aion.v1.GetTaskResponse\x12\x44\n\tWatchTask\x12\x19.aion.v1.WatchTaskRequest\x1a\x1a.aion.v1.WatchTaskResponse0\x01\x12\x45\n\nCancelTask\x12\x1a.aion.v1.CancelTaskRequest\x1a\x1b.aion.v1.CancelTaskResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x61ion/v1/tasks.proto\x12\x07\x61ion.v1\x1a\x14\x61ion/v1/common.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"x\n\x06Target\x12!\n\x04kind\x18\x01 \x01(\x0e\x32\x13.aion.v1.TargetKind\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x1d\n\x05route\x18\x04 \x01(\x0e\x32\x0e.aion.v1.Route\x12\x0c\n\x04tier\x18\x05 \x01(\t\"\xa0\x01\n\x0cRoutingHints\x12&\n\x0eroute_override\x18\x01 \x01(\x0e\x32\x0e.aion.v1.Route\x12\'\n\x06\x62udget\x18\x02 \x01(\x0b\x32\x12.aion.v1.UsdAmountH\x00\x88\x01\x01\x12\x1e\n\x11latency_target_ms\x18\x03 \x01(\rH\x01\x88\x01\x01\x42\t\n\x07_budgetB\x14\n\x12_latency_target_ms\"u\n\tTaskInput\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x12\'\n\x04json\x18\x03 \x01(\x0b\x32\x17.google.protobuf.StructH\x00\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\tB\t\n\x07\x63ontent\"v\n\nTaskOutput\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x12\'\n\x04json\x18\x03 \x01(\x0b\x32\x17.google.protobuf.StructH\x00\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\tB\t\n\x07\x63ontent\"\xdf\x02\n\x08\x44\x65\x63ision\x12\x1d\n\x05route\x18\x01 \x01(\x0e\x32\x0e.aion.v1.Route\x12\x0c\n\x04tier\x18\x02 \x01(\t\x12\x1f\n\x06target\x18\x03 \x01(\x0b\x32\x0f.aion.v1.Target\x12\'\n\x0e\x66\x61llback_chain\x18\x04 \x03(\x0b\x32\x0f.aion.v1.Target\x12.\n\x12\x65stimated_max_cost\x18\x05 \x01(\x0b\x32\x12.aion.v1.UsdAmount\x12(\n\tchosen_by\x18\x06 \x01(\x0e\x32\x15.aion.v1.RouteChooser\x12\x14\n\x0creason_codes\x18\x07 \x03(\t\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12\x16\n\x0epolicy_version\x18\t \x01(\x04\x12 \n\x07prepare\x18\n \x01(\x0b\x32\x0f.aion.v1.Target\x12\"\n\x06\x62udget\x18\x0b \x01(\x0b\x32\x12.aion.v1.UsdAmount\"j\n\x05Usage\x12\x12\n\nlatency_ms\x18\x01 \x01(\r\x12\x14\n\x0cinput_tokens\x18\x02 \x01(\r\x12\x15\n\routput_tokens\x18\x03 \x01(\r\x12 \n\x04\x63ost\x18\x04 \x01(\x0b\x32\x12.aion.v1.UsdAmount\"=\n\tTaskError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\tretryable\x18\x03 \x01(\x08\"\xc7\x01\n\x07\x41ttempt\x12\x0e\n\x06number\x18\x01 \x01(\r\x12\x1f\n\x06target\x18\x02 \x01(\x0b\x32\x0f.aion.v1.Target\x12$\n\x07outcome\x18\x03 \x01(\x0e\x32\x13.aion.v1.TaskStatus\x12!\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x12.aion.v1.TaskError\x12\x12\n\nlatency_ms\x18\x05 \x01(\r\x12.\n\nstarted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa9\x04\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06intent\x18\x02 \x01(\t\x12#\n\x06status\x18\x03 \x01(\x0e\x32\x13.aion.v1.TaskStatus\x12#\n\x08\x64\x65\x63ision\x18\x04 \x01(\x0b\x32\x11.aion.v1.Decision\x12#\n\x06result\x18\x05 \x01(\x0b\x32\x13.aion.v1.TaskOutput\x12\x1d\n\x05usage\x18\x06 \x01(\x0b\x32\x0e.aion.v1.Usage\x12!\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x12.aion.v1.TaskError\x12\"\n\x08\x61ttempts\x18\x08 \x03(\x0b\x32\x10.aion.v1.Attempt\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fidempotency_key\x18\x0c \x01(\t\x12)\n\x06labels\x18\r \x03(\x0b\x32\x19.aion.v1.Task.LabelsEntry\x12\'\n\x0b\x66irst_error\x18\x0e \x01(\x0b\x32\x12.aion.v1.TaskError\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xfa\x01\n\x11SubmitTaskRequest\x12\x0e\n\x06intent\x18\x01 \x01(\t\x12!\n\x05input\x18\x02 \x01(\x0b\x32\x12.aion.v1.TaskInput\x12$\n\x05hints\x18\x03 \x01(\x0b\x32\x15.aion.v1.RoutingHints\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\x12\x36\n\x06labels\x18\x05 \x03(\x0b\x32&.aion.v1.SubmitTaskRequest.LabelsEntry\x12\x0c\n\x04wait\x18\x06 \x01(\x08\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"G\n\x12SubmitTaskResponse\x12\x1b\n\x04task\x18\x01 \x01(\x0b\x32\r.aion.v1.Task\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x02 \x01(\x08\"!\n\x0eGetTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\".\n\x0fGetTaskResponse\x12\x1b\n\x04task\x18\x01 \x01(\x0b\x32\r.aion.v1.Task\"#\n\x10WatchTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"0\n\x11WatchTaskResponse\x12\x1b\n\x04task\x18\x01 \x01(\x0b\x32\r.aion.v1.Task\"4\n\x11\x43\x61ncelTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"1\n\x12\x43\x61ncelTaskResponse\x12\x1b\n\x04task\x18\x01 \x01(\x0b\x32\r.aion.v1.Task*\xb8\x01\n\nTaskStatus\x12\x1b\n\x17TASK_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12TASK_STATUS_QUEUED\x10\x01\x12\x17\n\x13TASK_STATUS_RUNNING\x10\x02\x12\x12\n\x0eTASK_STATUS_OK\x10\x03\x12\x15\n\x11TASK_STATUS_ERROR\x10\x04\x12\x17\n\x13TASK_STATUS_TIMEOUT\x10\x05\x12\x18\n\x14TASK_STATUS_CANCELED\x10\x06*\x84\x01\n\x0cRouteChooser\x12\x1d\n\x19ROUTE_CHOOSER_UNSPECIFIED\x10\x00\x12\x18\n\x14ROUTE_CHOOSER_ROUTER\x10\x01\x12!\n\x1dROUTE_CHOOSER_POLICY_OVERRIDE\x10\x02\x12\x18\n\x14ROUTE_CHOOSER_CALLER\x10\x03*X\n\nTargetKind\x12\x1b\n\x17TARGET_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11TARGET_KIND_MODEL\x10\x01\x12\x16\n\x12TARGET_KIND_MODULE\x10\x02\x32\x9f\x02\n\x0bTaskService\x12\x45\n\nSubmitTask\x12\x1a.aion.v1.SubmitTaskRequest\x1a\x1b.aion.v1.SubmitTaskResponse\x12<\n\x07GetTask\x12\x17.aion.v1.GetTaskRequest\x1a\x18.aion.v1.GetTaskResponse\x12\x44\n\tWatchTask\x12\x19.aion.v1.WatchTaskRequest\x1a\x1a.aion.v1.WatchTaskResponse0\x01\x12\x45\n\nCancelTask\x12\x1a.aion.v1.CancelTaskRequest\x1a\x1b.aion.v1.CancelTaskResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,12 +38,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TASK_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_SUBMITTASKREQUEST_LABELSENTRY']._loaded_options = None
   _globals['_SUBMITTASKREQUEST_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_TASKSTATUS']._serialized_start=2485
-  _globals['_TASKSTATUS']._serialized_end=2669
-  _globals['_ROUTECHOOSER']._serialized_start=2672
-  _globals['_ROUTECHOOSER']._serialized_end=2804
-  _globals['_TARGETKIND']._serialized_start=2806
-  _globals['_TARGETKIND']._serialized_end=2894
+  _globals['_TASKSTATUS']._serialized_start=2526
+  _globals['_TASKSTATUS']._serialized_end=2710
+  _globals['_ROUTECHOOSER']._serialized_start=2713
+  _globals['_ROUTECHOOSER']._serialized_end=2845
+  _globals['_TARGETKIND']._serialized_start=2847
+  _globals['_TARGETKIND']._serialized_end=2935
   _globals['_TARGET']._serialized_start=117
   _globals['_TARGET']._serialized_end=237
   _globals['_ROUTINGHINTS']._serialized_start=240
@@ -61,27 +61,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ATTEMPT']._serialized_start=1167
   _globals['_ATTEMPT']._serialized_end=1366
   _globals['_TASK']._serialized_start=1369
-  _globals['_TASK']._serialized_end=1881
-  _globals['_TASK_LABELSENTRY']._serialized_start=1836
-  _globals['_TASK_LABELSENTRY']._serialized_end=1881
-  _globals['_SUBMITTASKREQUEST']._serialized_start=1884
-  _globals['_SUBMITTASKREQUEST']._serialized_end=2134
-  _globals['_SUBMITTASKREQUEST_LABELSENTRY']._serialized_start=1836
-  _globals['_SUBMITTASKREQUEST_LABELSENTRY']._serialized_end=1881
-  _globals['_SUBMITTASKRESPONSE']._serialized_start=2136
-  _globals['_SUBMITTASKRESPONSE']._serialized_end=2207
-  _globals['_GETTASKREQUEST']._serialized_start=2209
-  _globals['_GETTASKREQUEST']._serialized_end=2242
-  _globals['_GETTASKRESPONSE']._serialized_start=2244
-  _globals['_GETTASKRESPONSE']._serialized_end=2290
-  _globals['_WATCHTASKREQUEST']._serialized_start=2292
-  _globals['_WATCHTASKREQUEST']._serialized_end=2327
-  _globals['_WATCHTASKRESPONSE']._serialized_start=2329
-  _globals['_WATCHTASKRESPONSE']._serialized_end=2377
-  _globals['_CANCELTASKREQUEST']._serialized_start=2379
-  _globals['_CANCELTASKREQUEST']._serialized_end=2431
-  _globals['_CANCELTASKRESPONSE']._serialized_start=2433
-  _globals['_CANCELTASKRESPONSE']._serialized_end=2482
-  _globals['_TASKSERVICE']._serialized_start=2897
-  _globals['_TASKSERVICE']._serialized_end=3184
+  _globals['_TASK']._serialized_end=1922
+  _globals['_TASK_LABELSENTRY']._serialized_start=1877
+  _globals['_TASK_LABELSENTRY']._serialized_end=1922
+  _globals['_SUBMITTASKREQUEST']._serialized_start=1925
+  _globals['_SUBMITTASKREQUEST']._serialized_end=2175
+  _globals['_SUBMITTASKREQUEST_LABELSENTRY']._serialized_start=1877
+  _globals['_SUBMITTASKREQUEST_LABELSENTRY']._serialized_end=1922
+  _globals['_SUBMITTASKRESPONSE']._serialized_start=2177
+  _globals['_SUBMITTASKRESPONSE']._serialized_end=2248
+  _globals['_GETTASKREQUEST']._serialized_start=2250
+  _globals['_GETTASKREQUEST']._serialized_end=2283
+  _globals['_GETTASKRESPONSE']._serialized_start=2285
+  _globals['_GETTASKRESPONSE']._serialized_end=2331
+  _globals['_WATCHTASKREQUEST']._serialized_start=2333
+  _globals['_WATCHTASKREQUEST']._serialized_end=2368
+  _globals['_WATCHTASKRESPONSE']._serialized_start=2370
+  _globals['_WATCHTASKRESPONSE']._serialized_end=2418
+  _globals['_CANCELTASKREQUEST']._serialized_start=2420
+  _globals['_CANCELTASKREQUEST']._serialized_end=2472
+  _globals['_CANCELTASKRESPONSE']._serialized_start=2474
+  _globals['_CANCELTASKRESPONSE']._serialized_end=2523
+  _globals['_TASKSERVICE']._serialized_start=2938
+  _globals['_TASKSERVICE']._serialized_end=3225
 # @@protoc_insertion_point(module_scope)

@@ -451,6 +451,7 @@ class Task(_message.Message):
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
+    FIRST_ERROR_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     intent: _builtins.str
     status: Global___TaskStatus.ValueType
@@ -473,6 +474,10 @@ class Task(_message.Message):
     def finished_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def first_error(self) -> Global___TaskError:
+        """When more than one attempt failed: the first failure, which is often the cause (error is the last)."""
+
     def __init__(
         self,
         *,
@@ -489,10 +494,11 @@ class Task(_message.Message):
         finished_at: _timestamp_pb2.Timestamp | None = ...,
         idempotency_key: _builtins.str = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        first_error: Global___TaskError | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "decision", b"decision", "error", b"error", "finished_at", b"finished_at", "result", b"result", "started_at", b"started_at", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "decision", b"decision", "error", b"error", "finished_at", b"finished_at", "first_error", b"first_error", "result", b"result", "started_at", b"started_at", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "created_at", b"created_at", "decision", b"decision", "error", b"error", "finished_at", b"finished_at", "idempotency_key", b"idempotency_key", "intent", b"intent", "labels", b"labels", "result", b"result", "started_at", b"started_at", "status", b"status", "task_id", b"task_id", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "created_at", b"created_at", "decision", b"decision", "error", b"error", "finished_at", b"finished_at", "first_error", b"first_error", "idempotency_key", b"idempotency_key", "intent", b"intent", "labels", b"labels", "result", b"result", "started_at", b"started_at", "status", b"status", "task_id", b"task_id", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -7,19 +7,20 @@ import dataclasses
 import datetime as dt
 import time
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
 from google.protobuf import timestamp_pb2
 
 from aion.api.v1 import admin_pb2, admin_pb2_grpc
 from aion.config.model import Privacy
-from aion.errors import ConflictError, Error, InputError, UsageError
+from aion.errors import ConflictError, UsageError
 from aion.routing import BreakerState
 from aiond.execution.breakers import Breaker, Override
 from aiond.execution.controls import Controls
 from aiond.policy.store import ActiveConfig, PolicyStore
-from aiond.security.auth import current_principal
+from aiond.security.auth import Role, current_principal
+from aiond.serving.services.paging import page
 from aiond.state.backend import IntentMode
 
 SERVICE_NAME = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
@@ -85,65 +86,60 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             raise ConflictError("no policy version is active")
         return active
 
-    async def _fail(self, context: grpc.aio.ServicerContext[Any, Any], exc: Error) -> NoReturn:
-        code = {
-            InputError: grpc.StatusCode.NOT_FOUND,
-            UsageError: grpc.StatusCode.INVALID_ARGUMENT,
-        }.get(type(exc), grpc.StatusCode.FAILED_PRECONDITION)
-        await context.abort(code, exc.message + (f" ({exc.hint})" if exc.hint else ""))
-        raise AssertionError("abort raises")
-
     async def ListBreakers(
         self, request: admin_pb2.ListBreakersRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> admin_pb2.ListBreakersResponse:
         assert self._controls is not None
-        return admin_pb2.ListBreakersResponse(breakers=[self._breaker(b) for b in self._controls.board])
+        chosen, token = page(self._controls.board, lambda b: b.key, size=request.page_size,
+                             token=request.page_token)  # fmt: skip
+        return admin_pb2.ListBreakersResponse(
+            breakers=[self._breaker(b) for b in chosen], next_page_token=token
+        )
 
     async def SetBreakerState(
         self, request: admin_pb2.SetBreakerStateRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> admin_pb2.SetBreakerStateResponse:
         assert self._controls is not None
         override = _OVERRIDES_IN.get(request.override)
-        try:
-            if override is None:
-                raise UsageError("override must be NONE, FORCED_OPEN or FORCED_CLOSED")
-            if not request.provider:
-                raise UsageError("provider is required")
-            key = f"{request.provider}:{request.model}" if request.model else request.provider
-            before = self._breaker(self._controls.board.get(key))
-            breaker, _previous = await self._controls.force_breaker(
-                self._active().snapshot,
-                key,
-                override,
-                principal=current_principal.get().name,
-                reason=request.reason,
-            )
-        except Error as exc:
-            await self._fail(context, exc)
-        return admin_pb2.SetBreakerStateResponse(breaker=self._breaker(breaker), previous=before)
+        if override is None:
+            raise UsageError("override must be NONE, FORCED_OPEN or FORCED_CLOSED")
+        if not request.provider:
+            raise UsageError("provider is required")
+        key = f"{request.provider}:{request.model}" if request.model else request.provider
+        breaker, before = await self._controls.force_breaker(
+            self._active().snapshot, key, override, principal=current_principal.get().name,
+            reason=request.reason,
+        )  # fmt: skip
+        return admin_pb2.SetBreakerStateResponse(
+            breaker=self._breaker(breaker), previous=self._breaker(before)
+        )
 
     async def ListIntentModes(
         self, request: admin_pb2.ListIntentModesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> admin_pb2.ListIntentModesResponse:
         assert self._controls is not None
-        return admin_pb2.ListIntentModesResponse(intents=[_mode_message(m) for m in self._controls.modes()])
+        chosen, token = page(self._controls.modes(), lambda m: m.intent, size=request.page_size,
+                             token=request.page_token)  # fmt: skip
+        return admin_pb2.ListIntentModesResponse(
+            intents=[_mode_message(m) for m in chosen], next_page_token=token
+        )
 
     async def SetIntentMode(
         self, request: admin_pb2.SetIntentModeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> admin_pb2.SetIntentModeResponse:
         assert self._controls is not None
-        if request.mode == admin_pb2.INTENT_MODE_UNSPECIFIED:
-            await self._fail(context, UsageError("mode is required: POLICY, LOCAL_ONLY, ALLOW_API or HYBRID"))
-        try:
-            state, previous = await self._controls.set_mode(
-                self._active().snapshot,
-                request.intent,
-                _MODES_IN[request.mode],
-                principal=current_principal.get().name,
-                reason=request.reason,
+        if request.mode not in _MODES_IN:
+            raise UsageError(
+                "mode must be POLICY, LOCAL_ONLY, ALLOW_API or HYBRID"
+                + (f" (got {request.mode})" if request.mode else "")
             )
-        except Error as exc:
-            await self._fail(context, exc)
+        state, previous = await self._controls.set_mode(
+            self._active().snapshot,
+            request.intent,
+            _MODES_IN[request.mode],
+            principal=current_principal.get().name,
+            reason=request.reason,
+        )
         message = (
             _mode_message(state)
             if state is not None
@@ -151,6 +147,19 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         )
         return admin_pb2.SetIntentModeResponse(
             state=message, previous_mode=_MODES_OUT[previous] if previous else admin_pb2.INTENT_MODE_POLICY
+        )
+
+    async def WhoAmI(
+        self, request: admin_pb2.WhoAmIRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> admin_pb2.WhoAmIResponse:
+        principal = current_principal.get()
+        auth = context.auth_context()
+        return admin_pb2.WhoAmIResponse(
+            principal=principal.name,
+            role=_ROLES_OUT.get(principal.role, admin_pb2.ROLE_UNSPECIFIED),
+            credential=principal.credential,
+            tls=auth.get("transport_security_type") == [b"ssl"],
+            client_certificate=bool(auth.get("x509_pem_cert")),
         )
 
     def _breaker(self, breaker: Breaker) -> admin_pb2.Breaker:
@@ -204,6 +213,8 @@ _MODES_OUT = {
     Privacy.HYBRID: admin_pb2.INTENT_MODE_HYBRID,
 }
 _MODES_IN: dict[int, Privacy | None] = {v: k for k, v in _MODES_OUT.items()}
+_ROLES_OUT = {Role.VIEWER: admin_pb2.ROLE_VIEWER, Role.OPERATOR: admin_pb2.ROLE_OPERATOR,
+              Role.ADMIN: admin_pb2.ROLE_ADMIN}  # fmt: skip
 _MODES_IN[admin_pb2.INTENT_MODE_POLICY] = None
 
 

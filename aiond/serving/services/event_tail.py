@@ -11,7 +11,8 @@ from typing import Any
 import grpc
 
 from aion.api.v1 import events_pb2, events_pb2_grpc
-from aiond.events.journal import DaemonEvents, Recorded
+from aion.errors import Saturated
+from aiond.events.journal import Journal, Recorded
 from aiond.serving.services.policies import timestamp
 
 SERVICE_NAME = events_pb2.DESCRIPTOR.services_by_name["EventService"].full_name
@@ -38,7 +39,7 @@ MAX_TAILS = 64
 
 
 class EventServicer(events_pb2_grpc.EventServiceServicer):
-    def __init__(self, events: DaemonEvents) -> None:
+    def __init__(self, events: Journal) -> None:
         self._events = events
         self._open = 0
 
@@ -46,9 +47,7 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
         self, request: events_pb2.TailEventsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[events_pb2.TailEventsResponse]:
         if self._open >= MAX_TAILS:
-            await context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED, f"{MAX_TAILS} event streams are open; try again later"
-            )
+            raise Saturated(f"{MAX_TAILS} event streams are open", retry_after=1.0, hint="try again later")
         limit = min(request.limit or DEFAULT_LIMIT, MAX_LIMIT)
         self._open += 1
         try:
@@ -60,6 +59,6 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
             self._open -= 1
 
 
-def add_to_server(server: grpc.aio.Server, events: DaemonEvents) -> str:
+def add_to_server(server: grpc.aio.Server, events: Journal) -> str:
     events_pb2_grpc.add_EventServiceServicer_to_server(EventServicer(events), server)
     return SERVICE_NAME

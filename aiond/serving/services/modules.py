@@ -5,9 +5,10 @@ store and under the trust policy of the active policy version, so a module insta
 API is verified exactly as one installed from a shell. Installs run in a worker thread; the store's
 file lock serialises them with each other and with a concurrent ``aionctl install`` on the same store.
 
-Refusals map to gRPC codes the way the contract says: a failed signature, identity or content check
-is PERMISSION_DENIED, a missing required SBOM or an unusable trust policy FAILED_PRECONDITION, a
-registry that cannot be reached UNAVAILABLE, an unknown module NOT_FOUND.
+Refusals reach the caller through the error table (:mod:`aion.errors`), as the contract says: a failed
+signature, identity or content check is PERMISSION_DENIED, a missing required SBOM or an unusable
+trust policy FAILED_PRECONDITION, a registry that cannot be reached UNAVAILABLE, an unknown module
+NOT_FOUND.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import asyncio
 import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
 import yaml
@@ -24,22 +25,14 @@ from google.protobuf import timestamp_pb2
 
 from aion.api.v1 import common_pb2, modules_pb2, modules_pb2_grpc
 from aion.config.model import Trust
-from aion.errors import (
-    AuthError,
-    Error,
-    FindingsError,
-    InputError,
-    RegistryError,
-    UsageError,
-    VerificationError,
-)
-from aion.eventlog import EventLog
+from aion.errors import Error, NotFound, UsageError
+from aion.eventlog import EventSink
+from aion.inputs import quoted
 from aion.modules.install import InstallOptions, install, load_trust, remove, verify_installed
 from aion.modules.store import ModuleStore
 from aion.oci.model import Digest
-from aion.trust.verify import SbomMissing
-from aiond.events.journal import AuditWriter
 from aiond.security.auth import current_principal
+from aiond.serving.services.paging import page
 
 SERVICE_NAME = modules_pb2.DESCRIPTOR.services_by_name["ModuleService"].full_name
 
@@ -52,23 +45,6 @@ _METHODS = {
 }
 
 
-def status_code(exc: Error) -> grpc.StatusCode:
-    """The gRPC status for an aion error raised by the module pipeline."""
-    if isinstance(exc, SbomMissing):
-        return grpc.StatusCode.FAILED_PRECONDITION
-    if isinstance(exc, VerificationError):
-        return grpc.StatusCode.PERMISSION_DENIED
-    if isinstance(exc, FindingsError | AuthError):
-        return grpc.StatusCode.FAILED_PRECONDITION
-    if isinstance(exc, RegistryError):
-        return grpc.StatusCode.UNAVAILABLE
-    if isinstance(exc, UsageError):
-        return grpc.StatusCode.INVALID_ARGUMENT
-    if isinstance(exc, InputError) and "is installed" in exc.message:
-        return grpc.StatusCode.NOT_FOUND
-    return grpc.StatusCode.FAILED_PRECONDITION
-
-
 class ModuleServicer(modules_pb2_grpc.ModuleServiceServicer):
     def __init__(
         self,
@@ -76,13 +52,11 @@ class ModuleServicer(modules_pb2_grpc.ModuleServiceServicer):
         config_dir: Path,
         plain_http: frozenset[str],
         *,
-        events_log: Path | None = None,
+        events: EventSink,
         trust: Callable[[], Trust | None] | None = None,
     ) -> None:
         self._active_trust = trust
-        self._store = ModuleStore(store_dir)
-        if events_log is not None:  # the daemon's own log, which `aionctl events tail` reads
-            self._store.events = AuditWriter(events_log.parent, EventLog(events_log))
+        self._store = ModuleStore(store_dir, events=events)  # installs and removals: the daemon's sink
         self._config_dir = config_dir
         self._plain_http = plain_http
 
@@ -94,31 +68,23 @@ class ModuleServicer(modules_pb2_grpc.ModuleServiceServicer):
             return active
         return await asyncio.to_thread(load_trust, self._config_dir)
 
-    async def _fail(self, context: grpc.aio.ServicerContext[Any, Any], exc: Error) -> NoReturn:
-        message = exc.message + (f" ({exc.hint})" if exc.hint else "")
-        await context.abort(status_code(exc), message)
-        raise AssertionError("abort raises")
-
     async def ListModules(
         self, request: modules_pb2.ListModulesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> modules_pb2.ListModulesResponse:
-        try:
-            lock = await asyncio.to_thread(self._store.lock)
-        except Error as exc:
-            await self._fail(context, exc)
+        lock = await asyncio.to_thread(self._store.lock)
+        chosen, token = page(
+            lock.items(), lambda item: item[0], size=request.page_size, token=request.page_token
+        )
         return modules_pb2.ListModulesResponse(
-            modules=[self._module(name, entry) for name, entry in sorted(lock.items())]
+            modules=[self._module(name, entry) for name, entry in chosen], next_page_token=token
         )
 
     async def GetModule(
         self, request: modules_pb2.GetModuleRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> modules_pb2.GetModuleResponse:
-        try:
-            entry = (await asyncio.to_thread(self._store.lock)).get(request.name)
-        except Error as exc:
-            await self._fail(context, exc)
+        entry = (await asyncio.to_thread(self._store.lock)).get(request.name)
         if entry is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no module named {request.name!r} is installed")
+            raise NotFound(f"no module named {quoted(request.name)} is installed")
         manifest = self._manifest_bytes(entry)
         return modules_pb2.GetModuleResponse(module=self._module(request.name, entry), manifest=manifest)
 
@@ -126,19 +92,16 @@ class ModuleServicer(modules_pb2_grpc.ModuleServiceServicer):
         self, request: modules_pb2.InstallModuleRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> modules_pb2.InstallModuleResponse:
         if not request.ref.strip():
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "ref is required")
-        try:
-            trust = await self._trust()
-            options = InstallOptions(
-                trust=trust,
-                config_dir=self._config_dir,
-                plain_http=self._plain_http,
-                principal=current_principal.get().name,
-                dry_run=request.dry_run,
-            )
-            done = await asyncio.to_thread(install, request.ref, self._store, options)
-        except Error as exc:
-            await self._fail(context, exc)
+            raise UsageError("ref is required")
+        trust = await self._trust()
+        options = InstallOptions(
+            trust=trust,
+            config_dir=self._config_dir,
+            plain_http=self._plain_http,
+            principal=current_principal.get().name,
+            dry_run=request.dry_run,
+        )
+        done = await asyncio.to_thread(install, request.ref, self._store, options)
         if request.dry_run:
             v = done.verification
             entry = {
@@ -159,14 +122,11 @@ class ModuleServicer(modules_pb2_grpc.ModuleServiceServicer):
     async def VerifyModules(
         self, request: modules_pb2.VerifyModulesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> modules_pb2.VerifyModulesResponse:
-        try:
-            trust = await self._trust()
-            checks = await asyncio.to_thread(
-                verify_installed, self._store, trust, self._config_dir, list(request.names) or None
-            )
-            lock = await asyncio.to_thread(self._store.lock)
-        except Error as exc:
-            await self._fail(context, exc)
+        trust = await self._trust()
+        checks = await asyncio.to_thread(
+            verify_installed, self._store, trust, self._config_dir, list(request.names) or None
+        )
+        lock = await asyncio.to_thread(self._store.lock)
         results: list[modules_pb2.ModuleVerification] = []
         findings: list[common_pb2.Finding] = []
         for check in checks:
@@ -192,15 +152,14 @@ class ModuleServicer(modules_pb2_grpc.ModuleServiceServicer):
     async def RemoveModule(
         self, request: modules_pb2.RemoveModuleRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> modules_pb2.RemoveModuleResponse:
-        try:
-            entry = await asyncio.to_thread(
-                remove, request.name, self._store, principal=current_principal.get().name
-            )
-        except Error as exc:
-            await self._fail(context, exc)
+        entry = await asyncio.to_thread(
+            remove, request.name, self._store, principal=current_principal.get().name
+        )
         return modules_pb2.RemoveModuleResponse(removed=self._module(request.name, entry))
 
     async def SetModuleParallelism(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        # Modules do not run as tasks yet, so there is no parallelism to set. UNIMPLEMENTED is the
+        # contract's answer for a method a server does not offer.
         await context.abort(
             grpc.StatusCode.UNIMPLEMENTED,
             "ModuleService.SetModuleParallelism is not available in this aiond version "
@@ -277,10 +236,10 @@ def add_to_server(
     config_dir: Path,
     plain_http: frozenset[str],
     *,
-    events_log: Path | None = None,
+    events: EventSink,
     trust: Callable[[], Trust | None] | None = None,
 ) -> str:
     modules_pb2_grpc.add_ModuleServiceServicer_to_server(
-        ModuleServicer(store_dir, config_dir, plain_http, events_log=events_log, trust=trust), server
+        ModuleServicer(store_dir, config_dir, plain_http, events=events, trust=trust), server
     )
     return SERVICE_NAME

@@ -1,9 +1,10 @@
 """PolicyService: apply, reload, roll back and read policy versions, on top of :mod:`aiond.policy.store`.
 
-Status codes: a config set with errors is INVALID_ARGUMENT, with its findings in the binary trailer
-``aion-activation-bin`` (the serialized response message, since a failed call has no response body);
-a stale ``expected_active_tag`` is ABORTED; nothing to roll back to is FAILED_PRECONDITION; an unknown
-version is NOT_FOUND; a malformed request is INVALID_ARGUMENT.
+Errors reach the caller through the error table (:mod:`aion.errors`): a config set with errors is
+INVALID_ARGUMENT, with its findings in the binary trailer ``aion-activation-bin`` (the serialized
+response message, since a failed call has no response body); a stale ``expected_active_tag`` is
+ABORTED; nothing to roll back to is FAILED_PRECONDITION; an unknown version is NOT_FOUND; a malformed
+request is INVALID_ARGUMENT.
 """
 
 from __future__ import annotations
@@ -11,32 +12,24 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Sequence
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import timestamp_pb2
-from google.protobuf.message import Message
 
 from aion.api.v1 import common_pb2, policies_pb2, policies_pb2_grpc
 from aion.config.findings import Finding, Severity
-from aion.errors import ConflictError, Error, UsageError
-from aiond.policy.store import (
-    HISTORY_PAGE_MAX,
-    ActivationRefused,
-    NothingToRollBack,
-    Outcome,
-    PolicyStore,
-    RollbackRefused,
-    Target,
-    VersionNotFound,
-)
+from aion.errors import ConflictError, UsageError
+from aiond.policy.store import HISTORY_PAGE_MAX, ActivationRefused, Outcome, PolicyStore, Target
 from aiond.security.auth import current_principal
-from aiond.state.backend import StaleActiveVersion, StoredVersion
+from aiond.state.backend import StoredVersion
 
 _R = TypeVar("_R", policies_pb2.ApplyPolicyResponse, policies_pb2.ReloadPolicyResponse)
 
 SERVICE_NAME = policies_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name
 ACTIVATION_TRAILER = "aion-activation-bin"
+MAX_VERSION = 2**62
+"""Version numbers the store can hold (SQLite integers); a number above is a malformed request."""
 TRAILER_BYTES = 4096
 """Most bytes of findings sent in the trailer (base64 adds a third; gRPC's soft metadata limit is 8 KiB)."""
 
@@ -100,15 +93,6 @@ class PolicyServicer(policies_pb2_grpc.PolicyServiceServicer):
         active = self._store.active
         return active.version.number if active else None
 
-    async def _fail(
-        self, context: grpc.aio.ServicerContext[Any, Any], exc: Error, refusal: Message | None = None
-    ) -> NoReturn:
-        message = exc.message + (f" ({exc.hint})" if exc.hint else "")
-        if refusal is not None:
-            context.set_trailing_metadata(((ACTIVATION_TRAILER, refusal.SerializeToString()),))
-        await context.abort(status_code(exc), message)
-        raise AssertionError("abort raises")
-
     async def ApplyPolicy(
         self, request: policies_pb2.ApplyPolicyRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> policies_pb2.ApplyPolicyResponse:
@@ -122,13 +106,7 @@ class PolicyServicer(policies_pb2_grpc.PolicyServiceServicer):
                 expected_tag=request.expected_active_tag or None,
             )
         except ActivationRefused as exc:
-            await self._fail(
-                context,
-                exc,
-                refusal(self._store, exc, policies_pb2.ApplyPolicyResponse, max_bytes=TRAILER_BYTES),
-            )
-        except Error as exc:
-            await self._fail(context, exc)
+            raise with_refusal(self._store, exc, policies_pb2.ApplyPolicyResponse) from None
         return policies_pb2.ApplyPolicyResponse(activation=activation(self._store, outcome))
 
     async def ReloadPolicy(
@@ -139,32 +117,21 @@ class PolicyServicer(policies_pb2_grpc.PolicyServiceServicer):
                 principal=current_principal.get().name, dry_run=request.dry_run
             )
         except ActivationRefused as exc:
-            await self._fail(
-                context,
-                exc,
-                refusal(self._store, exc, policies_pb2.ReloadPolicyResponse, max_bytes=TRAILER_BYTES),
-            )
-        except Error as exc:
-            await self._fail(context, exc)
+            raise with_refusal(self._store, exc, policies_pb2.ReloadPolicyResponse) from None
         return policies_pb2.ReloadPolicyResponse(activation=activation(self._store, outcome))
 
     async def RollbackPolicy(
         self, request: policies_pb2.RollbackPolicyRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> policies_pb2.RollbackPolicyResponse:
         which = request.WhichOneof("target")
+        if which == "number" and not 1 <= request.number <= MAX_VERSION:
+            raise UsageError(f"version numbers run from 1 to {MAX_VERSION}")
+        if which == "tag" and not request.tag.strip():
+            raise UsageError("an empty tag names no version", hint="give a tag, or no target")
         target = Target(
             number=request.number if which == "number" else None, tag=request.tag if which == "tag" else None
         )
-        if which == "number" and request.number == 0:
-            await self._fail(context, UsageError("version numbers start at 1"))
-        if which == "tag" and not request.tag.strip():
-            await self._fail(
-                context, UsageError("an empty tag names no version", hint="give a tag, or no target")
-            )
-        try:
-            new, previous = await self._store.rollback(target, principal=current_principal.get().name)
-        except Error as exc:
-            await self._fail(context, exc)
+        new, previous = await self._store.rollback(target, principal=current_principal.get().name)
         return policies_pb2.RollbackPolicyResponse(
             version=version_message(new, new.number), previous=version_message(previous, new.number)
         )
@@ -175,7 +142,7 @@ class PolicyServicer(policies_pb2_grpc.PolicyServiceServicer):
         before = None
         if request.page_token:
             if not re.fullmatch(r"[0-9]{1,18}", request.page_token):
-                await self._fail(context, UsageError("page_token is not one this server gave"))
+                raise UsageError("page_token is not one this server gave")
             before = int(request.page_token)
         limit = min(request.page_size or 50, HISTORY_PAGE_MAX - 1)
         versions = self._store.history(limit=limit + 1, before=before)
@@ -190,21 +157,20 @@ class PolicyServicer(policies_pb2_grpc.PolicyServiceServicer):
         self, request: policies_pb2.GetPolicyVersionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> policies_pb2.GetPolicyVersionResponse:
         which = request.WhichOneof("selector")
-        try:
-            if which is None:
-                active = self._store.active
-                if active is None:
-                    raise ConflictError("no policy version is active")
-                version = active.version
-            else:
-                version = self._store.find(
-                    Target(
-                        number=request.number if which == "number" else None,
-                        tag=request.tag if which == "tag" else None,
-                    )
+        if which is None:
+            active = self._store.active
+            if active is None:
+                raise ConflictError("no policy version is active")
+            version = active.version
+        else:
+            if which == "number" and not 1 <= request.number <= MAX_VERSION:
+                raise UsageError(f"version numbers run from 1 to {MAX_VERSION}")
+            version = self._store.find(
+                Target(
+                    number=request.number if which == "number" else None,
+                    tag=request.tag if which == "tag" else None,
                 )
-        except Error as exc:
-            await self._fail(context, exc)
+            )
         files = self._store.files(version.number) if request.include_files else []
         return policies_pb2.GetPolicyVersionResponse(
             version=version_message(version, self._active_number()),
@@ -236,30 +202,50 @@ def activation(store: PolicyStore, outcome: Outcome) -> policies_pb2.Activation:
 
 def refusal(store: PolicyStore, exc: ActivationRefused, response: type[_R], *, max_bytes: int = 0) -> _R:
     """The response message of a refused apply or reload: not activated, the findings worst first, and
-    the version that stays active as ``previous``. With ``max_bytes``, findings are dropped from the end
-    until the message fits, and a last note says how many were left out (a gRPC trailer must stay well
-    under the 8 KiB metadata limit)."""
-    findings = _worst_first(exc.findings)
-    message = policies_pb2.Activation(activated=False, findings=[finding_message(f) for f in findings])
+    the version that stays active as ``previous``. With ``max_bytes``, only the findings that fit in
+    that many bytes are kept, and a last note says how many more there were (a gRPC trailer must stay
+    well under the 8 KiB metadata limit). Linear in the findings, whose number the validator already
+    bounds (:data:`aiond.policy.validation.MAX_FINDINGS`)."""
+    message = policies_pb2.Activation(activated=False)
     active = store.active
     if active is not None:
         message.previous.CopyFrom(version_message(active.version, active.version.number))
-    if max_bytes:
-        while message.findings and message.ByteSize() > max_bytes:
-            del message.findings[-1]
-        left_out = len(findings) - len(message.findings)
-        if left_out:
-            del message.findings[-1:]
-            message.findings.append(
-                common_pb2.Finding(
-                    rule_id="AION000",
-                    severity=common_pb2.SEVERITY_INFO,
-                    message=f"{left_out + 1} more findings are not shown here",
-                    location=common_pb2.Location(),
-                    hint="run `aionctl validate` on the config set to see every finding",
-                )
+    budget = max_bytes - message.ByteSize() - _NOTE_BYTES if max_bytes else None
+    left_out = exc.omitted
+    for finding in _worst_first(exc.findings):
+        built = finding_message(finding)
+        size = built.ByteSize() + 3  # the field's tag and length prefix
+        if budget is not None and size > budget:
+            left_out += 1
+            budget = -1  # what follows is counted, never built
+            continue
+        if budget is not None:
+            budget -= size
+        message.findings.append(built)
+    if left_out:
+        message.findings.append(
+            common_pb2.Finding(
+                rule_id="AION000",
+                severity=common_pb2.SEVERITY_INFO,
+                message=f"{left_out} more findings are not shown here",
+                location=common_pb2.Location(),
+                hint="run `aionctl validate` on the config set to see every finding",
             )
+        )
     return response(activation=message)
+
+
+_NOTE_BYTES = 160
+"""Room kept for the closing note of :func:`refusal`."""
+
+
+def with_refusal(store: PolicyStore, exc: ActivationRefused, response: type[_R]) -> ActivationRefused:
+    """``exc``, carrying its refusal message in the ``aion-activation-bin`` trailer (a failed call has
+    no response body), for the error interceptor to send."""
+    exc.trailers = (
+        (ACTIVATION_TRAILER, refusal(store, exc, response, max_bytes=TRAILER_BYTES).SerializeToString()),
+    )
+    return exc
 
 
 def status_message(store: PolicyStore) -> policies_pb2.GetPolicyStatusResponse:
@@ -283,20 +269,6 @@ def status_message(store: PolicyStore) -> policies_pb2.GetPolicyStatusResponse:
 
 def _worst_first(findings: Sequence[Finding]) -> list[Finding]:
     return sorted(findings, key=lambda f: -f.severity.rank)
-
-
-def status_code(exc: Error) -> grpc.StatusCode:
-    if isinstance(exc, RollbackRefused):
-        return grpc.StatusCode.FAILED_PRECONDITION
-    if isinstance(exc, ActivationRefused | UsageError):
-        return grpc.StatusCode.INVALID_ARGUMENT
-    if isinstance(exc, StaleActiveVersion):
-        return grpc.StatusCode.ABORTED
-    if isinstance(exc, NothingToRollBack | ConflictError):
-        return grpc.StatusCode.FAILED_PRECONDITION
-    if isinstance(exc, VersionNotFound):
-        return grpc.StatusCode.NOT_FOUND
-    return grpc.StatusCode.FAILED_PRECONDITION
 
 
 def add_to_server(server: grpc.aio.Server, store: PolicyStore) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 
 from aion.api.v1 import router_pb2, router_pb2_grpc
+from aion.errors import ConflictError, UsageError
 from aion.routing import LiveState
 from aion.routing.wire import explanation, request_from
 from aiond.policy.store import PolicyStore
@@ -27,10 +28,9 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     ) -> router_pb2.ExplainRouteResponse:
         active = self._store.active
         if active is None:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "no policy version is active")
-            raise AssertionError("abort raises")
+            raise ConflictError("no policy version is active")
         if not request.intent:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "intent is required")
+            raise UsageError("intent is required")
         engine_request = request_from(request.intent, request.hints, request.input_size_bytes)
         outcome = active.routing.decide(engine_request, self._live(), explain=True)
         return explanation(outcome, active.version.number)

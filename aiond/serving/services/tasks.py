@@ -1,8 +1,9 @@
 """TaskService: submit, read, watch and cancel tasks (the work is done by :mod:`aiond.execution.executor`).
 
-Status codes: a task the hard rules or the budget refuse is FAILED_PRECONDITION ("CODE: message"); a
-saturated route is RESOURCE_EXHAUSTED with the suggested wait in the ``retry-after-ms`` trailer (and in
-the message); an unknown task is NOT_FOUND; a malformed request INVALID_ARGUMENT.
+Errors reach the caller through the error table (:mod:`aion.errors`): a task the hard rules or the
+budget refuse is FAILED_PRECONDITION ("CODE: message"); a saturated route is RESOURCE_EXHAUSTED with
+the suggested wait in the ``retry-after-ms`` trailer (and in the message); an unknown task is
+NOT_FOUND; a malformed request INVALID_ARGUMENT.
 """
 
 from __future__ import annotations
@@ -11,14 +12,16 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
 from google.protobuf import json_format
 
 from aion.api.v1 import common_pb2, tasks_pb2, tasks_pb2_grpc
 from aion.config.model import Route
-from aiond.execution.executor import Executor, Refused, Saturated, Submission
+from aion.errors import NotFound, UsageError
+from aion.inputs import quoted
+from aiond.execution.executor import Executor, Submission
 from aiond.execution.taskstore import Stored
 
 SERVICE_NAME = tasks_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name
@@ -32,7 +35,7 @@ _ROUTES = {
 
 
 def input_text(task_input: tasks_pb2.TaskInput) -> str:
-    """The task's input as the text sent to a model. Raises ValueError for binary data."""
+    """The task's input as the text sent to a model. Raises UsageError for binary data."""
     which = task_input.WhichOneof("content")
     if which == "text":
         return task_input.text
@@ -42,7 +45,7 @@ def input_text(task_input: tasks_pb2.TaskInput) -> str:
         try:
             return bytes(task_input.data).decode("utf-8")
         except UnicodeDecodeError:
-            raise ValueError("binary input needs a module to run it; send text or JSON to a model") from None
+            raise UsageError("binary input needs a module to run it; send text or JSON to a model") from None
     return ""
 
 
@@ -50,27 +53,17 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
     def __init__(self, executor: Executor) -> None:
         self._executor = executor
 
-    async def _abort(
-        self, context: grpc.aio.ServicerContext[Any, Any], code: grpc.StatusCode, text: str
-    ) -> NoReturn:
-        await context.abort(code, text)
-        raise AssertionError("abort raises")
-
     async def SubmitTask(
         self, request: tasks_pb2.SubmitTaskRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> tasks_pb2.SubmitTaskResponse:
-        if not request.intent:
-            await self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, "intent is required")
-        if len(request.idempotency_key) > MAX_KEY or len(request.labels) > MAX_LABELS:
-            await self._abort(
-                context, grpc.StatusCode.INVALID_ARGUMENT,
-                f"at most {MAX_KEY} characters of idempotency key and {MAX_LABELS} labels",
-            )  # fmt: skip
-        try:
-            text = input_text(request.input)
-        except ValueError as exc:
-            await self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         hints = request.hints
+        if not request.intent:
+            raise UsageError("intent is required")
+        if len(request.idempotency_key) > MAX_KEY or len(request.labels) > MAX_LABELS:
+            raise UsageError(f"at most {MAX_KEY} characters of idempotency key and {MAX_LABELS} labels")
+        if hints.route_override not in _ROUTES and hints.route_override != common_pb2.ROUTE_UNSPECIFIED:
+            raise UsageError(f"route_override {hints.route_override} is not a route")
+        text = input_text(request.input)
         remaining = context.time_remaining()
         submission = Submission(
             intent=request.intent,
@@ -82,18 +75,7 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
             labels=dict(request.labels),
             deadline=max(0.0, remaining - 0.05) if request.wait and remaining is not None else None,
         )
-        try:
-            task, deduplicated = self._executor.submit(submission)
-        except Refused as exc:
-            await self._abort(context, grpc.StatusCode.FAILED_PRECONDITION, f"{exc.code}: {exc.message}")
-        except Saturated as exc:
-            millis = round(exc.retry_after * 1000)
-            context.set_trailing_metadata((("retry-after-ms", str(millis)),))
-            await self._abort(
-                context,
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"route {exc.route} is saturated (all slots and queue places taken); retry after {millis} ms",
-            )
+        task, deduplicated = self._executor.submit(submission)  # raises Refused or Saturated
         if request.wait:
             await self._executor.store.until_finished(task)
         response = tasks_pb2.SubmitTaskResponse(deduplicated=deduplicated)
@@ -123,11 +105,7 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
     async def _find(self, task_id: str, context: grpc.aio.ServicerContext[Any, Any]) -> Stored:
         task = self._executor.store.get(task_id)
         if task is None:
-            await self._abort(
-                context,
-                grpc.StatusCode.NOT_FOUND,
-                f"no task {task_id!r} (finished tasks are kept for a while)",
-            )
+            raise NotFound(f"no task {quoted(task_id)} (finished tasks are kept for a while)")
         return task
 
 

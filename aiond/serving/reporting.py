@@ -1,0 +1,106 @@
+"""How the daemon reports what happens inside it: the executor's observer (metrics and task events),
+and the metric side of policy changes, breaker transitions and recorded audit events.
+
+The executor, the policy store and the breakers know nothing of Prometheus or of the event log; the
+daemon's composition (:mod:`aiond.serving.runtime`) hands them the callbacks defined here.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aion.config.model import Route
+from aion.envelopes import DECISIONS_TOPIC, LIFECYCLE_TOPIC, event, usd
+from aion.routing import BreakerState, Target
+from aiond.events.journal import Journal
+from aiond.execution.admission import Admission
+from aiond.execution.breakers import Breaker
+from aiond.execution.budget import BudgetLedger
+from aiond.execution.taskstore import TaskRecord
+from aiond.serving.telemetry import Levels, Metrics
+
+log = logging.getLogger("aiond")
+
+
+class TaskReporter:
+    """The daemon's :class:`~aiond.execution.observer.ExecutionObserver`: metrics, and the decision and
+    lifecycle events of every task, batched into the journal."""
+
+    def __init__(self, metrics: Metrics, journal: Journal) -> None:
+        self._metrics = metrics
+        self._journal = journal
+
+    def decided(self, seconds: float) -> None:
+        self._metrics.decision_duration.observe(seconds)
+
+    def refused(self, code: str) -> None:
+        self._metrics.task_rejections.labels(reason=code).inc()
+
+    def deduplicated(self) -> None:
+        self._metrics.deduplicated.inc()
+
+    def admitted(self, task: TaskRecord) -> None:
+        self._metrics.decided(task.decision.route.value, task.decision.chosen_by).inc()
+
+    def retried(self, target: Target) -> None:
+        self._metrics.task_retries.labels(provider=target.provider or target.key).inc()
+
+    def retry_denied(self, target: Target) -> None:
+        self._metrics.retries_denied.labels(provider=target.provider or target.key).inc()
+
+    def fell_back(self, target: Target) -> None:
+        self._metrics.task_fallbacks.labels(provider=target.provider or target.key).inc()
+
+    def spent(self, nano_usd: int) -> None:
+        self._metrics.budget_spent.inc(nano_usd / 1e9)
+
+    def finished(self, task: TaskRecord) -> None:
+        elapsed = ((task.finished_at or task.created_at) - task.created_at).total_seconds()
+        self._metrics.finished(task.decision.route.value, task.status.name).observe(elapsed)
+
+    def changed(self, task: TaskRecord, state: str) -> None:
+        """A decision event when the task is admitted (or queued); lifecycle events when it waits and
+        when it ends."""
+        d = task.decision
+        common = {"task_id": task.task_id, "intent": task.intent, "route": d.route.value,
+                  "policy_version": task.policy_version}  # fmt: skip
+        if state in ("admitted", "queued"):
+            self._journal.emit_soon(
+                event(DECISIONS_TOPIC, **common, tier=d.tier, target=d.target.key,
+                      fallback_chain=[t.key for t in d.fallback_chain],
+                      prepare=d.prepare.key if d.prepare else None, chosen_by=d.chosen_by, reason=d.reason,
+                      reason_codes=list(d.reason_codes), estimated_max_usd=usd(d.estimated_max_nano))
+            )  # fmt: skip
+        if state in ("admitted", "running"):
+            return  # the decision event marks admission; lifecycle events record a wait and the end
+        extra: dict[str, Any] = {"attempts": len(task.attempts)}
+        if task.status.terminal:
+            elapsed = ((task.finished_at or task.created_at) - task.created_at).total_seconds()
+            extra |= {"latency_ms": round(elapsed * 1000), "cost_usd": usd(task.cost_nano),
+                      "error_code": task.error.code if task.error else None}  # fmt: skip
+        self._journal.emit_soon(event(LIFECYCLE_TOPIC, **common, status=state, **extra))
+
+
+def count_audit_event(metrics: Metrics, recorded: dict[str, Any]) -> None:
+    """An audit event was recorded: count it, and count a refused activation as one."""
+    metrics.audit_events.labels(
+        action=str(recorded.get("action")), outcome=str(recorded.get("outcome"))
+    ).inc()
+    if recorded.get("action") in ("policy.apply", "policy.reload") and recorded.get("outcome") == "refused":
+        details = recorded.get("details")
+        source = details.get("source", "") if isinstance(details, dict) else ""
+        metrics.policy_activations.labels(source=str(source), outcome="refused").inc()
+
+
+def breaker_changed(metrics: Metrics, breaker: Breaker, before: BreakerState, after: BreakerState) -> None:
+    metrics.breaker_transitions.labels(breaker=breaker.key, to=after.value).inc()
+    log.warning("breaker %s: %s -> %s", breaker.key, before.value, after.value)
+
+
+def levels(ledger: BudgetLedger, admission: Admission) -> Levels:
+    """Reserved budget, and running and queued tasks by route (read by each metrics scrape)."""
+    return ledger.reserved_nano / 1e9, {route.value: admission.depth(route) for route in Route}
+
+
+__all__ = ["TaskReporter", "breaker_changed", "count_audit_event", "levels"]

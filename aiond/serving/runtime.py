@@ -1,0 +1,150 @@
+"""The daemon's parts, made once at start-up and wired together: :func:`assemble` builds a frozen
+:class:`Runtime` in dependency order, and registers each part's way of closing on an exit stack, so
+that shutdown closes them in the reverse order (and a start-up that fails half-way closes what it had
+made).
+
+Order (each needs what comes before it): the state directory's lock, the state database, the journal
+(the one event sink), authentication, the validation worker, the policy store (whose start activates
+a version: nothing runs without one), the breakers and the runtime levers, the budget ledger,
+admission, and the executor. Shutdown therefore lets running tasks finish (executor), then writes the
+queued events, waits for policy changes whose callers left, stops the worker, closes the database and
+releases the directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gc
+from collections.abc import Callable
+from decimal import Decimal
+
+from aion.config.model import Trust
+from aion.routing import LiveState
+from aiond.events.journal import Journal, LocalSink
+from aiond.execution.admission import Admission
+from aiond.execution.breakers import BreakerBoard
+from aiond.execution.budget import BudgetLedger
+from aiond.execution.controls import Controls
+from aiond.execution.executor import Executor
+from aiond.policy.store import ActiveConfig, PolicyStore
+from aiond.policy.validation import Validator
+from aiond.security.auth import Authenticator, DenialReporter
+from aiond.serving import reporting
+from aiond.serving.telemetry import Metrics
+from aiond.settings import Settings
+from aiond.state.lock import StateDirLock
+from aiond.state.sqlite import SqliteState
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Runtime:
+    """Every part of a running daemon; the servicers and HTTP endpoints are made from it."""
+
+    settings: Settings
+    metrics: Metrics
+    state: SqliteState
+    journal: Journal
+    authenticator: Authenticator
+    denials: DenialReporter
+    policies: PolicyStore
+    controls: Controls
+    ledger: BudgetLedger
+    admission: Admission
+    executor: Executor
+
+    def live_state(self) -> LiveState:
+        """What the router knows now that is not in the config: breakers, latencies, intent modes."""
+        return self.controls.live()
+
+    def active_trust(self) -> Trust | None:
+        """The trust policy of the active version (module installs run under it)."""
+        active = self.policies.active
+        return active.snapshot.policies.trust if active is not None else None
+
+
+class _PolicyFollowers:
+    """What a policy change reconfigures (breakers, the daily cap, admission limits), and its metrics.
+    The store calls it from its first activation on, before the followers exist; they join once made."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self.followers: list[Callable[[ActiveConfig], None]] = []
+
+    def __call__(self, active: ActiveConfig, source: str, outcome: str, seconds: float) -> None:
+        # The active snapshot lives until the next change: move it (and everything else alive now) out
+        # of the collector's generations, so that full collections, which would otherwise walk every
+        # object of a 1,000-intent set and pause the event loop for milliseconds, stay short. A
+        # replaced snapshot is still freed by reference counting (it holds no cycles).
+        gc.freeze()
+        for follow in self.followers:
+            follow(active)
+        self._metrics.policy_active_version.set(active.version.number)
+        self._metrics.policy_activations.labels(source=source, outcome=outcome).inc()
+        if seconds:
+            self._metrics.policy_activation_duration.observe(seconds)
+
+
+async def assemble(
+    settings: Settings, metrics: Metrics, stack: contextlib.AsyncExitStack, *, grace: Callable[[], float]
+) -> Runtime:
+    """Make and wire the daemon's parts; each one's closing goes on ``stack``. ``grace`` says, at
+    shutdown, how long running tasks may still take."""
+    lock = StateDirLock.acquire(settings.state_dir)
+    stack.callback(lock.release)
+    state = SqliteState.open(settings.state_dir, initialise=settings.init_state)
+    stack.callback(state.close)
+    sink = LocalSink(
+        settings.state_dir, segment_bytes=settings.event_log_segment, keep_bytes=settings.event_log_keep
+    )
+    journal = Journal(sink, on_emit=lambda recorded: reporting.count_audit_event(metrics, recorded))
+    stack.push_async_callback(journal.flush)
+    authenticator = Authenticator(state)
+    denials = DenialReporter(journal.emit, lambda reason: metrics.auth_denials.labels(reason=reason).inc())
+    validator = Validator(processes=True)
+    stack.callback(validator.close)
+    followers = _PolicyFollowers(metrics)
+    policies = PolicyStore(
+        state, settings.config_dir, emit=journal.emit, on_change=followers, validator=validator
+    )
+    stack.push_async_callback(policies.drain)  # a change whose caller left still finishes
+    active = await policies.start(prefer_config_dir=settings.startup_policy == "config")
+    policy = active.snapshot.policies
+    board = BreakerBoard(
+        policy.breakers,
+        on_change=lambda b, before, after: reporting.breaker_changed(metrics, b, before, after),
+    )
+    controls = Controls(state, board, journal.emit)
+    await controls.load()
+    ledger = BudgetLedger(state)
+    await ledger.load()
+    ledger.cap_nano = _nano(policy.budget.daily_cap_usd)
+    admission = Admission(policy.limits.concurrency, policy.limits.queue_depth)
+    followers.followers += [
+        lambda a: board.reconfigure(a.snapshot.policies.breakers),
+        lambda a: setattr(ledger, "cap_nano", _nano(a.snapshot.policies.budget.daily_cap_usd)),
+        lambda a: admission.reconfigure(
+            a.snapshot.policies.limits.concurrency, a.snapshot.policies.limits.queue_depth
+        ),
+    ]
+    metrics.read_levels(lambda: reporting.levels(ledger, admission))
+    executor = Executor(
+        policies=policies,
+        controls=controls,
+        ledger=ledger,
+        admission=admission,
+        observer=reporting.TaskReporter(metrics, journal),
+    )
+    stack.push_async_callback(lambda: executor.close(grace()))
+    return Runtime(
+        settings=settings, metrics=metrics, state=state, journal=journal, authenticator=authenticator,
+        denials=denials, policies=policies, controls=controls, ledger=ledger, admission=admission,
+        executor=executor,
+    )  # fmt: skip
+
+
+def _nano(value: Decimal | None) -> int | None:
+    return None if value is None else int(value * 1_000_000_000)
+
+
+__all__ = ["Runtime", "assemble"]
