@@ -20,9 +20,10 @@ only ever adding a check or doing one that sigstore-python refuses to do:
 It relies on these internals of sigstore-python (4.x), which
 ``tests/unit/test_trust_sigstore_verifier.py`` checks are still there:
 ``Verifier._establish_time(bundle)``, ``Verifier._verify_common_signing_cert(bundle, policy)``,
-``TimestampVerificationResult`` and ``TimestampSource`` (``sigstore._internal.timestamp``). If a
-later version renames them, the overrides stop being called and sigstore-python's own stricter
-behaviour applies; verification fails closed either way.
+``TimestampVerificationResult`` and ``TimestampSource`` (``sigstore._internal.timestamp``), and
+``ClientTrustConfig._inner`` (:func:`aion.trust.trusted_roots.shipped`). A later version that
+renames them fails that test: the overrides would silently stop being called, and while
+sigstore-python's own behaviour refuses what rules 1 and 2 accept, it skips the log key's period.
 
 Errors are sigstore-python's ``VerificationError`` (what its callers already catch) or aion's.
 """

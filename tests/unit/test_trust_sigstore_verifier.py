@@ -338,3 +338,5 @@ def test_the_sigstore_internals_the_verifier_overrides_are_still_there() -> None
     assert {source.name for source in TimestampSource} >= {"TIMESTAMP_AUTHORITY", "TRANSPARENCY_SERVICE"}
     result = TimestampVerificationResult(source=TimestampSource.TIMESTAMP_AUTHORITY, time=SIGNED_AT)
     assert result.time == SIGNED_AT
+    # trusted_roots.shipped() takes the production root's model from the client config.
+    assert trusted_roots.shipped(staging=False).tlogs
