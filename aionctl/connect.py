@@ -5,7 +5,12 @@ Precedence for every setting, like kubectl: a flag, else its environment variabl
 context (``--context``/``AION_CONTEXT``, else the current context of ``aionctl config``), else the
 built-in default. The token comes from ``--token-file``, else ``AION_TOKEN``, else
 ``AION_TOKEN_FILE``, else the context. There is deliberately no ``--token`` flag: a token on a command
-line is visible to every user of the host in the process list.
+line is visible to every user of the host in the process list. An empty ``--addr ""`` (an unset
+variable in a script) is a usage error, never the default address.
+
+It also owns the daemon's message cap as a client sees it (``--max-message-bytes``): a request larger
+than the cap is refused before it is sent, and the daemon's own refusal of one ("larger than max")
+becomes the same input error, with the size and the limit.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,6 +26,7 @@ from typing import Annotated, Any
 import typer
 
 from aion.errors import InputError, UsageError
+from aion.inputs import human_size
 from aionctl.client import Endpoint, Tls
 from aionctl.options import Address, Timeout, global_options
 
@@ -43,6 +50,17 @@ TlsKey = Annotated[
     typer.Option("--tls-key", envvar="AION_TLS_KEY", metavar="FILE", show_default=False,
                  help="PEM private key of --tls-cert."),
 ]  # fmt: skip
+DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+"""aiond's default --grpc-max-message-bytes."""
+MAX_MESSAGE_BYTES_LIMIT = 256 * 1024 * 1024
+"""The largest cap aiond can be given."""
+
+MaxMessageBytes = Annotated[
+    int,
+    typer.Option("--max-message-bytes", envvar="AION_MAX_MESSAGE_BYTES", metavar="BYTES",
+                 min=1024, max=MAX_MESSAGE_BYTES_LIMIT,
+                 help="Largest request aiond accepts: its --grpc-max-message-bytes."),
+]  # fmt: skip
 TlsServerName = Annotated[
     str | None,
     typer.Option("--tls-server-name", envvar="AION_TLS_SERVER_NAME", metavar="NAME", show_default=False,
@@ -64,14 +82,27 @@ def _checked(token: str, origin: str) -> str:
 
 
 def _read_token_file(path: Path, origin: str) -> str:
+    from aion.inputs import read_bounded
+    from aionctl.contexts import MAX_TOKEN_FILE_BYTES
+
+    data = read_bounded(path, MAX_TOKEN_FILE_BYTES, what=origin, hint="give the file that holds the token")
     try:
-        token = path.expanduser().read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise InputError(f"{origin} {path}: cannot read the token: {reason}", hint="check the path") from exc
+        token = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise InputError(f"{origin} {path}: cannot read the token: not UTF-8 text") from None
     if not token:
         raise InputError(f"{origin} {path}: the file is empty", hint="write the token into it")
     return token
+
+
+def _given(value: str | None, flag: str) -> str | None:
+    """A connection flag's value; an empty one is a usage error, not "use the default": in a script it
+    is usually a variable that was never set, and the default would talk to the wrong daemon."""
+    if value is not None and not value.strip():
+        raise UsageError(
+            f"{flag} is empty", hint=f"give HOST:PORT, or leave {flag} out for the context or the default"
+        )
+    return value
 
 
 def endpoint(
@@ -88,6 +119,8 @@ def endpoint(
 ) -> Endpoint:
     """The endpoint for this invocation, every setting resolved by precedence."""
     from aionctl.contexts import config_path, select
+
+    addr, http_addr = _given(addr, "--addr"), _given(http_addr, "--http-addr")
 
     context = select(global_options(ctx).context, config_path())
     token: str | None
@@ -153,4 +186,53 @@ def daemon_command(
     return register
 
 
-__all__ = ["TlsCa", "TlsCert", "TlsKey", "TlsServerName", "TokenFile", "daemon_command", "endpoint"]
+# -- the message cap ------------------------------------------------------------------------------------
+
+_LARGER_THAN_MAX = re.compile(r"larger than max \((\d+) vs\. (\d+)\)")
+
+
+def check_request_size(request: Any, limit: int, what: str) -> None:
+    """Refuse, before sending, a request that the daemon would refuse for its size (exit 3)."""
+    size = request.ByteSize()
+    if size > limit:
+        raise _too_large(what, size, limit)
+
+
+def oversized(exc: Exception, what: str) -> InputError | None:
+    """The input error for a call the daemon refused as larger than its message cap (its limit is
+    smaller than ``--max-message-bytes`` said), or None when ``exc`` is something else."""
+    import grpc
+
+    from aionctl.client import rpc_status
+
+    if not isinstance(exc, grpc.RpcError):
+        return None
+    code, detail = rpc_status(exc)
+    found = _LARGER_THAN_MAX.search(detail)
+    if code is not grpc.StatusCode.RESOURCE_EXHAUSTED or found is None:
+        return None
+    return _too_large(what, int(found.group(1)), int(found.group(2)))
+
+
+def _too_large(what: str, size: int, limit: int) -> InputError:
+    return InputError(
+        f"{what}: the request is {size} bytes, larger than the daemon's message limit of "
+        f"{human_size(limit)} ({limit} bytes)",
+        hint="send less at once, or raise aiond's --grpc-max-message-bytes and pass the same "
+        "--max-message-bytes here",
+    )
+
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "MaxMessageBytes",
+    "TlsCa",
+    "TlsCert",
+    "TlsKey",
+    "TlsServerName",
+    "TokenFile",
+    "check_request_size",
+    "daemon_command",
+    "endpoint",
+    "oversized",
+]

@@ -47,7 +47,8 @@ API_VERSION = "aion/v1"
 KIND = "ClientConfig"
 MAX_FILE_BYTES = 1024 * 1024
 """Largest config file read: a few hundred contexts fit in a fraction of this."""
-MAX_TOKEN_FILE_BYTES = 64 * 1024
+MAX_TOKEN_FILE_BYTES = 4 * 1024
+"""Largest token file read (an aiond token is under a hundred bytes)."""
 MAX_NAME_LENGTH = 253
 FILE_MODE = 0o600
 DIR_MODE = 0o700
@@ -117,15 +118,15 @@ class Context:
             return self.token
         if self.token_file is None:
             return None
+        from aion.inputs import read_bounded
+
         where = f"context {self.name!r}: token-file {self.token_file}"
         hint = "check the path and its permissions, or change it with `aionctl config set-context`"
-        try:
-            with Path(self.token_file).open("rb") as handle:
-                data = handle.read(MAX_TOKEN_FILE_BYTES + 1)
-        except OSError as exc:
-            raise InputError(f"{where}: cannot read it: {exc.strerror or exc}", hint=hint) from exc
-        if len(data) > MAX_TOKEN_FILE_BYTES:
-            raise InputError(f"{where}: larger than the limit of {MAX_TOKEN_FILE_BYTES} bytes", hint=hint)
+        # Bounded, regular files only: a token-file pointing at a FIFO or /dev/zero must neither hang
+        # nor fill memory.
+        data = read_bounded(
+            self.token_file, MAX_TOKEN_FILE_BYTES, what=f"context {self.name!r}: token-file", hint=hint
+        )
         try:
             token = data.decode("utf-8").strip()
         except UnicodeDecodeError as exc:
@@ -572,6 +573,7 @@ __all__ = [
     "CONFIG_ENV",
     "KIND",
     "MAX_FILE_BYTES",
+    "MAX_TOKEN_FILE_BYTES",
     "ClientConfig",
     "Context",
     "check_addr",

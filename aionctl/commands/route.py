@@ -10,7 +10,7 @@ errors); 2 usage; 3 unreadable input; 4/5 as for every daemon call.
 
 from __future__ import annotations
 
-import sys
+import contextlib
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -121,16 +121,45 @@ def _offline(config: Path, intent: str, hints: Any, size: int) -> Any:
 
 
 def _input_size(input_file: str | None, input_bytes: int | None) -> int:
+    """The would-be input's size. Only its size counts, so a regular file is measured, not read;
+    a pipe on standard input is read, bounded like ``task submit`` reads it. A FIFO or a device is
+    refused: it has no size, and reading it could wait or run forever."""
     if input_file is not None and input_bytes is not None:
         raise UsageError("--input and --input-bytes go one at a time")
+    if input_file is None:
+        return input_bytes or 0
     if input_file == "-":
-        return len(sys.stdin.buffer.read())
-    if input_file is not None:
-        try:
-            return Path(input_file).stat().st_size
-        except OSError as exc:
-            raise InputError(f"{input_file}: cannot read: {exc.strerror}", hint="check the path") from exc
-    return input_bytes or 0
+        return _stdin_size()
+    from aion.inputs import file_kind
+
+    try:
+        info = Path(input_file).expanduser().stat()
+    except OSError as exc:
+        raise InputError(f"--input {input_file}: cannot read: {exc.strerror}", hint="check the path") from exc
+    if (kind := file_kind(info.st_mode)) is not None:
+        raise InputError(
+            f"--input {input_file} is {kind}, not a regular file",
+            hint="give a file, pipe the input to --input -, or give its size with --input-bytes N",
+        )
+    return info.st_size
+
+
+def _stdin_size() -> int:
+    """Standard input's size: measured when it is a file (``< FILE``), else read, bounded."""
+    import os
+    import stat
+    import sys
+
+    from aion.inputs import read_bounded
+    from aionctl.connect import DEFAULT_MAX_MESSAGE_BYTES
+
+    with contextlib.suppress(OSError, ValueError):  # ValueError: standard input is closed
+        fd = sys.stdin.fileno()
+        info = os.fstat(fd)
+        if stat.S_ISREG(info.st_mode):
+            return max(0, info.st_size - os.lseek(fd, 0, os.SEEK_CUR))
+    hint = "for a larger input, give its size with --input-bytes N"
+    return len(read_bounded("-", DEFAULT_MAX_MESSAGE_BYTES, what="--input", hint=hint))
 
 
 def _usd(nano: str | int | None) -> str:

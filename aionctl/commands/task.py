@@ -2,21 +2,26 @@
 
 ``submit`` prints the task once it is admitted, or, with ``--wait``, once it has finished (bounded by
 ``--timeout``). Exit codes: 0 admitted (or finished OK with ``--wait``); 1 finished with ERROR, TIMEOUT
-or CANCELED (``--wait``), or refused by the hard rules or the budget; 5 the route is saturated (the
+or CANCELED (``--wait``), or refused by the hard rules or the budget; 3 the input cannot be read or
+is larger than the daemon's message cap (``--max-message-bytes``); 5 the route is saturated (the
 message says when to retry) or aiond is unreachable; 4 no token or too weak a role.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from aion.errors import DaemonUnavailable, FindingsError, InputError, UsageError
 from aionctl.client import Endpoint, call, channel, rpc_status, translate_rpc_error
-from aionctl.connect import daemon_command
+from aionctl.connect import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    MaxMessageBytes,
+    check_request_size,
+    daemon_command,
+    oversized,
+)
 from aionctl.options import Output, budget_nano, command_app, global_options
 from aionctl.output import OutputFormat, document, emit
 
@@ -24,7 +29,6 @@ app = command_app()
 app.info.help = "Submit tasks to aiond, and read, watch or cancel them."
 app.info.no_args_is_help = True
 
-MAX_INPUT = 64 * 1024 * 1024
 TaskId = Annotated[str, typer.Argument(metavar="TASK_ID", help="The task's id, as submit printed it.")]
 
 
@@ -99,6 +103,7 @@ def submit(
     label: Annotated[
         list[str] | None, typer.Option("--label", metavar="K=V", help="A label (repeatable).")
     ] = None,
+    max_message_bytes: MaxMessageBytes = DEFAULT_MAX_MESSAGE_BYTES,
     output: Output = OutputFormat.TEXT,
 ) -> None:
     """Submit a task for INTENT (role operator)."""
@@ -106,7 +111,7 @@ def submit(
 
     from aion.api.v1 import common_pb2, tasks_pb2, tasks_pb2_grpc
 
-    content = _read_input(input_file, text)
+    content = _read_input(input_file, text, max_message_bytes)
     hints = tasks_pb2.RoutingHints()
     if route is not None:
         if route not in ("local", "api", "hybrid"):
@@ -128,12 +133,15 @@ def submit(
         labels=labels,
         wait=wait,
     )
+    check_request_size(request, max_message_bytes, "task submit")
     with channel(target) as ch:
         try:
             reply = tasks_pb2_grpc.TaskServiceStub(ch).SubmitTask(
                 request, timeout=target.timeout, metadata=target.metadata()
             )
         except grpc.RpcError as exc:
+            if (too_large := oversized(exc, "task submit")) is not None:
+                raise too_large from exc
             code, detail = rpc_status(exc)
             if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
                 raise DaemonUnavailable(
@@ -147,19 +155,19 @@ def submit(
         raise typer.Exit(1)
 
 
-def _read_input(input_file: str | None, text: str | None) -> str:
+def _read_input(input_file: str | None, text: str | None, limit: int) -> str:
+    """The task's input: ``--text``, or ``--input FILE|-`` read up to ``limit`` (the daemon's message
+    cap: a larger input could not be sent anyway)."""
+    from aion.inputs import read_bounded
+
     if input_file is not None and text is not None:
         raise UsageError("--input and --text go one at a time")
     if text is not None:
         return text
     if input_file is None:
         return ""
-    try:
-        data = sys.stdin.buffer.read(MAX_INPUT + 1) if input_file == "-" else Path(input_file).read_bytes()
-    except OSError as exc:
-        raise InputError(f"{input_file}: cannot read: {exc.strerror}", hint="check the path") from exc
-    if len(data) > MAX_INPUT:
-        raise InputError(f"{input_file}: larger than {MAX_INPUT} bytes")
+    hint = "a task travels in one message: for a daemon with a larger cap, pass --max-message-bytes"
+    data = read_bounded(input_file, limit, what="--input", hint=hint)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:

@@ -29,6 +29,10 @@ from aionctl.output.findings.text import summary
 app = command_app()
 
 _KINDS = ", ".join(k.value for k in kinds.Kind)
+MAX_FILE_SIZE = 1 << 30
+"""Largest --max-file-size: every file is held in memory while the set is checked."""
+MAX_JOBS = 256
+"""Largest --jobs: each is a process."""
 
 
 @app.command()
@@ -61,7 +65,14 @@ def validate_command(
         bool, typer.Option("--quiet", "-q", help="Text output: errors only, no summary.")
     ] = False,
     max_file_size: Annotated[
-        int, typer.Option("--max-file-size", metavar="BYTES", min=1, help="Largest file read.")
+        int,
+        typer.Option(
+            "--max-file-size",
+            metavar="BYTES",
+            min=1,
+            max=MAX_FILE_SIZE,
+            help="Largest file read (up to 1 GiB).",
+        ),
     ] = DEFAULT_MAX_BYTES,
     each_dir: Annotated[
         bool,
@@ -76,6 +87,7 @@ def validate_command(
             "-j",
             metavar="N",
             min=0,
+            max=MAX_JOBS,
             help="Sets validated at once with --each-dir; 0 means one per CPU.",
         ),
     ] = 0,

@@ -592,17 +592,24 @@ def test_read_token_resolves_a_relative_token_file_against_the_config(tmp_path: 
     assert selected.read_token() == "aion_from_file"
 
 
+def fifo(path: Path) -> Path:
+    os.mkfifo(path)
+    return path
+
+
 @pytest.mark.parametrize(
     ("make", "problem"),
     [
-        (lambda d: d / "missing.token", "cannot read it: No such file or directory"),
-        (lambda d: d, "cannot read it: Is a directory"),
-        (lambda d: write(d / "empty.token", " \n"), "the file is empty"),
-        (lambda d: write(d / "two.token", "one two\n"), "a token cannot contain whitespace"),
-        (lambda d: (d / "bin.token").write_bytes(b"\xff\xfe") and d / "bin.token", "not UTF-8 text"),
-        (lambda d: write(d / "big.token", "x" * (64 * 1024 + 1)), "larger than the limit of 65536 bytes"),
+        (lambda d: d / "missing.token", ": cannot open: No such file or directory"),
+        (lambda d: d, " is a directory, not a regular file"),
+        (lambda d: write(d / "empty.token", " \n"), ": the file is empty"),
+        (lambda d: write(d / "two.token", "one two\n"), ": a token cannot contain whitespace"),
+        (lambda d: (d / "bin.token").write_bytes(b"\xff\xfe") and d / "bin.token", ": not UTF-8 text"),
+        (lambda d: write(d / "big.token", "x" * (4 * 1024 + 1)), " is larger than 4 KiB, the limit"),
+        (lambda d: fifo(d / "fifo.token"), " is a FIFO, not a regular file"),
+        (lambda d: Path("/dev/zero"), " is a character device, not a regular file"),
     ],
-    ids=["missing", "directory", "empty", "two words", "binary", "oversized"],
+    ids=["missing", "directory", "empty", "two words", "binary", "oversized", "FIFO", "device"],
 )
 def test_an_unusable_token_file_is_an_input_error_naming_it(
     tmp_path: Path, make: object, problem: str
@@ -612,8 +619,7 @@ def test_an_unusable_token_file_is_an_input_error_naming_it(
     with pytest.raises(InputError) as caught:
         Context(name="prod", token_file=str(token_file)).read_token()
     assert caught.value.exit_code == 3
-    assert caught.value.message.startswith(f"context 'prod': token-file {token_file}: ")
-    assert problem in caught.value.message
+    assert caught.value.message.startswith(f"context 'prod': token-file {token_file}{problem}")
     assert caught.value.hint
 
 
