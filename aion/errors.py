@@ -13,7 +13,9 @@ Exception tree, with each class's row of :data:`TABLE` (exit code, gRPC status, 
     ├── InputError                 3  FAILED_PRECONDITION  409  a file or directory cannot be read or used
     │   ├── NotFound               3  NOT_FOUND            404  no such version, task, module, intent ...
     │   ├── ConfigError            3  FAILED_PRECONDITION  409  a config file cannot be loaded at all
-    │   └── RegistryError          3  UNAVAILABLE          502  a registry or image layout failed
+    │   ├── RegistryError          3  UNAVAILABLE          502  a registry or image layout failed
+    │   ├── StorageFull            3  RESOURCE_EXHAUSTED   507  the disk (or quota) is full
+    │   └── StorageUnavailable     3  UNAVAILABLE          503  the disk cannot be written (read-only, I/O)
     ├── FindingsError              1  FAILED_PRECONDITION  422  the work ran and found problems
     │   ├── InvalidConfig          1  INVALID_ARGUMENT     422  a config set has errors (with findings)
     │   ├── Refused                1  FAILED_PRECONDITION  422  the router's hard rules refuse a task
@@ -24,8 +26,7 @@ Exception tree, with each class's row of :data:`TABLE` (exit code, gRPC status, 
     │   ├── Forbidden              4  PERMISSION_DENIED    403  a valid credential, too weak a role
     │   └── RegistryAuthError      4  FAILED_PRECONDITION  502  a registry refused the credentials
     ├── DaemonUnavailable          5  UNAVAILABLE          503  cannot be reached, or cannot serve now
-    │   ├── Saturated              5  RESOURCE_EXHAUSTED   429  full queues; retry after a while
-    │   └── StorageFull            5  RESOURCE_EXHAUSTED   507  the disk is full
+    │   └── Saturated              5  RESOURCE_EXHAUSTED   429  full queues; retry after a while
     ├── ConflictError              6  FAILED_PRECONDITION  409  a precondition does not hold
     │   └── Stale                  6  ABORTED              409  what the caller expected has changed
     └── ServiceError               1  INTERNAL             500  the daemon failed in a way none of these say
@@ -40,6 +41,7 @@ the gRPC code.
 from __future__ import annotations
 
 import dataclasses
+import errno
 from collections.abc import Mapping
 
 from aion.exitcodes import ExitCode
@@ -91,6 +93,33 @@ class ConfigError(InputError):
 
 class RegistryError(InputError):
     pass
+
+
+class StorageFull(InputError):
+    pass
+
+
+class StorageUnavailable(InputError):
+    pass
+
+
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+_UNWRITABLE = frozenset({errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM})
+
+
+def storage_error(exc: OSError, what: str) -> InputError:
+    """The error a failed write to ``what`` (a file aion keeps) stands for: a full disk, a disk that
+    cannot be written, or another input/output error."""
+    if exc.errno in _FULL:
+        return StorageFull(
+            f"cannot write {what}: the disk is full", hint="free space on it; nothing was half-written"
+        )
+    reason = exc.strerror or str(exc)
+    if exc.errno in _UNWRITABLE:
+        return StorageUnavailable(
+            f"cannot write {what}: {reason}", hint="check the disk and its mount (read-only?)"
+        )
+    return InputError(f"cannot write {what}: {reason}")
 
 
 class FindingsError(Error):
@@ -154,10 +183,6 @@ class Saturated(DaemonUnavailable):
         return self.trailers + extra
 
 
-class StorageFull(DaemonUnavailable):
-    pass
-
-
 class ConflictError(Error):
     pass
 
@@ -200,6 +225,8 @@ TABLE: Mapping[type[Error], Transport] = {
     NotFound: Transport("not-found", ExitCode.INPUT, "NOT_FOUND", 404),
     ConfigError: Transport("config", ExitCode.INPUT, "FAILED_PRECONDITION", 409),
     RegistryError: Transport("registry", ExitCode.INPUT, "UNAVAILABLE", 502),
+    StorageFull: Transport("storage-full", ExitCode.INPUT, "RESOURCE_EXHAUSTED", 507),
+    StorageUnavailable: Transport("storage-unavailable", ExitCode.INPUT, "UNAVAILABLE", 503),
     FindingsError: Transport("findings", ExitCode.FINDINGS, "FAILED_PRECONDITION", 422),
     InvalidConfig: Transport("invalid-config", ExitCode.FINDINGS, "INVALID_ARGUMENT", 422),
     Refused: Transport("refused", ExitCode.FINDINGS, "FAILED_PRECONDITION", 422),
@@ -211,7 +238,6 @@ TABLE: Mapping[type[Error], Transport] = {
     RegistryAuthError: Transport("registry-auth", ExitCode.AUTH, "FAILED_PRECONDITION", 502),
     DaemonUnavailable: Transport("unavailable", ExitCode.UNAVAILABLE, "UNAVAILABLE", 503),
     Saturated: Transport("saturated", ExitCode.UNAVAILABLE, "RESOURCE_EXHAUSTED", 429),
-    StorageFull: Transport("storage-full", ExitCode.UNAVAILABLE, "RESOURCE_EXHAUSTED", 507),
     ConflictError: Transport("conflict", ExitCode.CONFLICT, "FAILED_PRECONDITION", 409),
     Stale: Transport("stale", ExitCode.CONFLICT, "ABORTED", 409),
     ServiceError: Transport("service", ExitCode.FINDINGS, "INTERNAL", 500),
@@ -279,10 +305,12 @@ __all__ = [
     "ServiceError",
     "Stale",
     "StorageFull",
+    "StorageUnavailable",
     "Transport",
     "Unauthenticated",
     "UsageError",
     "VerificationError",
     "from_status",
+    "storage_error",
     "transport",
 ]

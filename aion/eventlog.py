@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any, Protocol
 
-from aion.errors import InputError
+from aion.errors import storage_error
 
 
 def encode(event: dict[str, Any]) -> str:
@@ -102,7 +102,7 @@ class EventLog:
             finally:
                 os.close(fd)
         except OSError as exc:
-            raise InputError(f"cannot write the event log {self.path}: {exc.strerror}") from exc
+            raise storage_error(exc, f"the event log {self.path}") from exc
 
     def _locked(self) -> int:
         """The current file, open and exclusively locked (reopened if it was sealed meanwhile)."""

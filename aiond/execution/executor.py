@@ -474,6 +474,12 @@ class Executor:
         task.status = status
         task.error = error
         task.finished_at = dt.datetime.now(dt.UTC)
+        failed = [(a.target, a.error) for a in task.attempts if a.error is not None]
+        if error is not None and len(failed) > 1:
+            # The last failure is often a consequence (a fallback that was not meant to carry the
+            # load, a deadline); the first is often the cause, so the task reports both.
+            target, first = failed[0]
+            task.first_error = TaskError(first.code, f"{target.key}: {first.message}", first.retryable)
 
     def _event(self, task: TaskRecord, state: str) -> None:
         self._observer.changed(task, state)

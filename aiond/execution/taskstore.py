@@ -82,6 +82,8 @@ class TaskRecord:
     output_tokens: int = 0
     cost_nano: int = 0
     error: TaskError | None = None
+    first_error: TaskError | None = None
+    """When more than one attempt failed: the first failure (``error`` is the last)."""
     attempts: list[Attempt] = dataclasses.field(default_factory=list)
     version: int = 0
     """Bumped on every change, so watchers see each one."""
@@ -125,6 +127,8 @@ class TaskRecord:
             task.result.content_type = "text/plain"
         if self.error is not None:
             _error(task.error, self.error)
+        if self.first_error is not None:
+            _error(task.first_error, self.first_error)
         return task
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import errno
 import hashlib
 import json
 import os
@@ -16,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from aion.errors import ConflictError, InputError
+from aion.errors import ConflictError, InputError, storage_error
 from aiond.state import schema
 from aiond.state.backend import Activation, IntentMode, StaleActiveVersion, StoredVersion, TokenRecord
 from aiond.state.schema import SCHEMA_VERSION
@@ -113,14 +114,17 @@ class SqliteState:
         """One write transaction, taken up front (BEGIN IMMEDIATE) so it never fails half-way on a
         lock upgrade; committed on success, rolled back on any error."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:  # SQLite may have rolled back already (a failed COMMIT)
-                    self._db.execute("ROLLBACK")
-                raise
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:  # SQLite may have rolled back already (a failed COMMIT)
+                        self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as exc:
+                raise _storage_error(exc, self.path) from exc
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row | tuple[Any, ...]]:
         assert self._reader is not None
@@ -349,6 +353,24 @@ class SqliteState:
             if self._reader is not None:
                 self._reader.close()
             self._db.close()
+
+
+_FULL = frozenset({sqlite3.SQLITE_FULL})
+_UNWRITABLE = frozenset(
+    {sqlite3.SQLITE_READONLY, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM}
+)
+
+
+def _storage_error(exc: sqlite3.OperationalError, path: Path) -> Exception:
+    """A write that SQLite could not make: a full disk, or one that cannot be written, as the errors
+    users see; anything else unchanged (a bug, or a lock held too long)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None  # extended codes keep the primary below
+    if primary in _FULL:
+        return storage_error(OSError(errno.ENOSPC, "no space left on device"), f"the state database {path}")
+    if primary in _UNWRITABLE:
+        return storage_error(OSError(errno.EROFS, str(exc)), f"the state database {path}")
+    return exc
 
 
 __all__ = ["DB_NAME", "SCHEMA_VERSION", "SqliteState"]

@@ -4,6 +4,8 @@ of log, never UNKNOWN with a traceback, and nothing a refused call names is ever
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +15,7 @@ import pytest
 
 from aion.api.v1 import admin_pb2, admin_pb2_grpc, policies_pb2, policies_pb2_grpc
 from tests.rig.daemon import EXAMPLES, Aiond, aionctl
+from tests.rig.plugin import unavailable
 
 
 @pytest.fixture
@@ -172,3 +175,65 @@ def test_a_refused_apply_with_many_findings_never_holds_the_daemon(daemon: Aiond
     # blocked event loop took.
     assert slowest < 2.0
     assert daemon.stop() == 0  # and it still stops on SIGTERM, cleanly
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 16 MiB tmpfs, mounted for the test (aiond's state directory goes on it)."""
+    if os.geteuid() != 0:
+        unavailable("a small disk", "mounting a tmpfs needs root", "run the suite as root (CI does)")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _fill(directory: Path) -> Path:
+    filler = directory / "filler"
+    with filler.open("wb") as handle:
+        try:
+            while True:
+                handle.write(b"\0" * (1 << 16))
+                handle.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def _changed_set(tmp_path: Path, n: int) -> Path:
+    config = tmp_path / f"set{n}"
+    shutil.copytree(EXAMPLES, config)
+    with (config / "policies.yml").open("a") as handle:
+        handle.write(f"# change {n}: {'x' * 4000}\n")
+    return config
+
+
+def test_a_full_disk_refuses_changes_clearly_until_there_is_room(tmp_path: Path, small_disk: Path) -> None:
+    (tmp_path / "state").symlink_to(small_disk)
+    daemon = Aiond(tmp_path).start()
+    try:
+        filler = _fill(small_disk)
+        env = daemon.aionctl_env()
+        changed = _changed_set(tmp_path, 1)
+        full = aionctl("policy", "apply", str(changed), env=env)
+        assert full.returncode == 3, full.stderr
+        assert "the disk is full" in full.stderr
+        with daemon.channel("operator") as channel, pytest.raises(grpc.RpcError) as failed:
+            admin_pb2_grpc.AdminServiceStub(channel).SetIntentMode(
+                admin_pb2.SetIntentModeRequest(
+                    intent="summarize", mode=admin_pb2.INTENT_MODE_LOCAL_ONLY, reason="disk test"
+                ),
+                timeout=10,
+            )
+        assert failed.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert dict(failed.value.trailing_metadata() or ())["aion-error"] == "storage-full"  # type: ignore[attr-defined]
+        filler.unlink()  # room again: the same change goes through
+        applied = aionctl("policy", "apply", str(changed), env=env)
+        assert applied.returncode == 0, applied.stderr
+        assert aionctl("status", env=env).returncode == 0
+    finally:
+        daemon.stop()
+    assert "Traceback" not in _log(daemon)

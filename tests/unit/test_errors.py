@@ -4,6 +4,7 @@ class a daemon raised."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -96,3 +97,34 @@ def test_diagnostics_carry_the_hint_on_its_own_line() -> None:
     assert errors.InputError("no such file: a.yml").diagnostics() == "no such file: a.yml"
     err = errors.InputError("no such file: a.yml", hint="check the path")
     assert err.diagnostics() == "no such file: a.yml\nhint: check the path"
+
+
+def test_failed_writes_say_whether_the_disk_is_full_or_unwritable() -> None:
+    import errno
+
+    full = errors.storage_error(OSError(errno.ENOSPC, "No space left on device"), "the event log x")
+    assert type(full) is errors.StorageFull
+    assert errors.transport(full).grpc == "RESOURCE_EXHAUSTED"
+    assert full.message == "cannot write the event log x: the disk is full"
+    read_only = errors.storage_error(OSError(errno.EROFS, "Read-only file system"), "the event log x")
+    assert type(read_only) is errors.StorageUnavailable
+    assert errors.transport(read_only).grpc == "UNAVAILABLE"
+    other = errors.storage_error(OSError(errno.ENAMETOOLONG, "File name too long"), "x")
+    assert type(other) is errors.InputError
+
+
+def test_sqlite_refusing_a_write_is_an_unwritable_disk(tmp_path: Path) -> None:
+    import sqlite3
+
+    from aiond.state.sqlite import SqliteState
+
+    SqliteState.open(tmp_path).close()
+    state = SqliteState.open(tmp_path)
+    read_only = sqlite3.connect(f"file:{tmp_path / 'state.db'}?mode=ro", uri=True, isolation_level=None)
+    state._db.close()
+    state._db = read_only  # the disk under the database went read-only
+    try:
+        with pytest.raises(errors.StorageUnavailable, match="cannot write the state database"):
+            state.add_spend({"2026-12-02": 1})
+    finally:
+        state.close()
