@@ -59,7 +59,7 @@ MaxMessageBytes = Annotated[
     int,
     typer.Option("--max-message-bytes", envvar="AION_MAX_MESSAGE_BYTES", metavar="BYTES",
                  min=1024, max=MAX_MESSAGE_BYTES_LIMIT,
-                 help="Largest request aiond accepts: its --grpc-max-message-bytes."),
+                 help="Largest request aiond accepts, its --grpc-max-message-bytes (1 KiB to 256 MiB)."),
 ]  # fmt: skip
 TlsServerName = Annotated[
     str | None,

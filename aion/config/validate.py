@@ -208,12 +208,13 @@ def _add(
     except OSError as exc:
         raise InputError(f"{name}: cannot read: {exc.strerror}", hint=_hint(exc)) from exc
     try:
-        what = file_kind(os.fstat(fd).st_mode)
+        mode = os.fstat(fd).st_mode
+        what = file_kind(mode)
         if what is not None and explicit:
             raise InputError(
                 f"{name} is {what}, not a regular file",
                 hint="give a file; to validate what a pipe carries, pass - and pipe it to standard input"
-                if stat.S_ISFIFO(os.fstat(fd).st_mode)
+                if stat.S_ISFIFO(mode)
                 else "give a file",
             )
         data = b"" if what is not None else _read_at_most(fd, limits.max_bytes + 1)

@@ -88,7 +88,7 @@ def validate_command(
             metavar="N",
             min=0,
             max=MAX_JOBS,
-            help="Sets validated at once with --each-dir; 0 means one per CPU.",
+            help="Sets validated at once with --each-dir (0 to 256); 0 means one per CPU.",
         ),
     ] = 0,
 ) -> None:
