@@ -25,9 +25,10 @@ SWITCH_INTERVAL = 0.0001
 
 def _parser() -> argparse.ArgumentParser:
     from aiond import settings
+    from aiond.usage import Parser
 
     codes = "\n".join(f"  {int(code)}  {text}" for code, text in EXIT_CODE_HELP.items())
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="aiond",
         description="The aion daemon: routes tasks under the policies and serves the aion.v1 gRPC API.\n"
         "Manage its API tokens with `aiond token create|list|revoke` (see `aiond token --help`).",
@@ -41,37 +42,39 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     given = list(sys.argv[1:] if argv is None else argv)
-    if given[:1] == ["token"]:
-        return _token(given[1:])
-    args = _parser().parse_args(given)
     try:
-        return _run(vars(args))
+        token = _token_command(given)
+        if token is not None:
+            from aiond.security import tokens
+
+            return tokens.run(token)
+        return _run(vars(_parser().parse_args(given)))
     except Error as exc:
-        _report(exc)
+        from aiond.usage import report
+
+        report(exc)
         return int(exc.exit_code)
     except KeyboardInterrupt:
         return 130
 
 
-def _token(argv: list[str]) -> int:
-    from aiond.security import tokens
+def _token_command(argv: list[str]) -> list[str] | None:
+    """The arguments of ``aiond token`` when that is the command, wherever its flags stand
+    (``aiond --state-dir D token list`` is ``aiond token list --state-dir D``); None otherwise."""
+    from aiond import settings
 
-    try:
-        return tokens.run(argv)
-    except Error as exc:
-        print(f"aiond token: error: {exc.diagnostics()}", file=sys.stderr)
-        return int(exc.exit_code)
-
-
-def _report(exc: Error) -> None:
-    """The last word before exiting: a JSON log line when logs are JSON, else plain text."""
-    import logging
-
-    root = logging.getLogger()
-    if root.handlers and type(root.handlers[0].formatter).__name__ == "JsonFormatter":
-        logging.getLogger("aiond").error("%s", exc.diagnostics())
-    else:
-        print(f"aiond: error: {exc.diagnostics()}", file=sys.stderr)
+    takes_value = {opt.flag for _, opt in settings.options() if not opt.switch}
+    skip = False
+    for index, arg in enumerate(argv):
+        if skip:
+            skip = False
+        elif arg == "token":
+            return argv[index + 1 :] + argv[:index]
+        elif arg in takes_value:
+            skip = True  # the next argument is this flag's value, even if it reads "token"
+        elif not arg.startswith("-"):
+            return None  # some other word: the daemon's parser says what is wrong with it
+    return None
 
 
 def _run(flags: dict[str, str | None]) -> int:

@@ -30,6 +30,7 @@ from aiond.security.auth import Role, mint
 from aiond.settings import default_state_dir, parse_path
 from aiond.state.backend import TokenRecord
 from aiond.state.sqlite import DB_NAME, SqliteState
+from aiond.usage import Parser
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -37,19 +38,30 @@ _MAX_TTL_DAYS = 3650
 ROLE_NAMES = [r.label for r in Role if r is not Role.NONE]
 
 
+OUTPUTS = ["text", "json", "yaml"]
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="aiond token",
-        description="Manage aiond API credentials offline, on the state directory.",
-    )
-    p.add_argument(
+    """``aiond token``'s parser. ``--state-dir`` and ``-o`` work before or after the sub-command."""
+    anywhere = Parser(add_help=False)
+    anywhere.add_argument(
         "--state-dir",
         metavar="DIR",
-        default=None,
+        default=argparse.SUPPRESS,
         help=f"the daemon's state directory [env AIOND_STATE_DIR; default: {default_state_dir()}]",
     )
-    sub = p.add_subparsers(dest="action", required=True, metavar="{create,list,revoke}")
-    create = sub.add_parser("create", help="create a token (printed once) or a certificate-identity grant")
+    anywhere.add_argument(
+        "-o", "--output", choices=OUTPUTS, default=argparse.SUPPRESS, help="text (default), json or yaml"
+    )
+    p = Parser(
+        prog="aiond token",
+        description="Manage aiond API credentials offline, on the state directory.",
+        parents=[anywhere],
+    )
+    sub = p.add_subparsers(dest="action", required=True, metavar="{create,list,revoke}", parser_class=Parser)
+    create = sub.add_parser(
+        "create", parents=[anywhere], help="create a token (printed once) or a certificate-identity grant"
+    )
     create.add_argument("name", help="who or what uses it, for example ci-deploy or alice")
     create.add_argument("--role", required=True, choices=ROLE_NAMES, help="what it may do")
     create.add_argument("--ttl", metavar="DURATION", help="expire after this long: 30m, 12h, 90d")
@@ -59,13 +71,23 @@ def parser() -> argparse.ArgumentParser:
         help="grant the role to a client certificate identity (URI SAN, DNS SAN or CN) instead of "
         "creating a token; for mTLS clients that send no token",
     )
-    create.add_argument("-o", "--output", choices=["text", "json"], default="text")
-    listing = sub.add_parser("list", help="list credentials (never their secrets)")
+    listing = sub.add_parser("list", parents=[anywhere], help="list credentials (never their secrets)")
     listing.add_argument("--all", action="store_true", help="include revoked credentials")
-    listing.add_argument("-o", "--output", choices=["text", "json"], default="text")
-    revoke = sub.add_parser("revoke", help="revoke a credential by name or id; takes effect within 1 s")
+    revoke = sub.add_parser(
+        "revoke", parents=[anywhere], help="revoke a credential by name or id; takes effect within 1 s"
+    )
     revoke.add_argument("name", metavar="NAME|ID")
     return p
+
+
+def _print(kind: str, body: dict[str, Any], output: str) -> None:
+    document = {"apiVersion": "aion/v1", "kind": kind, **body}
+    if output == "yaml":
+        import yaml
+
+        print(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), end="")
+    else:
+        print(json.dumps(document, indent=2))
 
 
 def parse_ttl(text: str) -> dt.timedelta:
@@ -99,7 +121,10 @@ def _record(record: TokenRecord) -> dict[str, Any]:
 
 def run(argv: Sequence[str]) -> int:
     args = parser().parse_args(argv)
-    raw_dir = args.state_dir if args.state_dir is not None else os.environ.get("AIOND_STATE_DIR")
+    output = getattr(args, "output", "text")
+    raw_dir = getattr(args, "state_dir", None)
+    if raw_dir is None:
+        raw_dir = os.environ.get("AIOND_STATE_DIR")
     state_dir = parse_path(raw_dir, "--state-dir") if raw_dir is not None else default_state_dir()
     who = local_principal()
     if args.action != "create" and not (state_dir / DB_NAME).is_file():
@@ -113,61 +138,59 @@ def run(argv: Sequence[str]) -> int:
     state = SqliteState.open(state_dir, initialise=False)
     events = LocalSink(state_dir)  # the same sink as the daemon: audit.jsonl, then the event log
     try:
-        if args.action == "create":
-            ttl = parse_ttl(args.ttl) if args.ttl else None
-            record, text = mint(
-                args.name, Role.parse(args.role), created_by=who, ttl=ttl, identity=args.identity or ""
-            )
-            state.add_token(record)
-            events.append(
-                audit(principal=who, action="token.create", target=record.name, outcome="success",
-                      after=record.id, reason=f"role {record.role}", details=_record(record))
-            )  # fmt: skip
-            if args.output == "json":
-                print(json.dumps({"apiVersion": "aion/v1", "kind": "Credential", **_record(record),
-                                  "token": text or None}, indent=2))  # fmt: skip
-            elif text:
-                print(text)
-                print(
-                    f"token {record.name!r} ({record.role}) created; it is shown only once, store it now",
-                    file=sys.stderr,
-                )
-            else:
-                print(
-                    f"identity {record.identity!r} granted role {record.role} as {record.name!r}",
-                    file=sys.stderr,
-                )
-        elif args.action == "list":
-            records = state.tokens(include_revoked=args.all)
-            if args.output == "json":
-                doc = {
-                    "apiVersion": "aion/v1",
-                    "kind": "CredentialList",
-                    "credentials": [_record(r) for r in records],
-                }
-                print(json.dumps(doc, indent=2))
-            else:
-                print(f"{'NAME':<24} {'ID':<12} {'ROLE':<9} {'KIND':<8} {'EXPIRES':<20} STATUS")
-                now = dt.datetime.now(dt.UTC)
-                for r in records:
-                    status = (
-                        "revoked"
-                        if r.revoked_at
-                        else ("expired" if r.expires_at and r.expires_at <= now else "live")
-                    )
-                    expires = r.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ") if r.expires_at else "never"
-                    kind = "identity" if r.identity else "token"
-                    print(f"{r.name:<24} {r.id:<12} {r.role:<9} {kind:<8} {expires:<20} {status}")
-        else:
-            record = state.revoke_token(args.name, dt.datetime.now(dt.UTC))
-            events.append(
-                audit(principal=who, action="token.revoke", target=record.name, outcome="success",
-                      before=record.id, reason="revoked", details=_record(record))
-            )  # fmt: skip
-            print(f"revoked {record.name!r} ({record.id})", file=sys.stderr)
+        {"create": _create, "list": _list, "revoke": _revoke}[args.action](args, state, events, who, output)
     finally:
         state.close()
     return 0
+
+
+def _create(args: argparse.Namespace, state: SqliteState, events: LocalSink, who: str, output: str) -> None:
+    ttl = parse_ttl(args.ttl) if args.ttl else None
+    record, text = mint(
+        args.name, Role.parse(args.role), created_by=who, ttl=ttl, identity=args.identity or ""
+    )
+    state.add_token(record)
+    events.append(
+        audit(principal=who, action="token.create", target=record.name, outcome="success",
+              after=record.id, reason=f"role {record.role}", details=_record(record))
+    )  # fmt: skip
+    if output != "text":
+        _print("Credential", {**_record(record), "token": text or None}, output)
+    elif text:
+        print(text)
+        print(
+            f"token {record.name!r} ({record.role}) created; it is shown only once, store it now",
+            file=sys.stderr,
+        )
+    else:
+        print(f"identity {record.identity!r} granted role {record.role} as {record.name!r}", file=sys.stderr)
+
+
+def _list(args: argparse.Namespace, state: SqliteState, events: LocalSink, who: str, output: str) -> None:
+    records = state.tokens(include_revoked=args.all)
+    if output != "text":
+        _print("CredentialList", {"credentials": [_record(r) for r in records]}, output)
+        return
+    print(f"{'NAME':<24} {'ID':<12} {'ROLE':<9} {'KIND':<8} {'EXPIRES':<20} STATUS")
+    now = dt.datetime.now(dt.UTC)
+    for r in records:
+        status = (
+            "revoked" if r.revoked_at else ("expired" if r.expires_at and r.expires_at <= now else "live")
+        )
+        expires = r.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ") if r.expires_at else "never"
+        kind = "identity" if r.identity else "token"
+        print(f"{r.name:<24} {r.id:<12} {r.role:<9} {kind:<8} {expires:<20} {status}")
+
+
+def _revoke(args: argparse.Namespace, state: SqliteState, events: LocalSink, who: str, output: str) -> None:
+    record = state.revoke_token(args.name, dt.datetime.now(dt.UTC))
+    events.append(
+        audit(principal=who, action="token.revoke", target=record.name, outcome="success",
+              before=record.id, reason="revoked", details=_record(record))
+    )  # fmt: skip
+    if output != "text":
+        _print("Credential", _record(record), output)
+    print(f"revoked {record.name!r} ({record.id})", file=sys.stderr)
 
 
 __all__ = ["parse_ttl", "parser", "run"]

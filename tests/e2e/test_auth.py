@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 import httpx
 import pytest
+import yaml
 
 from aion.api.v1 import admin_pb2, events_pb2, modules_pb2, policies_pb2, router_pb2, tasks_pb2
 from aiond.security.auth import METHOD_ROLES, Role
@@ -174,7 +175,7 @@ def test_an_expired_token_is_refused(daemon: Aiond) -> None:
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (["create", "x", "--role", "root"], 2, "invalid choice: 'root'"),
+        (["create", "x", "--role", "root"], 2, "error: --role: 'root' is not one of viewer, operator, admin"),
         (["create", "x", "--role", "viewer", "--ttl", "soon"], 2, "--ttl: 'soon' is not a duration"),
         (["create", "bad name", "--role", "viewer"], 2, "is not a valid credential name"),
         (["revoke", "nobody"], 3, "no live credential is named 'nobody'"),
@@ -185,6 +186,36 @@ def test_token_command_errors(daemon: Aiond, args: list[str], code: int, message
     assert result.returncode == code, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_aiond_token_flags_work_in_any_position(tmp_path: Path) -> None:
+    state = str(tmp_path / "state")
+
+    def token(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [program("aiond"), *args],
+            capture_output=True,
+            text=True,
+            env=clean_env(),
+            timeout=60,
+            check=False,
+        )
+
+    after = token("token", "create", "ops", "--role", "admin", "--state-dir", state, "-o", "yaml")
+    assert after.returncode == 0, after.stderr
+    made = yaml.safe_load(after.stdout)
+    assert (made["apiVersion"], made["kind"], made["name"]) == ("aion/v1", "Credential", "ops")
+    before = token("--state-dir", state, "token", "-o", "json", "list")
+    assert before.returncode == 0, before.stderr
+    assert [c["name"] for c in json.loads(before.stdout)["credentials"]] == ["ops"]
+    between = token("token", "--state-dir", state, "revoke", "ops", "-o", "json")
+    assert between.returncode == 0, between.stderr
+    assert json.loads(between.stdout)["revokedAt"] is not None
+    wrong = token("token", "list", "--output", "xml", "--state-dir", state)
+    assert wrong.returncode == 2
+    assert wrong.stderr == (
+        "error: --output: 'xml' is not one of text, json, yaml\nhint: see aiond token list --help\n"
+    )
 
 
 def test_aionctl_exit_codes_for_auth(daemon: Aiond) -> None:

@@ -192,7 +192,7 @@ def test_a_second_daemon_cannot_take_the_grpc_port(aiond: Aiond, tmp_path: Path)
     )  # fmt: skip
     assert result.returncode == 6, result.stderr
     assert (
-        f"aiond: error: cannot listen for gRPC on {aiond.grpc_addr}: address already in use" in result.stderr
+        f"error: cannot listen for gRPC on {aiond.grpc_addr}: address already in use" in result.stderr
     )
     assert "Traceback" not in result.stderr
 
@@ -221,18 +221,18 @@ def test_a_second_daemon_cannot_share_the_state_dir(aiond: Aiond, tmp_path: Path
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        ([], 2, "aiond: error: --config is required"),
+        ([], 2, "error: --config is required"),
         (
             ["--config", "/nonexistent/aion"],
             3,
-            "aiond: error: config directory /nonexistent/aion does not exist",
+            "error: config directory /nonexistent/aion does not exist",
         ),
         (
             ["--config", str(EXAMPLES), "--grpc-listen", "x"],
             2,
-            "aiond: error: --grpc-listen: 'x' is not HOST:PORT",
+            "error: --grpc-listen: 'x' is not HOST:PORT",
         ),
-        (["--config", str(EXAMPLES), "--bogus"], 2, "aiond: error: unrecognized arguments: --bogus"),
+        (["--config", str(EXAMPLES), "--bogus"], 2, "error: unknown option or argument: --bogus"),
     ],
 )
 def test_bad_settings_exit_with_a_clear_message(
