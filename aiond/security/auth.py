@@ -1,5 +1,6 @@
-"""Who may call what: API tokens with roles, optional client certificates, and the gRPC interceptor and
-HTTP middleware that enforce them.
+"""Who may call what: API tokens with roles, optional client certificates, and the checks that the
+transports run on every call (the gRPC interceptor in :mod:`aiond.serving.interceptors`, the HTTP
+middleware in :mod:`aiond.serving.http`).
 
 Roles are ordered; each includes the ones below it:
 
@@ -33,20 +34,16 @@ import datetime as dt
 import enum
 import hashlib
 import hmac
-import inspect
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from functools import lru_cache
 from typing import Any
-
-import grpc
 
 from aion.envelopes import audit
 from aion.errors import AuthError, Forbidden, Unauthenticated, UsageError
 from aion.errors import transport as error_transport
-from aiond.serving.interceptors import Handler, WrapOnce, with_behavior
 from aiond.state.backend import StateBackend, TokenRecord
 
 TOKEN_PREFIX = "aion_"  # noqa: S105 - a format marker, not a secret
@@ -344,73 +341,11 @@ class DenialReporter:
         )
 
 
-# -- gRPC -------------------------------------------------------------------------------------------------
-
-
-class AuthInterceptor(WrapOnce):
-    """Authenticates and authorises every call before its handler runs; sets :data:`current_principal`."""
-
-    def __init__(self, authenticator: Authenticator, reporter: DenialReporter, *, mtls: bool) -> None:
-        super().__init__()
-        self._auth = authenticator
-        self._reporter = reporter
-        self._mtls = mtls
-
-    def wrap(self, handler: Handler, method: str) -> Handler:
-        needed = required_role(method)
-        if needed is None:
-            return handler
-        return with_behavior(handler, lambda behavior: self._guard(behavior, method, needed))
-
-    async def _principal(
-        self, method: str, needed: Role, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> Principal:
-        token = None
-        for key, value in context.invocation_metadata() or ():
-            if key == "authorization":
-                token = bearer(value if isinstance(value, str) else value.decode("latin-1"))
-                if token is None:
-                    token = ""  # present but not a bearer token: malformed
-                break
-        identity = None
-        if self._mtls:
-            pem = list(context.auth_context().get("x509_pem_cert") or ())
-            identity = identity_of(bytes(pem[0])) if pem else None
-        try:
-            principal = self._auth.authenticate(token if token else None, identity)
-            if token == "":
-                raise Unauthenticated("the authorization metadata is not 'Bearer <token>'")
-            authorize(principal, needed, method.rsplit("/", 1)[-1])
-        except (Unauthenticated, Forbidden) as denied:
-            await self._reporter.report(denied, method, "grpc")
-            raise  # the error interceptor around this one answers with its status
-        return principal
-
-    def _guard(self, behavior: Any, method: str, needed: Role) -> Any:
-        if inspect.isasyncgenfunction(behavior):
-
-            async def guarded_stream(
-                request: Any, context: grpc.aio.ServicerContext[Any, Any]
-            ) -> AsyncIterator[Any]:
-                current_principal.set(await self._principal(method, needed, context))
-                async for response in behavior(request, context):
-                    yield response
-
-            return guarded_stream
-
-        async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            current_principal.set(await self._principal(method, needed, context))
-            return await behavior(request, context)
-
-        return guarded
-
-
 __all__ = [
     "ANONYMOUS",
     "HTTP_ROLES",
     "METHOD_ROLES",
     "SYSTEM",
-    "AuthInterceptor",
     "Authenticator",
     "DenialReporter",
     "Principal",

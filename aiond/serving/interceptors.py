@@ -13,6 +13,9 @@ in :data:`aion.errors.TABLE`, the row's name in the ``aion-error`` trailer and t
 the log gets one line with that id. A request that cannot be decoded never reaches a servicer (nor
 authentication): it answers INVALID_ARGUMENT. Log lines about bad calls are throttled, so a client
 cannot fill the disk with them.
+
+:class:`AuthInterceptor`, inside it, authenticates and authorises every call with the checks of
+:mod:`aiond.security.auth` before the servicer runs.
 """
 
 from __future__ import annotations
@@ -26,9 +29,20 @@ from typing import Any, NoReturn, TypeAlias
 
 import grpc
 
-from aion.errors import Error, InternalError, UsageError, transport
+from aion.errors import Error, Forbidden, InternalError, Unauthenticated, UsageError, transport
 from aion.ids import ulid
 from aiond.logs import Throttle
+from aiond.security.auth import (
+    Authenticator,
+    DenialReporter,
+    Principal,
+    Role,
+    authorize,
+    bearer,
+    current_principal,
+    identity_of,
+    required_role,
+)
 
 # grpc's handler types are generic only in their stubs, so this alias exists for the type checker alone.
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
@@ -189,9 +203,71 @@ class ErrorInterceptor(WrapOnce):
         await abort(context, InternalError(error_id))
 
 
+# -- authentication --------------------------------------------------------------------------------
+
+
+class AuthInterceptor(WrapOnce):
+    """Authenticates and authorises every call before its handler runs; sets :data:`current_principal`."""
+
+    def __init__(self, authenticator: Authenticator, reporter: DenialReporter, *, mtls: bool) -> None:
+        super().__init__()
+        self._auth = authenticator
+        self._reporter = reporter
+        self._mtls = mtls
+
+    def wrap(self, handler: Handler, method: str) -> Handler:
+        needed = required_role(method)
+        if needed is None:
+            return handler
+        return with_behavior(handler, lambda behavior: self._guard(behavior, method, needed))
+
+    async def _principal(
+        self, method: str, needed: Role, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> Principal:
+        token = None
+        for key, value in context.invocation_metadata() or ():
+            if key == "authorization":
+                token = bearer(value if isinstance(value, str) else value.decode("latin-1"))
+                if token is None:
+                    token = ""  # present but not a bearer token: malformed
+                break
+        identity = None
+        if self._mtls:
+            pem = list(context.auth_context().get("x509_pem_cert") or ())
+            identity = identity_of(bytes(pem[0])) if pem else None
+        try:
+            principal = self._auth.authenticate(token if token else None, identity)
+            if token == "":
+                raise Unauthenticated("the authorization metadata is not 'Bearer <token>'")
+            authorize(principal, needed, method.rsplit("/", 1)[-1])
+        except (Unauthenticated, Forbidden) as denied:
+            await self._reporter.report(denied, method, "grpc")
+            raise  # the error interceptor around this one answers with its status
+        return principal
+
+    def _guard(self, behavior: Any, method: str, needed: Role) -> Any:
+        if inspect.isasyncgenfunction(behavior):
+
+            async def guarded_stream(
+                request: Any, context: grpc.aio.ServicerContext[Any, Any]
+            ) -> AsyncIterator[Any]:
+                current_principal.set(await self._principal(method, needed, context))
+                async for response in behavior(request, context):
+                    yield response
+
+            return guarded_stream
+
+        async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            current_principal.set(await self._principal(method, needed, context))
+            return await behavior(request, context)
+
+        return guarded
+
+
 __all__ = [
     "ERROR_TRAILER",
     "HINT_TRAILER",
+    "AuthInterceptor",
     "ErrorInterceptor",
     "Handler",
     "WrapOnce",

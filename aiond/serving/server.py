@@ -46,9 +46,8 @@ from grpc_reflection.v1alpha import reflection
 from aion import __version__
 from aion.addresses import HostPort
 from aion.errors import Error, InputError
-from aiond.security.auth import AuthInterceptor
 from aiond.serving import http, listeners
-from aiond.serving.interceptors import ErrorInterceptor
+from aiond.serving.interceptors import AuthInterceptor, ErrorInterceptor
 from aiond.serving.runtime import Runtime, assemble
 from aiond.serving.services import admin, event_tail, health, modules, policies, router, tasks
 from aiond.serving.telemetry import CallTracker, Metrics

@@ -56,3 +56,38 @@ def test_importing_the_core_loads_neither_program() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+ROOMS = {
+    # room: the other rooms of aiond it may import (serving, the composition, may import them all)
+    "state": set(),
+    "events": set(),
+    "security": {"state", "settings", "usage", "events"},
+    "policy": {"state"},
+    "execution": {"state", "policy"},
+}
+
+
+def imported_modules(path: Path) -> set[tuple[str, int]]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found: set[tuple[str, int]] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update((alias.name, node.lineno) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add((node.module, node.lineno))
+    return found
+
+
+@pytest.mark.parametrize("room", sorted(ROOMS))
+def test_aiond_rooms_import_only_the_rooms_below_them(room: str) -> None:
+    files = sorted((REPO / "aiond" / room).rglob("*.py"))
+    assert files, f"no aiond/{room}/"
+    allowed = ROOMS[room] | {room}
+    violations = [
+        f"{path.relative_to(REPO)}:{line} imports {module}"
+        for path in files
+        for module, line in imported_modules(path)
+        if module.startswith("aiond.") and module.split(".")[1] not in allowed
+    ]
+    assert violations == []
