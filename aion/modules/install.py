@@ -29,8 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from aion.config.model import Trust
+from aion.config.yamlload import Limits
 from aion.envelopes import audit, local_principal
 from aion.errors import ConflictError, Error, FindingsError, InputError, NotFound, VerificationError
+from aion.inputs import read_bounded
 from aion.modules import package as pkg
 from aion.modules.store import ModuleStore, blob_problems, tree_digest
 from aion.modules.unpack import UnpackLimits, unpack
@@ -90,14 +92,11 @@ def load_trust(config_dir: Path) -> Trust:
     if not path.exists():
         alternative = config_dir / "policies.yaml"
         path = alternative if alternative.exists() else path
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
+    if not path.exists():
         if not config_dir.is_dir():
-            raise InputError(f"{config_dir}: no such config directory", hint="pass --config DIR") from None
+            raise InputError(f"{config_dir}: no such config directory", hint="pass --config DIR")
         return build_policies(None).trust
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror}") from exc
+    raw = read_bounded(path, Limits().max_bytes, what="the trust policy")
     _kind, document, findings = check_file(Source(str(path), raw, Kind.POLICIES), Options())
     errors = [f for f in findings if f.severity is Severity.ERROR]
     if document is None or errors:

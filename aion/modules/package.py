@@ -28,6 +28,7 @@ from aion.config.findings import Severity
 from aion.config.kinds import Kind
 from aion.config.validate import Options, Source, check_file
 from aion.errors import FindingsError, InputError
+from aion.inputs import read_bounded
 from aion.oci.interface import ArtifactStore
 from aion.oci.model import EMPTY_CONFIG, EMPTY_CONFIG_BYTES, MANIFEST, TITLE, Descriptor, Digest, Reference
 
@@ -41,6 +42,12 @@ MANIFEST_FILE = "agent.yaml"
 SCHEMAS_FILE = "schemas.tar.gz"
 BUNDLE_FILE = "bundle.tar.gz"
 """Layer titles, so that ``oras pull`` saves every layer under a telling name."""
+MAX_MANIFEST_BYTES = 1 << 20
+"""Largest ``agent.yaml`` read."""
+MAX_CODE_BYTES = 512 << 20
+"""Largest ``.wasm`` file read into a package (the install side caps what it unpacks, 2 GiB)."""
+MAX_SBOM_BYTES = 64 << 20
+"""Largest SBOM document read."""
 VERSION = "org.opencontainers.image.version"
 SBOM_CYCLONEDX = "application/vnd.cyclonedx+json"
 SBOM_SPDX = "application/spdx+json"
@@ -74,14 +81,11 @@ class Package:
 def read_manifest(directory: Path) -> tuple[bytes, dict[str, Any]]:
     """``agent.yaml`` of a module directory, checked against the AgentPackage schema."""
     path = directory / MANIFEST_FILE
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError as exc:
+    if not path.exists():
         raise InputError(
             f"{directory}: no {MANIFEST_FILE}", hint="a module directory holds its AgentPackage manifest"
-        ) from exc
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror}") from exc
+        )
+    raw = read_bounded(path, MAX_MANIFEST_BYTES, what="the manifest")
     kind, document, findings = check_file(Source(str(path), raw, Kind.AGENT_PACKAGE), Options(strict=True))
     errors = [f for f in findings if f.severity is Severity.ERROR]
     if document is None or errors:
@@ -129,7 +133,7 @@ def _code_layer(directory: Path, runtime: str) -> Blob:
                 f"{directory}: a wasm module needs exactly one .wasm file next to {MANIFEST_FILE}; "
                 f"found {len(found)}"
             )
-        data = found[0].read_bytes()
+        data = read_bounded(found[0], MAX_CODE_BYTES, what="the module")
         if not data.startswith(b"\0asm"):
             raise InputError(f"{found[0]}: not a WebAssembly binary (no \\0asm header)")
         return Blob(Descriptor.for_bytes(WASM_TYPE, data, annotations={TITLE: found[0].name}), data)
@@ -171,11 +175,9 @@ def _canonical(document: dict[str, Any]) -> bytes:
 
 def sbom_blob(path: Path) -> Blob:
     """An SBOM file as a blob of the right media type (CycloneDX or SPDX JSON, recognised by content)."""
+    data = read_bounded(path, MAX_SBOM_BYTES, what="the SBOM")
     try:
-        data = path.read_bytes()
         document = json.loads(data)
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read the SBOM: {exc.strerror}") from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: the SBOM is not JSON") from exc
     if isinstance(document, dict) and document.get("bomFormat") == "CycloneDX":

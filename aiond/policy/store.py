@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 from aion.config.findings import Finding, Severity
 from aion.config.model import ConfigSnapshot
-from aion.config.validate import Report, Source, collect
+from aion.config.validate import Report, Source, collect, ignored
 from aion.config.yamlload import Limits
 from aion.envelopes import audit
 from aion.errors import ConflictError, Error, InputError, InvalidConfig, NotFound, UsageError
@@ -563,7 +563,15 @@ class PolicyStore:
                 f"config directory {self.config_dir} is not a directory",
                 hint="check aiond's --config",
             )
-        sources = collect([str(self.config_dir)], limits=self._limits)
+        # Links that lead out of the directory are refused, and files of no kind aion knows are left
+        # out: whatever is read here is stored for good and any viewer can read it back.
+        found = collect([str(self.config_dir)], limits=self._limits, confined=True)
+        sources = [source for source in found if not ignored(source)]
+        if len(sources) < len(found):
+            left_out = sorted(_relative(s.name, self.config_dir) for s in found if ignored(s))
+            log.info(
+                "config directory %s: not config files, left out: %s", self.config_dir, ", ".join(left_out)
+            )
         if len(sources) > MAX_FILES:
             raise InputError(
                 f"config directory {self.config_dir} has {len(sources)} files; the limit is {MAX_FILES}"

@@ -237,3 +237,32 @@ def test_a_full_disk_refuses_changes_clearly_until_there_is_room(tmp_path: Path,
     finally:
         daemon.stop()
     assert "Traceback" not in _log(daemon)
+
+
+def test_the_daemon_never_stores_what_leads_out_of_its_config_directory(tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    shutil.copytree(EXAMPLES, config)
+    (config / "notes.yml").write_text("just: notes\n")  # no kind aion knows
+    daemon = Aiond(tmp_path, config_dir=config).start()
+    try:
+        with daemon.channel("viewer") as channel:
+            files = (
+                policies_pb2_grpc.PolicyServiceStub(channel)
+                .GetPolicyVersion(policies_pb2.GetPolicyVersionRequest(include_files=True), timeout=10)
+                .files
+            )
+        assert "notes.yml" not in {f.path for f in files}
+        secret = tmp_path / "outside.txt"
+        secret.write_text("never stored\n")
+        (config / "keys.yml").symlink_to(secret)
+        reload = aionctl("policy", "reload", env=daemon.aionctl_env("operator"))
+        assert reload.returncode == 3, reload.stderr
+        assert "keys.yml" in reload.stderr
+        with daemon.channel("viewer") as channel:
+            history = policies_pb2_grpc.PolicyServiceStub(channel).ListPolicyVersions(
+                policies_pb2.ListPolicyVersionsRequest(), timeout=10
+            )
+        assert len(history.versions) == 1  # the reload stored nothing
+    finally:
+        daemon.stop()
+    assert "Traceback" not in _log(daemon)
