@@ -17,7 +17,23 @@ import typer.main
 from aionctl.commands import BY_NAME, COMMANDS
 
 
-class LazyGroup(typer.core.TyperGroup):
+class SuggestingGroup(typer.core.TyperGroup):
+    """A command group that answers a mistyped command with the closest ones ("did you mean")."""
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        from typer._click.exceptions import UsageError
+
+        from aionctl.usage import did_you_mean
+
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+            error = UsageError(f"No such command '{name}'.", ctx)
+            error.suggestion = did_you_mean(name, self.list_commands(ctx))  # type: ignore[attr-defined]
+            raise error
+        return super().resolve_command(ctx, args)
+
+
+class LazyGroup(SuggestingGroup):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._loaded: dict[str, Any] = {}
@@ -50,4 +66,4 @@ class LazyGroup(typer.core.TyperGroup):
                 formatter.write_dl(rows)
 
 
-__all__ = ["LazyGroup"]
+__all__ = ["LazyGroup", "SuggestingGroup"]

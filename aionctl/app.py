@@ -20,6 +20,7 @@ from aion.errors import Error
 from aion.exitcodes import EXIT_CODE_HELP, ExitCode
 from aionctl._lazy import LazyGroup
 from aionctl.options import ContextName, GlobalOptions
+from aionctl.usage import usage_error
 
 PROG = "aionctl"
 VERSION_TEXT = f"{PROG} {__version__}"
@@ -68,17 +69,24 @@ def root(
 
 def run(args: Sequence[str]) -> int:
     """Run aionctl with ``args``; returns the exit code (also for usage errors and ``--help``)."""
+    from typer._click import exceptions as click
+
     debug = "--debug" in args or os.environ.get("AION_DEBUG", "").lower() in ("1", "true", "yes")
     command = typer.main.get_command(app)
     try:
-        command.main(args=list(args), prog_name=PROG, standalone_mode=True)
-    except SystemExit as exc:
-        return _exit_status(exc.code)
+        returned = command.main(args=list(args), prog_name=PROG, standalone_mode=False)
+    except click.NoArgsIsHelpError as exc:
+        exc.show()  # the help of a group named without a command; a usage error all the same
+        return int(ExitCode.USAGE)
+    except click.UsageError as exc:
+        return _report(usage_error(exc), debug)
+    except click.ClickException as exc:  # a file the parser could not open, and the like
+        return _report(Error(exc.format_message()), debug)
+    except typer.Abort:
+        print("error: aborted", file=sys.stderr)
+        return 130
     except Error as exc:
-        if debug:
-            traceback.print_exc()
-        print(f"error: {exc.diagnostics()}", file=sys.stderr)
-        return int(exc.exit_code)
+        return _report(exc, debug)
     except Exception as exc:  # an aion bug, not a user error: say so, briefly, and how to see more
         if debug:
             traceback.print_exc()
@@ -88,13 +96,12 @@ def run(args: Sequence[str]) -> int:
             file=sys.stderr,
         )
         return int(ExitCode.FINDINGS)
-    return int(ExitCode.OK)
+    return returned if isinstance(returned, int) else int(ExitCode.OK)
 
 
-def _exit_status(code: object) -> int:
-    if code is None:
-        return 0
-    if isinstance(code, int):
-        return code
-    print(code, file=sys.stderr)
-    return 1
+def _report(error: Error, debug: bool) -> int:
+    """Print ``error`` as every aion program does, and return its exit code."""
+    if debug:
+        traceback.print_exc()
+    print(f"error: {error.diagnostics()}", file=sys.stderr)
+    return int(error.exit_code)

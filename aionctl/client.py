@@ -116,6 +116,10 @@ class Endpoint:
 @contextlib.contextmanager
 def channel(endpoint: Endpoint) -> Iterator[grpc.Channel]:
     """A gRPC channel to the daemon (TLS when the endpoint has TLS settings), closed on exit."""
+    # grpc's C core writes its own lines to stderr (a failed TLS handshake, for one) which say
+    # less than the error aionctl prints; AION_DEBUG or GRPC_VERBOSITY bring them back.
+    if not os.environ.get("AION_DEBUG"):
+        os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     import grpc
 
     options: list[tuple[str, Any]] = [("grpc.enable_retries", 0), ("grpc.enable_http_proxy", 0)]
@@ -230,10 +234,15 @@ def tls_failure(detail: str, endpoint: Endpoint) -> tuple[str, str] | None:
             if marker in detail:
                 return reason, hint
         return "the handshake was refused", "check the TLS settings of aionctl and aiond"
-    if endpoint.tls is None and ("Socket closed" in detail or "Connection reset" in detail):
+    if "Socket closed" in detail or "Connection reset" in detail:
+        if endpoint.tls is None:
+            return (
+                "the connection was closed at once (is aiond serving TLS?)",
+                "if aiond serves TLS, give its CA with --tls-ca (or set up a context with tls)",
+            )
         return (
-            "the connection was closed at once (is aiond serving TLS?)",
-            "if aiond serves TLS, give its CA with --tls-ca (or set up a context with tls)",
+            "aiond closed the connection: it wants a client certificate it trusts",
+            "give --tls-cert and --tls-key: a certificate signed by a CA in aiond's --tls-client-ca",
         )
     return None
 

@@ -55,7 +55,11 @@ def budget_nano(text: str) -> int:
 def command_app() -> typer.Typer:
     """The Typer application a command module exposes as ``app``: plain help (no box drawing, no
     markup), no completion options of its own (the root has them), no pretty tracebacks."""
-    return typer.Typer(rich_markup_mode=None, add_completion=False, pretty_exceptions_enable=False)
+    from aionctl._lazy import SuggestingGroup
+
+    return typer.Typer(
+        cls=SuggestingGroup, rich_markup_mode=None, add_completion=False, pretty_exceptions_enable=False
+    )
 
 
 def global_options(ctx: typer.Context) -> GlobalOptions:

@@ -28,6 +28,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
     ),
     CommandSpec("health", "aionctl.commands.health", "Check that aiond is alive and ready (gRPC and HTTP)."),
     CommandSpec("status", "aionctl.commands.status", "Show what the running aiond reports about itself."),
+    CommandSpec("whoami", "aionctl.commands.whoami", "Show the principal and role aiond sees for you."),
     CommandSpec(
         "config",
         "aionctl.commands.config",

@@ -355,12 +355,42 @@ def test_mtls_refuses_a_missing_or_foreign_client_certificate(
 ) -> None:
     result = aionctl("policy", "status", "--timeout", "5", env=tls_env(mtls_daemon, pki, client))
     assert result.returncode == 5, result.stderr  # the TLS handshake fails: no call is made
+    assert "the TLS handshake with aiond at" in result.stderr
+    assert "wants a client certificate it trusts" in result.stderr
+    assert "is aiond running?" not in result.stderr
     assert "Traceback" not in result.stderr
+    assert "ssl_transport_security" not in result.stderr  # grpc's own log lines stay out
 
 
 def test_mtls_plaintext_clients_are_refused(mtls_daemon: Aiond) -> None:
     result = aionctl("policy", "status", "--timeout", "5", env=mtls_daemon.aionctl_env())
     assert result.returncode == 5
+    assert "the TLS handshake with aiond" in result.stderr
+    assert "is aiond serving TLS?" in result.stderr
+
+
+def test_a_server_certificate_from_another_ca_says_so(
+    mtls_daemon: Aiond, pki: dict[str, Any], tmp_path: Path
+) -> None:
+    other = Authority(tmp_path / "other", name="other CA")
+    env = tls_env(mtls_daemon, pki, "client") | {"AION_TLS_CA": str(other.pem)}
+    result = aionctl("whoami", "--timeout", "5", env=env)
+    assert result.returncode == 5
+    assert "failed: aiond's certificate is not trusted" in result.stderr
+
+
+def test_whoami_names_the_principal_and_role_the_daemon_sees(mtls_daemon: Aiond, pki: dict[str, Any]) -> None:
+    certified = aionctl("whoami", "-o", "json", env=tls_env(mtls_daemon, pki, "client"))
+    assert certified.returncode == 0, certified.stderr
+    assert conforms(json.loads(certified.stdout), "output/identity") == {
+        "apiVersion": "aion/v1", "kind": "Identity", "principal": "spiffe://aion.test/ci", "role": "admin",
+        "credential": "test-admin", "tls": True, "clientCertificate": True,
+    }  # fmt: skip
+    granted = aionctl("whoami", env=tls_env(mtls_daemon, pki, "grant", role=""))
+    assert granted.returncode == 0, granted.stderr
+    assert granted.stdout.splitlines()[:3] == [
+        "principal:   robot.aion.test", "role:        viewer", "credential:  certificate",
+    ]  # fmt: skip
 
 
 def test_https_policy_endpoint_with_a_client_certificate(mtls_daemon: Aiond, pki: dict[str, Any]) -> None:

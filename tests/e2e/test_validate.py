@@ -186,7 +186,7 @@ def test_each_dir_validates_one_set_per_directory(tmp_path: Path) -> None:
     [
         (["validate", "/no/such/dir"], 3, "error: /no/such/dir: no such file or directory"),
         (["validate", "--kind", "widgets", "."], 2, "error: --kind: 'widgets' is not a file kind"),
-        (["validate", "-o", "html", "."], 2, "Invalid value for '--output'"),
+        (["validate", "-o", "html", "."], 2, "error: --output: 'html' is not one of"),
         (["validate", "-", "-"], 2, "error: '-' (standard input) can be given only once"),
         (["explain", "AION999"], 2, "error: no rule 'AION999'"),
     ],
