@@ -36,6 +36,13 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
+def unit(session: nox.Session) -> None:
+    """The unit tests only, with a short property-test run: the fast inner loop (no services)."""
+    session.install("-e", ".", *_groups("test"))
+    session.run("pytest", "tests/unit", "-q", *session.posargs, env={"AION_FUZZ_SCALE": "0.1"})
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check."""
     session.install(*_groups("lint"))

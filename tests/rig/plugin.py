@@ -14,13 +14,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from tests.rig import install
 from tests.rig.daemon import Aiond
+from tests.rig.fuzz import DEFAULT_EXAMPLES, examples
 from tests.rig.services import GoTools, KafkaBroker, OciRegistry, Prometheus
 
 if TYPE_CHECKING:
     from tests.rig.providers import StandIn
+
+
+hypothesis_settings.register_profile("aion", max_examples=examples(DEFAULT_EXAMPLES))
+hypothesis_settings.load_profile("aion")
 
 
 def in_ci() -> bool:

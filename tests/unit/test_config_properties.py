@@ -3,7 +3,6 @@ and every finding says where it is."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import yaml
@@ -15,6 +14,7 @@ from aion.config.findings import Finding, Severity
 from aion.config.kinds import Kind
 from aion.config.validate import Source, validate
 from aion.config.yamlload import Limits, load
+from tests.rig.fuzz import examples
 
 BASE = Path(__file__).resolve().parents[1] / "corpus" / "_base"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -25,8 +25,8 @@ SEEDS = {
     "examples": {p.name: p.read_bytes() for p in sorted(EXAMPLES.glob("*.yml"))},
 }
 BASE_FILES = SEEDS["base"]
-# AION_FUZZ_SCALE=20 runs twenty times the examples, for a longer hunt than the suite affords.
-SCALE = float(os.environ.get("AION_FUZZ_SCALE", "1"))
+# AION_FUZZ_SCALE=20 runs twenty times the examples, for a longer hunt than the suite affords
+# (tests/rig/fuzz.py).
 # Findings about a file as a whole (its size, encoding, kind) or about the set carry no line.
 WHOLE_FILE_RULES = {"AION002", "AION003", "AION008", "AION009", "AION010"}
 
@@ -52,7 +52,7 @@ yaml_ish = st.text(
 )
 
 
-@settings(max_examples=int(400 * SCALE), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(400), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(yaml_ish)
 def test_any_text_loads_or_reports(text: str) -> None:
     document, findings = load(text.encode("utf-8", errors="surrogatepass"), "f.yml", Limits(max_nodes=5000))
@@ -61,7 +61,7 @@ def test_any_text_loads_or_reports(text: str) -> None:
         assert any(f.severity is Severity.ERROR for f in findings)
 
 
-@settings(max_examples=int(200 * SCALE), deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.binary(max_size=200))
 def test_any_bytes_load_or_report(data: bytes) -> None:
     _, findings = load(data, "f.yml")
@@ -77,7 +77,7 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=int(300 * SCALE), deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.sampled_from(list(Kind)), json_values)
 def test_random_documents_of_every_kind_validate_without_crashing(kind: Kind, value: object) -> None:
     text = yaml.safe_dump(value, allow_unicode=True)
@@ -85,7 +85,7 @@ def test_random_documents_of_every_kind_validate_without_crashing(kind: Kind, va
     assert_located(report.findings, {"doc.yml"})
 
 
-@settings(max_examples=int(400 * SCALE), deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(st.sampled_from(sorted(SEEDS)), st.sampled_from(sorted(BASE_FILES)), json_values, st.data())
 def test_a_valid_set_with_one_value_replaced_never_crashes(
     seed: str, name: str, value: object, data: st.DataObject
@@ -111,7 +111,7 @@ def test_a_valid_set_with_one_value_replaced_never_crashes(
     assert_located(report.findings, set(files))
 
 
-@settings(max_examples=int(200 * SCALE), deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     st.sampled_from(sorted(SEEDS)),
     st.sampled_from(sorted(BASE_FILES)),
@@ -145,7 +145,7 @@ def test_unknown_keys_anywhere_never_crash(
 mutations = st.sampled_from(["delete", "insert", "duplicate-line", "swap-lines", "indent", "dedent"])
 
 
-@settings(max_examples=int(400 * SCALE), deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(
     st.sampled_from(sorted(BASE_FILES)),
     st.lists(st.tuples(mutations, st.integers(0, 10_000), st.characters()), max_size=4),

@@ -19,6 +19,7 @@ from aion import schemas
 from aion.errors import InputError, UsageError
 from aionctl import contexts
 from aionctl.contexts import ClientConfig, Context
+from tests.rig.fuzz import examples
 
 EXAMPLE = """\
 apiVersion: aion/v1
@@ -368,7 +369,9 @@ yaml_ish = st.text(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(text=yaml_ish)
 def test_any_text_loads_or_is_an_input_error(tmp_path: Path, text: str) -> None:
     path = tmp_path / "fuzz.yaml"
@@ -454,7 +457,9 @@ def client_configs(draw: st.DrawFn) -> ClientConfig:
     return ClientConfig(current_context=current, contexts=found)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(config=client_configs())
 def test_any_valid_config_round_trips(tmp_path: Path, config: ClientConfig) -> None:
     path = tmp_path / "c.yaml"

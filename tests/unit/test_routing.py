@@ -33,6 +33,7 @@ from aion.routing import (
     compile_table,
 )
 from tests.rig.daemon import EXAMPLES
+from tests.rig.fuzz import examples
 
 LOCAL_PROVIDERS = ("ollama", "vllm")
 CLOUD_PROVIDERS = ("openai", "azure", "hf", "anthropic")
@@ -147,7 +148,7 @@ def effective_local_only(snapshot: ConfigSnapshot, live: LiveState, intent: str)
     return snapshot.intents[intent].local_only or live.intent_modes.get(intent) is Privacy.LOCAL_ONLY
 
 
-SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=examples(400), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @SETTINGS
