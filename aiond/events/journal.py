@@ -28,7 +28,7 @@ import json
 import os
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from aion.envelopes import AUDIT_TOPIC
 from aion.eventlog import EventLog, Segment, encode, segments
@@ -55,6 +55,21 @@ class Recorded:
     event: dict[str, Any]
 
 
+class Sink(Protocol):
+    """Where the journal records events. Both methods return once the events are durable."""
+
+    path: Path
+    """The local log that :meth:`Journal.tail` reads back."""
+
+    def append(self, event: dict[str, Any]) -> None:
+        """Record one event (audit events come this way, one at a time)."""
+        ...
+
+    def append_lines(self, lines: bytes) -> None:
+        """Record already encoded task events (never audit events), in one write."""
+        ...
+
+
 class LocalSink:
     """Where a daemon without Kafka (and ``aiond token``, offline) records events: audit events first
     to :data:`AUDIT_NAME`, then every event to the event log. Each :meth:`append` is on disk when it
@@ -62,6 +77,7 @@ class LocalSink:
 
     def __init__(self, state_dir: Path, *, segment_bytes: int | None = None, keep_bytes: int = 0) -> None:
         self.log = EventLog(state_dir / LOG_NAME, segment_bytes=segment_bytes, keep_bytes=keep_bytes)
+        self.path = self.log.path
         self._trail = EventLog(state_dir / AUDIT_NAME)
 
     def append(self, event: dict[str, Any]) -> None:
@@ -77,9 +93,9 @@ class LocalSink:
 class Journal:
     """The daemon's one event sink (see the module's docstring). Make it inside the running loop."""
 
-    def __init__(self, sink: LocalSink, on_emit: Callable[[dict[str, Any]], None] | None = None) -> None:
+    def __init__(self, sink: Sink, on_emit: Callable[[dict[str, Any]], None] | None = None) -> None:
         self._sink = sink
-        self.path = sink.log.path
+        self.path = sink.path
         self._on_emit = on_emit
         try:
             self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
@@ -354,4 +370,4 @@ def _parse(sequence: int, line: bytes) -> Recorded | None:
     return Recorded(sequence, event) if isinstance(event, dict) else None
 
 
-__all__ = ["AUDIT_NAME", "LOG_NAME", "Journal", "LocalSink", "Position", "Recorded"]
+__all__ = ["AUDIT_NAME", "LOG_NAME", "Journal", "LocalSink", "Position", "Recorded", "Sink"]
