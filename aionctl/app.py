@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
 from collections.abc import Sequence
 from typing import Annotated
 
@@ -89,6 +88,8 @@ def run(args: Sequence[str]) -> int:
         return _report(exc, debug)
     except Exception as exc:  # an aion bug, not a user error: say so, briefly, and how to see more
         if debug:
+            import traceback
+
             traceback.print_exc()
         print(
             f"error: internal error: {type(exc).__name__}: {exc}\n"
@@ -102,6 +103,8 @@ def run(args: Sequence[str]) -> int:
 def _report(error: Error, debug: bool) -> int:
     """Print ``error`` as every aion program does, and return its exit code."""
     if debug:
+        import traceback
+
         traceback.print_exc()
     print(f"error: {error.diagnostics()}", file=sys.stderr)
     return int(error.exit_code)

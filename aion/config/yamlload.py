@@ -29,10 +29,7 @@ from typing import Any
 import yaml
 
 from aion.config.findings import Finding, Severity, json_pointer
-
-DEFAULT_MAX_BYTES = 16 * 1024 * 1024
-DEFAULT_MAX_NODES = 2_000_000
-DEFAULT_MAX_DEPTH = 100
+from aion.config.limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH, DEFAULT_MAX_NODES
 
 _TAG = "tag:yaml.org,2002:"
 _NULLS = frozenset({"", "~", "null", "Null", "NULL"})

@@ -10,21 +10,19 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from aion import __version__
 from aion.config import kinds
-from aion.config.findings import Finding, Severity
-from aion.config.validate import STDIN, Options, Source, collect, validate_many
-from aion.config.yamlload import DEFAULT_MAX_BYTES, Limits
+from aion.config.limits import DEFAULT_MAX_BYTES
 from aion.errors import UsageError
 from aion.exitcodes import ExitCode
 from aionctl.options import command_app, global_options
-from aionctl.output.findings import FindingsFormat, Rendering, render
-from aionctl.output.findings.interface import clean, clean_finding
-from aionctl.output.findings.text import summary
+from aionctl.output.findings.interface import FindingsFormat
+
+if TYPE_CHECKING:
+    from aion.config.validate import Source
 
 app = command_app()
 
@@ -93,6 +91,14 @@ def validate_command(
     ] = 0,
 ) -> None:
     """Validate config files (intents, policies, models, modules, module manifests, runbooks)."""
+    from aion import __version__
+    from aion.config.findings import Finding, Severity
+    from aion.config.validate import STDIN, Options, collect, validate_many
+    from aion.config.yamlload import Limits
+    from aionctl.output.findings import Rendering, render
+    from aionctl.output.findings.interface import clean, clean_finding
+    from aionctl.output.findings.text import summary
+
     opts = global_options(ctx)
     forced = _parse_kind(kind)
     limits = Limits(max_bytes=max_file_size)

@@ -1,14 +1,16 @@
-"""Renderers of validation findings; one module per format, chosen here."""
+"""Renderers of validation findings; one module per format, chosen here and imported only when it
+renders (the commands that offer these formats name them in their options, which must stay cheap)."""
 
 from __future__ import annotations
 
 from typing import assert_never
 
-from aionctl.output.findings import github, json_, junit, sarif, text
 from aionctl.output.findings.interface import FindingsFormat, Rendering
 
 
 def render(rendering: Rendering, fmt: FindingsFormat, *, color: bool = False, quiet: bool = False) -> str:
+    from aionctl.output.findings import github, json_, junit, sarif, text
+
     match fmt:
         case FindingsFormat.TEXT:
             return text.render(rendering, color=color, quiet=quiet)
