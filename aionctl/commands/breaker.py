@@ -3,11 +3,14 @@
 ``open`` keeps traffic away from a provider (or one model: ``provider:model``) whatever its health;
 ``close`` sends traffic to it whatever its failures; ``auto`` hands it back to the failure-ratio window.
 Forcing needs role operator and is audited with ``--reason``.
+
+``list`` reads every page of the daemon's answer. The text is rendered from the typed Breaker
+messages; ``-o json|yaml`` prints their documents (schema ``output/breaker``).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -15,6 +18,9 @@ from aionctl.client import Endpoint, call, channel
 from aionctl.connect import daemon_command
 from aionctl.options import Output, command_app, global_options
 from aionctl.output import OutputFormat, document, emit
+
+if TYPE_CHECKING:
+    from aion.api.v1 import admin_pb2
 
 app = command_app()
 app.info.help = "List circuit breakers, or force one open or closed."
@@ -26,45 +32,57 @@ Reason = Annotated[
 ]
 
 
-def _plain(b: dict[str, Any]) -> dict[str, Any]:
-    """A breaker in the proto3 JSON mapping, with its enums as short lowercase words."""
-    b["state"] = b.get("state", "").removeprefix("BREAKER_STATE_").lower().replace("_", "-")
-    b["override"] = b.get("override", "").removeprefix("BREAKER_OVERRIDE_").lower().replace("_", "-")
-    return b
+def _row(b: admin_pb2.Breaker) -> str:
+    from aion.api.v1 import admin_pb2
+    from aion.documents import enum_word
+
+    key = f"{b.provider}:{b.model}" if b.model else b.provider
+    state = enum_word(admin_pb2.BreakerState.DESCRIPTOR, b.state) or "unknown"
+    override = enum_word(admin_pb2.BreakerOverride.DESCRIPTOR, b.override)
+    forced = "" if override in (None, "none") else f" ({override})"
+    return f"{key:<32} {state + forced:<24} {b.failure_ratio:>6.0%} of {b.window_requests}"
 
 
-def _row(b: dict[str, Any]) -> str:
-    key = f"{b['provider']}:{b['model']}" if b.get("model") else b["provider"]
-    forced = "" if b["override"] == "none" else f" ({b['override']})"
-    ratio, seen = b.get("failureRatio", 0), b.get("windowRequests", 0)
-    return f"{key:<32} {b['state'] + forced:<24} {ratio:>6.0%} of {seen}"
+def render_text(breakers: list[admin_pb2.Breaker]) -> str:
+    header = f"{'BREAKER':<32} {'STATE':<24} FAILURES\n"
+    return header + "".join(_row(b) + "\n" for b in breakers)
 
 
 @daemon_command(app, "list")
 def list_(ctx: typer.Context, target: Endpoint, output: Output = OutputFormat.TEXT) -> None:
     """List every breaker the daemon has seen (role viewer)."""
-    from google.protobuf import json_format
+    from aion.documents import to_dict
 
+    breakers = every_breaker(target)
+    if not (global_options(ctx).quiet and output is OutputFormat.TEXT):
+        doc = document("BreakerList", {"breakers": [to_dict(b) for b in breakers]})
+        emit(doc, output, text=lambda: render_text(breakers))
+
+
+def every_breaker(target: Endpoint) -> list[admin_pb2.Breaker]:
+    """Every breaker, page after page: the daemon answers at most one page per call."""
     from aion.api.v1 import admin_pb2, admin_pb2_grpc
+    from aion.errors import ServiceError
 
+    breakers: list[admin_pb2.Breaker] = []
+    token, seen = "", set()
     with channel(target) as ch:
         stub = admin_pb2_grpc.AdminServiceStub(ch)
-        reply = call(target, stub.ListBreakers, admin_pb2.ListBreakersRequest(), "breaker list")
-    breakers = [
-        _plain(json_format.MessageToDict(b, always_print_fields_with_no_presence=True))
-        for b in reply.breakers
-    ]
-    if not (global_options(ctx).quiet and output is OutputFormat.TEXT):
-        header = f"{'BREAKER':<32} {'STATE':<24} FAILURES\n"
-        emit(document("BreakerList", {"breakers": breakers}), output,
-             text=lambda: header + "".join(_row(b) + "\n" for b in breakers))  # fmt: skip
+        while True:
+            request = admin_pb2.ListBreakersRequest(page_token=token)
+            reply = call(target, stub.ListBreakers, request, "breaker list")
+            breakers.extend(reply.breakers)
+            token = reply.next_page_token
+            if not token:
+                return breakers
+            if token in seen:  # a server that repeats itself would keep this loop going forever
+                raise ServiceError(f"breaker list: aiond at {target.grpc} gave the same page token twice")
+            seen.add(token)
 
 
 def _set(
     ctx: typer.Context, target: Endpoint, key: str, override: str, reason: str, output: OutputFormat
 ) -> None:
-    from google.protobuf import json_format
-
     from aion.api.v1 import admin_pb2, admin_pb2_grpc
 
     provider, _, model = key.partition(":")
@@ -77,10 +95,8 @@ def _set(
     with channel(target) as ch:
         stub = admin_pb2_grpc.AdminServiceStub(ch)
         reply = call(target, stub.SetBreakerState, request, f"breaker {override.lower()}")
-    body = {k: _plain(json_format.MessageToDict(getattr(reply, k), always_print_fields_with_no_presence=True))
-            for k in ("breaker", "previous")}  # fmt: skip
     if not (global_options(ctx).quiet and output is OutputFormat.TEXT):
-        emit(document("BreakerChange", body), output, text=lambda: _row(body["breaker"]) + "\n")
+        emit(document("BreakerChange", reply), output, text=lambda: _row(reply.breaker) + "\n")
 
 
 def _make(override: str, doc: str) -> None:

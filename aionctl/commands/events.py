@@ -1,24 +1,31 @@
 """``aionctl events tail``: read the daemon's event log (audit events now), and follow it.
 
 Each event is printed as it arrives: text is one line per event; ``-o json`` is JSON Lines (one object
-per line, the event with its ``sequence``), so ``jq`` and log shippers can consume a followed stream;
-``-o yaml`` is one YAML document per event. Without ``--follow`` the call has the usual deadline; with
-it the stream stays open until Ctrl-C or until the daemon stops (exit 0 after a clean end, 5 when the
-connection is lost).
+per line), so ``jq`` and log shippers can consume a followed stream; ``-o yaml`` is one YAML document
+per event, each after a ``---``. Every object is a document like every other aionctl prints:
+``apiVersion``, ``kind: EventRecord`` and the event's ``sequence``, then the event's own fields
+(schema ``output/event``).
+
+Without ``--follow`` the call has the usual deadline; with it the stream stays open until Ctrl-C or
+until the daemon stops (exit 0 after a clean end, 5 when the connection is lost).
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, assert_never
 
 import typer
 
+from aion.errors import ServiceError
 from aionctl.client import Endpoint, channel, translate_rpc_error
 from aionctl.connect import daemon_command
 from aionctl.options import Output, command_app
-from aionctl.output import OutputFormat
+from aionctl.output import OutputFormat, document
+
+if TYPE_CHECKING:
+    from aion.api.v1 import events_pb2
 
 app = command_app()
 app.info.help = "Read the daemon's event log (audit events), and follow it."
@@ -73,29 +80,53 @@ def tail(
             raise typer.Exit(130) from None
 
 
-def _print(event: Any, output: OutputFormat) -> None:
-    payload: dict[str, Any] = json.loads(event.payload_json or b"{}")
-    record = {"sequence": event.sequence, **payload}
-    if output is OutputFormat.JSON:
-        line = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
-    elif output is OutputFormat.YAML:
-        import yaml
+_ENVELOPE = ("apiVersion", "kind", "sequence")
+"""The record's own keys, ahead of the event's: an event never sets them (schemas/events/)."""
 
-        line = "---\n" + yaml.safe_dump(record, sort_keys=False, allow_unicode=True).rstrip("\n")
-    else:
-        parts = [
-            str(event.sequence),
-            str(payload.get("time", "")),
-            str(payload.get("principal", "")),
-            str(payload.get("action", "")),
-            str(payload.get("target", "")),
-            str(payload.get("outcome", "")),
-        ]
-        before, after_ = payload.get("before"), payload.get("after")
-        if before or after_:
-            parts.append(f"{before or '-'}->{after_ or '-'}")
-        if payload.get("reason"):
-            parts.append(str(payload["reason"]))
-        line = " ".join(parts)
+
+def record(event: events_pb2.Event) -> dict[str, Any]:
+    """The document of one event: apiVersion, kind and the event's sequence, then the event's own
+    fields (its JSON payload). A payload that is not a JSON object is a daemon fault, said as one."""
+    try:
+        payload = json.loads(event.payload_json or b"{}")
+    except ValueError:
+        payload = None
+    if not isinstance(payload, dict):
+        raise ServiceError(f"events tail: event {event.sequence} from aiond is not a JSON object")
+    fields = {k: v for k, v in payload.items() if k not in _ENVELOPE}
+    return document("EventRecord", {"sequence": event.sequence, **fields})
+
+
+def _print(event: events_pb2.Event, output: OutputFormat) -> None:
+    match output:
+        case OutputFormat.JSON:
+            line = json.dumps(record(event), ensure_ascii=False, separators=(",", ":"))
+        case OutputFormat.YAML:
+            import yaml
+
+            doc = record(event)
+            line = "---\n" + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True).rstrip("\n")
+        case OutputFormat.TEXT:
+            line = render_text(event.sequence, record(event))
+        case _:
+            assert_never(output)
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
+
+
+def render_text(sequence: int, payload: dict[str, Any]) -> str:
+    """One line per event: sequence, time, who did what to what, how it ended, and why."""
+    parts = [
+        str(sequence),
+        str(payload.get("time", "")),
+        str(payload.get("principal", "")),
+        str(payload.get("action", "")),
+        str(payload.get("target", "")),
+        str(payload.get("outcome", "")),
+    ]
+    before, after = payload.get("before"), payload.get("after")
+    if before or after:
+        parts.append(f"{before or '-'}->{after or '-'}")
+    if payload.get("reason"):
+        parts.append(str(payload["reason"]))
+    return " ".join(parts)

@@ -1,4 +1,7 @@
-"""``aionctl explain [RULE]``: what a validation rule checks, why, and how to fix what it reports."""
+"""``aionctl explain [RULE]``: what a validation rule checks, why, and how to fix what it reports.
+
+``-o json|yaml`` prints a ``Rule`` document, or a ``RuleList`` without RULE (schema ``output/rule``).
+"""
 
 from __future__ import annotations
 
@@ -36,7 +39,8 @@ def explain(
     found = rules.get(rule)
     if found is None:
         raise UsageError(f"no rule {rule!r}", hint="`aionctl explain` lists the rules")
-    emit(document("Rule", _rule_doc(found)), output, text=found.explain)
+    if not (global_options(ctx).quiet and output is OutputFormat.TEXT):
+        emit(document("Rule", _rule_doc(found)), output, text=found.explain)
 
 
 def _rule_doc(rule: rules.Rule) -> dict[str, str]:

@@ -7,7 +7,6 @@ answers but is not healthy or not ready (for example while it drains).
 
 from __future__ import annotations
 
-import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 
 import typer
@@ -69,15 +68,14 @@ def outcome(probes: list[Probe]) -> ExitCode:
 
 
 def _probe_doc(p: Probe) -> dict[str, object]:
-    d = dataclasses.asdict(p)
     return {
-        "name": d["name"],
-        "target": d["target"],
-        "reachable": d["reachable"],
-        "ok": d["ok"],
-        "status": d["status"],
+        "name": p.name,
+        "target": p.target,
+        "reachable": p.reachable,
+        "ok": p.ok,
+        "status": p.status,
         "latencyMs": round(p.latency_ms, 3),
-        "error": d["error"],
+        "error": p.error,
     }
 
 

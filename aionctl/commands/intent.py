@@ -4,11 +4,14 @@ and outage concerns (for example ``aionctl intent mode summarize local-only``), 
 A runtime mode can only make an intent stricter than its policy; ``policy`` removes the switch. The
 switch survives daemon restarts, needs role operator, and is audited with ``--reason``. Exit 6 when
 the mode would loosen the policy, 3 for an intent the active policy does not define.
+
+``modes`` reads every page of the daemon's answer. The text is rendered from the typed messages;
+``-o json|yaml`` prints their documents (schema ``output/intent-mode``).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -18,6 +21,9 @@ from aionctl.connect import daemon_command
 from aionctl.options import Output, command_app, global_options
 from aionctl.output import OutputFormat, document, emit
 
+if TYPE_CHECKING:
+    from aion.api.v1 import admin_pb2
+
 app = command_app()
 app.info.help = "Switch an intent's privacy at runtime (local-only, ...) and list the switches."
 app.info.no_args_is_help = True
@@ -25,9 +31,11 @@ app.info.no_args_is_help = True
 MODES = ("local-only", "allow-api", "hybrid", "policy")
 
 
-def _plain(state: dict[str, Any]) -> dict[str, Any]:
-    state["mode"] = state.get("mode", "").removeprefix("INTENT_MODE_").lower().replace("_", "-")
-    return state
+def _word(mode: int) -> str:
+    from aion.api.v1 import admin_pb2
+    from aion.documents import enum_word
+
+    return enum_word(admin_pb2.IntentMode.DESCRIPTOR, mode) or "unknown"
 
 
 @daemon_command(app, "mode", timeout=5.0)
@@ -42,8 +50,6 @@ def mode(
     output: Output = OutputFormat.TEXT,
 ) -> None:
     """Switch INTENT to MODE at runtime (role operator)."""
-    from google.protobuf import json_format
-
     from aion.api.v1 import admin_pb2, admin_pb2_grpc
 
     if new_mode not in MODES:
@@ -55,14 +61,9 @@ def mode(
     )
     with channel(target) as ch:
         reply = call(target, admin_pb2_grpc.AdminServiceStub(ch).SetIntentMode, request, "intent mode")
-    state = _plain(json_format.MessageToDict(reply.state, always_print_fields_with_no_presence=True))
-    previous = (
-        admin_pb2.IntentMode.Name(reply.previous_mode).removeprefix("INTENT_MODE_").lower().replace("_", "-")
-    )
-    body = {"state": state, "previousMode": previous}
     if not (global_options(ctx).quiet and output is OutputFormat.TEXT):
-        emit(document("IntentModeChange", body), output,
-             text=lambda: f"{intent}: {previous} -> {state['mode']}\n")  # fmt: skip
+        change = f"{reply.state.intent}: {_word(reply.previous_mode)} -> {_word(reply.state.mode)}\n"
+        emit(document("IntentModeChange", reply), output, text=lambda: change)
 
 
 @daemon_command(app, "modes", timeout=5.0)
@@ -72,19 +73,37 @@ def modes(
     output: Output = OutputFormat.TEXT,
 ) -> None:
     """List the intents switched at runtime (role viewer)."""
-    from google.protobuf import json_format
+    from aion.documents import to_dict
 
+    states = every_mode(target)
+    if not (global_options(ctx).quiet and output is OutputFormat.TEXT):
+        doc = document("IntentModeList", {"intents": [to_dict(s) for s in states]})
+        emit(doc, output, text=lambda: render_text(states))
+
+
+def render_text(states: list[admin_pb2.IntentModeState]) -> str:
+    if not states:
+        return "no runtime modes\n"
+    rows = "".join(f"{s.intent:<24} {_word(s.mode):<11} {s.set_by}  {s.reason}\n" for s in states)
+    return f"{'INTENT':<24} {'MODE':<11} SET BY  REASON\n" + rows
+
+
+def every_mode(target: Endpoint) -> list[admin_pb2.IntentModeState]:
+    """Every runtime switch, page after page: the daemon answers at most one page per call."""
     from aion.api.v1 import admin_pb2, admin_pb2_grpc
+    from aion.errors import ServiceError
 
+    states: list[admin_pb2.IntentModeState] = []
+    token, seen = "", set()
     with channel(target) as ch:
         stub = admin_pb2_grpc.AdminServiceStub(ch)
-        reply = call(target, stub.ListIntentModes, admin_pb2.ListIntentModesRequest(), "intent modes")
-    states = [
-        _plain(json_format.MessageToDict(s, always_print_fields_with_no_presence=True)) for s in reply.intents
-    ]
-    if not (global_options(ctx).quiet and output is OutputFormat.TEXT):
-        rows = "".join(
-            f"{s['intent']:<24} {s['mode']:<11} {s.get('setBy', '')}  {s.get('reason', '')}\n" for s in states
-        )
-        table = f"{'INTENT':<24} {'MODE':<11} SET BY  REASON\n" + rows if states else "no runtime modes\n"
-        emit(document("IntentModeList", {"intents": states}), output, text=lambda: table)
+        while True:
+            request = admin_pb2.ListIntentModesRequest(page_token=token)
+            reply = call(target, stub.ListIntentModes, request, "intent modes")
+            states.extend(reply.intents)
+            token = reply.next_page_token
+            if not token:
+                return states
+            if token in seen:  # a server that repeats itself would keep this loop going forever
+                raise ServiceError(f"intent modes: aiond at {target.grpc} gave the same page token twice")
+            seen.add(token)

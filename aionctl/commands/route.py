@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -21,6 +21,9 @@ from aionctl.client import call, channel
 from aionctl.connect import TlsCa, TlsCert, TlsKey, TlsServerName, TokenFile, endpoint
 from aionctl.options import Address, Output, Timeout, budget_nano, command_app, global_options
 from aionctl.output import OutputFormat, document, emit
+
+if TYPE_CHECKING:
+    from aion.api.v1 import router_pb2, tasks_pb2
 
 app = command_app()
 app.info.help = "Explain what the router would decide for a task (online, or offline against a config set)."
@@ -71,8 +74,6 @@ def explain(
     tls_server_name: TlsServerName = None,
 ) -> None:
     """Explain the route the router would choose for INTENT (role viewer online)."""
-    from google.protobuf import json_format
-
     from aion.api.v1 import common_pb2, router_pb2, router_pb2_grpc, tasks_pb2
 
     size = _input_size(input_file, input_bytes)
@@ -95,15 +96,20 @@ def explain(
         request = router_pb2.ExplainRouteRequest(intent=intent, hints=hints, input_size_bytes=size)
         with channel(target) as ch:
             reply = call(target, router_pb2_grpc.RouterServiceStub(ch).ExplainRoute, request, "route explain")
-    body = json_format.MessageToDict(reply, always_print_fields_with_no_presence=True)
-    body["offline"] = config is not None
     if not (global_options(ctx).quiet and output is OutputFormat.TEXT):
-        emit(document("RouteExplanation", body), output, text=lambda: _text(body))
+        from aion.documents import to_dict
+
+        body = {**to_dict(reply), "offline": config is not None}
+        emit(document("RouteExplanation", body), output, text=lambda: render_text(reply))
     if reply.refused:
         raise typer.Exit(1)
 
 
-def _offline(config: Path, intent: str, hints: Any, size: int) -> Any:
+def _offline(
+    config: Path, intent: str, hints: tasks_pb2.RoutingHints, size: int
+) -> router_pb2.ExplainRouteResponse:
+    """The explanation against a local config set, built by the same mapping the daemon answers
+    with (aion.routing.wire), so the document is the same online and offline."""
     from aion.config.validate import validate_directory
     from aion.routing import LiveState, compile_table
     from aion.routing.wire import explanation, request_from
@@ -162,34 +168,38 @@ def _stdin_size() -> int:
     return len(read_bounded("-", DEFAULT_MAX_MESSAGE_BYTES, what="--input", hint=hint))
 
 
-def _usd(nano: str | int | None) -> str:
-    return f"${int(nano or 0) / 1e9:.6f}".rstrip("0").rstrip(".")
+def _usd(nano: int) -> str:
+    return f"${nano / 1e9:.6f}".rstrip("0").rstrip(".")
 
 
-def _target(t: dict[str, Any]) -> str:
-    if t.get("kind") == "TARGET_KIND_MODULE":
-        return f"module {t.get('name', '')}"
-    route = t.get("route", "").removeprefix("ROUTE_").lower()
-    return f"{t.get('provider', '')}:{t.get('name', '')} ({t.get('tier', '')}, {route})"
+def _target(target: tasks_pb2.Target) -> str:
+    from aion.api.v1 import common_pb2, tasks_pb2
+    from aion.documents import enum_word
+
+    if target.kind == tasks_pb2.TARGET_KIND_MODULE:
+        return f"module {target.name}"
+    route = enum_word(common_pb2.Route.DESCRIPTOR, target.route) or "no route"
+    return f"{target.provider}:{target.name} ({target.tier}, {route})"
 
 
-def _text(body: dict[str, Any]) -> str:
-    if body.get("refused"):
-        lines = [f"refused: {body.get('refusalReason', '')}"]
-        lines += [f"  {r['reasonCode']:<18} {_target(r['target'])}" for r in body.get("rejected", [])]
+def render_text(reply: router_pb2.ExplainRouteResponse) -> str:
+    """The explanation for a person, from the typed message."""
+    from aion.api.v1 import common_pb2, tasks_pb2
+    from aion.documents import enum_word
+
+    if reply.refused:
+        lines = [f"refused: {reply.refusal_reason}"]
+        lines += [f"  {r.reason_code:<18} {_target(r.target)}" for r in reply.rejected]
         return "\n".join(lines) + "\n"
-    d = body["decision"]
-    chooser = d.get("chosenBy", "").removeprefix("ROUTE_CHOOSER_").lower().replace("_", "-")
-    route = d["route"].removeprefix("ROUTE_").lower()
-    lines = [f"route:   {route} (tier {d.get('tier', '')}), chosen by {chooser}"]
-    if "prepare" in d:
-        lines.append(f"prepare: {_target(d['prepare'])}")
-    chain = [d["target"], *d.get("fallbackChain", [])]
-    lines += [f"  {i}. {_target(t)}" for i, t in enumerate(chain, 1)]
-    budget = d.get("budget", {}).get("nanoUsd")
-    worst = _usd(d.get("estimatedMaxCost", {}).get("nanoUsd"))
-    lines.append(
-        f"worst case {worst}" + (f" of a {_usd(budget)} budget" if budget is not None else ", no budget")
-    )
-    lines.append(f"why:     {d.get('reason', '')}")
+    d = reply.decision
+    route = enum_word(common_pb2.Route.DESCRIPTOR, d.route) or "no route"
+    chooser = enum_word(tasks_pb2.RouteChooser.DESCRIPTOR, d.chosen_by) or "unknown"
+    lines = [f"route:   {route} (tier {d.tier}), chosen by {chooser}"]
+    if d.HasField("prepare"):
+        lines.append(f"prepare: {_target(d.prepare)}")
+    lines += [f"  {i}. {_target(t)}" for i, t in enumerate([d.target, *d.fallback_chain], 1)]
+    worst = _usd(d.estimated_max_cost.nano_usd)
+    budget = f" of a {_usd(d.budget.nano_usd)} budget" if d.HasField("budget") else ", no budget"
+    lines.append(f"worst case {worst}{budget}")
+    lines.append(f"why:     {d.reason}")
     return "\n".join(lines) + "\n"

@@ -1,4 +1,9 @@
-"""``aionctl schema list|show NAME``: the JSON Schemas that ship with aion, for editors and CI."""
+"""``aionctl schema list|show NAME``: the JSON Schemas that ship with aion, for editors and CI.
+
+``show`` prints the schema itself by default (``> file.json`` gives a schema an editor can use);
+``-o json|yaml`` wraps it in a ``Schema`` document with its name, as every document aionctl prints
+carries ``apiVersion`` and ``kind`` (schema ``output/schema``, which also describes ``SchemaList``).
+"""
 
 from __future__ import annotations
 
@@ -31,13 +36,16 @@ def list_schemas(ctx: typer.Context, output: Output = OutputFormat.TEXT) -> None
 
 @app.command("show")
 def show(
+    ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Schema name, as `aionctl schema list` prints it.")],
-    output: Output = OutputFormat.JSON,
+    output: Output = OutputFormat.TEXT,
 ) -> None:
-    """Print one schema (JSON by default; text is the same JSON)."""
+    """Print one schema: by itself (text, for editors and validators), or in a Schema document."""
     schema = schemas.load(name)
+    if global_options(ctx).quiet and output is OutputFormat.TEXT:
+        return
     rendered = json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
-    emit(schema, OutputFormat.JSON if output is OutputFormat.TEXT else output, text=lambda: rendered)
+    emit(document("Schema", {"name": name, "schema": schema}), output, text=lambda: rendered)
 
 
 def _summary(name: str) -> dict[str, Any]:

@@ -5,11 +5,15 @@
 or CANCELED (``--wait``), or refused by the hard rules or the budget; 3 the input cannot be read or
 is larger than the daemon's message cap (``--max-message-bytes``); 5 the route is saturated (the
 message says when to retry) or aiond is unreachable; 4 no token or too weak a role.
+
+The text is rendered from the typed Task message; ``-o json|yaml`` prints the task's document
+(schema ``output/task``: numbers as numbers, enums as the words the text shows). ``watch`` prints one
+document per change: JSON Lines with ``-o json``, a ``---`` before each YAML document.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, assert_never
 
 import typer
 
@@ -25,6 +29,9 @@ from aionctl.connect import (
 from aionctl.options import Output, budget_nano, command_app, global_options
 from aionctl.output import OutputFormat, document, emit
 
+if TYPE_CHECKING:
+    from aion.api.v1 import tasks_pb2
+
 app = command_app()
 app.info.help = "Submit tasks to aiond, and read, watch or cancel them."
 app.info.no_args_is_help = True
@@ -32,50 +39,99 @@ app.info.no_args_is_help = True
 TaskId = Annotated[str, typer.Argument(metavar="TASK_ID", help="The task's id, as submit printed it.")]
 
 
-def _plain(task: dict[str, Any]) -> dict[str, Any]:
-    task["status"] = task.get("status", "").removeprefix("TASK_STATUS_").lower()
-    return task
+def render_text(task: tasks_pb2.Task) -> str:
+    """The task for a person, from the typed message: what ran where, what it cost, how it ended."""
+    from aion.api.v1 import common_pb2, tasks_pb2
+    from aion.documents import enum_word
 
-
-def _text(task: dict[str, Any]) -> str:
-    decision = task.get("decision", {})
-    target = decision.get("target", {})
-    lines = [
-        f"task:    {task['taskId']}",
-        f"status:  {task['status']}",
-        f"route:   {decision.get('route', '').removeprefix('ROUTE_').lower()} -> "
-        f"{target.get('provider', '')}:{target.get('name', '')}",
-    ]
-    usage = task.get("usage")
-    if usage:
-        cost = int(usage.get("cost", {}).get("nanoUsd", 0)) / 1e9
+    lines = [f"task:    {task.task_id}", f"status:  {_status(task.status)}"]
+    if task.HasField("decision"):
+        route = enum_word(common_pb2.Route.DESCRIPTOR, task.decision.route) or "none"
+        lines.append(f"route:   {route} -> {_key(task.decision.target)}")
+    if task.HasField("usage"):
+        usage = task.usage
         lines.append(
-            f"usage:   {usage.get('latencyMs', 0)} ms, {usage.get('inputTokens', 0)} in / "
-            f"{usage.get('outputTokens', 0)} out tokens, ${cost:.6f}"
+            f"usage:   {usage.latency_ms} ms, {usage.input_tokens} in / {usage.output_tokens} out tokens, "
+            f"${usage.cost.nano_usd / 1e9:.6f}"
         )
-    for attempt in task.get("attempts", []):
-        t = attempt.get("target", {})
-        outcome = attempt.get("outcome", "").removeprefix("TASK_STATUS_").lower()
-        error = attempt.get("error", {}).get("code", "")
-        where = f"{t.get('provider')}:{t.get('name')}"
-        lines.append(f"  attempt {attempt.get('number')}: {where} {outcome} {error}".rstrip())
-    if task.get("error"):
-        lines.append(f"error:   {task['error'].get('code')}: {task['error'].get('message')}")
-    if task.get("result"):
-        lines.append("result:")
-        lines.append(task["result"].get("text", ""))
+    for attempt in task.attempts:
+        outcome = enum_word(tasks_pb2.TaskStatus.DESCRIPTOR, attempt.outcome) or ""
+        line = f"  attempt {attempt.number}: {_key(attempt.target)} {outcome} {attempt.error.code}"
+        lines.append(line.rstrip())
+    if task.HasField("first_error"):
+        lines.append(f"first error: {task.first_error.code}: {task.first_error.message}")
+    if task.HasField("error"):
+        lines.append(f"error:   {task.error.code}: {task.error.message}")
+    if task.HasField("result"):
+        lines += ["result:", _output_text(task.result)]
     return "\n".join(lines) + "\n"
 
 
-def _show(
-    ctx: typer.Context, message: Any, output: OutputFormat, extra: dict[str, Any] | None = None
-) -> dict[str, Any]:
+def _status(status: int) -> str:
+    from aion.api.v1 import tasks_pb2
+    from aion.documents import enum_word
+
+    return enum_word(tasks_pb2.TaskStatus.DESCRIPTOR, status) or "unknown"
+
+
+def _key(target: tasks_pb2.Target) -> str:
+    return f"{target.provider}:{target.name}" if target.provider else target.name
+
+
+def _output_text(output: tasks_pb2.TaskOutput) -> str:
+    """A task's result as text: the text itself; JSON as JSON; data by its size (it is not text)."""
+    import json
+
     from google.protobuf import json_format
 
-    body = _plain(json_format.MessageToDict(message, always_print_fields_with_no_presence=True))
-    if not (global_options(ctx).quiet and output is OutputFormat.TEXT):
-        emit(document("Task", {**body, **(extra or {})}), output, text=lambda: _text(body))
-    return body
+    match output.WhichOneof("content"):
+        case "text":
+            return output.text
+        case "json":
+            return json.dumps(json_format.MessageToDict(output.json), indent=2, ensure_ascii=False)
+        case "data":
+            kind = f" of {output.content_type}" if output.content_type else ""
+            return f"({len(output.data)} bytes{kind}; -o json carries them, base64)"
+        case _:
+            return ""
+
+
+def _show(
+    ctx: typer.Context, task: tasks_pb2.Task, output: OutputFormat, deduplicated: bool | None = None
+) -> None:
+    """Print one task: text from the typed message, or its document (``submit`` adds whether the
+    idempotency key matched an earlier task)."""
+    if global_options(ctx).quiet and output is OutputFormat.TEXT:
+        return
+    body: Any = task
+    if deduplicated is not None:
+        from aion.documents import to_dict
+
+        body = {**to_dict(task), "deduplicated": deduplicated}
+    emit(document("Task", body), output, text=lambda: render_text(task))
+
+
+def _show_change(ctx: typer.Context, task: tasks_pb2.Task, output: OutputFormat) -> None:
+    """One state of a watched task. A watch prints a stream of documents, so JSON is one document
+    per line (JSON Lines) and YAML one document after each ``---``, as ``events tail`` prints them."""
+    import json
+    import sys
+
+    if output is OutputFormat.TEXT:
+        _show(ctx, task, output)
+        return
+    doc = document("Task", task)
+    match output:
+        case OutputFormat.JSON:
+            line = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+        case OutputFormat.YAML:
+            import yaml
+
+            line = "---\n" + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True).rstrip("\n")
+        case _:
+            assert_never(output)
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 @daemon_command(app, "submit", timeout=30.0)
@@ -150,8 +206,8 @@ def submit(
             if code is grpc.StatusCode.FAILED_PRECONDITION:
                 raise FindingsError(f"task submit refused: {detail}") from exc
             raise translate_rpc_error(exc, target, "task submit") from exc
-    body = _show(ctx, reply.task, output, {"deduplicated": reply.deduplicated})
-    if wait and body["status"] != "ok":
+    _show(ctx, reply.task, output, deduplicated=reply.deduplicated)
+    if wait and reply.task.status != tasks_pb2.TASK_STATUS_OK:
         raise typer.Exit(1)
 
 
@@ -208,17 +264,18 @@ def watch(
 
     from aion.api.v1 import tasks_pb2, tasks_pb2_grpc
 
-    last: dict[str, Any] = {}
+    last = tasks_pb2.Task()
     with channel(target) as ch:
         stream = tasks_pb2_grpc.TaskServiceStub(ch).WatchTask(
             tasks_pb2.WatchTaskRequest(task_id=task_id), timeout=target.timeout, metadata=target.metadata()
         )
         try:
             for reply in stream:
-                last = _show(ctx, reply.task, output)
+                last = reply.task
+                _show_change(ctx, last, output)
         except grpc.RpcError as exc:
             raise translate_rpc_error(exc, target, "task watch") from exc
-    if last.get("status") != "ok":
+    if last.status != tasks_pb2.TASK_STATUS_OK:
         raise typer.Exit(1)
 
 

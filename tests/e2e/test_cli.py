@@ -8,10 +8,12 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from aion import __version__
 from aion.exitcodes import EXIT_CODE_HELP
 from aionctl.commands import COMMANDS
+from tests.integration.supply import conforms
 from tests.rig.daemon import aionctl, clean_env, program
 from tests.rig.procs import free_port
 
@@ -169,12 +171,31 @@ def test_schema_list_and_show() -> None:
 
     listed = aionctl("schema", "list", "-o", "json")
     assert listed.returncode == 0, listed.stderr
-    doc = json.loads(listed.stdout)
+    doc = conforms(json.loads(listed.stdout), "output/schema")
     assert doc["kind"] == "SchemaList"
     assert [s["name"] for s in doc["schemas"]] == schemas.names()
     shown = aionctl("schema", "show", "output/health")
     assert shown.returncode == 0
-    assert json.loads(shown.stdout) == schemas.load("output/health")
+    assert json.loads(shown.stdout) == schemas.load("output/health")  # by itself: an editor can use it
+    for fmt, parse in (("json", json.loads), ("yaml", yaml.safe_load)):
+        wrapped = aionctl("schema", "show", "output/task", "-o", fmt)
+        assert wrapped.returncode == 0, wrapped.stderr
+        doc = conforms(parse(wrapped.stdout), "output/schema")
+        assert (doc["apiVersion"], doc["kind"], doc["name"]) == ("aion/v1", "Schema", "output/task")
+        assert doc["schema"] == schemas.load("output/task")
+
+
+def test_explain_documents_conform() -> None:
+    from aion.config import rules
+
+    listed = aionctl("explain", "-o", "json")
+    assert listed.returncode == 0, listed.stderr
+    assert [r["id"] for r in conforms(json.loads(listed.stdout), "output/rule")["rules"]] == list(rules.RULES)
+    one = aionctl("explain", "AION301", "-o", "yaml")
+    assert one.returncode == 0, one.stderr
+    rule = conforms(yaml.safe_load(one.stdout), "output/rule")
+    assert (rule["kind"], rule["id"], rule["severity"]) == ("Rule", "AION301", "error")
+    assert aionctl("-q", "explain", "AION301").stdout == ""
 
 
 def test_schema_show_unknown_is_a_usage_error() -> None:

@@ -8,10 +8,10 @@ import subprocess
 from pathlib import Path
 
 import httpx
-import jsonschema
 import pytest
 
-from aion import __version__, schemas
+from aion import __version__
+from tests.integration.supply import conforms
 from tests.rig.daemon import EXAMPLES, Aiond, aionctl, clean_env, program
 from tests.rig.procs import ManagedProcess, free_port, http_ok, poll
 from tests.rig.services import GoTools
@@ -24,8 +24,7 @@ def http_status(daemon: Aiond, path: str) -> int:
 def test_health_reports_every_probe_ok(aiond: Aiond) -> None:
     result = aionctl("health", "--output", "json", env=aiond.aionctl_env())
     assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
-    jsonschema.validate(report, schemas.load("output/health"))
+    report = conforms(json.loads(result.stdout), "output/health")
     assert report["healthy"] is True
     assert [(c["name"], c["status"], c["ok"]) for c in report["checks"]] == [
         ("grpc", "SERVING", True),
@@ -48,15 +47,13 @@ def test_health_yaml(aiond: Aiond) -> None:
 
     result = aionctl("health", "-o", "yaml", env=aiond.aionctl_env())
     assert result.returncode == 0
-    report = yaml.safe_load(result.stdout)
-    jsonschema.validate(report, schemas.load("output/health"))
+    conforms(yaml.safe_load(result.stdout), "output/health")
 
 
 def test_status_describes_the_daemon(aiond: Aiond) -> None:
     result = aionctl("status", "-o", "json", env=aiond.aionctl_env())
     assert result.returncode == 0, result.stderr
-    status = json.loads(result.stdout)
-    jsonschema.validate(status, schemas.load("output/status"))
+    status = conforms(json.loads(result.stdout), "output/status")
     assert status["version"] == __version__
     assert status["state"] == "serving"
     assert status["pid"] == aiond.process.pid
@@ -64,6 +61,7 @@ def test_status_describes_the_daemon(aiond: Aiond) -> None:
     assert status["httpAddress"] == aiond.http_addr
     assert status["stateDir"] == str(aiond.state_dir)
     assert status["inflightRpcs"] == 1  # the GetStatus call itself
+    assert status["activePolicyVersion"] == 1  # a JSON number, as every integer in a document
 
 
 def test_grpc_health_probe_says_serving(aiond: Aiond, go_tools: GoTools) -> None:
@@ -191,9 +189,7 @@ def test_a_second_daemon_cannot_take_the_grpc_port(aiond: Aiond, tmp_path: Path)
         "--grpc-listen", aiond.grpc_addr, "--http-listen", f"127.0.0.1:{free_port()}",
     )  # fmt: skip
     assert result.returncode == 6, result.stderr
-    assert (
-        f"error: cannot listen for gRPC on {aiond.grpc_addr}: address already in use" in result.stderr
-    )
+    assert f"error: cannot listen for gRPC on {aiond.grpc_addr}: address already in use" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.integration.supply import conforms
 from tests.rig.daemon import EXAMPLES, Aiond, aionctl
@@ -50,8 +51,8 @@ def test_offline_and_online_explanations_agree(daemon: Aiond) -> None:
         assert offline_code == online_code == 0
         assert offline["offline"] is True
         assert online["offline"] is False
-        assert online["decision"]["policyVersion"] == "1"
-        offline["decision"].pop("policyVersion")
+        assert online["decision"]["policyVersion"] == 1
+        assert offline["decision"].pop("policyVersion") == 0
         online["decision"].pop("policyVersion")
         assert offline["decision"] == online["decision"]
 
@@ -60,11 +61,14 @@ def test_explain_names_the_hybrid_local_step_and_the_budget() -> None:
     code, body = explain(None, "draft_reply", "--input-bytes", "2000")
     assert code == 0
     decision = body["decision"]
-    assert decision["route"] == "ROUTE_HYBRID"
+    assert (decision["route"], decision["chosenBy"]) == ("hybrid", "router")
     # Modules do not run yet, so the local step is the first local model.
-    assert decision["prepare"] == {"kind": "TARGET_KIND_MODEL", "provider": "ollama", "name": "qwen2.5",
-                                   "route": "ROUTE_HYBRID", "tier": "tier0"}  # fmt: skip
-    assert int(decision["estimatedMaxCost"]["nanoUsd"]) <= int(decision["budget"]["nanoUsd"]) == 50_000_000
+    assert decision["prepare"] == {"kind": "model", "provider": "ollama", "name": "qwen2.5",
+                                   "route": "hybrid", "tier": "tier0"}  # fmt: skip
+    assert [t["route"] for t in decision["fallbackChain"]][-2:] == ["local", "local"]
+    worst, budget = decision["estimatedMaxCost"]["nanoUsd"], decision["budget"]["nanoUsd"]
+    assert type(worst) is type(budget) is int  # numbers, not the strings of protobuf's JSON mapping
+    assert 0 < worst <= budget == 50_000_000
     text = aionctl("route", "explain", "draft_reply", "--config", str(EXAMPLES)).stdout
     assert "prepare: ollama:qwen2.5 (tier0, hybrid)" in text
     assert "of a $0.05 budget" in text
@@ -75,6 +79,11 @@ def test_a_route_the_hard_rules_forbid_is_refused_with_exit_1() -> None:
     assert code == 1
     assert body["refused"] is True
     assert body["refusalReason"].startswith("ROUTE_NOT_PERMITTED")
+    code, poor = explain(None, "summarize", "--route", "api", "--budget", "0.0000001")
+    assert code == 1
+    assert {(r["reasonCode"], r["target"]["kind"], r["target"]["route"]) for r in poor["rejected"]} == {
+        ("OVER_BUDGET", "model", "api")
+    }
     bad = aionctl("route", "explain", "summarize", "--config", str(EXAMPLES), "--budget", "lots")
     assert bad.returncode == 2
     assert "is not an amount of dollars" in bad.stderr
@@ -99,7 +108,14 @@ def test_forcing_a_breaker_moves_traffic_and_is_audited(daemon: Aiond) -> None:
         json.loads(ctl(daemon, "breaker", "list", "-o", "json", role="viewer").stdout), "output/breaker"
     )
     assert [(b["provider"], b["state"]) for b in listed["breakers"]] == [("ollama", "open")]
-    assert ctl(daemon, "breaker", "auto", "ollama", role="operator").returncode == 0
+    closed = ctl(daemon, "breaker", "close", "ollama", "-o", "yaml", role="operator")
+    assert closed.returncode == 0, closed.stderr
+    forced = conforms(yaml.safe_load(closed.stdout), "output/breaker")
+    assert (forced["breaker"]["state"], forced["breaker"]["override"]) == ("closed", "forced-closed")
+    assert forced["previous"]["override"] == "forced-open"
+    auto = ctl(daemon, "breaker", "auto", "ollama", "-o", "json", role="operator")
+    assert auto.returncode == 0, auto.stderr
+    assert conforms(json.loads(auto.stdout), "output/breaker")["breaker"]["override"] == "none"
     _, back = explain(daemon, "summarize")
     assert keys(back)[0] == "ollama:qwen2.5"  # handed back: a half-open probe may go through
     unknown = ctl(daemon, "breaker", "open", "nobody", role="operator")
@@ -129,7 +145,7 @@ def test_switching_an_intent_to_local_only_keeps_it_on_the_host(daemon: Aiond, t
     assert code == 1
     assert refused["refusalReason"].startswith("ROUTE_NOT_PERMITTED")
     _, local = explain(daemon, "summarize")
-    assert local["decision"]["chosenBy"] == "ROUTE_CHOOSER_POLICY_OVERRIDE"
+    assert local["decision"]["chosenBy"] == "policy-override"
     assert all(k.split(":")[0] in ("ollama", "vllm") for k in keys(local))
     # The switch survives a restart.
     assert daemon.stop() == 0

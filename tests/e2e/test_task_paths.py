@@ -4,6 +4,7 @@ cancellation, answers cut off part-way, the Anthropic wire format, and memory un
 from __future__ import annotations
 
 import concurrent.futures
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 
 from aion.api.v1 import common_pb2, tasks_pb2, tasks_pb2_grpc
 from tests.e2e.test_tasks import KEY, start, submit, targets, write_config
+from tests.integration.supply import conforms
 from tests.rig import providers as behave
 from tests.rig.daemon import Aiond, aionctl
 from tests.rig.providers import StandIn
@@ -63,6 +65,8 @@ def test_a_running_task_can_be_cancelled(daemon: Aiond, stand_in: StandIn) -> No
         "task", "cancel", task.task_id, "--reason", "test", "-o", "json", env=daemon.aionctl_env("operator")
     )
     assert result.returncode == 0, result.stderr
+    cancelled = conforms(json.loads(result.stdout), "output/task")
+    assert (cancelled["taskId"], cancelled["status"]) == (task.task_id, "canceled")
     with daemon.channel("viewer") as channel:
         got = tasks_pb2_grpc.TaskServiceStub(channel).GetTask(
             tasks_pb2.GetTaskRequest(task_id=task.task_id), timeout=10
@@ -71,6 +75,32 @@ def test_a_running_task_can_be_cancelled(daemon: Aiond, stand_in: StandIn) -> No
     assert got.task.error.code == "CANCELED"
     unknown = aionctl("task", "get", "no-such-task", env=daemon.aionctl_env("viewer"))
     assert unknown.returncode == 3
+
+
+def test_a_task_failing_everywhere_reports_its_first_cause_and_its_last(
+    daemon: Aiond, stand_in: StandIn
+) -> None:
+    stand_in.always(behave.status(503), model="qwen2.5")
+    stand_in.always(behave.cut_stream(after_chunks=1), model="llama3.1")
+    env = daemon.aionctl_env("operator")
+    args = ("task", "submit", "summarize", "--route", "local", "--text", "note 7", "--wait")
+    as_json = aionctl(*args, "-o", "json", env=env)
+    assert as_json.returncode == 1, as_json.stderr
+    task = conforms(json.loads(as_json.stdout), "output/task")
+    assert task["status"] == "error"
+    assert {a["outcome"] for a in task["attempts"]} == {"error"}
+    first, last = task["firstError"], task["error"]
+    assert first["message"].startswith("ollama:qwen2.5: ")  # the first failure, with where it happened
+    assert first["code"] == task["attempts"][0]["error"]["code"]
+    assert last["code"] == task["attempts"][-1]["error"]["code"] != first["code"]
+    as_text = aionctl(*args, env=env)
+    assert as_text.returncode == 1, as_text.stderr
+    lines = as_text.stdout.splitlines()
+    (first_line,) = [n for n, line in enumerate(lines) if line.startswith("first error: ")]
+    (error_line,) = [n for n, line in enumerate(lines) if line.startswith("error:   ")]
+    assert first_line + 1 == error_line
+    assert lines[first_line].startswith(f"first error: {first['code']}: ollama:qwen2.5: ")
+    assert lines[error_line].startswith(f"error:   {last['code']}: ")
 
 
 def test_an_answer_cut_off_part_way_fails_over(daemon: Aiond, stand_in: StandIn) -> None:

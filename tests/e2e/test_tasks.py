@@ -300,12 +300,32 @@ def test_aionctl_submits_watches_and_reads_tasks(daemon: Aiond, stand_in: StandI
     done = aionctl("task", "submit", "summarize", "--text", "hello there", "--wait", "-o", "json",
                    env=daemon.aionctl_env("operator"))  # fmt: skip
     assert done.returncode == 0, done.stderr
-    task = json.loads(done.stdout)
-    assert (task["kind"], task["status"]) == ("Task", "ok")
+    task = conforms(json.loads(done.stdout), "output/task")
+    assert (task["kind"], task["status"], task["deduplicated"]) == ("Task", "ok", False)
     assert task["result"]["text"].startswith("echo:hello there")
+    # Numbers are numbers and enums the words the text shows, down to every attempt.
+    assert (task["decision"]["route"], task["decision"]["chosenBy"]) == ("local", "router")
+    assert task["decision"]["policyVersion"] == 1
+    assert task["usage"]["cost"] == {"nanoUsd": 0}  # a local model costs nothing
+    assert [(a["number"], a["outcome"], a["target"]["kind"]) for a in task["attempts"]] == [
+        (1, "ok", "model")
+    ]
+    assert "error" not in task
+    assert "firstError" not in task
     got = aionctl("task", "get", task["taskId"], env=daemon.aionctl_env("viewer"))
     assert got.returncode == 0
     assert "status:  ok" in got.stdout
+    assert "route:   local -> ollama:qwen2.5" in got.stdout
+    assert "  attempt 1: ollama:qwen2.5 ok" in got.stdout
+    as_yaml = aionctl("task", "get", task["taskId"], "-o", "yaml", env=daemon.aionctl_env("viewer"))
+    assert {**conforms(yaml.safe_load(as_yaml.stdout), "output/task"), "deduplicated": False} == task
+    # A watch prints one document per change: JSON Lines, or a YAML document after each ---.
+    watched = aionctl("task", "watch", task["taskId"], "-o", "json", env=daemon.aionctl_env("viewer"))
+    assert watched.returncode == 0, watched.stderr
+    changes = [conforms(json.loads(line), "output/task") for line in watched.stdout.splitlines()]
+    assert changes[-1]["status"] == "ok"
+    watched = aionctl("task", "watch", task["taskId"], "-o", "yaml", env=daemon.aionctl_env("viewer"))
+    assert [conforms(d, "output/task") for d in yaml.safe_load_all(watched.stdout)] == changes
     refused = aionctl(
         "task", "submit", "invoice_ocr", "--route", "api", "--text", "x", env=daemon.aionctl_env("operator")
     )
@@ -329,12 +349,18 @@ def test_decisions_and_lifecycle_are_recorded_as_events(daemon: Aiond) -> None:
         return mine if any(e.get("status") == "ok" for e in mine) else None
 
     mine = poll(events, timeout=10, what="task events")
+    assert all(conforms(e, "output/event")["kind"] == "EventRecord" for e in mine)
     decision = next(e for e in mine if e["topic"] == "aion.router.decisions")
-    conforms({k: v for k, v in decision.items() if k != "sequence"}, "events/decision")
+    conforms(without_envelope(decision), "events/decision")
     assert decision["route"] == "hybrid"
     assert decision["prepare"] == "ollama:qwen2.5"  # the local step: redaction by a local model
     states = [e["status"] for e in mine if e["topic"] == "aion.tasks.lifecycle"]
     assert states == ["ok"]  # admitted at once (no queue): the decision event, then the end
     for e in mine:
         if e["topic"] == "aion.tasks.lifecycle":
-            conforms({k: v for k, v in e.items() if k != "sequence"}, "events/lifecycle")
+            conforms(without_envelope(e), "events/lifecycle")
+
+
+def without_envelope(record: dict[str, Any]) -> dict[str, Any]:
+    """An ``events tail`` document as the event was recorded: without apiVersion, kind and sequence."""
+    return {k: v for k, v in record.items() if k not in ("apiVersion", "kind", "sequence")}
