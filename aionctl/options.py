@@ -99,8 +99,16 @@ ContextName = Annotated[
                  help="Client context to use (`aionctl config get-contexts`) [default: the current one]."),
 ]  # fmt: skip
 
+def _finite(value: float) -> float:
+    """A float option's value, refused when it is not a number (the parser's range check lets
+    ``nan`` through: it compares false with every bound)."""
+    if value != value:  # noqa: PLR0124 - NaN is the one value unequal to itself
+        raise typer.BadParameter(f"{value} is outside 0.1..600.0")
+    return value
+
+
 Timeout = Annotated[
     float,
     typer.Option("--timeout", envvar="AION_TIMEOUT", min=0.1, max=600.0, metavar="SECONDS",
-                 help="Deadline for each call to the daemon."),
+                 callback=_finite, help="Deadline for each call to the daemon."),
 ]  # fmt: skip

@@ -14,15 +14,18 @@ stderr, since whatever is applied stays in the version history for every viewer 
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import sys
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from aion.errors import ConflictError, Error, FindingsError, UsageError
-from aionctl.client import Endpoint, call, channel, rpc_status
+from aion.config.findings import Finding
+from aion.errors import ConflictError, FindingsError, UsageError
+from aionctl.client import Endpoint, call, channel
 from aionctl.connect import (
     DEFAULT_MAX_MESSAGE_BYTES,
     MaxMessageBytes,
@@ -32,6 +35,10 @@ from aionctl.connect import (
 )
 from aionctl.options import Output, command_app, global_options
 from aionctl.output import OutputFormat, document, emit
+from aionctl.output.findings.interface import FindingsFormat
+
+if TYPE_CHECKING:
+    from aion.api.v1 import common_pb2, policies_pb2
 
 app = command_app()
 app.info.help = "Apply, reload, roll back, compare and list the daemon's policy versions."
@@ -59,72 +66,138 @@ def _stub(ch: Any) -> Any:
     return policies_pb2_grpc.PolicyServiceStub(ch)
 
 
-def _to_dict(message: Any) -> dict[str, Any]:
-    from aion.documents import to_dict
-
-    return to_dict(message)
-
-
 # -- rendering --------------------------------------------------------------------------------------------
+#
+# Every message is rendered from its typed form: text through the functions below, json and yaml as
+# the documents of schema output/policy (aion.documents), and the findings of apply, reload and
+# rollback also as sarif, github or junit, exactly as `aionctl validate` renders them.
+
+ActivationOutput = Annotated[
+    FindingsFormat,
+    typer.Option(
+        "--output", "-o", case_sensitive=False,
+        help="text for people; json or yaml for programs; sarif, github or junit for the findings, as "
+        "`aionctl validate` prints them.",
+    ),
+]  # fmt: skip
 
 
-def _findings(body: dict[str, Any]) -> list[dict[str, Any]]:
-    return list(body.get("findings", []))
+@dataclasses.dataclass(frozen=True, slots=True)
+class _LocalNames:
+    """How the findings of an uploaded set name its files: as `aionctl validate DIR` would."""
+
+    directory: str
+    files: Mapping[str, bytes]
+
+    def __call__(self, name: str) -> str:
+        if name in self.files:
+            return (Path(self.directory) / name).as_posix()
+        if name == UPLOADED_SET:
+            return self.directory
+        return name
 
 
-def _finding_lines(findings: list[dict[str, Any]]) -> str:
-    lines = []
-    for f in findings:
-        loc = f.get("location", {})
-        where = f"{loc.get('file', '')}:{loc.get('line', 0)}:{loc.get('column', 0)}"
-        hint = f"\n    hint: {f['hint']}" if f.get("hint") else ""
-        lines.append(f"{where}: {f['severity']} {f.get('ruleId', '')} {f.get('message', '')}{hint}\n")
-    return "".join(lines)
+UPLOADED_SET = "uploaded config set"
+"""What the daemon calls a set that was uploaded (apply), for findings about the set as a whole."""
 
 
-def _version_line(v: dict[str, Any] | None) -> str:
-    if not v or not int(v.get("number", 0) or 0):
+def _finding_lines(findings: Sequence[Finding]) -> str:
+    from aionctl.output.findings.interface import clean_finding
+    from aionctl.output.findings.text import finding_line
+
+    return "".join(finding_line(clean_finding(f)) for f in findings)
+
+
+def _version_line(version: policies_pb2.PolicyVersion | None) -> str:
+    if version is None or not version.number:
         return "none"
-    return f"{v['number']} ({v['tag'][:19]}, {v.get('source', '')} by {v.get('author', '')})"
+    return f"{version.number} ({version.tag[:19]}, {version.source} by {version.author})"
 
 
-def _activation_text(body: dict[str, Any], verb: str) -> str:
-    version, previous = body.get("version"), body.get("previous")
-    if body.get("unchanged"):
+def _activation_text(activation: policies_pb2.Activation, findings: Sequence[Finding], verb: str) -> str:
+    version = activation.version if activation.HasField("version") else None
+    previous = activation.previous if activation.HasField("previous") else None
+    if activation.unchanged:
         head = f"unchanged: the content equals the active version {_version_line(version)}\n"
-    elif body.get("activated"):
+    elif activation.activated:
         head = f"{verb}: version {_version_line(version)} is active (was {_version_line(previous)})\n"
     else:
-        tag = (version or {}).get("tag", "")
-        head = f"dry run: the set is valid and would become a new version ({tag})\n"
-    return head + _finding_lines(body.get("findings", []))
+        head = (
+            f"dry run: the set is valid and would become a new version ({version.tag if version else ''})\n"
+        )
+    return head + _finding_lines(findings)
 
 
-def _emit_activation(conn: _Conn, body: dict[str, Any], output: OutputFormat, verb: str) -> None:
-    body["findings"] = _findings(body)
-    if conn.quiet and output is OutputFormat.TEXT:
-        return
-    emit(document("PolicyActivation", body), output, text=lambda: _activation_text(body, verb))
+def _findings(messages: Sequence[common_pb2.Finding], names: Callable[[str], str]) -> list[Finding]:
+    """Findings from the daemon as validate has them: files named by ``names``, in validate's order;
+    the daemon's note about findings it left out stays last."""
+    from aion.config.wire import finding_from_message
+
+    found = [finding_from_message(f, names) for f in messages]
+    notes = [f for f in found if f.rule == "AION000"]
+    return sorted((f for f in found if f.rule != "AION000"), key=Finding.sort_key) + notes
 
 
-def _refused(exc: Any, response_type: Any, what: str, output: OutputFormat) -> Error:
-    """The error for a refused activation; prints its findings first (to stdout as data, or stderr)."""
-    import grpc
+def _print_findings(
+    conn: _Conn, findings: Sequence[Finding], files: Mapping[str, bytes], names: Callable[[str], str],
+    output: FindingsFormat, *, failed: bool,
+) -> None:  # fmt: skip
+    """The findings of an activation in a findings format (sarif, github, junit)."""
+    from aion import __version__
+    from aion.config import kinds
+    from aionctl.output.findings import Rendering, render
+    from aionctl.output.findings.interface import clean, clean_finding
 
-    code, detail = rpc_status(exc)
-    trailer = next(
-        (value for key, value in (exc.trailing_metadata() or ()) if key == ACTIVATION_TRAILER), None
+    known = {names(path): kinds.by_name(path) for path in files}
+    for finding in findings:  # a reload's files, which only the daemon has read
+        known.setdefault(finding.file, kinds.by_name(finding.file))
+    rendering = Rendering(
+        findings=tuple(clean_finding(f) for f in findings),
+        files={clean(name): kind.value if kind else None for name, kind in known.items() if name},
+        failed=failed,
+        fail_on_warn=False,
+        tool_version=__version__,
     )
-    if code is not grpc.StatusCode.INVALID_ARGUMENT or trailer is None:
-        return FindingsError(f"{what}: {detail}")
-    response = response_type.FromString(trailer)
-    body = _to_dict(response.activation)
-    body["findings"] = _findings(body)
-    if output is OutputFormat.TEXT:
-        sys.stderr.write(_finding_lines(body["findings"]))
-    else:
-        emit(document("PolicyActivation", body), output, text=lambda: "")
-    return FindingsError(f"{what} refused: {detail}")
+    sys.stdout.write(render(rendering, output, color=conn.color, quiet=conn.quiet))
+    sys.stdout.flush()
+
+
+def _emit_activation(
+    conn: _Conn, activation: policies_pb2.Activation, output: FindingsFormat, verb: str,
+    *, names: Callable[[str], str] = str, files: Mapping[str, bytes] | None = None, refused: bool = False,
+) -> None:  # fmt: skip
+    findings = _findings(activation.findings, names)
+    if output in (FindingsFormat.SARIF, FindingsFormat.GITHUB, FindingsFormat.JUNIT):
+        _print_findings(conn, findings, files or {}, names, output, failed=refused)
+        return
+    if output is FindingsFormat.TEXT:
+        if refused:
+            sys.stderr.write(_finding_lines(findings))
+        elif not conn.quiet:
+            sys.stdout.write(_activation_text(activation, findings, verb))
+        return
+    body = document("PolicyActivation", activation)
+    body["findings"] = [_finding_body(f) for f in findings]
+    emit(body, OutputFormat(output.value), text=lambda: "")
+
+
+def _finding_body(finding: Finding) -> dict[str, Any]:
+    """A finding in the shape of schema output/policy (the message's document, with validate's
+    file names)."""
+    from aion.config.wire import finding_message
+    from aion.documents import to_dict
+
+    return to_dict(finding_message(finding))
+
+
+def _refusal(exc: Any) -> policies_pb2.Activation | None:
+    """The refused activation a failed call carries in its trailer, if it carries one."""
+    from aion.api.v1 import policies_pb2
+
+    trailer = next((v for k, v in (exc.trailing_metadata() or ()) if k == ACTIVATION_TRAILER), None)
+    if not isinstance(trailer, bytes):
+        return None
+    return policies_pb2.ApplyPolicyResponse.FromString(trailer).activation
 
 
 # -- commands ---------------------------------------------------------------------------------------------
@@ -134,7 +207,7 @@ def _refused(exc: Any, response_type: Any, what: str, output: OutputFormat) -> E
 def apply(
     ctx: typer.Context,
     target: Endpoint,
-    directory: Annotated[Path, typer.Argument(metavar="DIR", help="Config set directory to upload.")],
+    directory: Annotated[str, typer.Argument(metavar="DIR", help="Config set directory to upload.")],
     dry_run: DryRun = False,
     expect_tag: Annotated[
         str | None,
@@ -148,14 +221,14 @@ def apply(
         str, typer.Option("--message", "-m", metavar="TEXT", help="Where it came from, e.g. a git commit.")
     ] = "",
     max_message_bytes: MaxMessageBytes = DEFAULT_MAX_MESSAGE_BYTES,
-    output: Output = OutputFormat.TEXT,
+    output: ActivationOutput = FindingsFormat.TEXT,
 ) -> None:
     """Upload a config set; the daemon validates it exactly like `aionctl validate` and activates it
     (role admin). Only files validate recognises are sent; links out of DIR are refused."""
     from aion.api.v1 import common_pb2, policies_pb2
 
     conn = _Conn(ctx, target)
-    files = _local_set(conn, directory)
+    files = _local_set(conn, Path(directory))
     request = policies_pb2.ApplyPolicyRequest(
         files=[common_pb2.ConfigFile(path=p, content=c) for p, c in files.items()],
         source=message,
@@ -163,7 +236,8 @@ def apply(
         expected_active_tag=expect_tag or "",
     )
     check_request_size(request, max_message_bytes, "policy apply")
-    _activate(conn, "ApplyPolicy", request, policies_pb2.ApplyPolicyResponse, output, "apply")
+    names = _LocalNames(directory, files)
+    _activate(conn, "ApplyPolicy", request, output, "apply", names=names, files=files)
 
 
 @daemon_command(app, "reload", timeout=30.0)
@@ -171,20 +245,24 @@ def reload(
     ctx: typer.Context,
     target: Endpoint,
     dry_run: DryRun = False,
-    output: Output = OutputFormat.TEXT,
+    output: ActivationOutput = FindingsFormat.TEXT,
 ) -> None:
     """Make the daemon re-read its config directory and activate it (role operator)."""
     from aion.api.v1 import policies_pb2
 
-    request = policies_pb2.ReloadPolicyRequest(dry_run=dry_run)
     _activate(
-        _Conn(ctx, target), "ReloadPolicy", request, policies_pb2.ReloadPolicyResponse, output, "reload"
+        _Conn(ctx, target),
+        "ReloadPolicy",
+        policies_pb2.ReloadPolicyRequest(dry_run=dry_run),
+        output,
+        "reload",
     )
 
 
 def _activate(
-    conn: _Conn, method: str, request: Any, response_type: Any, output: OutputFormat, verb: str
-) -> None:
+    conn: _Conn, method: str, request: Any, output: FindingsFormat, verb: str,
+    *, names: Callable[[str], str] = str, files: Mapping[str, bytes] | None = None,
+) -> None:  # fmt: skip
     """Call ApplyPolicy or ReloadPolicy and print the activation; a refusal prints its findings (they
     travel in a trailer, since a failed call has no response) and exits 1."""
     import grpc
@@ -201,12 +279,18 @@ def _activate(
             # Only a request can be too large here: the replies of these calls are small.
             if verb == "apply" and (too_large := oversized(exc, what)) is not None:
                 raise too_large from exc
-            code, _ = rpc_status(exc)
-            if code is grpc.StatusCode.INVALID_ARGUMENT:
-                raise _refused(exc, response_type, what, output) from exc
-            raise translate_rpc_error(exc, conn.endpoint, what) from exc
+            error = translate_rpc_error(exc, conn.endpoint, what)
+            refused = _refusal(exc) if isinstance(error, FindingsError) else None
+            if refused is not None:
+                _emit_activation(conn, refused, output, verb, names=names, files=files, refused=True)
+            raise error from exc
     _emit_activation(
-        conn, _to_dict(reply.activation), output, {"apply": "applied", "reload": "reloaded"}[verb]
+        conn,
+        reply.activation,
+        output,
+        {"apply": "applied", "reload": "reloaded"}[verb],
+        names=names,
+        files=files,
     )
 
 
@@ -222,11 +306,14 @@ def rollback(
             help="Version number or tag (sha256:..., or 7+ hex digits) [default: the previous version].",
         ),
     ] = None,
-    output: Output = OutputFormat.TEXT,
+    output: ActivationOutput = FindingsFormat.TEXT,
 ) -> None:
     """Activate an earlier version again, as a new version (role admin). Exit 6 when there is
-    nothing to roll back to."""
+    nothing to roll back to; a version that no longer validates is refused with its findings."""
+    import grpc
+
     from aion.api.v1 import policies_pb2
+    from aionctl.client import translate_rpc_error
 
     conn = _Conn(ctx, target)
     request = policies_pb2.RollbackPolicyRequest()
@@ -234,7 +321,7 @@ def rollback(
         if not to.strip():
             raise UsageError("--to is empty", hint="give a version number or tag, or leave --to out")
         if to.isascii() and to.isdecimal():
-            if not 1 <= int(to) < 2**63:
+            if not 1 <= int(to) < 2**62:
                 raise UsageError(
                     f"--to {to}: version numbers run from 1", hint="see `aionctl policy history`"
                 )
@@ -242,16 +329,27 @@ def rollback(
         else:
             request.tag = to
     with channel(conn.endpoint) as ch:
-        reply = call(conn.endpoint, _stub(ch).RollbackPolicy, request, "policy rollback")
-    body = _to_dict(reply)
-    if conn.quiet and output is OutputFormat.TEXT:
+        try:
+            reply = _stub(ch).RollbackPolicy(
+                request, timeout=conn.endpoint.timeout, metadata=conn.endpoint.metadata()
+            )
+        except grpc.RpcError as exc:
+            error = translate_rpc_error(exc, conn.endpoint, "policy rollback")
+            refused = _refusal(exc)
+            if refused is not None:
+                _emit_activation(conn, refused, output, "rollback", refused=True)
+            raise error from exc
+    if output in (FindingsFormat.SARIF, FindingsFormat.GITHUB, FindingsFormat.JUNIT):
+        _print_findings(conn, [], {}, str, output, failed=False)
+        return
+    if conn.quiet and output is FindingsFormat.TEXT:
         return
     emit(
-        document("PolicyRollback", body),
-        output,
+        document("PolicyRollback", reply),
+        OutputFormat(output.value),
         text=lambda: (
-            f"rolled back: version {_version_line(body['version'])} is active "
-            f"(was {_version_line(body['previous'])})\n"
+            f"rolled back: version {_version_line(reply.version)} is active "
+            f"(was {_version_line(reply.previous)})\n"
         ),
     )
 
@@ -265,6 +363,7 @@ def history(
 ) -> None:
     """List policy versions, newest first (role viewer)."""
     from aion.api.v1 import policies_pb2
+    from aion.documents import to_dict
 
     conn = _Conn(ctx, target)
     with channel(conn.endpoint) as ch:
@@ -272,8 +371,6 @@ def history(
             conn.endpoint, _stub(ch).ListPolicyVersions,
             policies_pb2.ListPolicyVersionsRequest(page_size=limit), "policy history",
         )  # fmt: skip
-    body = _to_dict(reply)
-    versions = body.get("versions", [])
     if conn.quiet and output is OutputFormat.TEXT:
         return
 
@@ -281,16 +378,16 @@ def history(
         rows = [
             f"{'':1} {'VERSION':>7}  {'TAG':<19}  {'SOURCE':<8}  {'AUTHOR':<20}  {'CREATED':<20}  DESCRIPTION"
         ]
-        for v in versions:
-            mark = "*" if v.get("active") else " "
-            created = v.get("createdAt", "")[:19].replace("T", " ")
+        for v in reply.versions:
+            created = v.created_at.ToJsonString()[:19].replace("T", " ") if v.HasField("created_at") else ""
+            mark = "*" if v.active else " "
             rows.append(
-                f"{mark} {v['number']:>7}  {v['tag'][:19]:<19}  {v['source']:<8}  {v['author'][:20]:<20}  "
-                f"{created:<20}  {v.get('description', '')}"
+                f"{mark} {v.number:>7}  {v.tag[:19]:<19}  {v.source:<8}  {v.author[:20]:<20}  "
+                f"{created:<20}  {v.description}"
             )
         return "\n".join(rows) + "\n"
 
-    emit(document("PolicyHistory", {"versions": versions}), output, text=text)
+    emit(document("PolicyHistory", {"versions": to_dict(reply)["versions"]}), output, text=text)
 
 
 @daemon_command(app, "status", timeout=5.0)
@@ -307,28 +404,27 @@ def status(
         reply = call(
             conn.endpoint, _stub(ch).GetPolicyStatus, policies_pb2.GetPolicyStatusRequest(), "policy status"
         )
-    body = _to_dict(reply)
-    if "lastError" in body:
-        body["lastError"]["findings"] = _findings(body["lastError"])
     if conn.quiet and output is OutputFormat.TEXT:
         return
 
     def text() -> str:
+        activated = (
+            reply.last_activation_at.ToJsonString() if reply.HasField("last_activation_at") else "never"
+        )
         rows = [
-            f"active:          {_version_line(body.get('active'))}",
-            f"activated at:    {body.get('lastActivationAt', 'never')}",
-            f"config dir:      {body.get('configDir', '')}",
+            f"active:          {_version_line(reply.active if reply.HasField('active') else None)}",
+            f"activated at:    {activated}",
+            f"config dir:      {reply.config_dir}",
         ]
-        error = body.get("lastError")
-        if error:
-            at, source = error.get("at", ""), error.get("source", "")
-            rows.append(f"last refusal:    {at} ({source}): {error.get('message', '')}")
-            rows.append(_finding_lines(error.get("findings", [])).rstrip("\n"))
+        if reply.HasField("last_error"):
+            error = reply.last_error
+            rows.append(f"last refusal:    {error.at.ToJsonString()} ({error.source}): {error.message}")
+            rows.append(_finding_lines(_findings(error.findings, str)).rstrip("\n"))
         else:
             rows.append("last refusal:    none")
         return "\n".join(r for r in rows if r) + "\n"
 
-    emit(document("PolicyStatus", body), output, text=text)
+    emit(document("PolicyStatus", reply), output, text=text)
 
 
 @daemon_command(app, "diff", timeout=10.0)

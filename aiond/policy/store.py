@@ -110,6 +110,7 @@ class RollbackRefused(ConflictError):
     def __init__(self, message: str, findings: Sequence[Finding], *, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.findings = tuple(findings)
+        self.omitted = 0
 
 
 class VersionNotFound(NotFound):

@@ -530,3 +530,32 @@ def test_an_event_log_line_cut_short_does_not_hide_the_next_event(daemon: Aiond,
         json.loads(x) for x in ctl(daemon, "events", "tail", "-o", "json", role="viewer").stdout.splitlines()
     ]
     assert events[-1]["action"] == "policy.apply"
+
+
+@pytest.mark.parametrize("fmt", ["sarif", "github", "junit"])
+def test_a_refused_apply_prints_the_report_validate_prints(daemon: Aiond, tmp_path: Path, fmt: str) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(EXAMPLES, broken)
+    intents = broken / "intents.yml"
+    intents.write_text(
+        intents.read_text().replace(
+            "candidates: [local, hybrid]\n  privacy: local-only",
+            "candidates: [local, api, hybrid]\n  privacy: local-only\n  colour: blue",  # an error, a warning
+        )
+    )
+    validated = aionctl("validate", str(broken), "-o", fmt)
+    applied = ctl(daemon, "policy", "apply", str(broken), "-o", fmt)
+    assert (validated.returncode, applied.returncode) == (1, 1), applied.stderr
+    assert "AION301" in validated.stdout
+    assert applied.stdout == validated.stdout
+
+
+def test_an_applied_sets_warnings_print_in_the_findings_formats(daemon: Aiond, tmp_path: Path) -> None:
+    warned = tmp_path / "warned"
+    shutil.copytree(EXAMPLES, warned)
+    (warned / "policies.yml").write_text((warned / "policies.yml").read_text() + "\ncolour: blue\n")
+    applied = ctl(daemon, "policy", "apply", str(warned), "--dry-run", "-o", "github")
+    validated = aionctl("validate", str(warned), "-o", "github")
+    assert applied.returncode == validated.returncode == 0, applied.stderr
+    assert "AION101" in validated.stdout
+    assert applied.stdout == validated.stdout

@@ -73,7 +73,8 @@ class PolicyServiceServicer:
         """Uploads a config set; it is validated with exactly the rules of `aionctl validate` and, when clean,
         becomes a new active version. A set with errors is refused with INVALID_ARGUMENT and the running
         version stays active; the refusal's findings travel in the binary trailer `aion-activation-bin`,
-        a serialized ApplyPolicyResponse (ReloadPolicy: ReloadPolicyResponse).
+        a serialized ApplyPolicyResponse (ReloadPolicy: ReloadPolicyResponse; a RollbackPolicy refused
+        because the earlier version no longer validates: an ApplyPolicyResponse with its findings).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -35,7 +35,8 @@ class PolicyServiceStub:
     """Uploads a config set; it is validated with exactly the rules of `aionctl validate` and, when clean,
     becomes a new active version. A set with errors is refused with INVALID_ARGUMENT and the running
     version stays active; the refusal's findings travel in the binary trailer `aion-activation-bin`,
-    a serialized ApplyPolicyResponse (ReloadPolicy: ReloadPolicyResponse).
+    a serialized ApplyPolicyResponse (ReloadPolicy: ReloadPolicyResponse; a RollbackPolicy refused
+    because the earlier version no longer validates: an ApplyPolicyResponse with its findings).
     """
     ReloadPolicy: _grpc.UnaryUnaryMultiCallable[_policies_pb2.ReloadPolicyRequest, _policies_pb2.ReloadPolicyResponse]
     """Re-reads the daemon's config directory and activates it like ApplyPolicy."""
@@ -57,7 +58,8 @@ class PolicyServiceAsyncStub(PolicyServiceStub):
     """Uploads a config set; it is validated with exactly the rules of `aionctl validate` and, when clean,
     becomes a new active version. A set with errors is refused with INVALID_ARGUMENT and the running
     version stays active; the refusal's findings travel in the binary trailer `aion-activation-bin`,
-    a serialized ApplyPolicyResponse (ReloadPolicy: ReloadPolicyResponse).
+    a serialized ApplyPolicyResponse (ReloadPolicy: ReloadPolicyResponse; a RollbackPolicy refused
+    because the earlier version no longer validates: an ApplyPolicyResponse with its findings).
     """
     ReloadPolicy: _aio.UnaryUnaryMultiCallable[_policies_pb2.ReloadPolicyRequest, _policies_pb2.ReloadPolicyResponse]  # type: ignore[assignment]
     """Re-reads the daemon's config directory and activates it like ApplyPolicy."""
@@ -82,7 +84,8 @@ class PolicyServiceServicer(metaclass=_abc_1.ABCMeta):
         """Uploads a config set; it is validated with exactly the rules of `aionctl validate` and, when clean,
         becomes a new active version. A set with errors is refused with INVALID_ARGUMENT and the running
         version stays active; the refusal's findings travel in the binary trailer `aion-activation-bin`,
-        a serialized ApplyPolicyResponse (ReloadPolicy: ReloadPolicyResponse).
+        a serialized ApplyPolicyResponse (ReloadPolicy: ReloadPolicyResponse; a RollbackPolicy refused
+        because the earlier version no longer validates: an ApplyPolicyResponse with its findings).
         """
 
     @_abc_1.abstractmethod

@@ -15,21 +15,24 @@ def where(finding: Finding) -> str:
     return f"{name}:{finding.line}:{finding.column}" if finding.line else name
 
 
+def finding_line(finding: Finding, *, color: bool = False) -> str:
+    """One finding as people read it (two lines with its hint), newline-terminated."""
+    severity = finding.severity.value
+    if color:
+        severity = typer.style(
+            severity, fg=_COLOURS[finding.severity], bold=finding.severity is Severity.ERROR
+        )
+    pointer = f" {finding.pointer}" if finding.pointer else ""
+    line = f"{where(finding)}: {severity} {finding.rule}{pointer}: {finding.message}\n"
+    return line + (f"    hint: {finding.hint}\n" if finding.hint else "")
+
+
 def render(rendering: Rendering, *, color: bool, quiet: bool) -> str:
-    lines = []
-    for finding in rendering.findings:
-        if quiet and finding.severity is not Severity.ERROR:
-            continue
-        severity = finding.severity.value
-        if color:
-            severity = typer.style(
-                severity, fg=_COLOURS[finding.severity], bold=finding.severity is Severity.ERROR
-            )
-        pointer = f" {finding.pointer}" if finding.pointer else ""
-        lines.append(f"{where(finding)}: {severity} {finding.rule}{pointer}: {finding.message}")
-        if finding.hint:
-            lines.append(f"    hint: {finding.hint}")
-    return "".join(line + "\n" for line in lines)
+    return "".join(
+        finding_line(finding, color=color)
+        for finding in rendering.findings
+        if not (quiet and finding.severity is not Severity.ERROR)
+    )
 
 
 def summary(rendering: Rendering) -> str:

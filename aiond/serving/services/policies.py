@@ -18,13 +18,22 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from aion.api.v1 import common_pb2, policies_pb2, policies_pb2_grpc
-from aion.config.findings import Finding, Severity
+from aion.config.findings import Finding
+from aion.config.wire import finding_from_dict, finding_message
 from aion.errors import ConflictError, UsageError
-from aiond.policy.store import HISTORY_PAGE_MAX, ActivationRefused, Outcome, PolicyStore, Target
+from aiond.policy.store import (
+    HISTORY_PAGE_MAX,
+    ActivationRefused,
+    Outcome,
+    PolicyStore,
+    RollbackRefused,
+    Target,
+)
 from aiond.security.auth import current_principal
 from aiond.state.backend import StoredVersion
 
 _R = TypeVar("_R", policies_pb2.ApplyPolicyResponse, policies_pb2.ReloadPolicyResponse)
+_Refusal = TypeVar("_Refusal", ActivationRefused, RollbackRefused)
 
 SERVICE_NAME = policies_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name
 ACTIVATION_TRAILER = "aion-activation-bin"
@@ -32,12 +41,6 @@ MAX_VERSION = 2**62
 """Version numbers the store can hold (SQLite integers); a number above is a malformed request."""
 TRAILER_BYTES = 4096
 """Most bytes of findings sent in the trailer (base64 adds a third; gRPC's soft metadata limit is 8 KiB)."""
-
-_SEVERITIES = {
-    Severity.ERROR: common_pb2.SEVERITY_ERROR,
-    Severity.WARNING: common_pb2.SEVERITY_WARNING,
-    Severity.INFO: common_pb2.SEVERITY_INFO,
-}
 
 
 def timestamp(when: dt.datetime) -> timestamp_pb2.Timestamp:
@@ -55,33 +58,6 @@ def version_message(version: StoredVersion, active_number: int | None) -> polici
         source=version.source,
         active=version.number == active_number,
         description=version.description,
-    )
-
-
-def finding_message(finding: Finding) -> common_pb2.Finding:
-    return common_pb2.Finding(
-        rule_id=finding.rule,
-        severity=_SEVERITIES[finding.severity],
-        message=finding.message,
-        location=common_pb2.Location(
-            file=finding.file, line=finding.line, column=finding.column, json_pointer=finding.pointer
-        ),
-        hint=finding.hint or "",
-    )
-
-
-def finding_from_dict(data: dict[str, Any]) -> common_pb2.Finding:
-    return finding_message(
-        Finding(
-            file=str(data.get("file", "")),
-            line=int(data.get("line", 0)),
-            column=int(data.get("column", 0)),
-            pointer=str(data.get("pointer", "")),
-            rule=str(data.get("rule", "")),
-            severity=Severity(data.get("severity", "error")),
-            message=str(data.get("message", "")),
-            hint=data.get("hint"),
-        )
     )
 
 
@@ -131,7 +107,10 @@ class PolicyServicer(policies_pb2_grpc.PolicyServiceServicer):
         target = Target(
             number=request.number if which == "number" else None, tag=request.tag if which == "tag" else None
         )
-        new, previous = await self._store.rollback(target, principal=current_principal.get().name)
+        try:
+            new, previous = await self._store.rollback(target, principal=current_principal.get().name)
+        except RollbackRefused as exc:  # its findings travel as a refused apply's do
+            raise with_refusal(self._store, exc, policies_pb2.ApplyPolicyResponse) from None
         return policies_pb2.RollbackPolicyResponse(
             version=version_message(new, new.number), previous=version_message(previous, new.number)
         )
@@ -200,7 +179,9 @@ def activation(store: PolicyStore, outcome: Outcome) -> policies_pb2.Activation:
     return message
 
 
-def refusal(store: PolicyStore, exc: ActivationRefused, response: type[_R], *, max_bytes: int = 0) -> _R:
+def refusal(
+    store: PolicyStore, exc: ActivationRefused | RollbackRefused, response: type[_R], *, max_bytes: int = 0
+) -> _R:
     """The response message of a refused apply or reload: not activated, the findings worst first, and
     the version that stays active as ``previous``. With ``max_bytes``, only the findings that fit in
     that many bytes are kept, and a last note says how many more there were (a gRPC trailer must stay
@@ -239,7 +220,7 @@ _NOTE_BYTES = 160
 """Room kept for the closing note of :func:`refusal`."""
 
 
-def with_refusal(store: PolicyStore, exc: ActivationRefused, response: type[_R]) -> ActivationRefused:
+def with_refusal(store: PolicyStore, exc: _Refusal, response: type[_R]) -> _Refusal:
     """``exc``, carrying its refusal message in the ``aion-activation-bin`` trailer (a failed call has
     no response body), for the error interceptor to send."""
     exc.trailers = (
@@ -261,7 +242,7 @@ def status_message(store: PolicyStore) -> policies_pb2.GetPolicyStatusResponse:
                 at=timestamp(dt.datetime.fromisoformat(error["at"])),
                 source=error.get("source", ""),
                 message=error.get("message", ""),
-                findings=[finding_from_dict(f) for f in error.get("findings", [])],
+                findings=[finding_message(finding_from_dict(f)) for f in error.get("findings", [])],
             )
         )
     return reply
