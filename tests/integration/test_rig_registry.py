@@ -54,3 +54,18 @@ def test_deletes_are_enabled(oci_registry: OciRegistry) -> None:
         assert client.put(with_digest(location, digest), content=data).status_code == 201
         assert client.delete(f"/v2/rig/delete/blobs/{digest}").status_code == 202
         assert client.head(f"/v2/rig/delete/blobs/{digest}").status_code == 404
+
+
+def test_the_packages_own_services_are_left_disabled(oci_registry: OciRegistry) -> None:
+    """The rig installs docker-registry and prometheus for their programs only: a reboot must start
+    neither (Debian enables both for boot when it installs them)."""
+    import shutil
+    import subprocess
+
+    from tests.rig.install import PACKAGE_SERVICES
+
+    if shutil.which("systemctl") is None:
+        return  # no systemd on this host: nothing can be enabled for boot
+    for unit in PACKAGE_SERVICES:
+        state = subprocess.run(["systemctl", "is-enabled", unit], capture_output=True, text=True, check=False)
+        assert state.stdout.strip() != "enabled", f"{unit} is enabled for boot"

@@ -170,6 +170,7 @@ def install_apt() -> None:
         wanted.append(MAVEN_PACKAGE)
     if not wanted:
         log("apt: docker-registry, prometheus, Java 17 and Maven are present")
+        disable_package_services([] if os.geteuid() == 0 else ["sudo", "-n"])
         return
     prefix: list[str] = []
     if os.geteuid() != 0:
@@ -193,6 +194,23 @@ def install_apt() -> None:
     finally:
         if created_policy:
             _run([*prefix, "rm", "-f", policy])
+    disable_package_services(prefix)
+
+
+PACKAGE_SERVICES = ("docker-registry", "prometheus")
+"""Services the apt packages enable for boot, which the tests never use (they start their own)."""
+
+
+def disable_package_services(prefix: list[str]) -> None:
+    """Leave the packages' own services disabled, so that a reboot starts no registry on :5000 and no
+    Prometheus on :9090. Debian's postinst enables them even when policy-rc.d stops them starting."""
+    if command_path("systemctl") is None:
+        return
+    for unit in PACKAGE_SERVICES:
+        state = subprocess.run(["systemctl", "is-enabled", unit], capture_output=True, text=True, check=False)
+        if state.stdout.strip() == "enabled":
+            log(f"apt: disabling the {unit} service (the tests start their own)")
+            _run([*prefix, "systemctl", "disable", "--quiet", unit])
 
 
 # -- Go tools ----------------------------------------------------------------------------------------
