@@ -15,8 +15,6 @@ import typer
 
 from aionctl.output.interface import OutputFormat
 
-DEFAULT_TIMEOUT_SECONDS = 5.0
-
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class GlobalOptions:
@@ -98,6 +96,7 @@ ContextName = Annotated[
     typer.Option("--context", envvar="AION_CONTEXT", metavar="NAME", autocompletion=_context_names,
                  help="Client context to use (`aionctl config get-contexts`) [default: the current one]."),
 ]  # fmt: skip
+
 
 def _finite(value: float) -> float:
     """A float option's value, refused when it is not a number (the parser's range check lets
