@@ -71,6 +71,36 @@ def _bytes_limit(text: str, name: str) -> int:
     return value
 
 
+def _duration(low: float, high: float) -> Callable[[str, str], float]:
+    """A number of seconds within ``low..high``."""
+
+    def parse(text: str, name: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise UsageError(f"{name}: {text!r} is not a number of seconds") from None
+        if not low <= value <= high:
+            raise UsageError(f"{name}: {value:g} is outside {low:g}..{high:g} seconds")
+        return value
+
+    return parse
+
+
+def _count(low: int, high: int) -> Callable[[str, str], int]:
+    """A whole number within ``low..high``."""
+
+    def parse(text: str, name: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise UsageError(f"{name}: {text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise UsageError(f"{name}: {value} is outside {low}..{high}")
+        return value
+
+    return parse
+
+
 _UNITS = {"": 1, "B": 1, "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30, "TIB": 1 << 40}
 
 
@@ -194,6 +224,40 @@ class Settings:
         default=4 * 1024 * 1024,
         metadata=_opt("--grpc-max-message-bytes", "AIOND_GRPC_MAX_MESSAGE_BYTES",
                       "largest gRPC message accepted or sent", "BYTES", _bytes_limit),
+    )  # fmt: skip
+    http_header_timeout: float = dataclasses.field(
+        default=10.0,
+        metadata=_opt("--http-header-timeout", "AIOND_HTTP_HEADER_TIMEOUT",
+                      "seconds an HTTP connection has to send a request's line and headers, from its "
+                      "accept (TLS handshake included) or from its next request's first byte",
+                      "SECONDS", _duration(0.1, 300)),
+    )  # fmt: skip
+    http_idle_timeout: float = dataclasses.field(
+        default=75.0,
+        metadata=_opt("--http-idle-timeout", "AIOND_HTTP_IDLE_TIMEOUT",
+                      "seconds a keep-alive HTTP connection may wait for its next request before it is "
+                      "closed", "SECONDS", _duration(0.1, 3600)),
+    )  # fmt: skip
+    grpc_handshake_timeout: float = dataclasses.field(
+        default=10.0,
+        metadata=_opt("--grpc-handshake-timeout", "AIOND_GRPC_HANDSHAKE_TIMEOUT",
+                      "seconds a gRPC connection has for its TLS handshake and HTTP/2 settings before it "
+                      "is closed", "SECONDS", _duration(0.1, 300)),
+    )  # fmt: skip
+    grpc_idle_timeout: float = dataclasses.field(
+        default=300.0,
+        metadata=_opt("--grpc-idle-timeout", "AIOND_GRPC_IDLE_TIMEOUT",
+                      "seconds a gRPC connection may go without a call before the daemon asks the "
+                      "client to go away (it reconnects for its next call)", "SECONDS",
+                      _duration(1, 86400)),
+    )  # fmt: skip
+    max_connections: int | None = dataclasses.field(
+        default=None,
+        metadata=_opt("--max-connections", "AIOND_MAX_CONNECTIONS",
+                      "most connections each listener (HTTP, gRPC) holds at once; past it HTTP closes "
+                      "the connection that has waited longest for a request (else the new one) and "
+                      "gRPC refuses the new one [default: (open-file limit - 64) / 2]", "N",
+                      _count(1, 1_000_000)),
     )  # fmt: skip
     log_level: str = dataclasses.field(
         default="info",

@@ -45,10 +45,20 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 class Aiond:
     """A real aiond process on free loopback ports."""
 
-    def __init__(self, workdir: Path, *, config_dir: Path = EXAMPLES, extra_args: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        config_dir: Path = EXAMPLES,
+        extra_args: Sequence[str] = (),
+        command_prefix: Sequence[str] = (),
+    ) -> None:
+        """``command_prefix`` runs aiond under another program, for example
+        ``("prlimit", "--nofile=256:256")`` to start it with a small open-file limit."""
         self.workdir = workdir
         self.config_dir = config_dir
         self.extra_args = list(extra_args)
+        self.command_prefix = list(command_prefix)
         self.state_dir = workdir / "state"
         self.grpc_addr = self.http_addr = ""
         # One token per role, written into the state directory before the daemon starts.
@@ -61,6 +71,7 @@ class Aiond:
         self.grpc_addr = f"127.0.0.1:{free_port()}"
         self.http_addr = f"127.0.0.1:{free_port()}"
         argv = [
+            *self.command_prefix,
             program("aiond"),
             "--config", str(self.config_dir),
             "--state-dir", str(self.state_dir),
