@@ -379,7 +379,8 @@ def test_every_admin_action_is_audited_and_tail_follows(daemon: Aiond, tmp_path:
             if event["action"] == "policy.apply":
                 break
         assert event["sequence"] > first["sequence"]
-        audit = {k: v for k, v in event.items() if k != "sequence"}
+        assert (event["apiVersion"], event["kind"]) == ("aion/v1", "EventRecord")
+        audit = {k: v for k, v in event.items() if k not in ("apiVersion", "kind", "sequence")}
         conforms(audit, "events/audit")
         assert (audit["principal"], audit["outcome"], audit["before"], audit["after"]) == (
             "test-admin",
