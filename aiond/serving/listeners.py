@@ -262,7 +262,7 @@ class ConnectionWatch:
         self._waiting: dict[Connection, None] = {}
         """The open connections with no request in progress, the one waiting longest first."""
         self._by_handler: dict[web.RequestHandler, Connection] = {}
-        self._at_cap = Throttle(log, rate=1.0, burst=5)
+        self._at_cap = Throttle(log, rate=0.2, burst=5)
 
     def __len__(self) -> int:
         return len(self._open)
