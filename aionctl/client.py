@@ -13,7 +13,7 @@ import contextlib
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -153,6 +153,28 @@ def call(endpoint: Endpoint, method: Callable[..., _T], request: Any, what: str)
 
 ERROR_TRAILER = "aion-error"
 HINT_TRAILER = "aion-hint-bin"
+
+
+def every_page(
+    endpoint: Endpoint,
+    method: Callable[..., Any],
+    request_for: Callable[[str], Any],
+    items: Callable[[Any], Sequence[_T]],
+    what: str,
+) -> list[_T]:
+    """Every item of a paged list, page after page (the daemon answers at most one page per call):
+    ``request_for(token)`` makes each request, ``items(reply)`` takes the page's items."""
+    found: list[_T] = []
+    token, seen = "", set()
+    while True:
+        reply = call(endpoint, method, request_for(token), what)
+        found.extend(items(reply))
+        token = reply.next_page_token
+        if not token:
+            return found
+        if token in seen:  # a server that repeats itself would keep this loop going forever
+            raise ServiceError(f"{what}: aiond at {endpoint.grpc} gave the same page token twice")
+        seen.add(token)
 
 
 def translate_rpc_error(exc: grpc.RpcError, endpoint: Endpoint, what: str) -> Error:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from aionctl.client import Endpoint, call, channel
+from aionctl.client import Endpoint, call, channel, every_page
 from aionctl.connect import daemon_command
 from aionctl.options import Output, command_app, global_options
 from aionctl.output import OutputFormat, document, emit
@@ -62,22 +62,13 @@ def list_(ctx: typer.Context, target: Endpoint, output: Output = OutputFormat.TE
 def every_breaker(target: Endpoint) -> list[admin_pb2.Breaker]:
     """Every breaker, page after page: the daemon answers at most one page per call."""
     from aion.api.v1 import admin_pb2, admin_pb2_grpc
-    from aion.errors import ServiceError
 
-    breakers: list[admin_pb2.Breaker] = []
-    token, seen = "", set()
     with channel(target) as ch:
-        stub = admin_pb2_grpc.AdminServiceStub(ch)
-        while True:
-            request = admin_pb2.ListBreakersRequest(page_token=token)
-            reply = call(target, stub.ListBreakers, request, "breaker list")
-            breakers.extend(reply.breakers)
-            token = reply.next_page_token
-            if not token:
-                return breakers
-            if token in seen:  # a server that repeats itself would keep this loop going forever
-                raise ServiceError(f"breaker list: aiond at {target.grpc} gave the same page token twice")
-            seen.add(token)
+        return every_page(
+            target, admin_pb2_grpc.AdminServiceStub(ch).ListBreakers,
+            lambda token: admin_pb2.ListBreakersRequest(page_token=token),
+            lambda reply: reply.breakers, "breaker list",
+        )  # fmt: skip
 
 
 def _set(

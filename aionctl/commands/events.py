@@ -13,8 +13,7 @@ until the daemon stops (exit 0 after a clean end, 5 when the connection is lost)
 from __future__ import annotations
 
 import json
-import sys
-from typing import TYPE_CHECKING, Annotated, Any, assert_never
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -22,7 +21,7 @@ from aion.errors import ServiceError
 from aionctl.client import Endpoint, channel, translate_rpc_error
 from aionctl.connect import daemon_command
 from aionctl.options import Output, command_app
-from aionctl.output import OutputFormat, document
+from aionctl.output import OutputFormat, document, emit_streamed
 
 if TYPE_CHECKING:
     from aion.api.v1 import events_pb2
@@ -98,20 +97,8 @@ def record(event: events_pb2.Event) -> dict[str, Any]:
 
 
 def _print(event: events_pb2.Event, output: OutputFormat) -> None:
-    match output:
-        case OutputFormat.JSON:
-            line = json.dumps(record(event), ensure_ascii=False, separators=(",", ":"))
-        case OutputFormat.YAML:
-            import yaml
-
-            doc = record(event)
-            line = "---\n" + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True).rstrip("\n")
-        case OutputFormat.TEXT:
-            line = render_text(event.sequence, record(event))
-        case _:
-            assert_never(output)
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
+    doc = record(event)
+    emit_streamed(doc, output, text=lambda: render_text(event.sequence, doc))
 
 
 def render_text(sequence: int, payload: dict[str, Any]) -> str:

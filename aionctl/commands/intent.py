@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from aion.errors import UsageError
-from aionctl.client import Endpoint, call, channel
+from aionctl.client import Endpoint, call, channel, every_page
 from aionctl.connect import daemon_command
 from aionctl.options import Output, command_app, global_options
 from aionctl.output import OutputFormat, document, emit
@@ -91,19 +91,10 @@ def render_text(states: list[admin_pb2.IntentModeState]) -> str:
 def every_mode(target: Endpoint) -> list[admin_pb2.IntentModeState]:
     """Every runtime switch, page after page: the daemon answers at most one page per call."""
     from aion.api.v1 import admin_pb2, admin_pb2_grpc
-    from aion.errors import ServiceError
 
-    states: list[admin_pb2.IntentModeState] = []
-    token, seen = "", set()
     with channel(target) as ch:
-        stub = admin_pb2_grpc.AdminServiceStub(ch)
-        while True:
-            request = admin_pb2.ListIntentModesRequest(page_token=token)
-            reply = call(target, stub.ListIntentModes, request, "intent modes")
-            states.extend(reply.intents)
-            token = reply.next_page_token
-            if not token:
-                return states
-            if token in seen:  # a server that repeats itself would keep this loop going forever
-                raise ServiceError(f"intent modes: aiond at {target.grpc} gave the same page token twice")
-            seen.add(token)
+        return every_page(
+            target, admin_pb2_grpc.AdminServiceStub(ch).ListIntentModes,
+            lambda token: admin_pb2.ListIntentModesRequest(page_token=token),
+            lambda reply: reply.intents, "intent modes",
+        )  # fmt: skip

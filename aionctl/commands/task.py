@@ -13,7 +13,7 @@ document per change: JSON Lines with ``-o json``, a ``---`` before each YAML doc
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, assert_never
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -27,7 +27,7 @@ from aionctl.connect import (
     oversized,
 )
 from aionctl.options import Output, budget_nano, command_app, global_options
-from aionctl.output import OutputFormat, document, emit
+from aionctl.output import OutputFormat, document, emit, emit_streamed
 
 if TYPE_CHECKING:
     from aion.api.v1 import tasks_pb2
@@ -114,24 +114,10 @@ def _show(
 def _show_change(ctx: typer.Context, task: tasks_pb2.Task, output: OutputFormat) -> None:
     """One state of a watched task. A watch prints a stream of documents, so JSON is one document
     per line (JSON Lines) and YAML one document after each ``---``, as ``events tail`` prints them."""
-    import json
-    import sys
-
     if output is OutputFormat.TEXT:
         _show(ctx, task, output)
         return
-    doc = document("Task", task)
-    match output:
-        case OutputFormat.JSON:
-            line = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
-        case OutputFormat.YAML:
-            import yaml
-
-            line = "---\n" + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True).rstrip("\n")
-        case _:
-            assert_never(output)
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
+    emit_streamed(document("Task", task), output, text=lambda: "")
 
 
 @daemon_command(app, "submit", timeout=30.0)

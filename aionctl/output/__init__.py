@@ -50,4 +50,22 @@ def emit(
     out.flush()
 
 
-__all__ = ["API_VERSION", "OutputFormat", "document", "emit"]
+def emit_streamed(doc: Mapping[str, Any], fmt: OutputFormat, *, text: Callable[[], str]) -> None:
+    """Write one document of a stream (``events tail``, ``task watch``): JSON as one line per document
+    (JSON Lines), YAML as one document after each ``---``, text as ``text()`` renders it."""
+    match fmt:
+        case OutputFormat.JSON:
+            line = json.dumps(doc, ensure_ascii=False, separators=(",", ":")) + "\n"
+        case OutputFormat.YAML:
+            import yaml
+
+            line = "---\n" + yaml.safe_dump(dict(doc), sort_keys=False, allow_unicode=True)
+        case OutputFormat.TEXT:
+            line = text()
+        case _:
+            assert_never(fmt)
+    sys.stdout.write(line if line.endswith("\n") or not line else line + "\n")
+    sys.stdout.flush()
+
+
+__all__ = ["API_VERSION", "OutputFormat", "document", "emit", "emit_streamed"]

@@ -37,6 +37,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import aiohttp
 
@@ -44,7 +45,7 @@ from aion.config.model import ConfigSnapshot, Locality, ModelInfo, Provider, Rou
 from aion.errors import InputError, Refused
 from aion.ids import ulid
 from aion.providers import Completion, ProviderError, complete, new_session
-from aion.providers.secrets import FileSecrets
+from aion.providers.secrets import DEFAULT_DIRECTORY, FileSecrets
 from aion.routing import Decision, Refusal, Request, Target
 from aion.routing.engine import Step, TargetKind
 from aiond.execution.admission import Admission, Ticket
@@ -139,6 +140,7 @@ class Executor:
         store: TaskStore | None = None,
         client: aiohttp.ClientSession | None = None,
         rng: random.Random | None = None,
+        secrets_dir: Path = DEFAULT_DIRECTORY,
     ) -> None:
         self._policies = policies
         self._controls = controls
@@ -150,7 +152,8 @@ class Executor:
         self._client = client if client is not None else new_session(max_connections=512)
         self._rng = rng or random.Random()  # noqa: S311 - retry jitter, not security
         self._retry_budget = RetryBudget(0.1)
-        self._secrets: dict[str, FileSecrets] = {}
+        # The daemon's --secrets-dir, fixed at start-up: no config set decides where keys are read.
+        self._secrets = FileSecrets(secrets_dir)
 
     async def close(self, grace: float = 0.0) -> None:
         """Stop: tasks still running get ``grace`` seconds to finish (the daemon's shutdown grace), then
@@ -462,22 +465,21 @@ class Executor:
         return self._rng.uniform(0, ceiling)
 
     def _api_key(self, snapshot: ConfigSnapshot, name: str | None) -> str | None:
+        """The key of a provider's ``api_key_secret``, from the daemon's own secrets directory; the
+        snapshot's secrets.directory is never read (an uploaded set could name any directory)."""
         if name is None:
             return None
-        directory = snapshot.models.secrets_directory
-        backend = self._secrets.get(directory)
-        if backend is None:
-            backend = self._secrets[directory] = FileSecrets(directory)
-        return backend.get(name)
+        return self._secrets.get(name)
 
     def _finish(self, task: TaskRecord, status: Status, *, error: TaskError | None = None) -> None:
         task.status = status
         task.error = error
         task.finished_at = dt.datetime.now(dt.UTC)
         failed = [(a.target, a.error) for a in task.attempts if a.error is not None]
-        if error is not None and len(failed) > 1:
+        if error is not None and failed and (len(failed) > 1 or failed[0][1] != error):
             # The last failure is often a consequence (a fallback that was not meant to carry the
-            # load, a deadline); the first is often the cause, so the task reports both.
+            # load, a deadline, nothing left to try); the first is often the cause, so the task
+            # reports both.
             target, first = failed[0]
             task.first_error = TaskError(first.code, f"{target.key}: {first.message}", first.retryable)
 

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -29,9 +30,15 @@ def _log(daemon: Aiond) -> str:
     return daemon.process.log_path.read_text(errors="replace")
 
 
+def _trailers(error: grpc.RpcError) -> dict[str, Any]:
+    """The trailing metadata of a failed call (the errors grpc raises are calls too)."""
+    metadata = getattr(error, "trailing_metadata", lambda: ())()
+    return {str(key): value for key, value in metadata or ()}
+
+
 def _raw_call(daemon: Aiond, method: str, payload: bytes, role: str | None) -> grpc.RpcError:
     with grpc.insecure_channel(daemon.grpc_addr, options=[("grpc.enable_http_proxy", 0)]) as channel:
-        call = channel.unary_unary(method)  # no serializers: the payload goes as it is
+        call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(method)  # sent as it is
         metadata = daemon.metadata(role) if role else ()
         with pytest.raises(grpc.RpcError) as failed:
             call(payload, timeout=10, metadata=metadata)
@@ -73,8 +80,7 @@ def test_an_unknown_intent_mode_is_invalid_argument(daemon: Aiond) -> None:
             stub.SetIntentMode(admin_pb2.SetIntentModeRequest(intent="summarize", mode=99), timeout=10)  # type: ignore[arg-type]
         assert failed.value.code() is grpc.StatusCode.INVALID_ARGUMENT
         assert "got 99" in (failed.value.details() or "")
-        trailers = dict(failed.value.trailing_metadata() or ())  # type: ignore[attr-defined]
-        assert trailers["aion-error"] == "usage"
+        assert _trailers(failed.value)["aion-error"] == "usage"
     assert "Traceback" not in _log(daemon)
 
 
@@ -229,7 +235,7 @@ def test_a_full_disk_refuses_changes_clearly_until_there_is_room(tmp_path: Path,
                 timeout=10,
             )
         assert failed.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert dict(failed.value.trailing_metadata() or ())["aion-error"] == "storage-full"  # type: ignore[attr-defined]
+        assert _trailers(failed.value)["aion-error"] == "storage-full"
         filler.unlink()  # room again: the same change goes through
         applied = aionctl("policy", "apply", str(changed), env=env)
         assert applied.returncode == 0, applied.stderr
