@@ -201,13 +201,13 @@ def inspect_command(
     output: Output = OutputFormat.TEXT,
 ) -> None:
     """Show an installed module: its lock entry, manifest and files."""
-    from aion.errors import InputError
+    from aion.errors import NotFound
     from aion.oci.model import Digest
 
     modules = _store(store)
     entry = modules.lock().get(name)
     if entry is None:
-        raise InputError(f"no module named {name!r} is installed", hint="aionctl module list shows them")
+        raise NotFound(f"no module named {name!r} is installed", hint="aionctl module list shows them")
     directory = modules.module_dir(Digest.parse(entry["digest"]))
     files = sorted(
         str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file() and "blobs" not in p.parts
@@ -221,7 +221,8 @@ def inspect_command(
         lines = [f"{k}: {v}" for k, v in entry.items()] + [f"path: {directory}", "files:"]
         return "\n".join([*lines, *(f"  {f}" for f in files)]) + "\n"
 
-    emit(document("Module", body), output, text=text)
+    if not (global_options(ctx).quiet and output is OutputFormat.TEXT):
+        emit(document("Module", body), output, text=text)
 
 
 @app.command("verify")
