@@ -21,6 +21,9 @@ DEFAULT_GRPC_LISTEN = HostPort("127.0.0.1", 8470)
 DEFAULT_HTTP_LISTEN = HostPort("127.0.0.1", 8471)
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
+DEFAULT_SECRETS_DIR = Path("/run/secrets/aion")
+"""The same directory models.yml's secrets.directory defaults to (aion.config.model), not imported
+from there: aiond's flags must not wait for the config model to load."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -275,6 +278,19 @@ class Settings:
         metadata=_opt("--registry-plain-http", "AIOND_REGISTRY_PLAIN_HTTP",
                       "comma-separated registries (host:port) to reach over HTTP instead of HTTPS; "
                       "for a local test registry only", "HOSTS", _hosts),
+    )  # fmt: skip
+    secrets_dir: Path = dataclasses.field(
+        default=DEFAULT_SECRETS_DIR,
+        metadata=_opt("--secrets-dir", "AIOND_SECRETS_DIR",
+                      "directory of the provider API key files, one per secret, named after it: the "
+                      "only place aiond reads keys from (a config set's secrets.directory is not read)",
+                      "DIR", _path),
+    )  # fmt: skip
+    trust_keys_dir: Path | None = dataclasses.field(
+        default=None,
+        metadata=_opt("--trust-keys-dir", "AIOND_TRUST_KEYS_DIR",
+                      "directory of public keys that trust rules may name by absolute path, besides "
+                      "keys inside --config; a key anywhere else is refused", "DIR", _path),
     )  # fmt: skip
     tls_cert: Path | None = dataclasses.field(
         default=None,

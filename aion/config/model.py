@@ -10,9 +10,11 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
+import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -41,6 +43,8 @@ class ApiStyle(enum.StrEnum):
 
 ALL_ROUTES = (Route.LOCAL, Route.API, Route.HYBRID)
 DEFAULT_P95_MS = MappingProxyType({Route.LOCAL: 500, Route.API: 2000, Route.HYBRID: 2300})
+DEFAULT_SECRETS_DIRECTORY = "/run/secrets/aion"
+"""secrets.directory when models.yml names none, and the default of aiond's --secrets-dir."""
 
 
 def _money(value: Any) -> Decimal | None:
@@ -172,6 +176,25 @@ class Trust:
     require_sbom: bool
     rules: tuple[TrustRule, ...]
     unsafe_dev_registries: tuple[DevException, ...]
+    key_roots: tuple[Path, ...] | None = None
+    """Where the rules' key files must be, links followed, or None for anywhere its reader can read
+    (``aionctl install``, running as its user). aiond sets its config directory and its
+    ``--trust-keys-dir`` when it accepts a policy version, and installs refuse a key anywhere else;
+    policies.yml cannot set it."""
+
+
+def trust_key_path(key: str, config_dir: Path) -> Path | None:
+    """The real path of a trust rule's key file: relative to ``config_dir``, every link followed (the
+    file need not exist). None when ``key`` cannot name a file at all (a NUL in it)."""
+    try:
+        return Path(os.path.realpath(config_dir / key))
+    except (ValueError, OSError):
+        return None
+
+
+def within(path: Path, roots: Iterable[Path]) -> bool:
+    """Whether the real path ``path`` is inside one of ``roots`` (their links followed too)."""
+    return any(path.is_relative_to(os.path.realpath(root)) for root in roots)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -292,7 +315,9 @@ class Models:
     models: Mapping[str, ModelInfo]
     """Every model a tier lists, by "provider:model", with prices and limits (defaults applied)."""
     secrets_backend: str
-    secrets_directory: str
+    secrets_directory: str | None
+    """secrets.directory as models.yml names it; None when it names none (then
+    :data:`DEFAULT_SECRETS_DIRECTORY`). aiond never reads it: its keys come from its --secrets-dir."""
 
     def provider(self, name: str) -> Provider | None:
         return self.providers.get(name) or BUILTIN_PROVIDERS.get(name)
@@ -472,7 +497,7 @@ def build_models(doc: Mapping[str, Any] | None) -> Models:
         providers=MappingProxyType(providers),
         models=MappingProxyType(models),
         secrets_backend=str(secrets.get("backend", "files")),
-        secrets_directory=str(secrets.get("directory", "/run/secrets/aion")),
+        secrets_directory=str(secrets["directory"]) if "directory" in secrets else None,
     )
 
 
@@ -503,6 +528,7 @@ __all__ = [
     "ALL_ROUTES",
     "BUILTIN_PROVIDERS",
     "DEFAULT_P95_MS",
+    "DEFAULT_SECRETS_DIRECTORY",
     "ApiStyle",
     "Breakers",
     "Budget",
@@ -530,4 +556,6 @@ __all__ = [
     "build_policies",
     "glob_regex",
     "repository_of",
+    "trust_key_path",
+    "within",
 ]

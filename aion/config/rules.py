@@ -265,6 +265,36 @@ _RULES = (
         otherwise; the module could not be started as configured. Make them agree.
         """,
     ),
+    Rule(
+        "AION208",
+        "trust-key-outside-set",
+        _W,
+        "A trust rule's key file is outside the config set's directory.",
+        """
+        The path under trust.rules[].keys is absolute, or climbs out with '..', or leads out
+        through a symbolic link. aionctl validate cannot know where the daemon keeps keys, so
+        here it is a warning. aiond treats it as an error: it reads a key only inside its config
+        directory (--config) or its key directory (--trust-keys-dir), whatever a config set says,
+        so that an uploaded set cannot make it read any file of the host. There the set is
+        refused, and a module signed by such a key is never installed. Copy the key into the
+        config directory and name it relatively (keys/team.pub), or put it in aiond's
+        --trust-keys-dir and name it by its absolute path there.
+        """,
+    ),
+    Rule(
+        "AION209",
+        "secrets-directory-ignored",
+        _I,
+        "models.yml names a secrets.directory that aiond does not read.",
+        """
+        aiond reads API keys only from its own --secrets-dir (AIOND_SECRETS_DIR, default
+        /run/secrets/aion), fixed when it starts, so that an uploaded config set cannot make it
+        read any file of the host and send it to a provider. secrets.directory is still valid for
+        other tools that read the set. aionctl validate notes a directory other than the default;
+        aiond warns, naming both, when it differs from its --secrets-dir. Put the secret files in
+        aiond's --secrets-dir, or remove secrets.directory.
+        """,
+    ),
     # -- privacy ---------------------------------------------------------------------------------
     Rule(
         "AION301",

@@ -4,19 +4,26 @@ Each check needs some kinds of file (intents, policies, models, modules); it run
 present and passed their schemas, and points its findings at the exact node that is wrong. Missing
 policies mean the documented defaults; a missing modules file means module coverage is unknown, and
 is then given the benefit of the doubt (no finding is raised on a guess).
+
+Validation does not know where aiond keeps keys and secrets, so files a set names outside its own
+directory are only noted here (AION208, AION209); :func:`judge_for_daemon` then judges them against
+aiond's own directories, which no config set can move.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from aion.config import rules
-from aion.config.findings import Finding
+from aion.config.findings import Finding, Severity, json_pointer
 from aion.config.kinds import Kind
 from aion.config.model import (
+    DEFAULT_SECRETS_DIRECTORY,
+    ConfigSnapshot,
     Intent,
     Locality,
     ModelRef,
@@ -30,6 +37,8 @@ from aion.config.model import (
     build_policies,
     glob_regex,
     repository_of,
+    trust_key_path,
+    within,
 )
 from aion.config.yamlload import Document
 
@@ -299,6 +308,42 @@ def missing_key_files(view: SetView) -> Iterator[Finding]:
                     f"trust rule {rule['match']!r} names key {key!r}, "
                     f"but {str(path)!r} is not a readable file",
                 )
+
+
+@check(Kind.POLICIES)
+def keys_outside_the_set(view: SetView) -> Iterator[Finding]:
+    base = view.base_dir or Path.cwd()
+    rules_ = view.docs[Kind.POLICIES].data.get("trust", {}).get("rules", [])
+    for i, rule in enumerate(rules_):
+        for k, key in enumerate(rule.get("keys", [])):
+            real = trust_key_path(key, base)
+            if real is None or within(real, [base]):
+                continue  # a name that is no path is AION205's
+            where = "" if str(real) == key else f" (it resolves to {str(real)!r})"
+            yield view.finding(
+                "AION208",
+                Kind.POLICIES,
+                ["trust", "rules", i, "keys", k],
+                f"trust rule {rule['match']!r} names key {key!r}, outside the config set's directory"
+                f"{where}; aiond refuses a key outside its --config and --trust-keys-dir",
+                hint="copy the key into the config directory and name it relatively, "
+                "or put it in aiond's --trust-keys-dir",
+            )
+
+
+@check(Kind.MODELS)
+def secrets_directory(view: SetView) -> Iterator[Finding]:
+    named = view.docs[Kind.MODELS].data.get("secrets", {}).get("directory")
+    if named is None or os.path.normpath(named) == DEFAULT_SECRETS_DIRECTORY:
+        return
+    yield view.finding(
+        "AION209",
+        Kind.MODELS,
+        ["secrets", "directory"],
+        f"secrets.directory is {named!r}: aiond does not read it, it reads API keys from its own "
+        f"--secrets-dir (default {DEFAULT_SECRETS_DIRECTORY}); other tools may read this directory",
+        hint="put the secret files in aiond's --secrets-dir, or remove secrets.directory",
+    )
 
 
 # -- privacy ---------------------------------------------------------------------------------------
@@ -735,4 +780,96 @@ def manifest_intents(view: SetView) -> Iterator[Finding]:
                 )
 
 
-__all__ = ["SetView", "run"]
+# -- what aiond allows -----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DaemonPaths:
+    """Where aiond reads the files a config set names: its own settings, which no set can move."""
+
+    config_dir: Path
+    """--config: relative paths of a set (trust keys) resolve here, and keys may be inside it."""
+    trust_keys_dir: Path | None = None
+    """--trust-keys-dir: the one other directory trust keys may be in."""
+    secrets_dir: Path | None = None
+    """--secrets-dir, where aiond reads API keys; None when not known (nothing is compared with it)."""
+
+    @property
+    def key_roots(self) -> tuple[Path, ...]:
+        return (self.config_dir,) if self.trust_keys_dir is None else (self.config_dir, self.trust_keys_dir)
+
+
+def judge_for_daemon(
+    findings: Sequence[Finding],
+    snapshot: ConfigSnapshot | None,
+    paths: DaemonPaths,
+    *,
+    models: Callable[[], Document | None],
+) -> tuple[list[Finding], ConfigSnapshot | None]:
+    """The findings of a set validated with ``base_dir=paths.config_dir``, as aiond judges them, and
+    the snapshot aiond may activate (its trust confined to :attr:`DaemonPaths.key_roots`), or None.
+
+    Validation cannot know aiond's settings, so it only notes what leaves the set (AION208) or names
+    another secrets directory (AION209); here a key outside both key directories becomes an error and
+    one inside ``--trust-keys-dir`` is fine, and secrets.directory is compared with ``--secrets-dir``.
+    ``models`` parses models.yml again, called only when a finding must point into it. A set that is
+    refused anyway keeps its findings as they are."""
+    if snapshot is None:
+        return list(findings), None
+    keys = {
+        json_pointer(["trust", "rules", i, "keys", k]): (rule.match, key)
+        for i, rule in enumerate(snapshot.policies.trust.rules)
+        for k, key in enumerate(rule.keys)
+    }
+    judged: list[Finding] = []
+    for finding in findings:
+        if finding.rule == "AION208" and finding.pointer in keys:
+            refused = _key_refused(*keys[finding.pointer], paths)
+            if refused is not None:
+                judged.append(dataclasses.replace(finding, severity=Severity.ERROR, message=refused))
+        elif finding.rule != "AION209" or paths.secrets_dir is None:
+            judged.append(finding)
+    if paths.secrets_dir is not None:
+        judged.extend(_other_secrets_directory(snapshot, paths.secrets_dir, models))
+    judged.sort(key=Finding.sort_key)
+    if any(f.severity is Severity.ERROR for f in judged):
+        return judged, None
+    trust = dataclasses.replace(snapshot.policies.trust, key_roots=paths.key_roots)
+    policies = dataclasses.replace(snapshot.policies, trust=trust)
+    return judged, dataclasses.replace(snapshot, policies=policies)
+
+
+def _key_refused(match: str, key: str, paths: DaemonPaths) -> str | None:
+    """Why aiond refuses a key that is outside its config directory; None when it is in its key
+    directory."""
+    real = trust_key_path(key, paths.config_dir)
+    if real is not None and paths.trust_keys_dir is not None and within(real, [paths.trust_keys_dir]):
+        return None
+    keys_dir = str(paths.trust_keys_dir) if paths.trust_keys_dir is not None else "not set"
+    where = f", which resolves to {str(real)!r}" if real is not None and str(real) != key else ""
+    return (
+        f"trust rule {match!r} names key {key!r}{where}: aiond reads trust keys only inside its "
+        f"config directory ({paths.config_dir}) and its --trust-keys-dir ({keys_dir}); refused"
+    )
+
+
+def _other_secrets_directory(
+    snapshot: ConfigSnapshot, secrets_dir: Path, models: Callable[[], Document | None]
+) -> Iterator[Finding]:
+    named = snapshot.models.secrets_directory
+    if named is None or os.path.realpath(named) == os.path.realpath(secrets_dir):
+        return
+    document = models()
+    message = (
+        f"secrets.directory is {named!r}, but aiond reads API keys only from its --secrets-dir, "
+        f"{str(secrets_dir)!r}: the directory named here is not read"
+    )
+    hint = f"put the secret files in {secrets_dir}, or remove secrets.directory"
+    rule = rules.RULES["AION209"]
+    if document is None:  # models.yml changed since it was validated: point at the set
+        yield Finding("", 0, 0, "/secrets/directory", rule.id, Severity.WARNING, message, hint)
+    else:
+        yield document.finding(rule.id, Severity.WARNING, ["secrets", "directory"], message, hint=hint)
+
+
+__all__ = ["DaemonPaths", "SetView", "judge_for_daemon", "run"]

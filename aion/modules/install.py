@@ -2,7 +2,9 @@
 
 The install pipeline, in order (each step runs only if the one before succeeded):
 
-0. refuse a reference no trust rule covers, before contacting anything;
+0. refuse a reference no trust rule covers, before contacting anything, and a trust rule whose key
+   files are outside the directories the policy allows (aiond's config directory and
+   ``--trust-keys-dir``: :attr:`~aion.config.model.Trust.key_roots`);
 1. resolve the reference to a manifest, and compute its digest (a tag is only a pointer);
 2. verify the signature of that digest under the trust policy, and the SBOM when it is required;
 3. pull the config and layers of that same digest, verifying every byte (no window between the
@@ -39,6 +41,7 @@ from aion.modules.unpack import UnpackLimits, unpack
 from aion.oci import open_store
 from aion.oci.interface import ArtifactStore
 from aion.oci.model import Descriptor, Digest, Manifest, Reference
+from aion.trust.keys import trust_key_file
 from aion.trust.verify import Method, Verification, require_coverage, select_rule, verify_artifact
 
 DEFAULT_BLOB_LIMIT = 1024 * 1024 * 1024
@@ -127,6 +130,7 @@ def install(
         # Before any request: aion neither contacts nor offers credentials to a registry the policy
         # does not know, and such a module could never be installed anyway.
         require_coverage(options.trust, ref)
+        trust = _keys_confined(options.trust, ref, options.config_dir)
         step = "resolve"
         observer.step(step)
         manifest = oci.resolve(ref)
@@ -134,7 +138,7 @@ def install(
         _check_artifact(manifest, ref)
         step = "verify"
         observer.step(step)
-        verification = verify_artifact(oci, ref, digest, options.trust, config_dir=options.config_dir)
+        verification = verify_artifact(oci, ref, digest, trust, config_dir=options.config_dir)
         step = "pull"
         observer.step(step)
         staged = store.staging()
@@ -175,6 +179,18 @@ def install(
     finally:
         if source is None:
             oci.close()
+
+
+def _keys_confined(trust: Trust, ref: Reference, config_dir: Path) -> Trust:
+    """``trust`` with the keys of the rule that covers ``ref`` named by their real paths, each checked
+    against :attr:`Trust.key_roots <aion.config.model.Trust.key_roots>` (fail closed: one key outside
+    refuses the install), so that verification reads exactly the files checked here."""
+    rule = select_rule(trust, ref)
+    if rule is None or not rule.keys:
+        return trust
+    keys = tuple(str(trust_key_file(key, config_dir, trust.key_roots)) for key in rule.keys)
+    confined = dataclasses.replace(rule, keys=keys)
+    return dataclasses.replace(trust, rules=tuple(confined if r is rule else r for r in trust.rules))
 
 
 def _refuse(
@@ -438,11 +454,11 @@ def _policy_problems(entry: dict[str, Any], trust: Trust, config_dir: Path) -> l
             return [f"trust rule {rule.match!r} no longer accepts key signatures"]
         fingerprints: set[str] = set()
         unreadable: list[str] = []
-        for key in rule.keys:  # relative to the config directory, like at install
-            path = Path(key) if Path(key).is_absolute() else config_dir / key
+        for key in rule.keys:  # relative to the config directory and confined, like at install
             try:
+                path = trust_key_file(key, config_dir, trust.key_roots)
                 fingerprints.add(load_public_key(path).fingerprint)
-            except InputError as exc:
+            except (InputError, VerificationError) as exc:
                 unreadable.append(exc.message)
         if entry.get("signer") not in fingerprints:
             # Fail closed: a key that cannot be read cannot vouch for the module.

@@ -2,8 +2,13 @@
 
 The one backend is ``files``: a directory with one file per secret, named after it, holding the value
 (surrounding whitespace stripped). That is what a mounted Kubernetes or Docker secret looks like, so
-symbolic links are followed (Kubernetes swaps a ``..data`` link to rotate), and every read checks the
-file's identity and modification time so a rotated key is picked up without a restart.
+symbolic links are followed as long as they stay inside the directory (Kubernetes swaps a ``..data``
+link to rotate); a link that leads out of it is refused, so a secret name can never make aiond read
+another file of the host. Each read opens the file again, bounded and only if it is a regular file
+(:func:`aion.inputs.read_bounded`), so a rotated key is picked up without a restart.
+
+Which directory is not for a config set to say in aiond: aiond reads keys only from its own
+``--secrets-dir``; ``secrets.directory`` in models.yml is for other tools (see the schema).
 
 Values are never logged, and no error or repr carries one: errors name the secret and the directory.
 """
@@ -12,18 +17,20 @@ from __future__ import annotations
 
 import os
 import re
-import stat
-import threading
 from pathlib import Path
 from typing import Protocol
 
-from aion.config.model import Models
+from aion.config.model import DEFAULT_SECRETS_DIRECTORY, Models
 from aion.errors import ConfigError, InputError
+from aion.inputs import read_bounded
 
 MAX_SECRET_BYTES = 64 * 1024
 """The largest secret file read; a larger one is refused (no API key is anywhere near this)."""
+MAX_NAME_CHARS = 255
+"""The longest secret name: a file name, which most file systems cap at 255 bytes."""
+DEFAULT_DIRECTORY = Path(DEFAULT_SECRETS_DIRECTORY)
 
-_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}")
+_NAME = re.compile(rf"[A-Za-z0-9_][A-Za-z0-9_.-]{{0,{MAX_NAME_CHARS - 1}}}")
 
 
 class SecretMissing(InputError):
@@ -45,25 +52,25 @@ class SecretsBackend(Protocol):
 
 
 def check_name(name: str) -> str:
-    """``name`` when it is a plain file name: letters, digits, ``_``, ``.`` and ``-``, not starting with
-    a dot (so neither ``..`` nor Kubernetes' hidden ``..data`` entries), at most 255 characters."""
+    """``name`` when it is a plain file name: one path segment of letters, digits, ``_``, ``.`` and
+    ``-``, not starting with a dot (so neither ``.``, ``..`` nor Kubernetes' hidden ``..data``
+    entries), at most :data:`MAX_NAME_CHARS` characters."""
     if _NAME.fullmatch(name) is None:
         shown = name if len(name) <= 80 and name.isprintable() else repr(name[:80])
         raise SecretNameInvalid(
             f"invalid secret name {shown!r}: use letters, digits, '_', '.' and '-', not starting with a "
-            "dot and without path separators",
-            hint="secret names are file names in secrets.directory (models.yml)",
+            f"dot, without path separators, at most {MAX_NAME_CHARS} characters",
+            hint="a secret name is the name of one file in the secrets directory (aiond's --secrets-dir)",
         )
     return name
 
 
 class FileSecrets:
-    """The ``files`` backend: ``directory/NAME`` holds the secret ``NAME``. Safe to share between threads."""
+    """The ``files`` backend: ``directory/NAME`` holds the secret ``NAME``. Safe to share between threads
+    (it keeps no state between reads)."""
 
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
-        self._lock = threading.Lock()
-        self._cache: dict[str, tuple[tuple[int, int, int, int], str]] = {}
 
     def __repr__(self) -> str:
         return f"FileSecrets(directory={str(self.directory)!r})"
@@ -73,69 +80,45 @@ class FileSecrets:
             name,
             f"secret {name!r} {why} (looked in {self.directory})",
             hint=f"put the value in the file {self.directory / name}, readable only by aiond "
-            "(for example mode 0400), or point secrets.directory in models.yml elsewhere",
+            "(for example mode 0400)",
         )
 
     def get(self, name: str) -> str:
         check_name(name)
-        path = self.directory / name
+        path = self._inside(name)
         try:
-            # O_NONBLOCK: a FIFO in the directory must not hang the caller; it is refused below.
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        except FileNotFoundError:
-            self._forget(name)
-            raise self._missing(name, "is not set") from None
-        except OSError as exc:
-            self._forget(name)
-            raise self._missing(name, f"cannot be read ({exc.strerror or type(exc).__name__})") from None
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                raise self._missing(name, "is not a regular file")
-            identity = (info.st_dev, info.st_ino, info.st_mtime_ns, info.st_size)
-            with self._lock:
-                cached = self._cache.get(name)
-            if cached is not None and cached[0] == identity:
-                return cached[1]
-            if info.st_size > MAX_SECRET_BYTES:
-                raise self._missing(name, f"is larger than {MAX_SECRET_BYTES} bytes")
-            raw = _read_all(fd, MAX_SECRET_BYTES + 1)
-        finally:
-            os.close(fd)
-        if len(raw) > MAX_SECRET_BYTES:
-            raise self._missing(name, f"is larger than {MAX_SECRET_BYTES} bytes")
+            raw = read_bounded(path, MAX_SECRET_BYTES, what="its file")
+        except InputError as exc:
+            raise self._missing(name, f"cannot be used: {exc.message}") from None
         try:
             value = raw.decode("utf-8").strip()
         except UnicodeDecodeError:
             raise self._missing(name, "is not UTF-8 text") from None
         if not value:
-            self._forget(name)
             raise self._missing(name, "is empty")
-        with self._lock:
-            self._cache[name] = (identity, value)
         return value
 
-    def _forget(self, name: str) -> None:
-        with self._lock:
-            self._cache.pop(name, None)
-
-
-def _read_all(fd: int, limit: int) -> bytes:
-    parts: list[bytes] = []
-    size = 0
-    while size < limit:
-        part = os.read(fd, limit - size)
-        if not part:
-            break
-        parts.append(part)
-        size += len(part)
-    return b"".join(parts)
+    def _inside(self, name: str) -> Path:
+        """The real path of the secret's file, links followed, when it is inside the directory."""
+        try:
+            root = os.path.realpath(self.directory, strict=True)
+            real = os.path.realpath(self.directory / name, strict=True)
+        except FileNotFoundError:
+            raise self._missing(name, "is not set") from None
+        except OSError as exc:  # a link loop, a directory that cannot be searched
+            raise self._missing(name, f"cannot be read ({exc.strerror or type(exc).__name__})") from None
+        if real == root or not Path(real).is_relative_to(root):
+            # Followed anywhere, a link in the directory could have any file of the host read and sent
+            # to a provider as its key. Where it leads is not shown: task errors reach every viewer.
+            raise self._missing(name, "is a link that leads out of the directory; refused")
+        return Path(real)
 
 
 def secrets_from(models: Models) -> SecretsBackend:
-    """The secret backend models.yml names (``secrets.backend``)."""
+    """The secret backend models.yml names (``secrets.backend``), for tools other than aiond (which
+    reads keys from its own ``--secrets-dir`` only)."""
     if models.secrets_backend == "files":
-        return FileSecrets(models.secrets_directory)
+        return FileSecrets(models.secrets_directory or DEFAULT_DIRECTORY)
     raise ConfigError(
         f"unknown secrets backend {models.secrets_backend!r} in models.yml; the backends are: files",
         hint="set secrets.backend to files and secrets.directory to the directory of secret files",
@@ -143,6 +126,8 @@ def secrets_from(models: Models) -> SecretsBackend:
 
 
 __all__ = [
+    "DEFAULT_DIRECTORY",
+    "MAX_NAME_CHARS",
     "MAX_SECRET_BYTES",
     "FileSecrets",
     "SecretMissing",

@@ -1,16 +1,19 @@
-"""Public keys that signatures are checked against (cosign key pairs are ECDSA P-256 by default)."""
+"""Public keys that signatures are checked against (cosign key pairs are ECDSA P-256 by default), and
+where a trust rule's key files may be read from."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, utils
 
-from aion.errors import InputError
+from aion.config.model import trust_key_path, within
+from aion.errors import InputError, VerificationError
 from aion.inputs import human_size, read_bounded
 
 
@@ -85,4 +88,25 @@ def load_public_key(path: Path, *, what: str = "public key") -> PublicKey:
     return PublicKey(key, str(path))
 
 
-__all__ = ["MAX_PUBLIC_KEY_BYTES", "PublicKey", "load_public_key"]
+def trust_key_file(key: str, config_dir: Path, roots: Sequence[Path] | None) -> Path:
+    """The real path of a trust rule's key ``key`` (relative to ``config_dir``, links followed).
+
+    With ``roots`` (aiond's config directory and ``--trust-keys-dir``: :attr:`Trust.key_roots
+    <aion.config.model.Trust.key_roots>`), a key that resolves anywhere else is refused with a
+    VerificationError, before it is opened: a policy uploaded to aiond must not make it read any file
+    of the host. Reading the real path afterwards means a link swapped later is not followed."""
+    real = trust_key_path(key, config_dir)
+    if real is None:
+        raise InputError(f"trust rule key {key!r} is not a file name", hint="fix trust.rules in policies.yml")
+    if roots is not None and not within(real, roots):
+        where = f" resolves to {str(real)!r}," if str(real) != key else " is"
+        raise VerificationError(
+            f"trust rule key {key!r}{where} outside the directories aiond reads keys from "
+            f"({', '.join(str(r) for r in roots)}); refused",
+            hint="copy the key into aiond's config directory and name it relatively, "
+            "or into its --trust-keys-dir",
+        )
+    return real
+
+
+__all__ = ["MAX_PUBLIC_KEY_BYTES", "PublicKey", "load_public_key", "trust_key_file"]

@@ -5,7 +5,10 @@ Every config set that becomes active is stored as an immutable :class:`~aiond.st
 
 1. read the set (the config directory, uploaded files, or a stored version);
 2. validate it with :func:`aion.config.validate.validate`, the very rules of ``aionctl validate``, in a
-   worker thread so that the daemon keeps serving;
+   worker thread so that the daemon keeps serving; then judge the files it names against the
+   daemon's own directories (:func:`aion.config.semantics.judge_for_daemon`): trust keys only
+   inside ``--config`` or ``--trust-keys-dir``, and secrets.directory compared with
+   ``--secrets-dir``, where the daemon reads API keys whatever a set says;
 3. refuse it with its findings when it has errors (the running version stays active, and the refusal
    is remembered as the last error), or when the caller's expected active tag is stale;
 4. store it as a new version and mark it active, in one transaction;
@@ -31,9 +34,11 @@ from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
 from aion.config.findings import Finding, Severity
+from aion.config.kinds import Kind
 from aion.config.model import ConfigSnapshot
+from aion.config.semantics import DaemonPaths, judge_for_daemon
 from aion.config.validate import Report, Source, collect, ignored
-from aion.config.yamlload import Limits
+from aion.config.yamlload import Document, Limits, load
 from aion.envelopes import audit
 from aion.errors import ConflictError, Error, InputError, InvalidConfig, NotFound, UsageError
 from aion.routing import RoutingTable, compile_table
@@ -141,9 +146,12 @@ class PolicyStore:
         on_change: Callable[[ActiveConfig, str, str, float], None] | None = None,
         limits: Limits | None = None,
         validator: Validator | None = None,
+        trust_keys_dir: Path | None = None,
+        secrets_dir: Path | None = None,
     ) -> None:
         self._backend = backend
         self.config_dir = config_dir
+        self._paths = DaemonPaths(config_dir, trust_keys_dir, secrets_dir)
         self._emit = emit
         self._on_change = on_change
         self._limits = limits or Limits()
@@ -588,9 +596,20 @@ class PolicyStore:
         return await self._validate(sources, set_name)
 
     async def _validate(self, sources: Sequence[Source], set_name: str) -> Report:
-        return await self._validator.validate(
+        report = await self._validator.validate(
             sources, set_name=set_name, base_dir=self.config_dir, limits=self._limits
         )
+        # The set cannot choose where the daemon reads keys: what its trust rules and models.yml name
+        # is judged against the daemon's own directories (this follows links, so not on the loop).
+        return await asyncio.to_thread(self._judged, sources, report)
+
+    def _judged(self, sources: Sequence[Source], report: Report) -> Report:
+        def models() -> Document | None:
+            source = next((s for s in sources if report.files.get(s.name) is Kind.MODELS), None)
+            return None if source is None else load(source.data, source.name, self._limits)[0]
+
+        findings, snapshot = judge_for_daemon(report.findings, report.snapshot, self._paths, models=models)
+        return dataclasses.replace(report, findings=tuple(findings), snapshot=snapshot)
 
 
 def check_upload(files: Sequence[tuple[str, bytes]], limits: Limits) -> list[tuple[str, bytes]]:

@@ -134,6 +134,7 @@ async def assemble(
         ledger=ledger,
         admission=admission,
         observer=reporting.TaskReporter(metrics, journal),
+        secrets_dir=settings.secrets_dir,
     )
     stack.push_async_callback(lambda: executor.close(grace()))
     return Runtime(

@@ -1,5 +1,6 @@
-"""The files secret backend: values read, stripped and refreshed on rotation; bad names, odd files and
-missing secrets refused with errors that name the secret but never show a value."""
+"""The files secret backend: values read, stripped and refreshed on rotation; bad names, odd files,
+links that lead out of the directory and missing secrets refused with errors that name the secret but
+never show a value."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from aion.config.model import build_models
 from aion.errors import ConfigError, InputError
 from aion.exitcodes import ExitCode
 from aion.providers.secrets import (
+    MAX_NAME_CHARS,
     MAX_SECRET_BYTES,
     FileSecrets,
     SecretMissing,
@@ -120,7 +122,9 @@ def test_a_deleted_secret_is_not_served_from_the_cache(tmp_path: Path) -> None:
         "a\\b",
         "a\x00b",
         "a b",
-        "x" * 256,
+        "KEY\n",
+        "etc/passwd",
+        "x" * (MAX_NAME_CHARS + 1),
     ],
 )
 def test_names_that_are_not_plain_file_names_are_refused(tmp_path: Path, name: str) -> None:
@@ -131,7 +135,9 @@ def test_names_that_are_not_plain_file_names_are_refused(tmp_path: Path, name: s
     assert isinstance(info.value, InputError)
 
 
-@pytest.mark.parametrize("name", ["OPENAI_API_KEY", "hf-token", "key.v2", "_x", "0", "a..b"])
+@pytest.mark.parametrize(
+    "name", ["OPENAI_API_KEY", "hf-token", "key.v2", "_x", "0", "a..b", "x" * MAX_NAME_CHARS]
+)
 def test_plain_names_are_accepted(name: str) -> None:
     assert check_name(name) == name
 
@@ -175,7 +181,7 @@ def test_a_fifo_in_place_of_a_secret_is_refused_without_blocking(tmp_path: Path)
 
 def test_an_oversized_secret_is_refused(tmp_path: Path) -> None:
     write(tmp_path / "KEY", "k" * (MAX_SECRET_BYTES + 1))
-    with pytest.raises(SecretMissing, match=str(MAX_SECRET_BYTES)):
+    with pytest.raises(SecretMissing, match="larger than 64 KiB"):
         FileSecrets(tmp_path).get("KEY")
 
 
@@ -191,6 +197,44 @@ def test_errors_and_reprs_never_show_a_value(tmp_path: Path) -> None:
     write(tmp_path / "OTHER", VALUE)
     assert secrets.get("OTHER") == VALUE
     assert VALUE not in repr(secrets)
+
+
+@pytest.mark.parametrize("target", ["file", "directory", "relative"])
+def test_a_link_that_leads_out_of_the_directory_is_refused(tmp_path: Path, target: str) -> None:
+    """A link in the directory to any other file of the host (directly, through a linked directory, or
+    climbing out with ..) must not make that file a key sent to a provider."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    write(outside / "shadow", VALUE)
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    if target == "file":
+        (secrets / "KEY").symlink_to(outside / "shadow")
+    elif target == "directory":  # Kubernetes' shape, KEY -> ..data/KEY, with ..data leading out
+        (secrets / "..data").symlink_to(outside)
+        (secrets / "KEY").symlink_to("..data/shadow")
+    else:
+        (secrets / "KEY").symlink_to("../outside/shadow")
+    with pytest.raises(SecretMissing, match="leads out of the directory") as info:
+        FileSecrets(secrets).get("KEY")
+    assert VALUE not in f"{info.value}\n{info.value.diagnostics()}"
+    assert str(outside) not in info.value.message  # task errors reach every viewer
+
+
+def test_a_linked_secrets_directory_is_followed(tmp_path: Path) -> None:
+    """The directory itself may be a link (a mount point behind one); what counts is where it leads."""
+    real = tmp_path / "real"
+    real.mkdir()
+    write(real / "KEY", VALUE)
+    (tmp_path / "secrets").symlink_to(real)
+    assert FileSecrets(tmp_path / "secrets").get("KEY") == VALUE
+
+
+def test_a_link_loop_is_refused_without_hanging(tmp_path: Path) -> None:
+    (tmp_path / "KEY").symlink_to("OTHER")
+    (tmp_path / "OTHER").symlink_to("KEY")
+    with pytest.raises(SecretMissing, match="cannot be read"):
+        FileSecrets(tmp_path).get("KEY")
 
 
 def test_the_backend_named_in_models_yml(tmp_path: Path) -> None:
