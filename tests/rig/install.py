@@ -304,17 +304,22 @@ def install_go_tools() -> None:
         "CGO_ENABLED": "0",
     }
     stamps = _read_stamps()
-    for name in todo:
-        package, version = GO_TOOLS[name]
-        log(f"go: building {name} {version} (once; cached in {RIG_HOME})")
-        with tempfile.TemporaryDirectory(dir=RIG_HOME) as gobin:
-            _run([go, "install", f"{package}@{version}"], env={**env, "GOBIN": gobin})
-            built = [p for p in Path(gobin).iterdir() if p.is_file()]
-            if len(built) != 1:
-                raise InstallError(f"go: expected one binary for {package}, got {[p.name for p in built]}")
-            built[0].replace(BIN_DIR / name)
-        stamps[name] = version
-        _write_stamps(stamps)
+    # The build cache is shared by the tools' builds and removed after them (about 1.6 GiB): the
+    # binaries are what is kept, and the module cache above makes a rebuild need no download.
+    with tempfile.TemporaryDirectory(dir=RIG_HOME, prefix="go-build-") as cache:
+        for name in todo:
+            package, version = GO_TOOLS[name]
+            log(f"go: building {name} {version} (once; cached in {RIG_HOME})")
+            with tempfile.TemporaryDirectory(dir=RIG_HOME) as gobin:
+                _run([go, "install", f"{package}@{version}"], env={**env, "GOBIN": gobin, "GOCACHE": cache})
+                built = [p for p in Path(gobin).iterdir() if p.is_file()]
+                if len(built) != 1:
+                    raise InstallError(
+                        f"go: expected one binary for {package}, got {[p.name for p in built]}"
+                    )
+                built[0].replace(BIN_DIR / name)
+            stamps[name] = version
+            _write_stamps(stamps)
 
 
 def _read_stamps() -> dict[str, str]:
