@@ -54,16 +54,6 @@ def _hostport(text: str, name: str) -> HostPort:
     return parse_hostport(text, what=name)
 
 
-def _seconds(text: str, name: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise UsageError(f"{name}: {text!r} is not a number of seconds") from None
-    if not 0 <= value <= 3600:
-        raise UsageError(f"{name}: {value} is outside 0..3600 seconds")
-    return value
-
-
 def _bytes_limit(text: str, name: str) -> int:
     try:
         value = int(text)
@@ -215,13 +205,13 @@ class Settings:
         default=0.0,
         metadata=_opt("--shutdown-delay", "AIOND_SHUTDOWN_DELAY",
                       "seconds /readyz reports 503 before draining starts, so load balancers stop "
-                      "sending work first", "SECONDS", _seconds),
+                      "sending work first", "SECONDS", _duration(0, 3600)),
     )  # fmt: skip
     shutdown_grace: float = dataclasses.field(
         default=10.0,
         metadata=_opt("--shutdown-grace", "AIOND_SHUTDOWN_GRACE",
                       "seconds in-flight calls may take to finish on shutdown before they are cancelled",
-                      "SECONDS", _seconds),
+                      "SECONDS", _duration(0, 3600)),
     )  # fmt: skip
     grpc_max_message_bytes: int = dataclasses.field(
         default=4 * 1024 * 1024,

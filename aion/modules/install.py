@@ -72,6 +72,19 @@ class Installed:
     unchanged: bool
     previous: str | None
 
+    def entry(self) -> dict[str, Any]:
+        """What was installed (or would be, for a dry run), in the shape of a lock-file entry."""
+        v = self.verification
+        return {
+            "version": self.version,
+            "ref": self.ref,
+            "digest": str(self.digest),
+            "method": v.method.value,
+            "signer": v.signer,
+            "issuer": v.issuer,
+            "sbom": str(v.sbom_digest) if v.sbom_digest else None,
+        }
+
 
 Step = Callable[[str], None]
 BytesDone = Callable[[int, int], None]

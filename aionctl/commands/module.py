@@ -147,13 +147,7 @@ def install_command(
     v = done.verification
     body = {
         "name": done.name,
-        "version": done.version,
-        "ref": done.ref,
-        "digest": str(done.digest),
-        "method": v.method.value,
-        "signer": v.signer,
-        "issuer": v.issuer,
-        "sbom": str(v.sbom_digest) if v.sbom_digest else None,
+        **done.entry(),
         "path": str(done.path),
         "unchanged": done.unchanged,
         "previous": done.previous,

@@ -105,8 +105,9 @@ async def assemble(
     stack.callback(validator.close)
     followers = _PolicyFollowers(metrics)
     policies = PolicyStore(
-        state, settings.config_dir, emit=journal.emit, on_change=followers, validator=validator
-    )
+        state, settings.config_dir, emit=journal.emit, on_change=followers, validator=validator,
+        trust_keys_dir=settings.trust_keys_dir, secrets_dir=settings.secrets_dir,
+    )  # fmt: skip
     stack.push_async_callback(policies.drain)  # a change whose caller left still finishes
     active = await policies.start(prefer_config_dir=settings.startup_policy == "config")
     policy = active.snapshot.policies

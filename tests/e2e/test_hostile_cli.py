@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import resource
 import shutil
 import subprocess
 from collections.abc import Iterator, Mapping
@@ -21,14 +20,10 @@ from typing import Any
 
 import pytest
 
-from tests.rig.daemon import EXAMPLES, Aiond, clean_env, program
+from tests.rig.daemon import EXAMPLES, Aiond, aionctl
 from tests.rig.procs import free_port
 
 MEMORY_CAP = 2 << 30
-
-
-def _cap_memory() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CAP, MEMORY_CAP))
 
 
 def run(
@@ -37,16 +32,7 @@ def run(
     input: str | None = None,  # noqa: A002 - mirrors subprocess.run
 ) -> subprocess.CompletedProcess[str]:
     """The real aionctl, with its memory capped and a deadline; never raises on a non-zero exit."""
-    return subprocess.run(
-        [program("aionctl"), *args],
-        capture_output=True,
-        text=True,
-        env=clean_env(env),
-        input=input,
-        timeout=60,
-        check=False,
-        preexec_fn=_cap_memory,
-    )
+    return aionctl(*args, env=env, input=input, timeout=60, memory_cap=MEMORY_CAP)
 
 
 def ctl(daemon: Aiond, *args: str, role: str = "admin", input: str | None = None) -> Any:  # noqa: A002

@@ -122,10 +122,6 @@ def test_a_secret_name_that_is_not_a_plain_name_is_refused_at_apply(
     assert status["active"]["number"] == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs aiond/serving/runtime.py to pass settings.secrets_dir to PolicyStore(...)",
-)
 def test_apply_warns_that_another_secrets_directory_is_not_read_naming_both(
     daemon: Aiond, tmp_path: Path
 ) -> None:

@@ -45,7 +45,10 @@ def daemon(oci_registry: OciRegistry, signer: Signer, tmp_path: Path) -> Iterato
     (config / "policies.yml").write_text(yaml.safe_dump(policies, sort_keys=False))
     assert aionctl("validate", str(config)).returncode == 0
     aiond = Aiond(
-        tmp_path, config_dir=config, extra_args=["--registry-plain-http", oci_registry.host]
+        tmp_path,
+        config_dir=config,
+        # The signer's key lives outside the config set: the daemon's key directory admits it.
+        extra_args=["--registry-plain-http", oci_registry.host, "--trust-keys-dir", str(signer.pub.parent)],
     ).start()
     yield aiond
     aiond.stop()

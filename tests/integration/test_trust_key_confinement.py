@@ -147,10 +147,6 @@ def test_a_key_inside_the_set_still_installs(
     assert module.verification.signer == load_public_key(signer.pub).fingerprint
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs aiond/serving/runtime.py to pass settings.trust_keys_dir to PolicyStore(...)",
-)
 def test_a_key_in_the_trust_keys_dir_works(oci_registry: OciRegistry, signer: Signer, tmp_path: Path) -> None:
     daemon = start(tmp_path, oci_registry, "--trust-keys-dir", str(signer.pub.parent))
     try:

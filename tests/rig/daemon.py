@@ -77,6 +77,8 @@ class Aiond:
             "--state-dir", str(self.state_dir),
             "--grpc-listen", self.grpc_addr,
             "--http-listen", self.http_addr,
+            # API keys come from here alone (tests that need one write it there)
+            "--secrets-dir", str(self.workdir / "secrets"),
             *self.extra_args,
         ]  # fmt: skip
         return ManagedProcess("aiond", argv, log_path=self.workdir / "aiond.log", env=clean_env())
@@ -156,8 +158,17 @@ def aionctl(
     env: Mapping[str, str] | None = None,
     input: str | None = None,  # noqa: A002 - mirrors subprocess.run
     timeout: float = 60.0,
+    memory_cap: int | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run the real aionctl; never raises on a non-zero exit (tests assert on it)."""
+    """Run the real aionctl; never raises on a non-zero exit (tests assert on it). ``memory_cap``
+    bounds its address space, so that a read that is not bounded fails the test instead of the host."""
+
+    def cap() -> None:
+        import resource
+
+        assert memory_cap is not None
+        resource.setrlimit(resource.RLIMIT_AS, (memory_cap, memory_cap))
+
     return subprocess.run(
         [program("aionctl"), *args],
         capture_output=True,
@@ -166,4 +177,5 @@ def aionctl(
         input=input,
         timeout=timeout,
         check=False,
+        preexec_fn=cap if memory_cap is not None else None,
     )

@@ -54,7 +54,7 @@ def test_config_is_required() -> None:
             "AIOND_HTTP_LISTEN: port '99999' is not a number from 0 to 65535",
         ),
         (["--shutdown-grace", "soon"], {}, "--shutdown-grace: 'soon' is not a number of seconds"),
-        (["--shutdown-delay", "-1"], {}, "--shutdown-delay: -1.0 is outside 0..3600 seconds"),
+        (["--shutdown-delay", "-1"], {}, "--shutdown-delay: -1 is outside 0..3600 seconds"),
         (["--log-level", "loud"], {}, "--log-level: 'loud' is not one of debug, info, warning, error"),
         (["--grpc-max-message-bytes", "12"], {}, "--grpc-max-message-bytes: 12 is outside 1 KiB..256 MiB"),
         (["--event-log-segment", "64MB"], {}, "--event-log-segment: '64MB' is not a size"),

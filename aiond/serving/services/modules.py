@@ -103,17 +103,8 @@ class ModuleServicer(modules_pb2_grpc.ModuleServiceServicer):
         )
         done = await asyncio.to_thread(install, request.ref, self._store, options)
         if request.dry_run:
-            v = done.verification
-            entry = {
-                "version": done.version,
-                "ref": done.ref,
-                "digest": str(done.digest),
-                "method": v.method.value,
-                "signer": v.signer,
-                "issuer": v.issuer,
-                "sbom": str(v.sbom_digest) if v.sbom_digest else None,
-            }
-            return modules_pb2.InstallModuleResponse(module=self._module(done.name, entry), unchanged=True)
+            dry = self._module(done.name, done.entry())
+            return modules_pb2.InstallModuleResponse(module=dry, unchanged=True)
         entry = (await asyncio.to_thread(self._store.lock))[done.name]
         return modules_pb2.InstallModuleResponse(
             module=self._module(done.name, entry), unchanged=done.unchanged
