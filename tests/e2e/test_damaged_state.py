@@ -30,7 +30,7 @@ def used_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
         policies.write_text(policies.read_text() + "\n# the second version\n")
         applied = aionctl("policy", "apply", str(config), "-o", "json", env=daemon.aionctl_env())
         assert applied.returncode == 0, applied.stderr
-        assert json.loads(applied.stdout)["version"]["number"] == "2"
+        assert json.loads(applied.stdout)["version"]["number"] == 2
     finally:
         assert daemon.stop() == 0
     return daemon.state_dir
@@ -59,10 +59,11 @@ def start_aiond(state_dir: Path, *args: str) -> subprocess.CompletedProcess[str]
     )  # fmt: skip
 
 
-def assert_refused(result: subprocess.CompletedProcess[str], prog: str, message: str, hint: str) -> None:
+def assert_refused(result: subprocess.CompletedProcess[str], message: str, hint: str) -> None:
+    """Refused with exit 3 and one error, worded as every aion program words one."""
     assert result.returncode == 3, result.stderr
     assert "Traceback" not in result.stderr
-    assert result.stderr == f"{prog}: error: {message}\n{hint}\n"
+    assert result.stderr == f"error: {message}\n{hint}\n"
 
 
 def damage_a_page(db: Path) -> None:
@@ -97,10 +98,10 @@ def test_a_damaged_state_database_stops_aiond_and_aiond_token_with_one_message(
     db = state_dir / "state.db"
     damage(db)
     message = f"the state database {db} {found}"
-    assert_refused(start_aiond(state_dir), "aiond", message, DAMAGED_HINT)
+    assert_refused(start_aiond(state_dir), message, DAMAGED_HINT)
     for action in (["list"], ["create", "late", "--role", "viewer"]):
         result = run_aiond("token", "--state-dir", str(state_dir), *action)
-        assert_refused(result, "aiond token", message, DAMAGED_HINT)
+        assert_refused(result, message, DAMAGED_HINT)
 
 
 EMPTY_HINT = (
@@ -116,10 +117,10 @@ def test_an_empty_state_database_is_refused_and_left_as_it_is(state_dir: Path) -
         f"the state database {db} is empty: it holds no aiond schema, so any tokens and policy history "
         "it had are gone"
     )
-    assert_refused(start_aiond(state_dir), "aiond", message, EMPTY_HINT)
+    assert_refused(start_aiond(state_dir), message, EMPTY_HINT)
     for action in (["list"], ["create", "first", "--role", "admin"]):
         result = run_aiond("token", "--state-dir", str(state_dir), *action)
-        assert_refused(result, "aiond token", message, EMPTY_HINT)
+        assert_refused(result, message, EMPTY_HINT)
     assert db.read_bytes() == b""
 
 

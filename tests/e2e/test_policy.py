@@ -554,6 +554,12 @@ def test_a_refused_apply_prints_the_report_validate_prints(daemon: Aiond, tmp_pa
 def test_an_applied_sets_warnings_print_in_the_findings_formats(daemon: Aiond, tmp_path: Path) -> None:
     warned = tmp_path / "warned"
     shutil.copytree(EXAMPLES, warned)
+    # A set that names no secrets directory: aiond would warn that it reads its own instead, which
+    # only it can know.
+    models = warned / "models.yml"
+    models.write_text(
+        models.read_text().replace("secrets:\n  backend: files\n  directory: /run/secrets/aion\n", "")
+    )
     (warned / "policies.yml").write_text((warned / "policies.yml").read_text() + "\ncolour: blue\n")
     applied = ctl(daemon, "policy", "apply", str(warned), "--dry-run", "-o", "github")
     validated = aionctl("validate", str(warned), "-o", "github")
