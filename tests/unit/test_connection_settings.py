@@ -9,7 +9,7 @@ import pytest
 
 from aion.errors import UsageError
 from aiond import settings
-from aiond.serving.listeners import RESERVED_FILES, connection_cap
+from aiond.serving.connections import RESERVED_FILES, connection_cap
 
 
 def parse(argv: list[str], env: dict[str, str] | None = None) -> settings.Settings:
