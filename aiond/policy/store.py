@@ -52,7 +52,6 @@ MAX_FILES = 256
 HISTORY_PAGE = 50
 """Versions listed when a client names no page size."""
 HISTORY_PAGE_MAX = 1000
-SOURCES = ("apply", "reload", "http", "sighup", "startup", "rollback")
 
 AuditSink = Callable[[dict[str, Any]], Awaitable[None]]
 _T = TypeVar("_T")
@@ -671,7 +670,6 @@ def finding_dict(finding: Finding) -> dict[str, Any]:
 
 
 __all__ = [
-    "SOURCES",
     "ActivationRefused",
     "ActiveConfig",
     "NothingToRollBack",
