@@ -15,7 +15,6 @@ import time
 from functools import cache
 from typing import Any
 
-from aion import schemas
 from aion.ids import ulid
 
 AUDIT_TOPIC = "aion.audit.activity"
@@ -35,6 +34,8 @@ def local_principal() -> str:
 @cache
 def _audit_validator() -> Any:
     import jsonschema_rs
+
+    from aion import schemas
 
     return jsonschema_rs.validator_for(schemas.load("events/audit"))
 

@@ -10,7 +10,6 @@ directory), 6 when a listen address or the state directory is already taken.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import faulthandler
 import os
 import sys
@@ -95,6 +94,8 @@ def _run(flags: dict[str, str | None]) -> int:
 
     async def serve() -> None:
         await Daemon(loaded).serve()
+
+    import asyncio
 
     asyncio.run(serve())
     return int(ExitCode.OK)

@@ -21,21 +21,23 @@ import os
 import re
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aion.envelopes import audit, local_principal
 from aion.errors import InputError, UsageError
-from aiond.events.journal import LocalSink
-from aiond.security.auth import Role, mint
 from aiond.settings import default_state_dir, parse_path
-from aiond.state.backend import TokenRecord
-from aiond.state.sqlite import DB_NAME, SqliteState
 from aiond.usage import Parser
+
+if TYPE_CHECKING:
+    from aiond.events.sink import LocalSink
+    from aiond.state.backend import TokenRecord
+    from aiond.state.sqlite import SqliteState
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _MAX_TTL_DAYS = 3650
-ROLE_NAMES = [r.label for r in Role if r is not Role.NONE]
+ROLE_NAMES = ["viewer", "operator", "admin"]
+"""The roles a credential can have (aiond.security.auth.Role, named here so that the parser, and
+``--help``, do not load the authentication code)."""
 
 
 OUTPUTS = ["text", "json", "yaml"]
@@ -126,6 +128,10 @@ def run(argv: Sequence[str]) -> int:
     if raw_dir is None:
         raw_dir = os.environ.get("AIOND_STATE_DIR")
     state_dir = parse_path(raw_dir, "--state-dir") if raw_dir is not None else default_state_dir()
+    from aion.envelopes import local_principal
+    from aiond.events.sink import LocalSink
+    from aiond.state.sqlite import DB_NAME, SqliteState
+
     who = local_principal()
     if args.action != "create" and not (state_dir / DB_NAME).is_file():
         # Only create may start a new state directory (before the first daemon start); a typo in
@@ -145,6 +151,9 @@ def run(argv: Sequence[str]) -> int:
 
 
 def _create(args: argparse.Namespace, state: SqliteState, events: LocalSink, who: str, output: str) -> None:
+    from aion.envelopes import audit
+    from aiond.security.auth import Role, mint
+
     ttl = parse_ttl(args.ttl) if args.ttl else None
     record, text = mint(
         args.name, Role.parse(args.role), created_by=who, ttl=ttl, identity=args.identity or ""
@@ -183,6 +192,8 @@ def _list(args: argparse.Namespace, state: SqliteState, events: LocalSink, who: 
 
 
 def _revoke(args: argparse.Namespace, state: SqliteState, events: LocalSink, who: str, output: str) -> None:
+    from aion.envelopes import audit
+
     record = state.revoke_token(args.name, dt.datetime.now(dt.UTC))
     events.append(
         audit(principal=who, action="token.revoke", target=record.name, outcome="success",

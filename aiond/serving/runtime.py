@@ -21,7 +21,8 @@ from decimal import Decimal
 
 from aion.config.model import Trust
 from aion.routing import LiveState
-from aiond.events.journal import Journal, LocalSink
+from aiond.events.journal import Journal
+from aiond.events.sink import LocalSink
 from aiond.execution.admission import Admission
 from aiond.execution.breakers import BreakerBoard
 from aiond.execution.budget import BudgetLedger

@@ -106,3 +106,10 @@ def test_a_switch_takes_no_value_and_help_lists_its_variable() -> None:
     assert "[--init-state]" in text
     assert "without it aiond refuses to start on one" in text
     assert "A missing state.db is always created [env AIOND_INIT_STATE]" in text
+
+
+def test_aiond_token_names_every_role_there_is() -> None:
+    from aiond.security.auth import Role
+    from aiond.security.tokens import ROLE_NAMES
+
+    assert ROLE_NAMES == [r.label for r in Role if r is not Role.NONE]
