@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from aion.api.v1 import common_pb2
-from tests.e2e.test_tasks import KEY, submit, write_config
+from tests.e2e.test_tasks import KEY, only_anthropic_in_the_api_tier, submit, write_config
 from tests.rig import providers as behave
 from tests.rig.daemon import Aiond, aionctl
 from tests.rig.providers import REDACTED, EchoForm, StandIn, Wire, key_leaks
@@ -40,20 +39,7 @@ def config_for(wire: Wire, root: Path, stand_in: StandIn) -> Path:
         return write_config(root, stand_in, policies=BREAKERS_STAY_CLOSED)
     policies = {**BREAKERS_STAY_CLOSED, "providers": {"allow": ["ollama", "vllm", "anthropic"]}}
     config = write_config(root, stand_in, policies=policies)
-    models = yaml.safe_load((config / "models.yml").read_text())
-    models["tiers"]["tier1"]["cloud"] = ["anthropic:claude-haiku"]
-    models["providers"]["anthropic"] = {
-        "api": "anthropic", "base_url": stand_in.anthropic_url, "api_key_secret": "ANTHROPIC_API_KEY",
-        "timeout_ms": 2000,
-    }  # fmt: skip
-    models["models"]["anthropic:claude-haiku"] = {
-        "input_usd_per_mtok": 1.0, "output_usd_per_mtok": 5.0,
-        "context_window": 200000, "max_output_tokens": 1024,
-    }  # fmt: skip
-    (config / "models.yml").write_text(yaml.safe_dump(models, sort_keys=False))
-    (root / "secrets" / "ANTHROPIC_API_KEY").write_text(KEY + "\n")
-    checked = aionctl("validate", str(config))
-    assert checked.returncode == 0, checked.stdout + checked.stderr
+    only_anthropic_in_the_api_tier(config, stand_in, KEY)
     return config
 
 

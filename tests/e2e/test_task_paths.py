@@ -10,9 +10,10 @@ from pathlib import Path
 
 import grpc
 import pytest
+import yaml
 
 from aion.api.v1 import common_pb2, tasks_pb2, tasks_pb2_grpc
-from tests.e2e.test_tasks import KEY, start, submit, targets, write_config
+from tests.e2e.test_tasks import KEY, only_anthropic_in_the_api_tier, start, submit, targets, write_config
 from tests.integration.supply import conforms
 from tests.rig import providers as behave
 from tests.rig.daemon import Aiond, aionctl
@@ -117,21 +118,7 @@ def test_the_anthropic_wire_format(tmp_path: Path, stand_in: StandIn) -> None:
     config = write_config(
         tmp_path, stand_in, policies={"providers": {"allow": ["ollama", "vllm", "anthropic"]}}
     )
-    import yaml
-
-    models = yaml.safe_load((config / "models.yml").read_text())
-    models["tiers"]["tier1"]["cloud"] = ["anthropic:claude-haiku"]
-    models["providers"]["anthropic"] = {
-        "api": "anthropic", "base_url": stand_in.anthropic_url, "api_key_secret": "ANTHROPIC_API_KEY",
-        "timeout_ms": 2000,
-    }  # fmt: skip
-    models["models"]["anthropic:claude-haiku"] = {
-        "input_usd_per_mtok": 1.0, "output_usd_per_mtok": 5.0,
-        "context_window": 200000, "max_output_tokens": 1024,
-    }  # fmt: skip
-    (config / "models.yml").write_text(yaml.safe_dump(models, sort_keys=False))
-    (tmp_path / "secrets" / "ANTHROPIC_API_KEY").write_text(KEY)
-    assert aionctl("validate", str(config)).returncode == 0
+    only_anthropic_in_the_api_tier(config, stand_in, KEY)
     daemon = Aiond(tmp_path, config_dir=config).start()
     try:
         task = submit(daemon, "summarize", "hello claude", route=common_pb2.ROUTE_API).task
@@ -154,9 +141,17 @@ def rss_kib(pid: int) -> int:
 
 
 def test_memory_stays_flat_under_a_flood_of_refusals(tmp_path: Path, stand_in: StandIn) -> None:
-    daemon = start(
-        tmp_path, stand_in, policies={"limits": {"concurrency": {"local": 1}, "queue_depth": {"local": 1}}}
-    )
+    # One slot and one queue place on the local route, held for the whole test: the two tasks hang on
+    # local models whose timeout and route deadline outlast any flood, however slow the machine.
+    config = write_config(tmp_path, stand_in, policies={
+        "limits": {"concurrency": {"local": 1}, "queue_depth": {"local": 1}},
+        "latency": {"p95_ms": {"local": 600_000, "api": 2000, "hybrid": 2300}},
+    })  # fmt: skip
+    models = yaml.safe_load((config / "models.yml").read_text())
+    for local in ("ollama", "vllm"):
+        models["providers"][local]["timeout_ms"] = 600_000
+    (config / "models.yml").write_text(yaml.safe_dump(models, sort_keys=False))
+    daemon = Aiond(tmp_path, config_dir=config).start()
     try:
         stand_in.always(behave.hang())
         submit(daemon, "summarize", wait=False)

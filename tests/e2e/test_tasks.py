@@ -55,6 +55,26 @@ def write_config(root: Path, stand_in: StandIn, *, policies: dict[str, Any] | No
     return config
 
 
+def only_anthropic_in_the_api_tier(config: Path, stand_in: StandIn, key: str) -> None:
+    """Make the API tier of ``config`` (made by :func:`write_config`, whose policies must allow the
+    provider ``anthropic``) one Anthropic model on the stand-in, so the API route speaks that wire
+    format; its key goes into the secrets directory beside the config."""
+    models = yaml.safe_load((config / "models.yml").read_text())
+    models["tiers"]["tier1"]["cloud"] = ["anthropic:claude-haiku"]
+    models["providers"]["anthropic"] = {
+        "api": "anthropic", "base_url": stand_in.anthropic_url, "api_key_secret": "ANTHROPIC_API_KEY",
+        "timeout_ms": 2000,
+    }  # fmt: skip
+    models["models"]["anthropic:claude-haiku"] = {
+        "input_usd_per_mtok": 1.0, "output_usd_per_mtok": 5.0,
+        "context_window": 200000, "max_output_tokens": 1024,
+    }  # fmt: skip
+    (config / "models.yml").write_text(yaml.safe_dump(models, sort_keys=False))
+    (config.parent / "secrets" / "ANTHROPIC_API_KEY").write_text(key + "\n")
+    result = aionctl("validate", str(config))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 @pytest.fixture
 def stand_in() -> Iterator[StandIn]:
     """One stand-in serves the local and the cloud providers alike. It checks no key (local model

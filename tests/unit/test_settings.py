@@ -112,4 +112,4 @@ def test_aiond_token_names_every_role_there_is() -> None:
     from aiond.security.auth import Role
     from aiond.security.tokens import ROLE_NAMES
 
-    assert ROLE_NAMES == [r.label for r in Role if r is not Role.NONE]
+    assert [r.label for r in Role if r is not Role.NONE] == ROLE_NAMES
