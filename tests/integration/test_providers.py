@@ -335,16 +335,10 @@ def test_the_stand_in_does_echo_a_refused_key(stand_in: StandIn) -> None:
     assert "sk-echo-me" in text
 
 
-@pytest.mark.parametrize(
-    "answer",
-    [
-        f"HTTP/1.1 abc {KEY}\r\n\r\n".encode(),  # a status line that echoes the key
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",  # a broken chunk size
-    ],
-    ids=["status-line", "chunk-size"],
-)
-def test_an_unreadable_answer_is_connect_and_never_shows_the_key(answer: bytes) -> None:
-    """aiohttp's error for an answer it cannot parse carries the request, key included, in its repr."""
+def refused_by_raw_answer(answer: bytes, name: str) -> ProviderError:
+    """The error of a call to a peer that reads the request's head and answers ``answer``, whatever
+    it is (a proxy's HTML page, bytes that are no HTTP): a real socket, so aiohttp parses it as it would
+    any server's."""
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
@@ -356,7 +350,7 @@ def test_an_unreadable_answer_is_connect_and_never_shows_the_key(answer: bytes) 
         server = await asyncio.start_server(serve, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         provider = Provider(
-            "odd", ApiStyle.OPENAI, f"http://127.0.0.1:{port}/v1", None, Locality.LOCAL, None, False
+            name, ApiStyle.OPENAI, f"http://127.0.0.1:{port}/v1", None, Locality.LOCAL, None, False
         )
         try:
             async with new_session() as client:
@@ -367,7 +361,21 @@ def test_an_unreadable_answer_is_connect_and_never_shows_the_key(answer: bytes) 
             server.close()
             await server.wait_closed()
 
-    error = asyncio.run(run())
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        f"HTTP/1.1 abc {KEY}\r\n\r\n".encode(),  # a status line that echoes the key
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",  # a broken chunk size
+    ],
+    ids=["status-line", "chunk-size"],
+)
+def test_an_unreadable_answer_is_connect_and_never_shows_the_key(answer: bytes) -> None:
+    """aiohttp's error for an answer it cannot parse carries the request, key included, in its repr."""
+
+    error = refused_by_raw_answer(answer, "odd")
     assert (error.kind, error.retryable, error.status) == ("connect", True, None)
     assert KEY not in texts(error)
 
@@ -470,28 +478,7 @@ def test_an_error_body_that_is_not_the_wire_format_is_not_quoted() -> None:
         page,
     )
 
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(answer)
-        await writer.drain()
-        writer.close()
-
-    async def run() -> ProviderError:
-        server = await asyncio.start_server(serve, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        provider = Provider(
-            "proxy", ApiStyle.OPENAI, f"http://127.0.0.1:{port}/v1", None, Locality.LOCAL, None, False
-        )
-        try:
-            async with new_session() as client:
-                with pytest.raises(ProviderError) as info:
-                    await complete(client, provider, "m", MESSAGES, api_key=KEY, max_tokens=10, timeout=5.0)
-                return info.value
-        finally:
-            server.close()
-            await server.wait_closed()
-
-    error = asyncio.run(run())
+    error = refused_by_raw_answer(answer, "proxy")
     assert (error.kind, error.retryable, error.status) == ("server", True, 502)
     assert error.message == "proxy: server (HTTP 502): the provider failed"
     assert "html" not in everything_shown(error).lower()
