@@ -21,7 +21,9 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec("explain", "aionctl.commands.explain", "Explain a validation rule (or list them all)."),
     CommandSpec("install", "aionctl.commands.install", "Verify a signed module, then install it."),
     CommandSpec(
-        "module", "aionctl.commands.module", "Build, publish, install, inspect, verify and remove modules."
+        "module",
+        "aionctl.commands.module",
+        "Build, publish, sign, install, inspect, verify and remove modules.",
     ),
     CommandSpec(
         "verify", "aionctl.commands.verify", "Verify signatures offline (Sigstore bundles of files)."

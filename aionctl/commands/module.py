@@ -1,4 +1,4 @@
-"""``aionctl module ...``: build, publish, install, inspect, re-verify and remove signed modules.
+"""``aionctl module ...``: build, publish, sign, install, inspect, re-verify and remove signed modules.
 
 Installs verify before anything is stored: a module whose signature, SBOM or contents do not pass is
 refused (exit 1) and quarantined with a reason; the store and the lock file stay as they were.
@@ -16,7 +16,7 @@ from aionctl.options import Output, command_app, global_options
 from aionctl.output import OutputFormat, document, emit
 
 app = command_app()
-app.info.help = "Build, publish, install, inspect, verify and remove modules."
+app.info.help = "Build, publish, sign, install, inspect, verify and remove modules."
 
 Store = Annotated[
     Path | None,
@@ -105,6 +105,108 @@ def push_command(
     body = {"name": built.name, "version": built.version, "ref": str(target), "digest": str(digest)}
     if not (global_options(ctx).quiet and output is OutputFormat.TEXT):
         emit(document("ModulePush", body), output, text=lambda: f"pushed {target}@{digest}\n")
+
+
+@app.command("sign")
+def sign_command(
+    ctx: typer.Context,
+    ref: Annotated[
+        str, typer.Argument(metavar="REF", help="registry/repository:tag, @sha256:..., or oci:PATH[:TAG].")
+    ],
+    key: Annotated[
+        Path,
+        typer.Option(
+            "--key",
+            metavar="FILE",
+            help="Private key: cosign.key, or PEM ECDSA P-256 (password from AION_KEY_PASSWORD).",
+        ),
+    ],
+    plain_http: PlainHttp = False,
+    output: Output = OutputFormat.TEXT,
+) -> None:
+    """Sign a module with a key, as `cosign sign --key` does: a Sigstore bundle attached as a referrer."""
+    from aion.oci import Reference, open_store
+    from aion.trust.sign import load_signing_key, sign_artifact
+
+    target = Reference.parse(ref)
+    signing_key = load_signing_key(key, _key_password)
+    with open_store(target, plain_http=frozenset({target.registry}) if plain_http else frozenset()) as store:
+        done = sign_artifact(store, target, signing_key)
+    body = {
+        "ref": str(target),
+        "digest": str(done.digest),
+        "referrer": str(done.referrer),
+        "bundle": str(done.bundle),
+        "signer": done.signer,
+    }
+    if not (global_options(ctx).quiet and output is OutputFormat.TEXT):
+        emit(
+            document("ModuleSign", body),
+            output,
+            text=lambda: (
+                f"signed {target.name}@{done.digest}\n"
+                f"  signature: {done.referrer} (Sigstore bundle, key {done.signer})\n"
+            ),
+        )
+
+
+@app.command("keygen")
+def keygen_command(
+    ctx: typer.Context,
+    out: Annotated[
+        str,
+        typer.Option("--out", metavar="PREFIX", help="Write PREFIX.key (mode 0600) and PREFIX.pub."),
+    ] = "cosign",
+) -> None:
+    """Make an ECDSA P-256 key pair for `module sign` (cosign's format; cosign signs with it too)."""
+    from aion.trust.keys import load_public_key
+    from aion.trust.sign import generate_key_pair
+
+    password = _new_key_password(out)
+    private, public = generate_key_pair(Path(out).expanduser(), password)
+    fingerprint = load_public_key(public).fingerprint
+    if not global_options(ctx).quiet:
+        print(f"private key: {private} (keep it secret)\npublic key:  {public} {fingerprint}")
+
+
+def _key_password(name: str) -> bytes:
+    """The password of an encrypted key: $AION_KEY_PASSWORD, else asked on the terminal."""
+    import os
+
+    from aion.errors import InputError
+
+    value = os.environ.get("AION_KEY_PASSWORD")
+    if value is not None:
+        return value.encode()
+    if sys.stdin.isatty() and sys.stderr.isatty():
+        import getpass
+
+        return getpass.getpass(f"Password for {name}: ").encode()
+    raise InputError(
+        f"{name} is encrypted, and no password was given",
+        hint="set AION_KEY_PASSWORD (run on a terminal to be asked instead)",
+    )
+
+
+def _new_key_password(prefix: str) -> bytes:
+    import os
+
+    from aion.errors import InputError, UsageError
+
+    value = os.environ.get("AION_KEY_PASSWORD")
+    if value is not None:
+        return value.encode()
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        raise InputError(
+            f"no password for {prefix}.key",
+            hint='set AION_KEY_PASSWORD (AION_KEY_PASSWORD="" for none), or run on a terminal to be asked',
+        )
+    import getpass
+
+    first = getpass.getpass(f"Password for {prefix}.key: ")
+    if getpass.getpass("Again: ") != first:
+        raise UsageError("the passwords differ; nothing was written")
+    return first.encode()
 
 
 @app.command("install")
