@@ -16,6 +16,9 @@ from typing import Any
 
 from aion.addresses import HostPort, parse_hostport
 from aion.errors import UsageError
+from aion.secrets.select import BACKENDS as SECRETS_BACKENDS
+from aion.secrets.select import check_settings as check_secrets_settings
+from aion.secrets.vault import check_addr, check_location
 
 DEFAULT_GRPC_LISTEN = HostPort("127.0.0.1", 8470)
 DEFAULT_HTTP_LISTEN = HostPort("127.0.0.1", 8471)
@@ -276,6 +279,72 @@ class Settings:
                       "only place aiond reads keys from (a config set's secrets.directory is not read)",
                       "DIR", _path),
     )  # fmt: skip
+    secrets_backend: str = dataclasses.field(
+        default="files",
+        metadata=_opt("--secrets-backend", "AIOND_SECRETS_BACKEND",
+                      "where provider API keys and module secrets are read: files (--secrets-dir), sops "
+                      "(--sops-file) or vault (--vault-addr); fixed at start-up, never by a config set",
+                      "BACKEND", _choice(*SECRETS_BACKENDS)),
+    )  # fmt: skip
+    sops_file: Path | None = dataclasses.field(
+        default=None,
+        metadata=_opt("--sops-file", "AIOND_SOPS_FILE",
+                      "sops-encrypted YAML or JSON file (age recipients), one top-level key per secret; "
+                      "decrypted by the sops program on PATH into memory only, again whenever it changes",
+                      "FILE", _path),
+    )  # fmt: skip
+    sops_age_key_file: Path | None = dataclasses.field(
+        default=None,
+        metadata=_opt("--sops-age-key-file", "AIOND_SOPS_AGE_KEY_FILE",
+                      "age identity file that decrypts --sops-file (given to sops as SOPS_AGE_KEY_FILE "
+                      "in its own environment only)", "FILE", _path),
+    )  # fmt: skip
+    vault_addr: str | None = dataclasses.field(
+        default=None,
+        metadata=_opt("--vault-addr", "AIOND_VAULT_ADDR",
+                      "HashiCorp Vault address; the secrets are the keys of the KV v2 secret "
+                      "--vault-mount/--vault-path", "URL", check_addr),
+    )  # fmt: skip
+    vault_mount: str = dataclasses.field(
+        default="secret",
+        metadata=_opt("--vault-mount", "AIOND_VAULT_MOUNT", "mount point of the KV v2 secrets engine",
+                      "MOUNT", check_location),
+    )  # fmt: skip
+    vault_path: str = dataclasses.field(
+        default="aion",
+        metadata=_opt("--vault-path", "AIOND_VAULT_PATH",
+                      "path, under --vault-mount, of the one secret whose keys are the secret names",
+                      "PATH", check_location),
+    )  # fmt: skip
+    vault_token_file: Path | None = dataclasses.field(
+        default=None,
+        metadata=_opt("--vault-token-file", "AIOND_VAULT_TOKEN_FILE",
+                      "file holding a Vault token (read again when it changes, renewed while renewable)",
+                      "FILE", _path),
+    )  # fmt: skip
+    vault_role_id_file: Path | None = dataclasses.field(
+        default=None,
+        metadata=_opt("--vault-role-id-file", "AIOND_VAULT_ROLE_ID_FILE",
+                      "file holding the AppRole role_id (with --vault-secret-id-file, instead of a token)",
+                      "FILE", _path),
+    )  # fmt: skip
+    vault_secret_id_file: Path | None = dataclasses.field(
+        default=None,
+        metadata=_opt("--vault-secret-id-file", "AIOND_VAULT_SECRET_ID_FILE",
+                      "file holding the AppRole secret_id, read again at each login", "FILE", _path),
+    )  # fmt: skip
+    vault_ca_cert: Path | None = dataclasses.field(
+        default=None,
+        metadata=_opt("--vault-ca-cert", "AIOND_VAULT_CA_CERT",
+                      "PEM CA bundle that verifies Vault's TLS certificate [default: the system's CAs]",
+                      "FILE", _path),
+    )  # fmt: skip
+    vault_cache_ttl: float = dataclasses.field(
+        default=60.0,
+        metadata=_opt("--vault-cache-ttl", "AIOND_VAULT_CACHE_TTL",
+                      "seconds values read from Vault are used before they are read again (a rotation "
+                      "takes effect within this; 0 reads at every use)", "SECONDS", _duration(0, 86400)),
+    )  # fmt: skip
     trust_keys_dir: Path | None = dataclasses.field(
         default=None,
         metadata=_opt("--trust-keys-dir", "AIOND_TRUST_KEYS_DIR",
@@ -329,6 +398,7 @@ class Settings:
             raise UsageError(
                 "--tls-client-ca needs --tls-cert and --tls-key", hint="mTLS runs over a TLS server"
             )
+        check_secrets_settings(self)
 
     @property
     def modules_dir(self) -> Path:
