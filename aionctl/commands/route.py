@@ -194,7 +194,8 @@ def render_text(reply: router_pb2.ExplainRouteResponse) -> str:
     d = reply.decision
     route = enum_word(common_pb2.Route.DESCRIPTOR, d.route) or "no route"
     chooser = enum_word(tasks_pb2.RouteChooser.DESCRIPTOR, d.chosen_by) or "unknown"
-    lines = [f"route:   {route} (tier {d.tier}), chosen by {chooser}"]
+    tier = f" (tier {d.tier})" if d.tier else ""
+    lines = [f"route:   {route}{tier}, chosen by {chooser}"]
     if d.HasField("prepare"):
         lines.append(f"prepare: {_target(d.prepare)}")
     lines += [f"  {i}. {_target(t)}" for i, t in enumerate([d.target, *d.fallback_chain], 1)]

@@ -3,7 +3,9 @@ plus the documented behaviour on the example set."""
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
+from decimal import Decimal
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -32,6 +34,7 @@ from aion.routing import (
     Request,
     compile_table,
 )
+from aion.routing.engine import TargetKind
 from tests.rig.daemon import EXAMPLES
 from tests.rig.fuzz import examples
 
@@ -100,7 +103,8 @@ def config_sets(draw: Any) -> ConfigSnapshot:
                 "name": f"mod{i}",
                 "ref": f"example.org/mod{i}:1",
                 "intents": [f"intent{i}"],
-                "routes": ["hybrid"],
+                "routes": draw(st.lists(st.sampled_from(["local", "hybrid"]), min_size=1, unique=True)),
+                "cost_usd_per_call": draw(st.sampled_from([0, 0.001, 0.2])),
             }
             for i in range(len(intents))
             if draw(st.booleans())
@@ -118,13 +122,16 @@ def config_sets(draw: Any) -> ConfigSnapshot:
 
 @st.composite
 def live_states(draw: Any, snapshot: ConfigSnapshot) -> LiveState:
-    keys = [*PROVIDERS, *snapshot.models.models]
+    keys = [*PROVIDERS, *snapshot.models.models, *(f"module:{name}" for name in snapshot.modules)]
     breakers = draw(st.dictionaries(st.sampled_from(keys), st.sampled_from(list(BreakerState)), max_size=6))
     latency = draw(st.dictionaries(st.sampled_from(keys), st.floats(0, 5000), max_size=6))
     modes = draw(
         st.dictionaries(st.sampled_from(list(snapshot.intents)), st.sampled_from(list(Privacy)), max_size=3)
     )
-    return LiveState(MappingProxyType(breakers), MappingProxyType(latency), MappingProxyType(modes))
+    modules = draw(st.frozensets(st.sampled_from([*snapshot.modules, "not-configured"]), max_size=4))
+    return LiveState(
+        MappingProxyType(breakers), MappingProxyType(latency), MappingProxyType(modes), modules=modules
+    )
 
 
 @st.composite
@@ -199,7 +206,7 @@ def test_denied_providers_open_breakers_and_privacy_are_respected(
     privacy = Privacy.LOCAL_ONLY if effective_local_only(snapshot, live, request.intent) else None
     for step in decision.chain:
         target = step.target
-        assert snapshot.policies.provider_allowed(target.provider)
+        assert target.kind is TargetKind.MODULE or snapshot.policies.provider_allowed(target.provider)
         assert live.breakers.get(target.provider) is not BreakerState.OPEN
         assert live.breakers.get(target.key) is not BreakerState.OPEN
         assert target.route in intent.candidates
@@ -210,6 +217,31 @@ def test_denied_providers_open_breakers_and_privacy_are_respected(
     if request.route_override is not None:
         assert {step.target.route for step in decision.chain} == {request.route_override}
         assert decision.chosen_by == "caller"
+
+
+@SETTINGS
+@given(scenarios())
+def test_a_module_is_a_target_only_where_it_can_run_and_serves(
+    scenario: tuple[ConfigSnapshot, LiveState, Request],
+) -> None:
+    snapshot, live, request = scenario
+    decision = compile_table(snapshot).decide(request, live)
+    if not isinstance(decision, Decision):
+        return
+    steps = [(step.target, step.target.route) for step in decision.chain]
+    if decision.prepare is not None:
+        steps.append((decision.prepare, Route.HYBRID))
+    for target, route in steps:
+        if target.kind is not TargetKind.MODULE:
+            continue
+        assert target.name in live.modules, "a module that cannot run is never chosen"
+        assert snapshot.modules[target.name].may_serve(request.intent, route)
+        assert target.locality is Locality.LOCAL
+    for step in decision.chain:
+        if step.target.kind is TargetKind.MODULE:
+            spec = snapshot.modules[step.target.name]
+            attempts = max(1, snapshot.policies.retries.max_attempts)
+            assert step.worst_nano == attempts * int(spec.cost_usd_per_call * 10**9)
 
 
 @SETTINGS
@@ -265,6 +297,48 @@ def test_examples_route_as_documented() -> None:
     assert reply.target.locality is Locality.CLOUD  # completed by a cloud model, after pii_redact
     assert reply.prepare is not None
     assert reply.prepare.locality is Locality.LOCAL
+
+
+def test_an_installed_module_answers_first_on_the_local_route_and_is_skipped_when_it_cannot_run() -> None:
+    table = example()
+    runnable = LiveState(modules=frozenset({"summarize_text"}))
+    summarize = table.decide(Request("summarize", input_bytes=2000), runnable)
+    assert chain(summarize)[:2] == ["module:summarize_text", "ollama:qwen2.5"]
+    assert isinstance(summarize, Decision)
+    assert summarize.estimated_max_nano == sum(s.worst_nano for s in summarize.chain[1:])  # it costs 0
+    missing = table.decide(Request("summarize", input_bytes=2000), LiveState(), explain=True)
+    assert chain(missing)[0] == "ollama:qwen2.5"
+    explained = table.decide(Request("summarize", route_override=Route.LOCAL), LiveState(), explain=True)
+    assert isinstance(explained, Decision)
+    local_only = table.decide(
+        Request("summarize"),
+        LiveState(intent_modes={"summarize": Privacy.LOCAL_ONLY}, modules=runnable.modules),
+    )
+    assert chain(local_only)[0] == "module:summarize_text"
+    # A refusal lists the module and why it was not used.
+    everything_open = LiveState(breakers=dict.fromkeys(("ollama", "vllm"), BreakerState.OPEN))
+    refused = table.decide(Request("summarize", route_override=Route.LOCAL), everything_open, explain=True)
+    assert isinstance(refused, Refusal)
+    assert ("module:summarize_text", "MODULE_UNAVAILABLE") in [
+        (r.target.key, r.code) for r in refused.rejected
+    ]
+
+
+def test_a_module_with_a_price_counts_against_the_budget() -> None:
+    report = validate_directory(Path(EXAMPLES))
+    assert report.snapshot is not None
+    spec = report.snapshot.modules["summarize_text"]
+    priced = dataclasses.replace(spec, cost_usd_per_call=Decimal("0.05"))
+    snapshot = dataclasses.replace(
+        report.snapshot, modules={**report.snapshot.modules, "summarize_text": priced}
+    )
+    live = LiveState(modules=frozenset({"summarize_text"}))
+    decision = compile_table(snapshot).decide(Request("summarize", budget_nano=10**9), live)
+    attempts = snapshot.policies.retries.max_attempts
+    assert isinstance(decision, Decision)
+    assert decision.chain[0].worst_nano == attempts * 50_000_000
+    too_little = compile_table(snapshot).decide(Request("summarize", budget_nano=1000), live, explain=True)
+    assert "module:summarize_text" not in chain(too_little)
 
 
 def test_an_open_breaker_moves_the_route_and_says_why() -> None:
