@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
-from decimal import Decimal
 from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
