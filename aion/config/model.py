@@ -336,6 +336,9 @@ class Module:
     """None when modules.yml does not say; the module's manifest does."""
     routes: frozenset[Route]
     parallelism: int
+    queue_depth: int = 4
+    fuel: int | None = None
+    cost_usd_per_call: Decimal = Decimal(0)
 
     def may_serve(self, intent: str, route: Route) -> bool:
         return route in self.routes and (self.intents is None or intent in self.intents)
@@ -519,6 +522,9 @@ def build_modules(doc: Mapping[str, Any] | None) -> Mapping[str, Module]:
                 intents=None if intents is None else frozenset(intents),
                 routes=frozenset(Route(r) for r in spec.get("routes", ["hybrid"])),
                 parallelism=int(spec.get("parallelism", 1)),
+                queue_depth=int(spec.get("queue_depth", 4 * int(spec.get("parallelism", 1)))),
+                fuel=int(limits["fuel"]) if "fuel" in limits else None,
+                cost_usd_per_call=_money(spec.get("cost_usd_per_call")) or Decimal(0),
             ),
         )
     return MappingProxyType(modules)

@@ -107,7 +107,8 @@ class LiveState:
     intent_modes: Mapping[str, Privacy] = dataclasses.field(default_factory=dict)
     """Runtime privacy switches by intent (the runbook's incident lever)."""
     modules: frozenset[str] = frozenset()
-    """Installed modules that can run now; a hybrid local step uses one only when it is here."""
+    """Installed modules that can run now; a module is a target (of the local route, or the hybrid
+    local step) only when it is here."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -172,6 +173,8 @@ class _Candidate:
     out_nano_per_mtok: int
     context_window: int
     max_output_tokens: int
+    call_nano: int = 0
+    """A module's cost per call (models cost by the token)."""
     over_budget: str = ""
     """The reason codes, made once at compile time rather than on every decision."""
     breaker_open: str = ""
@@ -335,7 +338,7 @@ class RoutingTable:
                     worst_tokens * candidate.in_nano_per_mtok
                     + self._attempts * candidate.max_output_tokens * candidate.out_nano_per_mtok
                 )
-                worst = -(-per_mtok // 1_000_000)  # rounded up: the cap must hold
+                worst = -(-per_mtok // 1_000_000) + self._attempts * candidate.call_nano  # rounded up
                 if budget is not None and spent + worst > budget:
                     codes.append(candidate.over_budget)
                     if rejected is not None:
@@ -356,7 +359,20 @@ class RoutingTable:
         codes: list[str],
         rejected: list[Rejected] | None,
     ) -> list[_Candidate]:
-        """A route's candidates without open breakers or too small a context, in soft order."""
+        """A route's candidates without open breakers, modules that cannot run, or too small a context,
+        in soft order."""
+        if any(c.target.kind is TargetKind.MODULE and c.target.name not in live.modules for c in candidates):
+            if rejected is not None:
+                rejected.extend(
+                    Rejected(c.target, "MODULE_UNAVAILABLE")
+                    for c in candidates
+                    if c.target.kind is TargetKind.MODULE and c.target.name not in live.modules
+                )
+            candidates = [
+                c
+                for c in candidates
+                if c.target.kind is not TargetKind.MODULE or c.target.name in live.modules
+            ]
         if not live.breakers and not live.latency_ms:  # nothing live to reorder by: compiled order holds
             fitting = [c for c in candidates if needed_tokens + c.max_output_tokens <= c.context_window]
             if rejected is not None:
@@ -461,29 +477,32 @@ def compile_table(snapshot: ConfigSnapshot) -> RoutingTable:
     entries = {}
     for name, intent in snapshot.intents.items():
         serving = tuple(m.name for m in snapshot.modules.values() if m.may_serve(name, Route.HYBRID))
+        whole = tuple(m.name for m in snapshot.modules.values() if m.may_serve(name, Route.LOCAL))
         shape = (
             intent.candidates,
             intent.default_route,
             intent.fallback_order,
             intent.tiers_allowed,
             serving,
+            whole,
         )
         by_privacy = {}
         for privacy in Privacy:
             key = (*shape, privacy)
             if key not in plans:
-                plans[key] = _plan(snapshot, intent, privacy, tier_rank, serving)
+                plans[key] = _plan(snapshot, intent, privacy, tier_rank, serving, whole)
             by_privacy[privacy] = plans[key]
         entries[name] = _IntentEntry(intent, MappingProxyType(by_privacy), _nano(intent.budget_usd))
     return RoutingTable(snapshot, MappingProxyType(entries))
 
 
-def _plan(
+def _plan(  # noqa: PLR0917 - one intent's facts, as compile_table has them
     snapshot: ConfigSnapshot,
     intent: Intent,
     privacy: Privacy,
     tier_rank: Mapping[str, int],
     serving: tuple[str, ...],
+    whole: tuple[str, ...] = (),
 ) -> _Plan:
     policies = snapshot.policies
     permitted = {
@@ -534,20 +553,21 @@ def _plan(
     def on(route: Route, items: Sequence[_Candidate]) -> tuple[_Candidate, ...]:
         return tuple(dataclasses.replace(c, target=dataclasses.replace(c.target, route=route)) for c in items)
 
+    def module(name: str, route: Route, order: int) -> _Candidate:
+        spec = snapshot.modules[name]
+        target = Target(TargetKind.MODULE, "", name, route, "", Locality.LOCAL, f"module:{name}")
+        return _Candidate(target, -1, order, 0, 0, 1 << 62, 0, _nano(spec.cost_usd_per_call) or 0)
+
     candidates: dict[Route, tuple[_Candidate, ...]] = dict.fromkeys(ALL_ROUTES, ())
     if Route.LOCAL in allowed_routes:
-        candidates[Route.LOCAL] = on(Route.LOCAL, local)
+        # Modules first: one that serves the intent was installed to do exactly this job, on this host.
+        modules_local = tuple(module(name, Route.LOCAL, i) for i, name in enumerate(whole))
+        candidates[Route.LOCAL] = (*modules_local, *on(Route.LOCAL, local))
     if Route.API in allowed_routes:
         candidates[Route.API] = on(Route.API, cloud)
     if Route.HYBRID in allowed_routes:
         candidates[Route.HYBRID] = on(Route.HYBRID, local if privacy is Privacy.LOCAL_ONLY else cloud)
-    modules = [
-        _Candidate(
-            Target(TargetKind.MODULE, "", name, Route.HYBRID, "", Locality.LOCAL, f"module:{name}"),
-            0, i, 0, 0, 1 << 62, 0,
-        )
-        for i, name in enumerate(serving)
-    ]  # fmt: skip
+    modules = [module(name, Route.HYBRID, i) for i, name in enumerate(serving)]
     prepare = (*modules, *on(Route.HYBRID, local))
     return _Plan(tuple(order), MappingProxyType(candidates), prepare, tuple(rejected))
 
@@ -594,6 +614,7 @@ def explain_codes(codes: Sequence[str]) -> str:
                 "MODE_IGNORED": f"runtime mode {arg} is looser than the config and was ignored",
                 "BREAKER_OPEN": f"{arg} is skipped: its breaker is open",
                 "OVER_BUDGET": f"{arg} is skipped: its worst case does not fit the budget",
+                "MODULE_UNAVAILABLE": f"{arg} is skipped: it is not installed, or cannot run",
                 "LATENCY_TARGET_MISSED": f"route {arg} is tried last: its p95 target is above the caller's",
             }.get(head, code)
         parts.append(text)

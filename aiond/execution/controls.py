@@ -64,8 +64,14 @@ class Controls:
         ordered = sorted(samples)
         self.latency_ms[key] = ordered[math.ceil(0.95 * len(ordered)) - 1]
 
-    def live(self) -> LiveState:
-        return LiveState(breakers=self.board.live(), latency_ms=self.latency_ms, intent_modes=self._privacy)
+    def live(self, modules: frozenset[str] = frozenset()) -> LiveState:
+        """The router's live state; ``modules`` are the installed modules that can run now."""
+        return LiveState(
+            breakers=self.board.live(),
+            latency_ms=self.latency_ms,
+            intent_modes=self._privacy,
+            modules=modules,
+        )
 
     def modes(self) -> list[IntentMode]:
         return sorted(self._modes.values(), key=lambda m: m.intent)
@@ -110,11 +116,16 @@ class Controls:
         it and a copy of it as it was. A key the policy does not configure is refused before any
         breaker is made for it."""
         provider, _, model = key.partition(":")
-        if not provider or snapshot.models.provider(provider) is None:
+        if provider == "module":
+            if model not in snapshot.modules:
+                raise NotFound(
+                    f"{quoted(key)} is not a module of the active policy", hint="name it module:NAME"
+                )
+        elif not provider or snapshot.models.provider(provider) is None:
             raise NotFound(
                 f"{quoted(provider)} is not a provider of the active policy", hint="see aionctl breaker list"
             )
-        if model and key not in snapshot.models.models:
+        elif model and key not in snapshot.models.models:
             raise NotFound(
                 f"{quoted(key)} is not a model of the active policy", hint="name it provider:model"
             )

@@ -10,8 +10,9 @@ worst case is reserved and the task starts.
 
 **Execution** (:meth:`Executor._run`): for each target of the chain in order, while the task's deadline
 allows: the breakers of its provider and model must let the call through; a hybrid target first runs
-the route's local step (a local model asked to remove personal data; modules come later), and if that
-fails the hybrid targets are skipped; then up to ``retries.max_attempts`` attempts, with exponential
+the route's local step (a module that serves the intent on the hybrid route, else a local model asked
+to remove personal data), and if that fails the hybrid targets are skipped; then up to
+``retries.max_attempts`` attempts, with exponential
 backoff and full jitter between them (or the provider's Retry-After, when it gives one), as long as the
 retry budget allows (retries may add at most ``retries.budget_ratio`` to the calls made, plus a small
 floor), and never past the deadline. A failure that cannot succeed on retry (a client or auth error, a
@@ -42,15 +43,17 @@ from pathlib import Path
 import aiohttp
 
 from aion.config.model import ConfigSnapshot, Locality, ModelInfo, Provider, Route
-from aion.errors import InputError, Refused
+from aion.errors import InputError, Refused, Saturated
 from aion.ids import ulid
+from aion.modules.abi import Failure, FailureKind
 from aion.providers import Completion, ProviderError, complete, new_session
-from aion.providers.secrets import DEFAULT_DIRECTORY, FileSecrets
+from aion.providers.secrets import DEFAULT_DIRECTORY, FileSecrets, SecretsBackend
 from aion.routing import Decision, Refusal, Request, Target
-from aion.routing.engine import Step, TargetKind
+from aion.routing.engine import NANO_PER_USD, Step, TargetKind
 from aiond.execution.admission import Admission, Ticket
 from aiond.execution.budget import BudgetLedger
 from aiond.execution.controls import Controls
+from aiond.execution.modules import Modules
 from aiond.execution.observer import ExecutionObserver, Unobserved
 from aiond.execution.taskstore import Attempt, Status, Stored, TaskError, TaskRecord, TaskStore
 from aiond.policy.store import ActiveConfig, PolicyStore
@@ -67,6 +70,12 @@ PREPARE_PROMPT = (
     "and answer with the rewritten text only."
 )
 NO_RETRY_KINDS = frozenset({"client", "auth"})
+MODULE_FAULTS = frozenset(
+    {FailureKind.TIMEOUT, FailureKind.FUEL, FailureKind.TRAP, FailureKind.OOM, FailureKind.CRASH,
+     FailureKind.BAD_OUTPUT}
+)  # fmt: skip
+"""Module failures that count against its breaker (the others are not the module's fault, or not a
+sign that it is broken: it declined the input, a secret is missing, it is saturated)."""
 NOT_THE_PROVIDERS_FAULT = frozenset({"client", "auth"})
 _CODES = {"timeout": "PROVIDER_TIMEOUT", "rate_limited": "RATE_LIMITED", "connect": "PROVIDER_UNAVAILABLE"}
 
@@ -141,6 +150,8 @@ class Executor:
         client: aiohttp.ClientSession | None = None,
         rng: random.Random | None = None,
         secrets_dir: Path = DEFAULT_DIRECTORY,
+        secrets: SecretsBackend | None = None,
+        modules: Modules | None = None,
     ) -> None:
         self._policies = policies
         self._controls = controls
@@ -152,8 +163,9 @@ class Executor:
         self._client = client if client is not None else new_session(max_connections=512)
         self._rng = rng or random.Random()  # noqa: S311 - retry jitter, not security
         self._retry_budget = RetryBudget(0.1)
-        # The daemon's --secrets-dir, fixed at start-up: no config set decides where keys are read.
-        self._secrets = FileSecrets(secrets_dir)
+        # The daemon's secret backend, fixed at start-up: no config set decides where keys are read.
+        self._secrets: SecretsBackend = secrets if secrets is not None else FileSecrets(secrets_dir)
+        self._modules = modules
 
     async def close(self, grace: float = 0.0) -> None:
         """Stop: tasks still running get ``grace`` seconds to finish (the daemon's shutdown grace), then
@@ -184,7 +196,7 @@ class Executor:
         active = self._policies.active
         if active is None:
             raise Refused("NO_POLICY: no policy version is active", code="NO_POLICY")
-        live = self._controls.live()
+        live = self._controls.live(self._modules.runnable if self._modules is not None else frozenset())
         request = Request(
             intent=submission.intent,
             input_bytes=len(submission.text.encode()),
@@ -210,6 +222,7 @@ class Executor:
         if isinstance(decision, Refusal):
             self._observer.refused(decision.code)
             raise Refused(f"{decision.code}: {decision.message}", code=decision.code)
+        self._module_room(active.snapshot, decision)
         ticket = self._admission.admit(decision.route)  # raises Saturated
         task_id = ulid()
         if not self._ledger.reserve(task_id, decision.estimated_max_nano):  # pragma: no cover - checked above
@@ -233,6 +246,22 @@ class Executor:
         )
         task.runner.add_done_callback(functools.partial(self._never_started, task, ticket))
         return task, False
+
+    def _module_room(self, snapshot: ConfigSnapshot, decision: Decision) -> None:
+        """A task whose first target is a module with every slot and queue place taken is refused now,
+        with a retry hint, rather than admitted to wait where there is no room."""
+        first = decision.target
+        if first.kind is not TargetKind.MODULE or self._modules is None:
+            return
+        spec = snapshot.modules.get(first.name)
+        retry_after = self._modules.retry_after(spec) if spec is not None else None
+        if retry_after is not None:
+            self._observer.refused("MODULE_SATURATED")
+            raise Saturated(
+                f"module {first.name} is at its parallelism and its queue is full",
+                retry_after=retry_after,
+                hint="retry after the time given, or raise it: aionctl module parallelism NAME N --reason",
+            )
 
     def _never_started(self, task: TaskRecord, ticket: Ticket, runner: asyncio.Task[None]) -> None:
         """A runner canceled before its first step never enters :meth:`_run` (the cancellation is
@@ -325,12 +354,8 @@ class Executor:
         if target is None:
             return None
         if target.kind is TargetKind.MODULE:
-            task.attempts.append(
-                Attempt(len(task.attempts) + 1, target, Status.ERROR, dt.datetime.now(dt.UTC),
-                        error=TaskError("MODULE_UNAVAILABLE", "modules do not run in this aiond version"),
-                        step="prepare")
-            )  # fmt: skip
-            return None
+            answer = await self._module_target(task, snapshot, target, text, deadline, 1, "prepare")
+            return answer.text if isinstance(answer, Completion) else None
         messages = [{"role": "system", "content": PREPARE_PROMPT}, {"role": "user", "content": text}]
         outcome = await self._target(
             task,
@@ -356,7 +381,28 @@ class Executor:
         messages: list[dict[str, str]] | None = None,
         phase: str = "complete",
     ) -> Completion | TaskError:
-        """Up to ``max_attempts`` calls to one target; its completion, or the last error."""
+        """Up to ``max_attempts`` calls to one target (a model or a module); its completion, or the last
+        error."""
+        if step.target.kind is TargetKind.MODULE:
+            return await self._module_target(
+                task, snapshot, step.target, content, deadline, max_attempts, phase
+            )
+        return await self._model_target(
+            task, snapshot, step, content, deadline, max_attempts=max_attempts, messages=messages, phase=phase
+        )
+
+    async def _model_target(
+        self,
+        task: TaskRecord,
+        snapshot: ConfigSnapshot,
+        step: Step,
+        content: str,
+        deadline: float,
+        *,
+        max_attempts: int,
+        messages: list[dict[str, str]] | None,
+        phase: str,
+    ) -> Completion | TaskError:
         target = step.target
         provider = snapshot.models.provider(target.provider)
         info = snapshot.models.models.get(target.key)
@@ -456,6 +502,70 @@ class Executor:
         )
         self.store.changed(task)
         return answer
+
+    async def _module_target(  # noqa: PLR0917 - the attempt's facts, as _target has them
+        self,
+        task: TaskRecord,
+        snapshot: ConfigSnapshot,
+        target: Target,
+        content: str,
+        deadline: float,
+        max_attempts: int,
+        phase: str,
+    ) -> Completion | TaskError:
+        """Calls of one module, as :meth:`_target` makes of a model: under its breaker, within the
+        deadline, retried (as often as its manifest's ``policies.retries`` allows) only when the
+        failure may pass."""
+        spec = snapshot.modules.get(target.name)
+        if spec is None or self._modules is None:  # pragma: no cover - the engine only picks configured ones
+            return TaskError("MODULE_UNAVAILABLE", f"{target.key} is not configured")
+        attempts = max(1, min(max_attempts, 1 + self._modules.retries(target.name)))
+        retries = snapshot.policies.retries
+        last = TaskError("BREAKER_OPEN", f"{target.key}: its breaker is open", True)
+        for attempt in range(attempts):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return _DEADLINE
+            if attempt:
+                pause = self._backoff(retries.base_delay_ms, attempt, retries.max_delay_ms, None)
+                if pause >= remaining:
+                    return last
+                self._observer.retried(target)
+                await asyncio.sleep(pause)
+            if not self._controls.board.allow(target.key):
+                return last
+            started_at, started = dt.datetime.now(dt.UTC), time.monotonic()
+            outcome = await self._modules.call(
+                spec, task_id=task.task_id, intent=task.intent, step=phase, text=content,
+                timeout_s=deadline - time.monotonic(),
+            )  # fmt: skip
+            elapsed = time.monotonic() - started
+            if isinstance(outcome, Failure):
+                self._observer.module_called(target.name, elapsed, outcome.kind.value)
+                self._controls.board.record(True if outcome.kind in MODULE_FAULTS else None, target.key)
+                last = TaskError(outcome.code, f"{target.key}: {outcome.message}", outcome.retryable)
+                status = Status.TIMEOUT if outcome.kind is FailureKind.TIMEOUT else Status.ERROR
+                task.attempts.append(
+                    Attempt(
+                        len(task.attempts) + 1, target, status, started_at, round(elapsed * 1000), last, phase
+                    )
+                )
+                self.store.changed(task)
+                if not last.retryable:
+                    return last
+                continue
+            self._observer.module_called(target.name, elapsed, None)
+            self._controls.board.record(False, target.key)
+            self._controls.record_latency(target.key, elapsed * 1000)
+            task.cost_nano += int(spec.cost_usd_per_call * NANO_PER_USD)
+            task.attempts.append(
+                Attempt(
+                    len(task.attempts) + 1, target, Status.OK, started_at, round(elapsed * 1000), None, phase
+                )
+            )
+            self.store.changed(task)
+            return Completion(outcome.text, 0, 0, target.name, "module", elapsed * 1000, "stop")
+        return last
 
     def _backoff(self, base_ms: int, attempt: int, cap_ms: int, retry_after: float | None) -> float:
         """Full jitter over an exponential ceiling, or the provider's Retry-After when it gave one."""

@@ -45,6 +45,10 @@ class ExecutionObserver(Protocol):
     def spent(self, nano_usd: int) -> None:
         """A finished task's cost was settled."""
 
+    def module_called(self, name: str, seconds: float, failure: str | None) -> None:
+        """A call of module ``name`` took ``seconds``; ``failure`` is its failure kind, None when it
+        answered."""
+
     def finished(self, task: TaskRecord) -> None:
         """A task reached a terminal state."""
 
@@ -77,6 +81,9 @@ class Unobserved:
         pass
 
     def spent(self, nano_usd: int) -> None:
+        pass
+
+    def module_called(self, name: str, seconds: float, failure: str | None) -> None:
         pass
 
     def finished(self, task: TaskRecord) -> None:

@@ -17,8 +17,9 @@ from aiond.events.journal import Journal
 from aiond.execution.admission import Admission
 from aiond.execution.breakers import Breaker
 from aiond.execution.budget import BudgetLedger
+from aiond.execution.modules import Modules
 from aiond.execution.taskstore import TaskRecord
-from aiond.serving.telemetry import Levels, Metrics
+from aiond.serving.telemetry import Levels, Metrics, ModuleLevels
 
 log = logging.getLogger("aiond")
 
@@ -59,6 +60,11 @@ class TaskReporter:
         elapsed = ((task.finished_at or task.created_at) - task.created_at).total_seconds()
         self._metrics.finished(task.decision.route.value, task.status.name).observe(elapsed)
 
+    def module_called(self, name: str, seconds: float, failure: str | None) -> None:
+        self._metrics.module_called(name, failure or "ok").observe(seconds)
+        if failure is not None:
+            self._metrics.module_failures.labels(module=name, kind=failure).inc()
+
     def changed(self, task: TaskRecord, state: str) -> None:
         """A decision event when the task is admitted (or queued); lifecycle events when it waits and
         when it ends."""
@@ -98,9 +104,14 @@ def breaker_changed(metrics: Metrics, breaker: Breaker, before: BreakerState, af
     log.warning("breaker %s: %s -> %s", breaker.key, before.value, after.value)
 
 
+def module_levels(modules: Modules) -> ModuleLevels:
+    """Per module of the active policy: calls running and waiting, and its parallelism."""
+    return modules.levels()
+
+
 def levels(ledger: BudgetLedger, admission: Admission) -> Levels:
     """Reserved budget, and running and queued tasks by route (read by each metrics scrape)."""
     return ledger.reserved_nano / 1e9, {route.value: admission.depth(route) for route in Route}
 
 
-__all__ = ["TaskReporter", "breaker_changed", "count_audit_event", "levels"]
+__all__ = ["TaskReporter", "breaker_changed", "count_audit_event", "levels", "module_levels"]

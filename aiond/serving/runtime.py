@@ -13,13 +13,17 @@ releases the directory.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import gc
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from decimal import Decimal
+from pathlib import Path
+from typing import Any
 
-from aion.config.model import Trust
+from aion.config.model import ConfigSnapshot, Trust
+from aion.providers.secrets import FileSecrets
 from aion.routing import LiveState
 from aiond.events.journal import Journal
 from aiond.events.sink import LocalSink
@@ -28,6 +32,7 @@ from aiond.execution.breakers import BreakerBoard
 from aiond.execution.budget import BudgetLedger
 from aiond.execution.controls import Controls
 from aiond.execution.executor import Executor
+from aiond.execution.modules import Modules
 from aiond.policy.store import ActiveConfig, PolicyStore
 from aiond.policy.validation import Validator
 from aiond.security.auth import Authenticator, DenialReporter
@@ -52,11 +57,17 @@ class Runtime:
     controls: Controls
     ledger: BudgetLedger
     admission: Admission
+    modules: Modules
     executor: Executor
 
     def live_state(self) -> LiveState:
-        """What the router knows now that is not in the config: breakers, latencies, intent modes."""
-        return self.controls.live()
+        """What the router knows now that is not in the config: breakers, latencies, intent modes,
+        and the installed modules that can run."""
+        return self.controls.live(self.modules.runnable)
+
+    def active_snapshot(self) -> ConfigSnapshot | None:
+        active = self.policies.active
+        return active.snapshot if active is not None else None
 
     def active_trust(self) -> Trust | None:
         """The trust policy of the active version (module installs run under it)."""
@@ -130,20 +141,47 @@ async def assemble(
         ),
     ]
     metrics.read_levels(lambda: reporting.levels(ledger, admission))
+    secrets = FileSecrets(settings.secrets_dir)
+
+    def trust() -> tuple[Trust, Path] | None:
+        current = policies.active
+        return None if current is None else (current.snapshot.policies.trust, settings.config_dir)
+
+    modules = Modules(
+        settings.modules_dir, cache_dir=settings.state_dir / "wasm-cache", secrets=secrets, backend=state,
+        emit=journal.emit, trust=trust,
+    )  # fmt: skip
+    await modules.load()
+    followers.followers.append(lambda a: _later(modules.refresh()))  # the trust policy may have changed
+    stack.push_async_callback(modules.close)
+    watcher = asyncio.get_running_loop().create_task(modules.watch())
+    stack.callback(watcher.cancel)
+    metrics.read_modules(lambda: reporting.module_levels(modules))
     executor = Executor(
         policies=policies,
         controls=controls,
         ledger=ledger,
         admission=admission,
         observer=reporting.TaskReporter(metrics, journal),
-        secrets_dir=settings.secrets_dir,
+        secrets=secrets,
+        modules=modules,
     )
     stack.push_async_callback(lambda: executor.close(grace()))
     return Runtime(
         settings=settings, metrics=metrics, state=state, journal=journal, authenticator=authenticator,
         denials=denials, policies=policies, controls=controls, ledger=ledger, admission=admission,
-        executor=executor,
+        modules=modules, executor=executor,
     )  # fmt: skip
+
+
+_pending: set[asyncio.Task[None]] = set()
+
+
+def _later(work: Coroutine[Any, Any, None]) -> None:
+    """Run ``work`` soon on the loop, keeping a reference until it is done."""
+    task = asyncio.get_running_loop().create_task(work)
+    _pending.add(task)
+    task.add_done_callback(_pending.discard)
 
 
 def _nano(value: Decimal | None) -> int | None:

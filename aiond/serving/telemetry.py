@@ -81,6 +81,41 @@ class _LevelsCollector(Collector):
         return [budget, waiting, running]
 
 
+ModuleLevels: TypeAlias = "Mapping[str, tuple[int, int, int]]"
+"""Per module: (calls running, calls waiting, parallelism)."""
+
+
+class _ModuleLevelsCollector(Collector):
+    """Module calls in flight and waiting, and each module's parallelism, read at each scrape."""
+
+    def __init__(self) -> None:
+        self.read: Callable[[], ModuleLevels] = dict
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(self._families({}))
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families(self.read()))
+
+    @staticmethod
+    def _families(levels: ModuleLevels) -> list[Metric]:
+        running = GaugeMetricFamily(
+            "aion_module_calls_in_flight", "Module calls running, by module.", labels=["module"]
+        )
+        waiting = GaugeMetricFamily(
+            "aion_module_queue_depth", "Module calls waiting for a slot, by module.", labels=["module"]
+        )
+        limit = GaugeMetricFamily(
+            "aion_module_parallelism", "Calls a module may run at once (its parallelism), by module.",
+            labels=["module"],
+        )  # fmt: skip
+        for name, (now_running, now_waiting, parallelism) in levels.items():
+            running.add_metric([name], now_running)
+            waiting.add_metric([name], now_waiting)
+            limit.add_metric([name], parallelism)
+        return [running, waiting, limit]
+
+
 class Metrics:
     """The daemon's metric families, registered in their own registry."""
 
@@ -185,6 +220,20 @@ class Metrics:
         )
         self._levels = _LevelsCollector()
         self.registry.register(self._levels)
+        self.module_duration = Histogram(
+            "aion_module_call_duration_seconds",
+            "Module calls, by module and outcome (ok, or the failure kind).",
+            ["module", "outcome"], registry=self.registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )  # fmt: skip
+        self.module_failures = Counter(
+            "aion_module_failures",
+            "Module calls that gave no answer, by module and kind (timeout, fuel, trap, oom, crash, "
+            "bad_output, declined, secret, unavailable, saturated).", ["module", "kind"],
+            registry=self.registry,
+        )  # fmt: skip
+        self._module_levels = _ModuleLevelsCollector()
+        self.registry.register(self._module_levels)
         self.audit_events = Counter(
             "aion_audit_events", "Audit events recorded, by action and outcome.", ["action", "outcome"],
             registry=self.registry,
@@ -192,6 +241,11 @@ class Metrics:
 
         self.decided = cached_labels(self.decisions)
         self.finished = cached_labels(self.task_duration)
+        self.module_called = cached_labels(self.module_duration)
+
+    def read_modules(self, read: Callable[[], ModuleLevels]) -> None:
+        """Where the module levels come from (read at each scrape)."""
+        self._module_levels.read = read
 
     def read_levels(self, read: Callable[[], Levels]) -> None:
         """Where the reserved budget and the queue levels come from (read at each scrape)."""

@@ -64,6 +64,17 @@ class IntentMode:
     reason: str
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class ModuleParallelism:
+    """A runtime parallelism limit of one module (the runbook's incident lever)."""
+
+    module: str
+    parallelism: int
+    set_by: str
+    set_at: dt.datetime
+    reason: str
+
+
 class StaleActiveVersion(Stale):
     """The active version is not the one the caller expected (optimistic concurrency)."""
 
@@ -109,6 +120,12 @@ class StateBackend(Protocol):
         """Store ``mode`` for ``intent``; None removes it (back to what the policy says)."""
         ...
 
+    # runtime module parallelism
+    def module_parallelism(self) -> list[ModuleParallelism]: ...
+    def set_module_parallelism(self, setting: ModuleParallelism) -> None:
+        """Store ``setting`` for its module (replacing an earlier one)."""
+        ...
+
     def last_error(self) -> dict[str, Any] | None: ...
 
     # credentials
@@ -121,4 +138,12 @@ class StateBackend(Protocol):
     def close(self) -> None: ...
 
 
-__all__ = ["Activation", "IntentMode", "StaleActiveVersion", "StateBackend", "StoredVersion", "TokenRecord"]
+__all__ = [
+    "Activation",
+    "IntentMode",
+    "ModuleParallelism",
+    "StaleActiveVersion",
+    "StateBackend",
+    "StoredVersion",
+    "TokenRecord",
+]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from aion.errors import InputError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -76,7 +76,16 @@ CREATE TABLE intent_modes (
 _SCHEMA_3 = """
 CREATE TABLE spend (day TEXT PRIMARY KEY, nano_usd INTEGER NOT NULL);
 """
-_MIGRATIONS = (_SCHEMA, _SCHEMA_2, _SCHEMA_3)
+_SCHEMA_4 = """
+CREATE TABLE module_parallelism (
+    module TEXT PRIMARY KEY,
+    parallelism INTEGER NOT NULL,
+    set_by TEXT NOT NULL,
+    set_at TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT ''
+);
+"""
+_MIGRATIONS = (_SCHEMA, _SCHEMA_2, _SCHEMA_3, _SCHEMA_4)
 """Step i brings a database at schema i to schema i + 1."""
 
 

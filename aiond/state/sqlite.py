@@ -19,7 +19,14 @@ from typing import Any
 
 from aion.errors import ConflictError, InputError, storage_error
 from aiond.state import schema
-from aiond.state.backend import Activation, IntentMode, StaleActiveVersion, StoredVersion, TokenRecord
+from aiond.state.backend import (
+    Activation,
+    IntentMode,
+    ModuleParallelism,
+    StaleActiveVersion,
+    StoredVersion,
+    TokenRecord,
+)
 from aiond.state.schema import SCHEMA_VERSION
 
 DB_NAME = "state.db"
@@ -268,6 +275,24 @@ class SqliteState:
                     "set_at = excluded.set_at, reason = excluded.reason",
                     (intent, mode.mode, mode.set_by, _iso(mode.set_at), mode.reason),
                 )
+
+    # -- module parallelism -----------------------------------------------------------------------------
+
+    def module_parallelism(self) -> list[ModuleParallelism]:
+        rows = self._read(
+            "SELECT module, parallelism, set_by, set_at, reason FROM module_parallelism ORDER BY module"
+        )
+        return [ModuleParallelism(r[0], int(r[1]), r[2], dt.datetime.fromisoformat(r[3]), r[4]) for r in rows]
+
+    def set_module_parallelism(self, setting: ModuleParallelism) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO module_parallelism (module, parallelism, set_by, set_at, reason) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (module) DO UPDATE SET "
+                "parallelism = excluded.parallelism, set_by = excluded.set_by, set_at = excluded.set_at, "
+                "reason = excluded.reason",
+                (setting.module, setting.parallelism, setting.set_by, _iso(setting.set_at), setting.reason),
+            )
 
     # -- credentials ---------------------------------------------------------------------------------
 

@@ -24,16 +24,19 @@ import yaml
 from google.protobuf import timestamp_pb2
 
 from aion.api.v1 import common_pb2, modules_pb2, modules_pb2_grpc
-from aion.config.model import Trust
+from aion.config.model import ConfigSnapshot, Trust
 from aion.errors import Error, NotFound, UsageError
 from aion.eventlog import EventSink
 from aion.inputs import quoted
 from aion.modules.install import InstallOptions, install, load_trust, remove, verify_installed
 from aion.modules.store import ModuleStore
 from aion.oci.model import Digest
+from aiond.execution.modules import Modules
 from aiond.security.auth import current_principal
 from aiond.serving.services.paging import page
 
+MAX_PARALLELISM = 1024
+"""The most calls a module may be allowed at once (modules.yml's ``parallelism`` has the same cap)."""
 SERVICE_NAME = modules_pb2.DESCRIPTOR.services_by_name["ModuleService"].full_name
 
 _RUNTIMES = {"wasm": modules_pb2.MODULE_RUNTIME_WASM, "subprocess": modules_pb2.MODULE_RUNTIME_SUBPROCESS}
@@ -54,8 +57,12 @@ class ModuleServicer(modules_pb2_grpc.ModuleServiceServicer):
         *,
         events: EventSink,
         trust: Callable[[], Trust | None] | None = None,
+        runner: Modules | None = None,
+        snapshot: Callable[[], ConfigSnapshot | None] | None = None,
     ) -> None:
         self._active_trust = trust
+        self._runner = runner
+        self._snapshot = snapshot or (lambda: None)
         self._store = ModuleStore(store_dir, events=events)  # installs and removals: the daemon's sink
         self._config_dir = config_dir
         self._plain_http = plain_http
@@ -102,6 +109,8 @@ class ModuleServicer(modules_pb2_grpc.ModuleServiceServicer):
             dry_run=request.dry_run,
         )
         done = await asyncio.to_thread(install, request.ref, self._store, options)
+        if self._runner is not None and not request.dry_run:
+            await self._runner.refresh()
         if request.dry_run:
             dry = self._module(done.name, done.entry())
             return modules_pb2.InstallModuleResponse(module=dry, unchanged=True)
@@ -146,16 +155,34 @@ class ModuleServicer(modules_pb2_grpc.ModuleServiceServicer):
         entry = await asyncio.to_thread(
             remove, request.name, self._store, principal=current_principal.get().name
         )
+        if self._runner is not None:
+            await self._runner.refresh()
         return modules_pb2.RemoveModuleResponse(removed=self._module(request.name, entry))
 
-    async def SetModuleParallelism(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        # Modules do not run as tasks yet, so there is no parallelism to set. UNIMPLEMENTED is the
-        # contract's answer for a method a server does not offer.
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED,
-            "ModuleService.SetModuleParallelism is not available in this aiond version "
-            "(modules do not run as tasks yet)",
+    async def SetModuleParallelism(
+        self, request: modules_pb2.SetModuleParallelismRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> modules_pb2.SetModuleParallelismResponse:
+        if self._runner is None:  # pragma: no cover - the daemon always passes its runner
+            raise UsageError("this server runs no modules")
+        if not 1 <= request.parallelism <= MAX_PARALLELISM:
+            raise UsageError(
+                f"parallelism must be between 1 and {MAX_PARALLELISM}, not {request.parallelism}",
+                hint="to stop a module's traffic, open its breaker: aionctl breaker open module:NAME",
+            )
+        if not request.reason.strip():
+            raise UsageError("a reason is required", hint="pass --reason: it goes into the audit trail")
+        snapshot = self._snapshot()
+        spec = snapshot.modules.get(request.name) if snapshot is not None else None
+        _new, previous = await self._runner.set_parallelism(
+            spec, request.name, request.parallelism, principal=current_principal.get().name,
+            reason=request.reason.strip()[:1024],
+        )  # fmt: skip
+        entry = (await asyncio.to_thread(self._store.lock)).get(request.name)
+        module = (
+            self._module(request.name, entry) if entry is not None else modules_pb2.Module(name=request.name)
         )
+        module.parallelism = request.parallelism
+        return modules_pb2.SetModuleParallelismResponse(module=module, previous_parallelism=previous)
 
     # -- messages ----------------------------------------------------------------------------------
 
@@ -177,13 +204,25 @@ class ModuleServicer(modules_pb2_grpc.ModuleServiceServicer):
         intents = manifest.get("intents")
         policies = manifest.get("policies")
         timeout = policies.get("timeout_ms", 0) if isinstance(policies, dict) else 0
+        state = modules_pb2.MODULE_STATE_READY
+        parallelism = 0
+        if self._runner is not None:
+            state = (
+                modules_pb2.MODULE_STATE_READY
+                if name in self._runner.runnable
+                else modules_pb2.MODULE_STATE_UNTRUSTED
+            )
+            snapshot = self._snapshot()
+            spec = snapshot.modules.get(name) if snapshot is not None else None
+            parallelism = self._runner.limit(spec) if spec is not None else 0
         module = modules_pb2.Module(
             name=name,
             version=str(entry.get("version", "")),
             ref=str(entry.get("ref", "")),
             digest=str(entry.get("digest", "")),
             runtime=_RUNTIMES.get(str(entry.get("runtime", "")), modules_pb2.MODULE_RUNTIME_UNSPECIFIED),
-            state=modules_pb2.MODULE_STATE_READY,
+            state=state,
+            parallelism=parallelism,
             intents=[str(i) for i in intents] if isinstance(intents, list) else [],
             timeout_ms=timeout if isinstance(timeout, int) and timeout >= 0 else 0,
             verification=self._verification(entry),
@@ -229,8 +268,13 @@ def add_to_server(
     *,
     events: EventSink,
     trust: Callable[[], Trust | None] | None = None,
+    runner: Modules | None = None,
+    snapshot: Callable[[], ConfigSnapshot | None] | None = None,
 ) -> str:
     modules_pb2_grpc.add_ModuleServiceServicer_to_server(
-        ModuleServicer(store_dir, config_dir, plain_http, events=events, trust=trust), server
+        ModuleServicer(
+            store_dir, config_dir, plain_http, events=events, trust=trust, runner=runner, snapshot=snapshot
+        ),
+        server,
     )
     return SERVICE_NAME
