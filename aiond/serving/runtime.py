@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from aion.config.model import ConfigSnapshot, Trust
-from aion.providers.secrets import FileSecrets
+from aion.secrets.select import backend_for
 from aion.routing import LiveState
 from aiond.events.journal import Journal
 from aiond.events.sink import LocalSink
@@ -141,7 +141,7 @@ async def assemble(
         ),
     ]
     metrics.read_levels(lambda: reporting.levels(ledger, admission))
-    secrets = FileSecrets(settings.secrets_dir)
+    secrets = backend_for(settings)  # fixed at start-up: files, sops or vault, as the flags say
 
     def trust() -> tuple[Trust, Path] | None:
         current = policies.active
