@@ -127,7 +127,8 @@ def load_signing_key(path: Path, password: PasswordSource, *, what: str = "--key
         hint=f"{KEY_HINT} (at most {human_size(MAX_PRIVATE_KEY_BYTES)})",
     )
     name = f"{what} {path}"
-    block = _PEM.search(data)
+    # `openssl ecparam -genkey` writes the curve's parameters in a block before the key.
+    block = next((b for b in _PEM.finditer(data) if b.group(1) != b"EC PARAMETERS"), None)
     if block is None:
         raise InputError(f"{name}: not a PEM private key", hint=KEY_HINT)
     kind = block.group(1).decode("ascii")
@@ -142,13 +143,13 @@ def load_signing_key(path: Path, password: PasswordSource, *, what: str = "--key
             f"{name} is a {'certificate' if kind == 'CERTIFICATE' else 'public key'}, not a private key",
             hint="sign with the private half of the key pair (cosign.key, not cosign.pub)",
         )
-    elif kind in ("PRIVATE KEY", "ENCRYPTED PRIVATE KEY", "EC PRIVATE KEY"):
+    elif kind in _PEM_PRIVATE_KEYS:
         key = _load_pem(block.group(0), password, name)
     else:
         raise InputError(f"{name}: a {kind!r} PEM block is not a supported private key", hint=KEY_HINT)
     if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name not in _CURVES:
         raise InputError(
-            f"{name}: an {_describe(key)} key; only ECDSA P-256 and P-384 keys can sign "
+            f"{name}: the key is {_describe(key)}; only ECDSA P-256 and P-384 keys can sign "
             "(cosign's default is P-256)",
             hint="make one with `aionctl module keygen` or `cosign generate-key-pair`",
         )
@@ -156,6 +157,14 @@ def load_signing_key(path: Path, password: PasswordSource, *, what: str = "--key
 
 
 _CURVES = ("secp256r1", "secp384r1")
+_PEM_PRIVATE_KEYS = (
+    "PRIVATE KEY",
+    "ENCRYPTED PRIVATE KEY",
+    "EC PRIVATE KEY",
+    "RSA PRIVATE KEY",
+    "DSA PRIVATE KEY",
+)
+"""PEM private keys ``cryptography`` reads (RSA and DSA only to say that they cannot sign here)."""
 
 
 def _describe(key: object) -> str:
@@ -163,14 +172,13 @@ def _describe(key: object) -> str:
 
     if isinstance(key, ec.EllipticCurvePrivateKey):
         return f"ECDSA {key.curve.name}"
-    kinds = (
-        (rsa.RSAPrivateKey, "RSA"),
-        (ed25519.Ed25519PrivateKey, "Ed25519"),
-        (ed448.Ed448PrivateKey, "Ed448"),
-    )
-    return next(
-        (label for cls, label in (*kinds, (dsa.DSAPrivateKey, "DSA")) if isinstance(key, cls)), "unknown"
-    )
+    if isinstance(key, rsa.RSAPrivateKey):
+        return "RSA"
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return "Ed25519"
+    if isinstance(key, ed448.Ed448PrivateKey):
+        return "Ed448"
+    return "DSA" if isinstance(key, dsa.DSAPrivateKey) else "of an unknown type"
 
 
 def _load_pem(pem: bytes, password: PasswordSource, name: str) -> object:

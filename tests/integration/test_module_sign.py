@@ -87,7 +87,7 @@ def referrers(go_tools: GoTools, image: str) -> list[dict[str, Any]]:
 def pem_key(tmp_path: Path, kind: str, password: str = "") -> tuple[Path, Path]:
     """A private key made outside aion and cosign (with ``cryptography``), and its public key."""
     key: Any = ed25519.Ed25519PrivateKey.generate() if kind == "ed25519" else None
-    if kind == "rsa":
+    if kind in ("rsa", "rsa1"):
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     elif kind == "p521":
         key = ec.generate_private_key(ec.SECP521R1())
@@ -95,7 +95,7 @@ def pem_key(tmp_path: Path, kind: str, password: str = "") -> tuple[Path, Path]:
         key = ec.generate_private_key(ec.SECP384R1() if kind == "p384" else ec.SECP256R1())
     fmt = (
         serialization.PrivateFormat.TraditionalOpenSSL
-        if kind == "sec1"
+        if kind in ("sec1", "rsa1")
         else serialization.PrivateFormat.PKCS8
     )
     encryption: Any = (
@@ -377,9 +377,9 @@ def _bad_key(tmp_path: Path, case: str, cosign_keys: Signer) -> tuple[Path, str 
             "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
         )
         return tmp_path / "corrupt.key", "", "the PEM private key cannot be read"
-    if case in ("rsa", "ed25519", "p521"):
-        label = {"rsa": "an RSA key", "ed25519": "an Ed25519 key", "p521": "an ECDSA secp521r1 key"}[case]
-        return pem_key(tmp_path, case)[0], "", f"{label}; only ECDSA P-256 and P-384 keys can sign"
+    if case in ("rsa", "rsa1", "ed25519", "p521"):
+        label = {"ed25519": "Ed25519", "p521": "ECDSA secp521r1"}.get(case, "RSA")
+        return pem_key(tmp_path, case)[0], "", f"the key is {label}; only ECDSA P-256 and P-384 keys can sign"
     if case == "pkcs8-no-password":
         return pem_key(tmp_path, "pkcs8", "s3cret")[0], None, "is encrypted, and no password was given"
     if case == "pkcs8-wrong-password":
@@ -398,7 +398,7 @@ def _bad_key(tmp_path: Path, case: str, cosign_keys: Signer) -> tuple[Path, str 
 @pytest.mark.parametrize(
     "case",
     [
-        "missing", "directory", "public-key", "not-pem", "corrupt-pem", "rsa", "ed25519", "p521",
+        "missing", "directory", "public-key", "not-pem", "corrupt-pem", "rsa", "rsa1", "ed25519", "p521",
         "pkcs8-no-password", "pkcs8-wrong-password", "cosign-wrong-password", "cosign-no-password",
         "cosign-corrupt",
     ],
@@ -522,3 +522,17 @@ def test_the_password_is_asked_on_a_terminal(cosign_keys: Signer, tmp_path: Path
     assert code == 0, screen
     signed = sign(f"oci:{layout}:1.3.0", tmp_path / "made.key", password="pw")
     assert signed["signer"] == load_public_key(tmp_path / "made.pub").fingerprint
+
+
+def test_a_key_openssl_ecparam_made_signs(tmp_path: Path) -> None:
+    """``openssl ecparam -genkey`` writes the curve's parameters before the SEC1 key."""
+    layout = tmp_path / "layout"
+    packaged = aionctl("module", "package", str(write_module(tmp_path / "mod")), "--to", f"oci:{layout}")
+    assert packaged.returncode == 0, packaged.stderr
+    key, pub = pem_key(tmp_path, "sec1")
+    parameters = "-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n"
+    key.write_text(parameters + key.read_text())
+
+    signed = sign(f"oci:{layout}", key)
+
+    assert signed["signer"] == load_public_key(pub).fingerprint
