@@ -208,7 +208,7 @@ def _open_cosign_key(body: bytes, password: PasswordSource, name: str) -> bytes:
         nonce = base64.b64decode(cipher["nonce"], validate=True)
         box = base64.b64decode(sealed["ciphertext"], validate=True)
         names = (kdf["name"], cipher["name"])
-    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError, binascii.Error) as exc:
         raise InputError(f"{name}: not a readable cosign private key (corrupt?)", hint=KEY_HINT) from exc
     if names != ("scrypt", "nacl/secretbox"):
         raise InputError(
