@@ -59,7 +59,9 @@ MEMORY_CACHE = 64
 """Compiled modules kept in memory (least recently used go first)."""
 MAX_WASM_BYTES = 256 << 20
 MAX_NAME = 256
-_PAGE = 65536
+_NEAR_LIMIT = 2 << 20
+"""A trap with memory this close to the limit counts as running out of memory (the allocation that
+failed, and made the module abort, was larger than what was left)."""
 _ENGINE_SETTINGS = "consume_fuel=1;epoch_interruption=1;cranelift_opt_level=speed;v1"
 
 
@@ -353,12 +355,18 @@ def _trap(trap: wasmtime.Trap, memory_bytes: int, limits: Limits) -> Failure:
         return Failure(FailureKind.FUEL, f"it used up its CPU budget ({limits.fuel} fuel)")
     if code == wasmtime.TrapCode.INTERRUPT:
         return Failure(FailureKind.TIMEOUT, f"it ran past its time limit ({limits.timeout_s * 1000:.0f} ms)")
-    if memory_bytes + _PAGE > limits.memory_bytes:
+    if memory_bytes + max(_NEAR_LIMIT, limits.memory_bytes // 8) > limits.memory_bytes:
         # A memory.grow past the limit fails rather than traps; a module that then aborts (as
-        # malloc's callers usually do) traps with its memory at the limit.
+        # malloc's callers usually do) traps with its memory at, or just under, the limit.
         return Failure(FailureKind.OOM, f"it reached its memory limit ({limits.memory_bytes} bytes)")
-    first = (trap.message or str(code)).splitlines()[0][:200]
-    return Failure(FailureKind.TRAP, f"it trapped: {first}")
+    return Failure(FailureKind.TRAP, f"it trapped: {_cause(trap.message, code)}")
+
+
+def _cause(message: str | None, code: object) -> str:
+    """The line of a wasmtime error that says what happened (the last; the others are a backtrace)."""
+    lines = [line.strip() for line in (message or "").splitlines() if line.strip()]
+    cause = lines[-1] if lines else str(code)
+    return cause.removeprefix("wasm trap: ")[:200]
 
 
 def _error(error: wasmtime.WasmtimeError, limits: Limits) -> Failure:
@@ -367,8 +375,7 @@ def _error(error: wasmtime.WasmtimeError, limits: Limits) -> Failure:
         return Failure(FailureKind.TRAP, "a host call was given a pointer or length outside its memory")
     if "memory" in text and ("limit" in text or "exceed" in text):
         return Failure(FailureKind.OOM, f"it needs more memory than its limit ({limits.memory_bytes} bytes)")
-    first = text.splitlines()[0][:200] if text else "unknown error"
-    return Failure(FailureKind.TRAP, f"it failed: {first}")
+    return Failure(FailureKind.TRAP, f"it failed: {_cause(text, 'unknown error')}")
 
 
 def _memory_size(store: wasmtime.Store, instance: wasmtime.Instance | None) -> int:

@@ -12,6 +12,8 @@ from typing import Annotated, Any
 
 import typer
 
+from aionctl.client import Endpoint, call, channel, every_page
+from aionctl.connect import daemon_command
 from aionctl.options import Output, command_app, global_options
 from aionctl.output import OutputFormat, document, emit
 
@@ -399,3 +401,69 @@ class _progress:
 
 
 __all__ = ["app", "install_command"]
+
+
+# -- the daemon's modules -------------------------------------------------------------------------------
+
+
+def _daemon_row(module: Any) -> str:
+    from aion.api.v1 import modules_pb2
+    from aion.documents import enum_word
+
+    state = enum_word(modules_pb2.ModuleState.DESCRIPTOR, module.state) or "unknown"
+    runtime = enum_word(modules_pb2.ModuleRuntime.DESCRIPTOR, module.runtime) or "unknown"
+    return f"{module.name:<20} {module.version:<10} {runtime:<10} {state:<10} {module.parallelism:>11}"
+
+
+@daemon_command(app, "status", timeout=5.0)
+def status_command(ctx: typer.Context, target: Endpoint, output: Output = OutputFormat.TEXT) -> None:
+    """List the modules of the running aiond: state (ready, or untrusted: never run) and parallelism."""
+    from aion.api.v1 import modules_pb2, modules_pb2_grpc
+    from aion.documents import to_dict
+
+    with channel(target) as ch:
+        modules = every_page(
+            target, modules_pb2_grpc.ModuleServiceStub(ch).ListModules,
+            lambda token: modules_pb2.ListModulesRequest(page_token=token),
+            lambda reply: reply.modules, "modules",
+        )  # fmt: skip
+
+    def text() -> str:
+        if not modules:
+            return "no modules installed in the daemon's store\n"
+        head = f"{'NAME':<20} {'VERSION':<10} {'RUNTIME':<10} {'STATE':<10} PARALLELISM\n"
+        return head + "".join(_daemon_row(m) + "\n" for m in modules)
+
+    if not (global_options(ctx).quiet and output is OutputFormat.TEXT):
+        emit(document("DaemonModuleList", {"modules": [to_dict(m) for m in modules]}), output, text=text)
+
+
+@daemon_command(app, "parallelism", timeout=5.0)
+def parallelism_command(
+    ctx: typer.Context,
+    target: Endpoint,
+    name: Annotated[str, typer.Argument(help="Module name (as in modules.yml).")],
+    parallelism: Annotated[int, typer.Argument(metavar="N", help="Calls it may run at once (1-1024).")],
+    reason: Annotated[
+        str, typer.Option("--reason", "-r", metavar="TEXT", help="Why; recorded in the audit.")
+    ] = "",
+    output: Output = OutputFormat.TEXT,
+) -> None:
+    """Change how many calls of module NAME run at once, now and after restarts (role operator)."""
+    from aion.api.v1 import modules_pb2, modules_pb2_grpc
+    from aion.errors import UsageError
+
+    if not 1 <= parallelism <= 1024:
+        raise UsageError(f"N must be between 1 and 1024, not {parallelism}")
+    if not reason.strip():
+        raise UsageError("--reason is required", hint="say why: it goes into the audit trail")
+    request = modules_pb2.SetModuleParallelismRequest(name=name, parallelism=parallelism, reason=reason)
+    with channel(target) as ch:
+        reply = call(
+            target, modules_pb2_grpc.ModuleServiceStub(ch).SetModuleParallelism, request, "parallelism"
+        )
+    if not (global_options(ctx).quiet and output is OutputFormat.TEXT):
+        change = (
+            f"{reply.module.name}: parallelism {reply.previous_parallelism} -> {reply.module.parallelism}\n"
+        )
+        emit(document("ModuleParallelismChange", reply), output, text=lambda: change)

@@ -53,7 +53,7 @@ from aion.routing.engine import NANO_PER_USD, Step, TargetKind
 from aiond.execution.admission import Admission, Ticket
 from aiond.execution.budget import BudgetLedger
 from aiond.execution.controls import Controls
-from aiond.execution.modules import Modules
+from aiond.execution.modules import Modules, Place
 from aiond.execution.observer import ExecutionObserver, Unobserved
 from aiond.execution.taskstore import Attempt, Status, Stored, TaskError, TaskRecord, TaskStore
 from aiond.policy.store import ActiveConfig, PolicyStore
@@ -166,6 +166,8 @@ class Executor:
         # The daemon's secret backend, fixed at start-up: no config set decides where keys are read.
         self._secrets: SecretsBackend = secrets if secrets is not None else FileSecrets(secrets_dir)
         self._modules = modules
+        self._places: dict[str, Place] = {}
+        """Module places held by admitted tasks until their first module call (or their end)."""
 
     async def close(self, grace: float = 0.0) -> None:
         """Stop: tasks still running get ``grace`` seconds to finish (the daemon's shutdown grace), then
@@ -222,11 +224,18 @@ class Executor:
         if isinstance(decision, Refusal):
             self._observer.refused(decision.code)
             raise Refused(f"{decision.code}: {decision.message}", code=decision.code)
-        self._module_room(active.snapshot, decision)
-        ticket = self._admission.admit(decision.route)  # raises Saturated
+        place = self._module_place(active.snapshot, decision)
+        try:
+            ticket = self._admission.admit(decision.route)  # raises Saturated
+        except Saturated:
+            if place is not None:
+                place.release()
+            raise
         task_id = ulid()
         if not self._ledger.reserve(task_id, decision.estimated_max_nano):  # pragma: no cover - checked above
             ticket.release()
+            if place is not None:
+                place.release()
             raise Refused(f"BUDGET_EXHAUSTED: {_EXHAUSTED}", code="BUDGET_EXHAUSTED")
         task = TaskRecord(
             task_id=task_id,
@@ -237,6 +246,8 @@ class Executor:
             labels=dict(submission.labels),
         )
         self.store.add(task)
+        if place is not None:
+            self._places[task_id] = place
         self._observer.admitted(task)
         deadline = submission.deadline
         if deadline is None:
@@ -247,21 +258,25 @@ class Executor:
         task.runner.add_done_callback(functools.partial(self._never_started, task, ticket))
         return task, False
 
-    def _module_room(self, snapshot: ConfigSnapshot, decision: Decision) -> None:
-        """A task whose first target is a module with every slot and queue place taken is refused now,
-        with a retry hint, rather than admitted to wait where there is no room."""
+    def _module_place(self, snapshot: ConfigSnapshot, decision: Decision) -> Place | None:
+        """For a task whose first target is a module: a place in its gate, held until its call starts.
+        With every slot and queue place taken, the task is refused now, with a retry hint, rather
+        than admitted to wait where there is no room."""
         first = decision.target
         if first.kind is not TargetKind.MODULE or self._modules is None:
-            return
+            return None
         spec = snapshot.modules.get(first.name)
-        retry_after = self._modules.retry_after(spec) if spec is not None else None
-        if retry_after is not None:
-            self._observer.refused("MODULE_SATURATED")
-            raise Saturated(
-                f"module {first.name} is at its parallelism and its queue is full",
-                retry_after=retry_after,
-                hint="retry after the time given, or raise it: aionctl module parallelism NAME N --reason",
-            )
+        if spec is None:  # pragma: no cover - the engine only picks configured modules
+            return None
+        place = self._modules.hold(spec)
+        if isinstance(place, Place):
+            return place
+        self._observer.refused("MODULE_SATURATED")
+        raise Saturated(
+            f"module {first.name} is at its parallelism and its queue is full",
+            retry_after=place,
+            hint="retry after the time given, or raise it: aionctl module parallelism NAME N --reason",
+        )
 
     def _never_started(self, task: TaskRecord, ticket: Ticket, runner: asyncio.Task[None]) -> None:
         """A runner canceled before its first step never enters :meth:`_run` (the cancellation is
@@ -269,11 +284,17 @@ class Executor:
         if not runner.cancelled() or task.status.terminal or task.status is Status.RUNNING:
             return
         ticket.release()
+        self._release_place(task)
         self._finish(task, Status.CANCELED, error=TaskError("CANCELED", "the task was canceled"))
         self._ledger.settle(task.task_id, 0)
         self._observer.finished(task)
         self.store.changed(task)
         self._event(task, "canceled")
+
+    def _release_place(self, task: TaskRecord) -> None:
+        place = self._places.pop(task.task_id, None)
+        if place is not None:
+            place.release()
 
     async def cancel(self, task: Stored, reason: str) -> None:
         if task.status.terminal or task.runner is None:
@@ -300,6 +321,7 @@ class Executor:
             log.exception("task %s failed unexpectedly", task.task_id)
             self._finish(task, Status.ERROR, error=TaskError("INTERNAL", f"{type(exc).__name__}: {exc}"))
         finally:
+            self._release_place(task)
             spent = self._ledger.settle(task.task_id, task.cost_nano)
             if spent:
                 self._observer.spent(spent)
@@ -537,7 +559,7 @@ class Executor:
             started_at, started = dt.datetime.now(dt.UTC), time.monotonic()
             outcome = await self._modules.call(
                 spec, task_id=task.task_id, intent=task.intent, step=phase, text=content,
-                timeout_s=deadline - time.monotonic(),
+                timeout_s=deadline - time.monotonic(), place=self._places.pop(task.task_id, None),
             )  # fmt: skip
             elapsed = time.monotonic() - started
             if isinstance(outcome, Failure):

@@ -86,28 +86,43 @@ class Installed:
 
 
 class _Gate:
-    """``limit`` calls at once, ``depth`` waiting; the rest are refused."""
+    """``limit`` calls at once and ``depth`` waiting, counting the places that admitted tasks hold
+    before their call starts (:meth:`hold`); the rest are refused."""
 
     def __init__(self, limit: int, depth: int) -> None:
         self.limit = limit
         self.depth = depth
         self.running = 0
+        self.held = 0
+        """Places taken by tasks admitted with this module first, whose call has not started yet."""
         self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
 
     @property
     def waiting(self) -> int:
-        return len(self._waiting)
+        return len(self._waiting) + self.held
 
     def full(self) -> bool:
-        return self.running >= self.limit and len(self._waiting) >= self.depth
+        return self.running + self.waiting >= self.limit + self.depth
 
-    async def acquire(self) -> bool:
-        """A slot (True), or False when the queue is full too."""
+    def hold(self) -> bool:
+        if self.full():
+            return False
+        self.held += 1
+        return True
+
+    def unhold(self) -> None:
+        self.held = max(0, self.held - 1)
+
+    async def acquire(self, *, held: bool = False) -> bool:
+        """A slot (True), or False when the queue is full too. ``held``: the caller holds a place
+        (:meth:`hold`), which this turns into the slot or the wait."""
+        if held:
+            self.unhold()
+        elif self.full():
+            return False
         if self.running < self.limit and not self._waiting:
             self.running += 1
             return True
-        if len(self._waiting) >= self.depth:
-            return False
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append(waiter)
         try:
@@ -134,6 +149,21 @@ class _Gate:
             if not waiter.done():
                 self.running += 1
                 waiter.set_result(None)
+
+
+@dataclasses.dataclass(slots=True)
+class Place:
+    """A place in a module's gate, held from admission until the task's call of it starts."""
+
+    module: str
+    gate: _Gate
+    used: bool = False
+
+    def release(self) -> None:
+        """Give the place back unused (the task ended before calling the module)."""
+        if not self.used:
+            self.used = True
+            self.gate.unhold()
 
 
 class _LogBucket:
@@ -280,11 +310,12 @@ class Modules:
             gate.resize(limit, depth)
         return gate
 
-    def retry_after(self, spec: Module) -> float | None:
-        """None when a call of ``spec`` can start or wait; else seconds to suggest before a retry."""
+    def hold(self, spec: Module) -> Place | float:
+        """A place for a task whose first target is ``spec``; else seconds to suggest before a retry
+        (its slots and queue are full)."""
         gate = self._gate(spec)
-        if not gate.full():
-            return None
+        if gate.hold():
+            return Place(spec.name, gate)
         return max(0.05, spec.timeout_ms / 1000 * max(1, gate.waiting) / max(1, gate.limit))
 
     def load_of(self, name: str) -> tuple[int, int]:
@@ -307,7 +338,7 @@ class Modules:
         if spec is None:
             raise NotFound(
                 f"module {quoted(name)} is not in the active policy's modules.yml",
-                hint="see aionctl module list",
+                hint="see aionctl module status",
             )
         previous = self.limit(spec)
         setting = ModuleParallelism(name, parallelism, principal, dt.datetime.now(dt.UTC), reason)
@@ -323,14 +354,29 @@ class Modules:
     # -- one call ----------------------------------------------------------------------------------
 
     async def call(
-        self, spec: Module, *, task_id: str, intent: str, step: str, text: str, timeout_s: float
+        self,
+        spec: Module,
+        *,
+        task_id: str,
+        intent: str,
+        step: str,
+        text: str,
+        timeout_s: float,
+        place: Place | None = None,
     ) -> Outcome:
-        """Run ``spec`` once on ``text``; waits for a slot of its gate, within ``timeout_s``."""
+        """Run ``spec`` once on ``text``; waits for a slot of its gate, within ``timeout_s``. ``place``:
+        the place the task was admitted with, used for this call."""
         started = time.monotonic()
         gate = self._gate(spec)
+        held = place is not None and not place.used and place.module == spec.name
+        if place is not None:
+            if held:
+                place.used = True
+            else:
+                place.release()
         try:
             async with asyncio.timeout(max(0.001, timeout_s)):
-                admitted = await gate.acquire()
+                admitted = await gate.acquire(held=held)
         except TimeoutError:
             return Failure(FailureKind.TIMEOUT, "no slot of the module came free before the deadline")
         if not admitted:
@@ -536,4 +582,4 @@ def _changed(module: Installed) -> bool:
     return len(module.files) != sum(1 for p in module.directory.rglob("*") if not p.is_dir())
 
 
-__all__ = ["Installed", "Modules"]
+__all__ = ["Installed", "Modules", "Place"]
