@@ -20,9 +20,10 @@ Authentication, one of:
 
 Values are kept in memory for ``cache_ttl`` seconds (or the response's lease, if shorter), then read
 again, so a rotation takes effect within that time and without a restart. When Vault cannot be
-reached, values read less than ``stale_for`` seconds ago are still used (with a warning naming no
-value), so a short Vault outage does not fail every provider call; past that, or with nothing read
-yet, a get fails with :class:`SecretsUnavailable`.
+reached or cannot serve (down, sealed, overloaded), values read less than ``stale_for`` seconds ago
+are still used (with a warning naming no value), so a short Vault outage does not fail every
+provider call; past that, with nothing read yet, or when Vault *refuses* (a revoked token, a policy
+taken away), a get fails with :class:`SecretsUnavailable`.
 
 Every request has a short timeout, goes only to the address given (no proxy from the environment,
 no redirects, which would carry the token elsewhere), verifies TLS against the system's CAs or the
@@ -71,9 +72,10 @@ _T = TypeVar("_T")
 class _Failed(Exception):
     """A Vault request that failed: why (in our words) and what to do."""
 
-    def __init__(self, why: str, hint: str, *, denied: bool = False) -> None:
+    def __init__(self, why: str, hint: str, *, denied: bool = False, outage: bool = False) -> None:
         super().__init__(why)
-        self.why, self.hint, self.denied = why, hint, denied
+        self.why, self.hint, self.denied, self.outage = why, hint, denied, outage
+        """``outage``: Vault could not be reached or could not serve (not: it answered no)."""
 
 
 def check_location(value: str, what: str) -> str:
@@ -209,7 +211,7 @@ class VaultSecrets:
             self._fetch()
         except _Failed as exc:
             age = now - self._fetched_at
-            if self._values is not None and age < self.stale_for:
+            if exc.outage and self._values is not None and age < self.stale_for:
                 self._fresh_until = now + min(RETRY_AFTER_FAILURE_S, self.cache_ttl)
                 log.warning("secrets: %s; using the values of %s read %.0f s ago", exc.why, self.where, age)
                 return
@@ -398,13 +400,18 @@ class VaultSecrets:
             raise _Failed(
                 f"the TLS certificate of {where} cannot be verified",
                 "give the CA that signed it with --vault-ca-cert (AIOND_VAULT_CA_CERT)",
+                outage=True,
             ) from None
         except requests.exceptions.Timeout:
             raise _Failed(
-                f"{where} did not answer within {self.timeout:g} s", "check that Vault is up and reachable"
+                f"{where} did not answer within {self.timeout:g} s",
+                "check that Vault is up and reachable",
+                outage=True,
             ) from None
         except requests.exceptions.RequestException:
-            raise _Failed(f"cannot connect to {where}", "check --vault-addr and that Vault is up") from None
+            raise _Failed(
+                f"cannot connect to {where}", "check --vault-addr and that Vault is up", outage=True
+            ) from None
         except refusals:
             raise _Failed(
                 f"{where} refused the AppRole login (role_id or secret_id not valid, or expired)",
@@ -418,9 +425,17 @@ class VaultSecrets:
             )
             raise _Failed(f"{where} denied access to {self.where}", hint, denied=True) from None
         except hvac.exceptions.VaultDown:
-            raise _Failed(f"{where} is sealed or unavailable (503)", "unseal it, or wait") from None
+            raise _Failed(
+                f"{where} is sealed or unavailable (503)", "unseal it, or wait", outage=True
+            ) from None
         except hvac.exceptions.RateLimitExceeded:
-            raise _Failed(f"{where} is rate-limiting aion (429)", "raise the quota, or wait") from None
+            raise _Failed(
+                f"{where} is rate-limiting aion (429)", "raise the quota, or wait", outage=True
+            ) from None
+        except (hvac.exceptions.InternalServerError, hvac.exceptions.BadGateway) as exc:
+            raise _Failed(
+                f"{where} failed the request ({type(exc).__name__})", "see Vault's own log", outage=True
+            ) from None
         except hvac.exceptions.VaultError as exc:
             raise _Failed(
                 f"{where} failed the request ({type(exc).__name__})", "see Vault's own log"

@@ -44,6 +44,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec("route", "aionctl.commands.route", "Explain what the router would decide for a task."),
     CommandSpec("breaker", "aionctl.commands.breaker", "List circuit breakers, or force one open or closed."),
     CommandSpec("intent", "aionctl.commands.intent", "Switch an intent's privacy at runtime; list switches."),
+    CommandSpec("secrets", "aionctl.commands.secrets", "Check that the secrets needed resolve (names only)."),
     CommandSpec("schema", "aionctl.commands.schema", "Print the JSON Schemas that ship with aion."),
 )
 

@@ -19,6 +19,7 @@ from hypothesis import settings as hypothesis_settings
 from tests.rig import install
 from tests.rig.daemon import Aiond
 from tests.rig.fuzz import DEFAULT_EXAMPLES, examples
+from tests.rig.secrets import sops_tool, vault  # noqa: F401 - fixtures, registered by import
 from tests.rig.services import GoTools, KafkaBroker, OciRegistry, Prometheus
 
 if TYPE_CHECKING:
