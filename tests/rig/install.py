@@ -47,6 +47,7 @@ GO_TOOLS: dict[str, tuple[str, str]] = {
     "oras": ("oras.land/oras/cmd/oras", "v1.3.6"),
     "grpcurl": ("github.com/fullstorydev/grpcurl/cmd/grpcurl", "v1.9.4"),
     "grpc_health_probe": ("github.com/grpc-ecosystem/grpc-health-probe", "v0.4.62"),
+    "sops": ("github.com/getsops/sops/v3/cmd/sops", "v3.13.3"),
 }
 GO_MIN_VERSION = (1, 26, 7)  # oras v1.3.6 declares go 1.26.7
 GO_FALLBACK_TOOLCHAIN = "go1.26.8"
