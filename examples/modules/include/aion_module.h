@@ -71,7 +71,7 @@ AION_FN int aion_buf_reserve(aion_buf *b, size_t extra) {
     size_t need = b->len + extra;
     if (need <= b->cap)
         return 1;
-    size_t cap = b->cap ? b->cap : 256;
+    size_t cap = b->cap ? b->cap : b->limit < 256 ? b->limit : 256;
     while (cap < need)
         cap = cap > b->limit / 2 ? b->limit : cap * 2;
     char *grown = realloc(b->data, cap);
@@ -520,7 +520,8 @@ AION_FN int aion_request_read(aion_request *req) {
         }
         if (raw->len == raw->cap)
             aion_buf_reserve(raw, room < 65536 ? room : 65536);
-        ssize_t k = read(0, raw->data + raw->len, raw->cap - raw->len);
+        size_t space = raw->cap - raw->len;
+        ssize_t k = read(0, raw->data + raw->len, space < room ? space : room);
         if (k < 0 && errno == EINTR)
             continue;
         if (k < 0) {

@@ -117,8 +117,10 @@ static int good_domain(const char *d, size_t n) {
 static size_t find_emails(const char *t, size_t n, unsigned char *m) {
     size_t found = 0;
     for (size_t at = 0; at < n; at++) {
-        if (t[at] != '@')
-            continue;
+        const char *sign = memchr(t + at, '@', n - at);
+        if (sign == NULL)
+            break;
+        at = (size_t)(sign - t);
         size_t l = at, len;
         while (l > 0 && !m[l - 1]) {
             if (is_local((unsigned char)t[l - 1]))
