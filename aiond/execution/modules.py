@@ -33,6 +33,7 @@ import dataclasses
 import datetime as dt
 import logging
 import os
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -217,6 +218,7 @@ class Modules:
         self._pool = concurrent.futures.ThreadPoolExecutor(MAX_WORKERS, thread_name_prefix="aion-module")
         self._lock_seen: tuple[int, int, int] | None = None
         self._refreshing = asyncio.Lock()
+        self._runtime_lock = threading.Lock()
         self.failures: collections.Counter[tuple[str, str]] = collections.Counter()
 
     async def load(self) -> None:
@@ -238,6 +240,17 @@ class Modules:
             self._installed, self.problems = installed, problems
             self.runnable = frozenset(installed)
             self._compiled = {k: v for k, v in self._compiled.items() if k[0] in installed}
+        for module in installed.values():
+            if module.runtime == "wasm" and (module.name, module.digest) not in self._compiled:
+                # Compiled now, in the background, rather than by the first task that needs it.
+                asyncio.get_running_loop().run_in_executor(self._pool, self._warm, module)
+
+    def _warm(self, module: Installed) -> None:
+        try:
+            compiled = self._wasm_runtime().load(module.code)
+        except Exception:  # the first call reports it as the module's failure
+            return
+        self._compiled.setdefault((module.name, module.digest), compiled)
 
     async def watch(self) -> None:
         """Refresh whenever the lock file changes (an install by another process); runs until canceled."""
@@ -477,11 +490,12 @@ class Modules:
         )
 
     def _wasm_runtime(self) -> Any:
-        if self._wasm is None:
-            from aion.modules.wasm import WasmRuntime
+        with self._runtime_lock:
+            if self._wasm is None:
+                from aion.modules.wasm import WasmRuntime
 
-            self._wasm = WasmRuntime(self._cache_dir)
-        return self._wasm
+                self._wasm = WasmRuntime(self._cache_dir)
+            return self._wasm
 
     async def _subprocess_call(
         self, module: Installed, request: bytes, limits: Limits, host: Host
