@@ -5,7 +5,7 @@
 chain of small standard programs, each of which sets up one thing and executes the next. No Python
 code runs in the child between ``fork`` and ``exec`` (no ``preexec_fn``: aiond is threaded):
 
-``sh`` (outside, as root)
+``bash`` (outside, as root)
     joins the call's pids cgroup, when there is one, and moves the host-call socket to fd 3;
 ``bwrap`` (bubblewrap), or else ``unshare`` + a fixed ``sh`` script running ``mount`` and
 ``pivot_root``
@@ -64,7 +64,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -297,8 +297,9 @@ class PidsCgroups:
 # -- the argv chain ---------------------------------------------------------------------------------
 
 _JOIN = 'cg=$1; shift; if [ -n "$cg" ]; then echo $$ > "$cg" || exit 125; fi; exec "$@"'
-"""The chain's first program (outside, as root): join the cgroup, then execute the rest with the
-host-call socket moved to fd 3 (the redirections are appended per call; the fd is a number)."""
+"""The chain's first program (bash, outside, as root): join the cgroup, then execute the rest with
+the host-call socket moved to fd 3 (the redirections are appended per call; the fd is a number, and
+bash, unlike dash, takes numbers above 9)."""
 
 _SETUP = r"""
 set -eu
@@ -341,7 +342,7 @@ umount -l /.old
 rmdir /.old
 mount -o remount,bind,ro /
 cd /module
-unset OLDPWD
+unset OLDPWD SHLVL _
 PATH=$abi_path
 set +e
 "$@"
@@ -356,6 +357,7 @@ is reported as 128 + its number, as bwrap reports it."""
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Tools:
     sh: str
+    bash: str | None
     bwrap: str | None
     unshare: str | None
     setpriv: str | None
@@ -368,12 +370,13 @@ class _Tools:
     def find(cls) -> _Tools:
         which = {
             name: shutil.which(name, path=_SYSTEM_PATH)
-            for name in ("sh", "bwrap", "unshare", "setpriv", "prlimit")
+            for name in ("sh", "bash", "bwrap", "unshare", "setpriv", "prlimit")
         }
         script_tools = ("mount", "umount", "pivot_root", "mkdir", "ln", "touch", "rmdir")
         found = {name: shutil.which(name, path=_SYSTEM_PATH) for name in script_tools}
         return cls(
             sh=which["sh"] or "/bin/sh",
+            bash=which["bash"],
             bwrap=which["bwrap"],
             unshare=which["unshare"],
             setpriv=which["setpriv"],
@@ -477,6 +480,8 @@ class SubprocessRuntime:
 
     def _check_tools(self) -> str | None:
         tools = self._tools
+        if tools.bash is None:
+            return "bash is not installed (Debian: apt-get install bash)"
         for name, path in (("setpriv", tools.setpriv), ("prlimit", tools.prlimit)):
             if path is None:
                 return f"{name} is not installed (Debian: apt-get install util-linux)"
@@ -613,7 +618,8 @@ class SubprocessRuntime:
         assert tools.prlimit is not None
         fd = call.host_fd
         join = _JOIN if fd in (0, HOST_FD) else f"{_JOIN} {HOST_FD}<&{fd} {fd}<&-"
-        outer = [tools.sh, "-c", join, "aion-sandbox", call.cgroup_procs]
+        assert tools.bash is not None
+        outer = [tools.bash, "-c", join, "aion-sandbox", call.cgroup_procs]
         inner = [
             tools.prlimit,
             f"--cpu={call.cpu_s}:{call.cpu_s + 1}",
@@ -719,14 +725,14 @@ class _Run:
             asyncio.create_task(self._drain_stderr(proc.stderr)),
             asyncio.create_task(self._serve()),
         ]
-        stdout = asyncio.create_task(_read_bounded(proc.stdout, limits.max_output_bytes))
+        stdout = asyncio.create_task(_read_bounded(proc.stdout, limits.max_output_bytes, self._kill))
         reason: FailureKind | None = None
-        output = b""
+        output: bytes | None = b""
         try:
             try:
                 async with asyncio.timeout(limits.timeout_s):
-                    output, overflowed = await stdout
-                    if overflowed:
+                    output = await stdout
+                    if output is None:
                         reason = FailureKind.BAD_OUTPUT
                     else:
                         await proc.wait()
@@ -736,9 +742,9 @@ class _Run:
             if proc.returncode is None:
                 self._kill()
             await self._reap()
-            stdout.cancel()
-            await asyncio.wait([tasks[1]], timeout=1.0)  # stderr ends once every writer is gone
-            for task in tasks:
+            # Every writer is gone, so both streams are at their end (or about to be).
+            await asyncio.wait([stdout, tasks[1]], timeout=1.0)
+            for task in (stdout, *tasks):
                 task.cancel()
             await asyncio.gather(stdout, *tasks, return_exceptions=True)
         elapsed = time.perf_counter() - self.started
@@ -746,7 +752,9 @@ class _Run:
         self._log_stderr(call, outcome)
         return outcome
 
-    def _judge(self, reason: FailureKind | None, output: bytes, call: _Call, elapsed: float) -> Outcome:
+    def _judge(
+        self, reason: FailureKind | None, output: bytes | None, call: _Call, elapsed: float
+    ) -> Outcome:
         limits = self.limits
         if reason is FailureKind.TIMEOUT:
             return Failure(reason, f"it ran past its time limit ({limits.timeout_s * 1000:.0f} ms)", elapsed)
@@ -771,7 +779,7 @@ class _Run:
             return Failure(FailureKind.CRASH, f"it was killed by {name}{hint}", elapsed)
         if code != 0:
             return Failure(FailureKind.CRASH, f"it exited with status {code}{hint}", elapsed)
-        outcome = parse_response(output, self.host.redact, elapsed)
+        outcome = parse_response(output or b"", self.host.redact, elapsed)
         if self.host.dropped and not isinstance(outcome, Failure):
             outcome = dataclasses.replace(outcome, logs_dropped=self.host.dropped)
         return outcome
@@ -832,36 +840,52 @@ class _Run:
     # -- the end ------------------------------------------------------------------------------------
 
     def _kill(self) -> None:
-        """SIGKILL the sandbox: the first process of its PID namespace (which takes every process in
-        it along), then the chain's own process group."""
+        """SIGKILL the sandbox: the first process of its PID namespace, which takes every process in
+        it along, and whose end ends the chain's own first process (bwrap or unshare waits for it).
+        Before that child exists, the chain's process group."""
         pid = self.proc.pid
         try:
-            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        except OSError:
+            children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        except (OSError, ValueError):
             children = []
         for child in children:
-            with contextlib.suppress(OSError, ValueError):
-                os.kill(int(child), signal.SIGKILL)
-        with contextlib.suppress(OSError):
-            os.killpg(pid, signal.SIGKILL)
+            with contextlib.suppress(OSError):
+                os.kill(child, signal.SIGKILL)
+        if not children:
+            with contextlib.suppress(OSError):
+                os.killpg(pid, signal.SIGKILL)
 
     async def _reap(self) -> None:
-        try:
-            await asyncio.wait_for(asyncio.shield(self.proc.wait()), KILL_WAIT_S)
-        except TimeoutError:
-            log.warning("sandbox process %d did not end within %.0f s of SIGKILL", self.proc.pid, KILL_WAIT_S)
+        """Wait for the chain's first process, which reaps the namespace's; kill its whole process
+        group if it takes too long."""
+        for _ in range(2):
+            try:
+                await asyncio.wait_for(asyncio.shield(self.proc.wait()), KILL_WAIT_S / 2)
+                return
+            except TimeoutError:
+                with contextlib.suppress(OSError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+        log.warning("sandbox process %d did not end within %.0f s of SIGKILL", self.proc.pid, KILL_WAIT_S)
 
 
-async def _read_bounded(stream: asyncio.StreamReader, limit: int) -> tuple[bytes, bool]:
-    """Everything up to end of file, or (what was read, True) as soon as it is over ``limit``."""
+async def _read_bounded(
+    stream: asyncio.StreamReader, limit: int, on_overflow: Callable[[], None]
+) -> bytes | None:
+    """Everything up to end of file; None when it was over ``limit``, in which case ``on_overflow``
+    was called as soon as it was, and the rest was read and dropped (a pipe left unread would keep
+    the end of the process from being seen)."""
     chunks: list[bytes] = []
     size = 0
     while chunk := await stream.read(65536):
+        if size > limit:
+            continue
         size += len(chunk)
         if size > limit:
-            return b"".join(chunks), True
-        chunks.append(chunk)
-    return b"".join(chunks), False
+            chunks.clear()
+            on_overflow()
+        else:
+            chunks.append(chunk)
+    return None if size > limit else b"".join(chunks)
 
 
 def answer(host: Host, line: bytes) -> bytes:
