@@ -241,14 +241,14 @@ class SopsSecrets:
         self.decryptions += 1
         try:
             code, out, err = run_bounded(argv, data, env=env, timeout=self.timeout, limit=MAX_OUTPUT_BYTES)
+        except TimeoutError:  # before OSError, of which it is a kind
+            raise _Failed(
+                f"sops did not decrypt {self.file} within {self.timeout:g} s", "check the machine's load"
+            ) from None
         except OSError as exc:
             raise _Failed(
                 f"sops ({self.binary}) cannot be run ({exc.strerror or type(exc).__name__})",
                 "check that sops is installed and executable",
-            ) from None
-        except TimeoutError:
-            raise _Failed(
-                f"sops did not decrypt {self.file} within {self.timeout:g} s", "check the machine's load"
             ) from None
         except OverflowError:
             raise _Failed(
@@ -285,6 +285,8 @@ class SopsSecrets:
             return f"{self.file} was altered or damaged since it was encrypted (it does not authenticate)"
         if "metadata not found" in said:
             return f"{self.file} is not encrypted with sops (it has no sops metadata)"
+        if "cannot unmarshal !!" in said and "into map" in said:
+            return f"{self.file} does not hold a mapping of secret names to values"
         if "unmarshal" in said or said.startswith(("yaml:", "Error unmarshalling")):
             return f"{self.file} is not valid {self._input_type.upper()}"
         return f"sops could not decrypt {self.file} (exit {code})"
