@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from aion.config.model import ConfigSnapshot, Trust
-from aion.secrets.select import backend_for
 from aion.routing import LiveState
+from aion.secrets.select import backend_for
 from aiond.events.journal import Journal
 from aiond.events.sink import LocalSink
 from aiond.execution.admission import Admission
