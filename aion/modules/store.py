@@ -143,6 +143,9 @@ class ModuleStore:
                 error="the installed files had changed since install; replaced by a verified copy",
             )  # fmt: skip
         target.parent.mkdir(parents=True, exist_ok=True)
+        # A subprocess module runs as an unprivileged user, which must be able to enter its directory
+        # (the store around it may stay private: the sandbox mounts just this directory).
+        staged.chmod(0o755)
         staged.rename(target)
         _fsync_dir(target.parent)
         return True

@@ -110,7 +110,10 @@ def daemon(
     secrets.mkdir()
     (secrets / "PROBE_KEY").write_text(CANARY)
     sbom = write_sbom(tmp / "sbom.json")
-    refs = [_publish(oci_registry, signer, EXAMPLES / "modules" / "summarize_text", sbom)]
+    refs = [
+        _publish(oci_registry, signer, EXAMPLES / "modules" / name, sbom)
+        for name in ("summarize_text", "invoice_fields")
+    ]
     for name, (source, _extra, declared) in PROBES.items():
         built = wasm.build(wasm.FIXTURES / source)
         refs.append(_publish(oci_registry, signer, _module_dir(tmp / name, name, built, declared), sbom))
@@ -158,6 +161,28 @@ def test_a_signed_wasm_module_answers_a_task_on_the_local_route(daemon: Aiond) -
     assert 0 < len(summary) < len(PARAGRAPH)
     assert "transfer switch" in summary  # the sentences about what happened are kept
     assert "Cafeteria" not in summary
+
+
+INVOICE = """ACME Tooling GmbH
+Rechnung / Invoice
+Invoice No.: INV-2026-0042
+Date: 2026-11-30
+Subtotal: 100.00 EUR
+VAT 19%: 19.00 EUR
+Amount due: 119.00 EUR
+"""
+
+
+def test_a_signed_subprocess_module_answers_in_its_sandbox(daemon: Aiond) -> None:
+    task = submit(daemon, "invoice_ocr", INVOICE, "--route", "local")
+    assert task["status"] == "ok", task["attempts"]
+    attempt = first_attempt(task)
+    assert (attempt["target"]["name"], attempt["outcome"]) == ("invoice_fields", "ok")
+    fields = json.loads(task["result"]["text"])
+    assert fields["invoice_number"] == "INV-2026-0042"
+    assert (fields["total"], fields["currency"], fields["date"]) == ("119.00", "EUR", "2026-11-30")
+    declined = submit(daemon, "invoice_ocr", "just some words", "--route", "local")
+    assert first_attempt(declined)["error"]["code"] == "MODULE_DECLINED"
 
 
 @pytest.mark.parametrize("probe", sorted(EXPECTED_FAILURE))
