@@ -214,7 +214,7 @@ class PidsCgroups:
         if v2 and "pids" not in (parent / "cgroup.subtree_control").read_text().split():
             (parent / "cgroup.subtree_control").write_text("+pids")
         probe = cls(parent, v2=v2)
-        probe.remove(probe.create("probe-" + tokens.token_hex(4), 1))
+        probe.remove(probe.create("probe-" + tokens.token_hex(4), 1))  # empty: removed at once
         return probe
 
     @classmethod
@@ -277,21 +277,26 @@ class PidsCgroups:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
 
-    def remove(self, path: Path, *, wait_s: float = KILL_WAIT_S) -> bool:
-        """Kill what is left in the cgroup and remove it; False when it still could not be removed."""
+    def remove(self, path: Path) -> bool:
+        """Kill what is left in the cgroup and try once to remove it; False while it is not empty (a
+        process that was just killed leaves its cgroup a moment after it is gone)."""
+        self.kill(path)
+        try:
+            path.rmdir()
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
+        return True
+
+    async def discard(self, path: Path, *, wait_s: float = KILL_WAIT_S) -> None:
+        """:meth:`remove`, tried every millisecond for up to ``wait_s``."""
         deadline = time.monotonic() + wait_s
-        while True:
-            self.kill(path)
-            try:
-                path.rmdir()
-                return True
-            except FileNotFoundError:
-                return True
-            except OSError:
-                if time.monotonic() >= deadline:
-                    log.warning("the sandbox cgroup %s could not be removed: processes are left in it", path)
-                    return False
-                time.sleep(0.005)
+        while not self.remove(path):
+            if time.monotonic() >= deadline:
+                log.warning("the sandbox cgroup %s could not be removed: processes are left in it", path)
+                return
+            await asyncio.sleep(0.001)
 
 
 # -- the argv chain ---------------------------------------------------------------------------------
@@ -608,7 +613,7 @@ class SubprocessRuntime:
             ours.close()
             theirs.close()
             if cgroup is not None and self.cgroups is not None:
-                self.cgroups.remove(cgroup)
+                await self.cgroups.discard(cgroup)
 
     # -- argv ---------------------------------------------------------------------------------------
 
@@ -714,6 +719,8 @@ class _Run:
         self.stderr = bytearray()
         self.stderr_dropped = 0
         self.host_note: str | None = None
+        self.init_fd: int | None = None
+        """A pidfd of the first process of the sandbox's PID namespace, once it is known."""
 
     async def outcome(self, call: _Call) -> Outcome:
         proc, limits = self.proc, self.limits
@@ -724,6 +731,7 @@ class _Run:
             asyncio.create_task(self._feed(proc.stdin)),
             asyncio.create_task(self._drain_stderr(proc.stderr)),
             asyncio.create_task(self._serve()),
+            asyncio.create_task(self._watch_init()),
         ]
         stdout = asyncio.create_task(_read_bounded(proc.stdout, limits.max_output_bytes, self._kill))
         reason: FailureKind | None = None
@@ -742,6 +750,7 @@ class _Run:
             if proc.returncode is None:
                 self._kill()
             await self._reap()
+            await self._init_gone()
             # Every writer is gone, so both streams are at their end (or about to be).
             await asyncio.wait([stdout, tasks[1]], timeout=1.0)
             for task in (stdout, *tasks):
@@ -839,10 +848,50 @@ class _Run:
 
     # -- the end ------------------------------------------------------------------------------------
 
+    async def _watch_init(self) -> None:
+        """Hold a pidfd of the namespace's first process (the chain's first process's child) as soon
+        as it exists. bwrap can report the module's end before that process has ended; once it
+        has, every process of the namespace has too."""
+        pid = self.proc.pid
+        while self.proc.returncode is None:
+            try:
+                children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            except OSError:
+                return
+            if children:
+                with contextlib.suppress(OSError, ValueError):
+                    self.init_fd = os.pidfd_open(int(children[0]))
+                return
+            await asyncio.sleep(0.001)
+
+    async def _init_gone(self) -> None:
+        fd, self.init_fd = self.init_fd, None
+        if fd is None:
+            return
+        loop = asyncio.get_running_loop()
+        ended: asyncio.Future[None] = loop.create_future()
+
+        def readable() -> None:
+            if not ended.done():
+                ended.set_result(None)
+
+        loop.add_reader(fd, readable)
+        try:
+            await asyncio.wait_for(ended, KILL_WAIT_S)
+        except TimeoutError:
+            log.warning("the sandbox's PID namespace did not end within %.0f s of its module", KILL_WAIT_S)
+        finally:
+            loop.remove_reader(fd)
+            os.close(fd)
+
     def _kill(self) -> None:
         """SIGKILL the sandbox: the first process of its PID namespace, which takes every process in
         it along, and whose end ends the chain's own first process (bwrap or unshare waits for it).
         Before that child exists, the chain's process group."""
+        if self.init_fd is not None:
+            with contextlib.suppress(OSError):
+                signal.pidfd_send_signal(self.init_fd, signal.SIGKILL)
+                return
         pid = self.proc.pid
         try:
             children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]

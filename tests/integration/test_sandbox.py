@@ -350,6 +350,23 @@ def test_an_endless_loop_times_out_and_its_processes_are_gone(runtime: Subproces
     assert_cleaned_up(runtime)
 
 
+@pytest.mark.parametrize("confinement", [Confinement.BWRAP, Confinement.UNSHARE], ids=["bwrap", "fallback"])
+def test_what_a_module_leaves_running_is_gone_when_the_call_returns(
+    confinement: Confinement, tmp_path: Path
+) -> None:
+    _needs_sandbox(confinement)
+    # No pids cgroup: the PID namespace alone must take the child along.
+    runtime = SubprocessRuntime(
+        fallback=confinement is Confinement.UNSHARE, cgroup=False, scratch_root=tmp_path
+    )
+    assert runtime.available() is None
+    assert runtime.cgroups is None
+    for _ in range(5):
+        token = "linger-" + secrets.token_hex(6)
+        assert answer(call(runtime, "linger.py", token)).text == "answered"
+        assert [pid for pid in pids_with(token) if alive(pid)] == []
+
+
 def test_cpu_past_the_rlimit_is_fuel(runtime: SubprocessRuntime) -> None:
     got = call(runtime, "cpu_burn.py", within=limits(timeout_s=30, cpu_s=1))
     assert isinstance(got, Failure)
