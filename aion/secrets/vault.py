@@ -282,9 +282,8 @@ class VaultSecrets:
                 self._connect().token = token
                 self._token_stamp, self._has_token = stamp, True
                 self._learn_ttl()
-        elif (
-            not self._has_token or now >= self._expires_at or (not self._renewable and now >= self._renew_at)
-        ):
+        elif not self._has_token or (not self._renewable and now >= self._renew_at):
+            # A token that cannot be renewed is replaced at two thirds of its TTL, before it expires.
             self._login()
             return
         if self._renewable and now >= self._renew_at:
@@ -348,7 +347,14 @@ class VaultSecrets:
         self.renewals += 1
         auth = answer.get("auth") if isinstance(answer, dict) else None
         auth = auth if isinstance(auth, dict) else {}
-        self._set_ttl(int(auth.get("lease_duration") or 0), bool(auth.get("renewable")))
+        lease = int(auth.get("lease_duration") or 0)
+        if lease < 1:  # renewed up to its max TTL: it is about to expire, not immortal
+            if self.token_file is None:
+                self._login()
+            else:
+                self._renewable = False
+            return
+        self._set_ttl(lease, bool(auth.get("renewable")))
 
     def _stamp(self, path: Path, what: str) -> tuple[int, int, int, int]:
         try:

@@ -271,3 +271,4 @@ def test_aiond_refuses_a_backend_without_its_options(tmp_path: Path) -> None:
         assert done.returncode == 2, (args, done.stderr)
         assert message in done.stderr
         assert "Traceback" not in done.stderr
+        assert not (tmp_path / "state").exists()  # refused with the settings, before anything started

@@ -386,6 +386,7 @@ def test_a_rewritten_token_file_is_read_again(vault: VaultStandIn, tmp_path: Pat
     token_file(tmp_path, second)
 
     assert backend.get("K") == CANARY
+    assert vault.calls[f"GET /v1/{READ} 403"] == 0  # the new file was read before the revoked token was used
 
 
 def test_a_renewable_token_is_renewed_before_it_expires(vault: VaultStandIn, tmp_path: Path) -> None:
@@ -418,7 +419,27 @@ def test_approle_logs_in_renews_and_logs_in_again_at_the_max_ttl(vault: VaultSta
     assert backend.logins >= 2
     assert backend.renewals >= 1
     assert vault.tokens_of_role() == backend.logins
+    assert vault.calls[f"GET /v1/{READ} 403"] == 0  # each token was replaced before it expired
     assert_clean([repr(backend), backend.describe()], role_id, secret_id)
+
+
+def test_approle_tokens_that_do_not_renew_are_replaced_before_they_expire(
+    vault: VaultStandIn, tmp_path: Path
+) -> None:
+    vault.put("aion", {"K": CANARY})
+    (tmp_path / "role-id").write_text(vault.approle("aiond", READ, token_ttl=2, renewable=False))
+    (tmp_path / "secret-id").write_text(vault.secret_id("aiond"))
+    backend = vault_backend(
+        vault, role_id_file=tmp_path / "role-id", secret_id_file=tmp_path / "secret-id", cache_ttl=0
+    )
+    deadline = time.monotonic() + 4.5
+    while time.monotonic() < deadline:
+        assert backend.get("K") == CANARY
+        time.sleep(0.2)
+
+    assert backend.logins >= 3
+    assert backend.renewals == 0
+    assert vault.calls[f"GET /v1/{READ} 403"] == 0
 
 
 def test_a_refused_approle_login_says_what_to_do_without_the_secret_id(

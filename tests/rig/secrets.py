@@ -136,13 +136,20 @@ class VaultStandIn:
         with self._lock:
             self._tokens.pop(token, None)
 
-    def approle(self, role: str, *paths: str, token_ttl: float = 3600, token_max_ttl: float = 14400) -> str:
+    def approle(
+        self,
+        role: str,
+        *paths: str,
+        token_ttl: float = 3600,
+        token_max_ttl: float = 14400,
+        renewable: bool = True,
+    ) -> str:
         """An AppRole whose logins get tokens that may read ``paths``; its role_id."""
         role_id = secrets.token_hex(16)
         with self._lock:
             self._roles[role] = {
                 "role_id": role_id, "paths": set(paths), "ttl": token_ttl, "max": token_max_ttl,
-                "secret_ids": set(),
+                "renewable": renewable, "secret_ids": set(),
             }  # fmt: skip
         return role_id
 
@@ -173,7 +180,9 @@ class VaultStandIn:
         if method == "POST" and path == "auth/approle/login":
             for role in self._roles.values():
                 if body.get("role_id") == role["role_id"] and body.get("secret_id") in role["secret_ids"]:
-                    issued = self.token(*role["paths"], ttl=role["ttl"], max_ttl=role["max"])
+                    issued = self.token(
+                        *role["paths"], ttl=role["ttl"], max_ttl=role["max"], renewable=role["renewable"]
+                    )
                     return 200, {"auth": self._auth(issued, now)}
             return 400, {"errors": ["invalid role or secret ID"]}
         held = self._tokens.get(token)
