@@ -367,6 +367,28 @@ def test_what_a_module_leaves_running_is_gone_when_the_call_returns(
         assert [pid for pid in pids_with(token) if alive(pid)] == []
 
 
+def test_a_cancelled_call_leaves_nothing(runtime: SubprocessRuntime) -> None:
+    token = "cancel-" + secrets.token_hex(6)
+    started: list[int] = []
+
+    async def cancel_once_running() -> None:
+        request = request_bytes(task_id="t", intent="x", step="complete", text="")
+        running = asyncio.create_task(
+            runtime.call(FIXTURES, ["spin.py", token], request, limits(), host()[0])
+        )
+        while not pids_with(token, uid=runtime.uid):
+            await asyncio.sleep(0.01)
+        started.extend(pids_with(token, uid=runtime.uid))
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+
+    asyncio.run(asyncio.wait_for(cancel_once_running(), 20))
+    assert started
+    assert [pid for pid in pids_with(token) if alive(pid)] == []
+    assert_cleaned_up(runtime)
+
+
 def test_cpu_past_the_rlimit_is_fuel(runtime: SubprocessRuntime) -> None:
     got = call(runtime, "cpu_burn.py", within=limits(timeout_s=30, cpu_s=1))
     assert isinstance(got, Failure)
