@@ -17,8 +17,8 @@ from typing import Any
 from aion.addresses import HostPort, parse_hostport
 from aion.errors import UsageError
 from aion.secrets.select import BACKENDS as SECRETS_BACKENDS
+from aion.secrets.select import check_addr, check_location
 from aion.secrets.select import check_settings as check_secrets_settings
-from aion.secrets.vault import check_addr, check_location
 
 DEFAULT_GRPC_LISTEN = HostPort("127.0.0.1", 8470)
 DEFAULT_HTTP_LISTEN = HostPort("127.0.0.1", 8471)

@@ -9,6 +9,7 @@ the rest.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Protocol
 
@@ -16,6 +17,30 @@ from aion.errors import UsageError
 from aion.secrets.base import SecretsBackend
 
 BACKENDS = ("files", "sops", "vault")
+_SEGMENTS = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")
+
+
+def check_location(value: str, what: str) -> str:
+    """A mount or path: segments of letters, digits, ``_``, ``.`` and ``-`` joined by ``/``, none of
+    them ``.`` or ``..``."""
+    text = value.strip().strip("/")
+    if _SEGMENTS.fullmatch(text) is None or any(part in (".", "..") for part in text.split("/")):
+        raise UsageError(
+            f"{what}: {value!r} is not a Vault path",
+            hint="segments of letters, digits, '_', '.' and '-' joined by '/' (for example aion/prod)",
+        )
+    return text
+
+
+def check_addr(value: str, what: str) -> str:
+    """A Vault address: ``http://`` or ``https://`` and a host, with a port or not, nothing after."""
+    text = value.strip().rstrip("/")
+    if re.fullmatch(r"https?://[^\s/?#@]+", text) is None:
+        raise UsageError(
+            f"{what}: {value!r} is not a Vault address",
+            hint="http(s)://HOST:PORT, for example https://vault:8200",
+        )
+    return text
 
 
 class BackendSettings(Protocol):
@@ -148,4 +173,12 @@ def describe(backend: SecretsBackend) -> str:
     return str(method()) if callable(method) else type(backend).__name__
 
 
-__all__ = ["BACKENDS", "BackendSettings", "backend_for", "check_settings", "describe"]
+__all__ = [
+    "BACKENDS",
+    "BackendSettings",
+    "backend_for",
+    "check_addr",
+    "check_location",
+    "check_settings",
+    "describe",
+]

@@ -34,7 +34,6 @@ never repeated in errors: errors say what failed, by status, and what to do.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -51,6 +50,7 @@ from aion.secrets.base import (
     kind_of,
     value_of,
 )
+from aion.secrets.select import check_addr, check_location
 
 log = logging.getLogger("aion.secrets")
 
@@ -65,7 +65,6 @@ MAX_CREDENTIAL_BYTES = 4096
 """The largest token, role_id or secret_id file read."""
 APPROLE_MOUNT = "approle"
 
-_SEGMENTS = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")
 _T = TypeVar("_T")
 
 
@@ -76,29 +75,6 @@ class _Failed(Exception):
         super().__init__(why)
         self.why, self.hint, self.denied, self.outage = why, hint, denied, outage
         """``outage``: Vault could not be reached or could not serve (not: it answered no)."""
-
-
-def check_location(value: str, what: str) -> str:
-    """A mount or path: segments of letters, digits, ``_``, ``.`` and ``-`` joined by ``/``, none of
-    them ``.`` or ``..``."""
-    text = value.strip().strip("/")
-    if _SEGMENTS.fullmatch(text) is None or any(part in (".", "..") for part in text.split("/")):
-        raise UsageError(
-            f"{what}: {value!r} is not a Vault path",
-            hint="segments of letters, digits, '_', '.' and '-' joined by '/' (for example aion/prod)",
-        )
-    return text
-
-
-def check_addr(value: str, what: str) -> str:
-    """A Vault address: ``http://`` or ``https://`` and a host, with a port or not, nothing after."""
-    text = value.strip().rstrip("/")
-    if re.fullmatch(r"https?://[^\s/?#@]+", text) is None:
-        raise UsageError(
-            f"{what}: {value!r} is not a Vault address",
-            hint="http(s)://HOST:PORT, for example https://vault:8200",
-        )
-    return text
 
 
 class VaultSecrets:

@@ -144,8 +144,7 @@ def check_command(
     whether it resolves; exit 1 if a required one does not. Values are never shown."""
     from aion.errors import UsageError
     from aion.modules.store import ModuleStore, default_store
-    from aion.secrets.select import backend_for, describe
-    from aion.secrets.vault import check_addr, check_location
+    from aion.secrets.select import backend_for, check_addr, check_location, describe
 
     options = BackendOptions(
         secrets_backend=backend.strip().lower(),
