@@ -16,8 +16,11 @@ from typing import Any
 import pytest
 import yaml
 
+from aion.api.v1 import common_pb2, tasks_pb2
+from tests.e2e.test_tasks import submit, write_config
 from tests.integration.supply import WASM, conforms
-from tests.rig.daemon import EXAMPLES, aionctl, clean_env, program
+from tests.rig.daemon import EXAMPLES, Aiond, aionctl, clean_env, program
+from tests.rig.providers import StandIn
 from tests.rig.secrets import SopsTool, VaultStandIn
 
 CANARY = "canary-3be9d0-never-printed"
@@ -208,6 +211,40 @@ def test_the_sops_backend_resolves_and_a_damaged_file_fails_every_secret(
     assert found["GEO_TOKEN"]["problem"] == (
         f"secret 'GEO_TOKEN' cannot be read: {file} is not encrypted with sops (it has no sops metadata)"
     )
+
+
+def test_aiond_sends_the_key_from_sops_and_follows_a_rotation_without_a_restart(
+    sops_tool: SopsTool, stand_in: StandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = write_config(tmp_path, stand_in)
+    shutil.rmtree(tmp_path / "secrets")  # the files backend's keys: not to be read
+    key = tmp_path / "aiond.agekey"
+    recipient = sops_tool.identity(key)
+    names = ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "HF_TOKEN")
+    file = sops_tool.encrypt(dict.fromkeys(names, f"first-{CANARY}"), tmp_path / "keys.enc.json", recipient)
+    monkeypatch.setenv("PATH", sops_env(sops_tool)["PATH"])
+    daemon = Aiond(
+        tmp_path, config_dir=config,
+        extra_args=["--secrets-backend", "sops", "--sops-file", str(file), "--sops-age-key-file", str(key)],
+    ).start()  # fmt: skip
+    try:
+        stand_in.api_key = f"first-{CANARY}"
+        first = submit(daemon, "summarize", "hello", route=common_pb2.ROUTE_API).task
+        sops_tool.encrypt(dict.fromkeys(names, f"second-{CANARY}"), file, recipient)
+        stand_in.api_key = f"second-{CANARY}"
+        second = submit(daemon, "summarize", "hello", route=common_pb2.ROUTE_API).task
+        file.write_text("{}")  # no longer a sops file: every key is unavailable
+        broken = submit(daemon, "summarize", "hello", route=common_pb2.ROUTE_API).task
+    finally:
+        daemon.stop()
+    OUTPUTS.extend([str(first), str(second), str(broken), (tmp_path / "aiond.log").read_text()])
+
+    assert (first.status, second.status) == (tasks_pb2.TASK_STATUS_OK, tasks_pb2.TASK_STATUS_OK)
+    assert len([r for r in stand_in.requests if r.authorized]) == 2
+    cloud = [a for a in broken.attempts if a.target.provider in ("openai", "azure", "hf")]
+    assert cloud
+    assert {a.error.code for a in cloud} == {"SECRET_MISSING"}
+    assert all(f"{file} is not encrypted with sops" in a.error.message for a in cloud)
 
 
 # -- Vault --------------------------------------------------------------------------------------------------
