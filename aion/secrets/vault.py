@@ -356,12 +356,15 @@ class VaultSecrets:
             import hvac
             import requests
 
+            verify: str | bool = str(self.ca_cert) if self.ca_cert is not None else True
             session = requests.Session()
             session.trust_env = False  # no proxy, no .netrc, no CA bundle from the environment
+            # On the session too: hvac prefers a given session's own verify over its argument.
+            session.verify = verify
             self._client = hvac.Client(
                 url=self.addr,
                 token="",
-                verify=str(self.ca_cert) if self.ca_cert is not None else True,
+                verify=verify,
                 timeout=self.timeout,
                 allow_redirects=False,
                 session=session,

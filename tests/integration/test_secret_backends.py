@@ -479,6 +479,27 @@ def test_an_unreachable_sealed_or_slow_vault_is_unavailable(vault: VaultStandIn,
     assert_clean([t for e in (unreachable, sealed, slow) for t in error_texts(e)])
 
 
+def test_vault_over_tls_is_verified_against_the_ca_given(tmp_path: Path) -> None:
+    from tests.rig.certs import Authority
+
+    authority = Authority(tmp_path / "pki")
+    leaf = authority.issue("vault", common_name="127.0.0.1", ips=("127.0.0.1",))
+    vault = VaultStandIn().start(tls=(leaf.cert, leaf.key))
+    try:
+        assert vault.addr.startswith("https://")
+        vault.put("aion", {"K": CANARY})
+        path = token_file(tmp_path, vault.token(READ))
+
+        unverified = raised(lambda: vault_backend(vault, token_file=path).get("K"), SecretsUnavailable)
+        assert f"the TLS certificate of Vault at {vault.addr} cannot be verified" in str(unverified)
+        assert isinstance(unverified, SecretsUnavailable)
+        assert "--vault-ca-cert" in (unverified.hint or "")
+        assert vault.calls[f"GET /v1/{READ}"] == 0  # the token never went to an unverified server
+        assert vault_backend(vault, token_file=path, ca_cert=authority.pem).get("K") == CANARY
+    finally:
+        vault.stop()
+
+
 def test_stale_values_carry_over_a_short_outage_then_fail(
     vault: VaultStandIn, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

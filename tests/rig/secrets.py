@@ -233,8 +233,10 @@ class VaultStandIn:
             "lease_duration": lease, "renewable": held["renewable"],
         }  # fmt: skip
 
-    def start(self) -> VaultStandIn:
+    def start(self, *, tls: tuple[Path, Path] | None = None) -> VaultStandIn:
+        """Serve on a free loopback port; over TLS with ``tls`` (certificate and key PEM files)."""
         import http.server
+        import ssl
         import threading
         import time
 
@@ -276,7 +278,13 @@ class VaultStandIn:
 
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self.addr = f"http://127.0.0.1:{self._server.server_address[1]}"
+        scheme = "http"
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(str(tls[0]), str(tls[1]))
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+            scheme = "https"
+        self.addr = f"{scheme}://127.0.0.1:{self._server.server_address[1]}"
         threading.Thread(target=self._server.serve_forever, daemon=True, name="vault-stand-in").start()
         return self
 
