@@ -425,7 +425,7 @@ class VaultSecrets:
             raise _Failed(
                 f"{where} failed the request ({type(exc).__name__})", "see Vault's own log"
             ) from None
-        except ValueError:  # an answer that is not JSON: not a Vault
+        except (ValueError, KeyError, TypeError):  # not JSON, or not the shape Vault answers with
             raise _Failed(f"{where} did not answer as Vault does", "check --vault-addr") from None
 
 

@@ -479,6 +479,43 @@ def test_an_unreachable_sealed_or_slow_vault_is_unavailable(vault: VaultStandIn,
     assert_clean([t for e in (unreachable, sealed, slow) for t in error_texts(e)])
 
 
+@pytest.mark.parametrize("body", [b"<html>not vault</html>", b'{"auth": null}', b"[]"])
+def test_a_server_that_is_not_vault_is_a_clear_error(tmp_path: Path, body: bytes) -> None:
+    import http.server
+
+    class NotVault(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            return
+
+        def _answer(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _answer
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotVault)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    addr = f"http://127.0.0.1:{server.server_address[1]}"
+    (tmp_path / "role-id").write_text("role")
+    (tmp_path / "secret-id").write_text("secret")
+    try:
+        for backend in (
+            VaultSecrets(addr, token_file=token_file(tmp_path, "hvs.token"), timeout=2),
+            VaultSecrets(
+                addr, role_id_file=tmp_path / "role-id", secret_id_file=tmp_path / "secret-id", timeout=2
+            ),
+        ):
+            error = raised(lambda b=backend: b.get("K"), SecretsUnavailable)  # type: ignore[misc]
+            assert addr in str(error)
+            assert "did not answer as" in str(error) or "gave no token" in str(error), str(error)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_vault_over_tls_is_verified_against_the_ca_given(tmp_path: Path) -> None:
     from tests.rig.certs import Authority
 
