@@ -5,7 +5,7 @@
     python3 tests/rig/install.py apt      # docker-registry, prometheus, Java 17, Maven, the WASM
                                           # toolchain (clang, lld, wasi-libc), bubblewrap, age
                                           # (needs root or sudo)
-    python3 tests/rig/install.py go       # cosign, oras, grpcurl, grpc_health_probe at pinned versions
+    python3 tests/rig/install.py go       # cosign, oras, grpcurl, grpc_health_probe, sops at pinned versions
     python3 tests/rig/install.py kafka    # Kafka broker jars from Maven Central
     python3 tests/rig/install.py sarif    # the official SARIF 2.1.0 JSON Schema, from the npm registry
     python3 tests/rig/install.py check    # report what is missing; exit 1 if anything is

@@ -129,7 +129,7 @@ def prometheus(rig_workdir: Path) -> Iterator[Prometheus]:
 
 @pytest.fixture(scope="session")
 def go_tools() -> GoTools:
-    """cosign, oras, grpcurl and grpc_health_probe at the pinned versions."""
+    """cosign, oras, grpcurl, grpc_health_probe and sops at the pinned versions."""
     paths = {name: install.tool_path(name) for name in install.GO_TOOLS}
     absent = sorted(name for name, path in paths.items() if path is None)
     if absent:
