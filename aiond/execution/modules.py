@@ -226,7 +226,9 @@ class Modules:
         await self.refresh()
 
     async def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Stop: calls still running end at their own time limits (the epoch keeps advancing until
+        they have), then the runtime stops."""
+        await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
         if self._wasm is not None:
             self._wasm.close()
 
@@ -396,14 +398,27 @@ class Modules:
             return Failure(
                 FailureKind.SATURATED, f"its {gate.limit} slots and {gate.depth} queue places are full"
             )
+        running: list[asyncio.Future[Outcome]] = []
         try:
             remaining = timeout_s - (time.monotonic() - started)
-            return await self._call(spec, task_id, intent, step, text, remaining)
+            return await self._call(spec, task_id, intent, step, text, remaining, running)
         finally:
-            gate.release()
+            if running and not running[0].done():
+                # The task was canceled while its WASM call runs on in a worker thread (until its own
+                # time limit): the slot is free only when the call is.
+                running[0].add_done_callback(lambda _done: gate.release())
+            else:
+                gate.release()
 
     async def _call(  # noqa: PLR0917 - call()'s arguments, passed on
-        self, spec: Module, task_id: str, intent: str, step: str, text: str, remaining: float
+        self,
+        spec: Module,
+        task_id: str,
+        intent: str,
+        step: str,
+        text: str,
+        remaining: float,
+        running: list[asyncio.Future[Outcome]],
     ) -> Outcome:
         module = self._installed.get(spec.name)
         if module is not None and _changed(module):
@@ -421,7 +436,7 @@ class Modules:
         host = Host(grant, lambda level, message: lines.append((level, message)))
         request = abi.request_bytes(task_id=task_id, intent=intent, step=step, text=text)
         if module.runtime == "wasm":
-            outcome = await self._wasm_call(module, request, limits, host)
+            outcome = await self._wasm_call(module, request, limits, host, running)
         else:
             outcome = await self._subprocess_call(module, request, limits, host)
         self._relay(module.name, task_id, lines, host.dropped)
@@ -471,7 +486,14 @@ class Modules:
         fuel = spec.fuel or max(1000, int(parse_cpu(spec.cpu) * (timeout_ms / 1000) * FUEL_PER_CPU_SECOND))
         return Limits(timeout_s=timeout_s, memory_bytes=memory, fuel=fuel)
 
-    async def _wasm_call(self, module: Installed, request: bytes, limits: Limits, host: Host) -> Outcome:
+    async def _wasm_call(
+        self,
+        module: Installed,
+        request: bytes,
+        limits: Limits,
+        host: Host,
+        running: list[asyncio.Future[Outcome]],
+    ) -> Outcome:
         loop = asyncio.get_running_loop()
         try:
             compiled = self._compiled.get((module.name, module.digest))
@@ -485,9 +507,9 @@ class Modules:
             )
         runtime = self._wasm_runtime()
         # The call runs on in its thread if the task is canceled meanwhile, until its own time limit.
-        return await asyncio.shield(
-            loop.run_in_executor(self._pool, runtime.call, compiled, module.name, request, limits, host)
-        )
+        call = loop.run_in_executor(self._pool, runtime.call, compiled, module.name, request, limits, host)
+        running.append(call)
+        return await asyncio.shield(call)
 
     def _wasm_runtime(self) -> Any:
         with self._runtime_lock:
