@@ -178,10 +178,12 @@ class _Candidate:
     over_budget: str = ""
     """The reason codes, made once at compile time rather than on every decision."""
     breaker_open: str = ""
+    unavailable: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "over_budget", f"OVER_BUDGET:{self.target.key}")
         object.__setattr__(self, "breaker_open", f"BREAKER_OPEN:{self.target.key}")
+        object.__setattr__(self, "unavailable", f"MODULE_UNAVAILABLE:{self.target.key}")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -325,7 +327,7 @@ class RoutingTable:
         for route in routes:
             local_step: Target | None = None
             if route is Route.HYBRID:
-                local_step = self._local_step(plan, live, needed_tokens)
+                local_step = self._local_step(plan, live, needed_tokens, codes)
                 if local_step is None:
                     codes.append("HYBRID_NO_LOCAL_STEP")
                     continue
@@ -362,12 +364,11 @@ class RoutingTable:
         """A route's candidates without open breakers, modules that cannot run, or too small a context,
         in soft order."""
         if any(c.target.kind is TargetKind.MODULE and c.target.name not in live.modules for c in candidates):
-            if rejected is not None:
-                rejected.extend(
-                    Rejected(c.target, "MODULE_UNAVAILABLE")
-                    for c in candidates
-                    if c.target.kind is TargetKind.MODULE and c.target.name not in live.modules
-                )
+            for c in candidates:
+                if c.target.kind is TargetKind.MODULE and c.target.name not in live.modules:
+                    codes.append(c.unavailable)
+                    if rejected is not None:
+                        rejected.append(Rejected(c.target, "MODULE_UNAVAILABLE"))
             candidates = [
                 c
                 for c in candidates
@@ -441,9 +442,13 @@ class RoutingTable:
             return BreakerState.HALF_OPEN
         return BreakerState.CLOSED
 
-    def _local_step(self, plan: _Plan, live: LiveState, needed_tokens: int) -> Target | None:
+    def _local_step(
+        self, plan: _Plan, live: LiveState, needed_tokens: int, codes: list[str]
+    ) -> Target | None:
         for candidate in plan.prepare:
             if candidate.target.kind is TargetKind.MODULE and candidate.target.name not in live.modules:
+                if candidate.unavailable not in codes:
+                    codes.append(candidate.unavailable)
                 continue
             if self._breaker(live, candidate.target) is BreakerState.OPEN:
                 continue

@@ -308,6 +308,14 @@ def test_an_installed_module_answers_first_on_the_local_route_and_is_skipped_whe
     assert summarize.estimated_max_nano == sum(s.worst_nano for s in summarize.chain[1:])  # it costs 0
     missing = table.decide(Request("summarize", input_bytes=2000), LiveState(), explain=True)
     assert chain(missing)[0] == "ollama:qwen2.5"
+    assert isinstance(missing, Decision)
+    assert "MODULE_UNAVAILABLE:module:summarize_text" in missing.reason_codes
+    assert "module:summarize_text is skipped: it is not installed, or cannot run" in missing.reason
+    draft = table.decide(Request("draft_reply", input_bytes=200), LiveState())
+    assert isinstance(draft, Decision)
+    assert draft.prepare is not None
+    assert draft.prepare.key == "ollama:qwen2.5", "pii_redact cannot run: a local model is the local step"
+    assert "MODULE_UNAVAILABLE:module:pii_redact" in draft.reason_codes
     explained = table.decide(Request("summarize", route_override=Route.LOCAL), LiveState(), explain=True)
     assert isinstance(explained, Decision)
     local_only = table.decide(
