@@ -74,6 +74,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/policy.py")
     session.run("python", "benchmarks/routing.py")
     session.run("python", "benchmarks/tasks.py")
+    session.run("python", "benchmarks/modules.py")
 
 
 @nox.session
