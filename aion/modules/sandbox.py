@@ -110,6 +110,8 @@ DEFAULT_NPROC = 64
 """Processes and threads of the sandbox uid (RLIMIT_NPROC), and of one call (``pids.max``)."""
 DEFAULT_NOFILE = 64
 DEFAULT_SCRATCH_BYTES = 16 << 20
+CGROUP_POOL = 16
+"""Empty per-call cgroups kept for later calls."""
 KILL_WAIT_S = 5.0
 """How long the end of a killed call is waited for before the runtime stops waiting."""
 _CHAIN_PIDS = 4
@@ -187,35 +189,46 @@ def _may(info: os.stat_result, uid: int, gid: int, bit: int) -> bool:
 
 
 class PidsCgroups:
-    """One pids cgroup per call, under a parent directory this runtime creates and owns.
+    """One pids cgroup per call, under a parent directory this process creates and owns.
 
     Version 2 (the unified hierarchy, with the pids controller available to the parent) or version 1
-    (a pids hierarchy); each call's cgroup is made with its ``pids.max``, joined by the chain's first
-    program before anything else runs, killed and removed when the call ends.
+    (a pids hierarchy). A call's cgroup gets its ``pids.max``, is joined by the chain's first program
+    before anything else runs, and is emptied (every process in it killed) when the call ends; empty
+    ones are kept for later calls (up to :data:`CGROUP_POOL`), since a process's first entry into a
+    new cgroup costs several milliseconds. The parent is ``aion-sandbox/<pid>`` beside aiond's own
+    cgroup; parents of processes that are gone are removed when the next one starts.
     """
 
     def __init__(self, parent: Path, *, v2: bool) -> None:
         self.parent = parent
         self.v2 = v2
+        self._idle: list[Path] = []
+        self._lock = threading.Lock()
 
     @classmethod
     def at(cls, base: Path) -> PidsCgroups:
-        """Use ``base`` (a cgroup directory aiond may write) as the parent's parent; raises OSError."""
+        """Use ``base`` (a cgroup directory aiond may write) as the parent's grandparent; raises OSError."""
         v2 = (base / "cgroup.controllers").exists()
         if v2:
             if "pids" not in (base / "cgroup.controllers").read_text().split():
                 raise OSError(f"{base}: the pids controller is not available (cgroup.controllers)")
-            if "pids" not in (base / "cgroup.subtree_control").read_text().split():
-                (base / "cgroup.subtree_control").write_text("+pids")
         elif not (base / "cgroup.procs").exists():
             raise OSError(f"{base} is not a cgroup directory")
-        parent = base / "aion-sandbox"
+        top = base / "aion-sandbox"
+        parent = top / str(os.getpid())
+        if v2:
+            _delegate_pids(base)
+        top.mkdir(exist_ok=True)
+        if v2:
+            _delegate_pids(top)
+        _remove_stale(top)
         parent.mkdir(exist_ok=True)
-        if v2 and "pids" not in (parent / "cgroup.subtree_control").read_text().split():
-            (parent / "cgroup.subtree_control").write_text("+pids")
-        probe = cls(parent, v2=v2)
-        probe.remove(probe.create("probe-" + tokens.token_hex(4), 1))  # empty: removed at once
-        return probe
+        if v2:
+            _delegate_pids(parent)
+        made = cls(parent, v2=v2)
+        probe = made._create(1)
+        probe.rmdir()
+        return made
 
     @classmethod
     def find(cls) -> PidsCgroups | None:
@@ -251,8 +264,8 @@ class PidsCgroups:
                 continue
         return None
 
-    def create(self, name: str, pids_max: int) -> Path:
-        path = self.parent / name
+    def _create(self, pids_max: int) -> Path:
+        path = self.parent / tokens.token_hex(8)
         path.mkdir()
         try:
             (path / "pids.max").write_text(str(pids_max))
@@ -261,42 +274,81 @@ class PidsCgroups:
             raise
         return path
 
+    def acquire(self, pids_max: int) -> Path:
+        """An empty cgroup with ``pids.max``: a kept one, or a new one; raises OSError."""
+        while True:
+            with self._lock:
+                path = self._idle.pop() if self._idle else None
+            if path is None:
+                return self._create(pids_max)
+            try:
+                (path / "pids.max").write_text(str(pids_max))
+                return path
+            except OSError:
+                with contextlib.suppress(OSError):
+                    path.rmdir()
+
     def procs(self, path: Path) -> list[int]:
         try:
             return [int(p) for p in (path / "cgroup.procs").read_text().split()]
         except (OSError, ValueError):
             return []
 
-    def kill(self, path: Path) -> None:
-        """SIGKILL every process in the cgroup (once; :meth:`remove` waits for them)."""
-        if self.v2 and (path / "cgroup.kill").exists():
+    def kill(self, path: Path) -> bool:
+        """SIGKILL every process in the cgroup; False when there was none."""
+        procs = self.procs(path)
+        if procs and self.v2 and (path / "cgroup.kill").exists():
             with contextlib.suppress(OSError):
                 (path / "cgroup.kill").write_text("1")
-                return
-        for pid in self.procs(path):
+                return True
+        for pid in procs:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
+        return bool(procs)
 
-    def remove(self, path: Path) -> bool:
-        """Kill what is left in the cgroup and try once to remove it; False while it is not empty (a
-        process that was just killed leaves its cgroup a moment after it is gone)."""
-        self.kill(path)
-        try:
-            path.rmdir()
-        except FileNotFoundError:
-            return True
-        except OSError:
-            return False
-        return True
-
-    async def discard(self, path: Path, *, wait_s: float = KILL_WAIT_S) -> None:
-        """:meth:`remove`, tried every millisecond for up to ``wait_s``."""
+    async def release(self, path: Path, *, wait_s: float = KILL_WAIT_S) -> None:
+        """Kill what is left in the cgroup, wait until it is empty (checking every millisecond, for
+        up to ``wait_s``), then keep it for another call or remove it."""
         deadline = time.monotonic() + wait_s
-        while not self.remove(path):
+        while self.kill(path):
             if time.monotonic() >= deadline:
-                log.warning("the sandbox cgroup %s could not be removed: processes are left in it", path)
+                log.warning("the sandbox cgroup %s still has processes %.0f s after SIGKILL", path, wait_s)
                 return
             await asyncio.sleep(0.001)
+        with self._lock:
+            if len(self._idle) < CGROUP_POOL:
+                self._idle.append(path)
+                return
+        with contextlib.suppress(OSError):
+            path.rmdir()
+
+    def close(self) -> None:
+        """Remove the kept cgroups, and the parent once no call's is left in it."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for path in idle:
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        with contextlib.suppress(OSError):
+            self.parent.rmdir()
+
+
+def _delegate_pids(directory: Path) -> None:
+    """Make the pids controller available to a v2 cgroup's children; raises OSError."""
+    if "pids" not in (directory / "cgroup.subtree_control").read_text().split():
+        (directory / "cgroup.subtree_control").write_text("+pids")
+
+
+def _remove_stale(top: Path) -> None:
+    """Remove the parents (and their empty cgroups) of aiond processes that are gone."""
+    with contextlib.suppress(OSError):
+        for parent in top.iterdir():
+            if parent.name.isdigit() and not Path(f"/proc/{parent.name}").exists():
+                with contextlib.suppress(OSError):
+                    for child in parent.iterdir():
+                        if child.is_dir():
+                            child.rmdir()
+                    parent.rmdir()
 
 
 # -- the argv chain ---------------------------------------------------------------------------------
@@ -464,6 +516,11 @@ class SubprocessRuntime:
         self._checked = False
         self._problem: str | None = None
 
+    def close(self) -> None:
+        """Remove what this runtime keeps between calls (empty cgroups). Calls may still be made."""
+        if self.cgroups is not None:
+            self.cgroups.close()
+
     # -- availability ------------------------------------------------------------------------------
 
     def available(self) -> str | None:
@@ -581,7 +638,7 @@ class SubprocessRuntime:
         cgroup: Path | None = None
         if self.cgroups is not None:
             try:
-                cgroup = self.cgroups.create(tokens.token_hex(8), self.nproc + _CHAIN_PIDS)
+                cgroup = self.cgroups.acquire(self.nproc + _CHAIN_PIDS)
             except OSError as exc:
                 return Failure(FailureKind.UNAVAILABLE, f"the call's pids cgroup could not be made: {exc}")
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -613,7 +670,7 @@ class SubprocessRuntime:
             ours.close()
             theirs.close()
             if cgroup is not None and self.cgroups is not None:
-                await self.cgroups.discard(cgroup)
+                await self.cgroups.release(cgroup)
 
     # -- argv ---------------------------------------------------------------------------------------
 

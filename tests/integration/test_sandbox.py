@@ -50,7 +50,9 @@ def _needs_sandbox(confinement: Confinement) -> None:
 
 
 @pytest.fixture(scope="module", params=[Confinement.BWRAP, Confinement.UNSHARE], ids=["bwrap", "fallback"])
-def runtime(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> SubprocessRuntime:
+def runtime(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SubprocessRuntime]:
     confinement: Confinement = request.param
     _needs_sandbox(confinement)
     made = SubprocessRuntime(
@@ -62,7 +64,10 @@ def runtime(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     problem = made.available()
     if problem is not None:
         unavailable(f"the {confinement} sandbox", problem, "sudo apt-get install bubblewrap util-linux")
-    return made
+    yield made
+    made.close()
+    if made.cgroups is not None:
+        assert not [p for p in made.cgroups.parent.parent.iterdir() if p.name == made.cgroups.parent.name]
 
 
 class Logs:
@@ -158,9 +163,11 @@ def watching(probe: Callable[[], None]) -> Iterator[None]:
 
 
 def assert_cleaned_up(runtime: SubprocessRuntime) -> None:
-    """No call's cgroup and nothing in the fallback's mount point is left on the host."""
+    """No process in any call's cgroup (empty ones are kept for later calls) and nothing in the
+    fallback's mount point is left on the host."""
     if runtime.cgroups is not None:
-        assert not [p for p in runtime.cgroups.parent.iterdir() if p.is_dir()]
+        cgroups = [p for p in runtime.cgroups.parent.iterdir() if p.is_dir()]
+        assert [p for p in cgroups if (p / "cgroup.procs").read_text().strip()] == []
     root = runtime._root_mount
     if root is not None:
         assert list(root.iterdir()) == []
