@@ -26,17 +26,19 @@ the module's program
     with an environment of the ABI's variables only (:data:`ABI_ENV`), in ``/module``.
 
 Bubblewrap runs as root without a user namespace, so that it can open a module directory under a
-store only root may enter (aiond's state directory is mode 0700); the module itself runs as the
-sandbox uid, which therefore needs read access to the module's own files.
+store only root may enter (aiond's state directory is mode 0700), keeping only the three
+capabilities ``setpriv`` uses to drop to the sandbox uid; the module itself runs as that uid, which
+therefore needs read access to the module's own files (:func:`check_command` says when it has none).
 
 **Processes.** The kernel's process limit (RLIMIT_NPROC) does nothing for root, and aiond runs as
 root; it counts here because the module runs as the sandbox uid. It counts every process of that uid
 on the host, though, so the limit is shared by concurrent calls; when a pids cgroup can be created
 (cgroup v2 with the pids controller delegated, or a writable cgroup v1 pids hierarchy), each call
 gets one of its own with ``pids.max`` as well, which bounds a fork bomb per call. The call ends when
-the module's process does; whatever it left behind is killed with its PID namespace (killing a
-namespace's first process kills every process in it, so killing its first process is how a
-timed-out call ends too), its session and its cgroup. Nothing is left behind: the scratch tmpfs and
+the module's process does; whatever it left behind ends with its PID namespace (the end of a
+namespace's first process kills every process in it, so killing that process is how a timed-out call
+ends too), and with its cgroup. The call returns only once the namespace's first process is gone
+(bwrap reports the module's end a moment before), so no process outlives it; the scratch tmpfs and
 every mount go with the namespace.
 
 **Host calls** (``secret_get``, ``log``, ``now``) are JSON lines on a private socket at fd 3
@@ -480,10 +482,11 @@ class SubprocessRuntime:
 
     ``uid``/``gid``: whom modules run as (a dedicated unprivileged account; ``nobody`` by default).
     ``fallback``: use ``unshare`` + ``setpriv`` + ``prlimit`` even when bubblewrap is installed.
-    ``cgroup``: True to find a pids cgroup to create each call's in, False for none, or a cgroup
-    directory to use. ``scratch_root``: where the fallback mounts a call's root (an empty directory,
-    used only as a mount point inside the call's own mount namespace; the host never sees anything
-    in it). ``nproc``, ``nofile``, ``scratch_bytes``: the process, open-file and scratch-size limits.
+    ``cgroup``: True to find a pids cgroup hierarchy in which each call gets a cgroup of its own,
+    False for none, or a cgroup directory to make them under. ``scratch_root``: where the fallback
+    mounts a call's root (an empty directory, used only as a mount point inside the call's own mount
+    namespace; the host never sees anything in it). ``nproc``, ``nofile``, ``scratch_bytes``: the
+    process, open-file and scratch-size limits.
     """
 
     def __init__(
@@ -515,6 +518,11 @@ class SubprocessRuntime:
         self._lock = threading.Lock()
         self._checked = False
         self._problem: str | None = None
+
+    @property
+    def mount_point(self) -> Path | None:
+        """The fallback's mount point for a call's root (known once :meth:`available` has run)."""
+        return self._root_mount
 
     def close(self) -> None:
         """Remove what this runtime keeps between calls (empty cgroups). Calls may still be made."""

@@ -168,7 +168,7 @@ def assert_cleaned_up(runtime: SubprocessRuntime) -> None:
     if runtime.cgroups is not None:
         cgroups = [p for p in runtime.cgroups.parent.iterdir() if p.is_dir()]
         assert [p for p in cgroups if (p / "cgroup.procs").read_text().strip()] == []
-    root = runtime._root_mount
+    root = runtime.mount_point
     if root is not None:
         assert list(root.iterdir()) == []
 
