@@ -148,7 +148,7 @@ def test_token_lifecycle_create_list_revoke(daemon: Aiond) -> None:
     listed = aiond_token(daemon, "list", "-o", "json")
     listing = conforms(json.loads(listed.stdout), "output/credential")
     assert "ci-deploy" in [c["name"] for c in listing["credentials"]]
-    secret = token.rsplit("_", 1)[1]
+    secret = token.split("_", 2)[2]  # aion_<id>_<secret>; the secret may hold "_" itself
     assert secret not in listed.stdout
     assert secret not in aiond_token(daemon, "list").stdout
     duplicate = aiond_token(daemon, "create", "ci-deploy", "--role", "viewer")

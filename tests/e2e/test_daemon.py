@@ -102,16 +102,24 @@ def test_grpcurl_calls_get_status(aiond: Aiond, go_tools: GoTools) -> None:
     assert status["state"] == "SERVING_STATE_SERVING"
 
 
-def test_services_not_served_yet_say_so(aiond: Aiond, go_tools: GoTools) -> None:
-    request = '{"name": "summarize_text", "parallelism": 2}'
+def test_module_parallelism_is_set_over_grpc_by_any_client(aiond: Aiond, go_tools: GoTools) -> None:
     method = "aion.v1.ModuleService/SetModuleParallelism"
-    token = f"authorization: Bearer {aiond.tokens['operator']}"
-    result = go_tools.run(
-        "grpcurl", "-plaintext", "-H", token, "-d", request, aiond.grpc_addr, method, check=False
-    )
-    assert result.returncode != 0
-    assert "Code: Unimplemented" in result.stderr
-    assert "ModuleService.SetModuleParallelism is not available in this aiond version" in result.stderr
+
+    def set_parallelism(role: str, request: str) -> subprocess.CompletedProcess[str]:
+        token = f"authorization: Bearer {aiond.tokens[role]}"
+        return go_tools.run(
+            "grpcurl", "-plaintext", "-H", token, "-d", request, aiond.grpc_addr, method, check=False
+        )
+
+    done = set_parallelism("operator", '{"name": "summarize_text", "parallelism": 3, "reason": "drill"}')
+    assert done.returncode == 0, done.stderr
+    reply = json.loads(done.stdout)
+    assert (reply["module"]["parallelism"], reply["previous_parallelism"]) == (3, 4), reply
+    refused = set_parallelism("operator", '{"name": "summarize_text", "parallelism": 3}')
+    assert "Code: InvalidArgument" in refused.stderr
+    assert "a reason is required" in refused.stderr
+    viewer = set_parallelism("viewer", '{"name": "summarize_text", "parallelism": 1, "reason": "x"}')
+    assert "Code: PermissionDenied" in viewer.stderr
 
 
 def test_metrics_count_calls(aiond: Aiond) -> None:

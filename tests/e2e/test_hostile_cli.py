@@ -54,8 +54,9 @@ def nobody_listens() -> dict[str, str]:
 
 
 def config_copy(root: Path, name: str = "config") -> Path:
+    """The example config set, without the example modules' sources (examples/modules/)."""
     target = root / name
-    shutil.copytree(EXAMPLES, target)
+    shutil.copytree(EXAMPLES, target, ignore=shutil.ignore_patterns("modules"))
     return target
 
 

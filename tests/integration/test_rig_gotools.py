@@ -16,6 +16,7 @@ VERSION_ARGS = {
     "oras": ["version"],
     "grpcurl": ["-version"],
     "grpc_health_probe": ["-version"],
+    "sops": ["--version", "--disable-version-check"],  # else it asks GitHub for the latest release
 }
 
 
