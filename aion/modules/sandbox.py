@@ -109,7 +109,12 @@ MAX_SECRET_NAME = 256
 FUEL_PER_CPU_SECOND = 1_000_000_000
 """The same rate as the WASM runtime's: ``Limits.fuel`` / this is the CPU rlimit, in seconds."""
 DEFAULT_NPROC = 64
-"""Processes and threads of the sandbox uid (RLIMIT_NPROC), and of one call (``pids.max``)."""
+"""Processes and threads of one call (its cgroup's ``pids.max``)."""
+UID_NPROC = 1024
+"""Processes and threads of the sandbox uid on the whole host (RLIMIT_NPROC), every call together: the
+bound where no pids cgroup can be made, and a backstop where one can. It is well above one call's
+limit because the kernel releases a finished call's processes from the count a little after the call
+has ended (with its PID namespace), so calls in quick succession would otherwise find it full."""
 DEFAULT_NOFILE = 64
 DEFAULT_SCRATCH_BYTES = 16 << 20
 CGROUP_POOL = 16
@@ -498,6 +503,7 @@ class SubprocessRuntime:
         cgroup: bool | Path = True,
         scratch_root: Path | None = None,
         nproc: int = DEFAULT_NPROC,
+        uid_nproc: int = UID_NPROC,
         nofile: int = DEFAULT_NOFILE,
         scratch_bytes: int = DEFAULT_SCRATCH_BYTES,
     ) -> None:
@@ -506,9 +512,11 @@ class SubprocessRuntime:
         self.uid = uid
         self.gid = uid if gid is None else gid
         self.nproc = max(1, nproc)
+        self.uid_nproc = max(self.nproc, uid_nproc)
         self.nofile = max(8, nofile)
         self.scratch_bytes = max(1 << 16, scratch_bytes)
         self._tools = _Tools.find()
+        _become_subreaper()
         self.confinement = Confinement.UNSHARE if fallback or self._tools.bwrap is None else Confinement.BWRAP
         self._cgroup_setting = cgroup
         self.cgroups: PidsCgroups | None = None
@@ -696,7 +704,7 @@ class SubprocessRuntime:
             f"--as={call.memory_bytes}",
             f"--nofile={self.nofile}",
             f"--fsize={self.scratch_bytes}",
-            f"--nproc={self.nproc}",
+            f"--nproc={self.uid_nproc}",
             "--core=0",
             "--",
             tools.setpriv,
@@ -947,6 +955,13 @@ class _Run:
             log.warning("the sandbox's PID namespace did not end within %.0f s of its module", KILL_WAIT_S)
         finally:
             loop.remove_reader(fd)
+            # bwrap's monitor exits without waiting for the namespace's first process, which is then
+            # orphaned. This process is a child subreaper (see _become_subreaper), so the orphan is
+            # its child now: reaped here, by its pidfd, so that no zombie is left holding a place in
+            # the sandbox user's process count and the call's pids cgroup. Nothing else of this
+            # process waits for it (asyncio waits for the chain's first process only).
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitid(os.P_PIDFD, fd, os.WEXITED | os.WNOHANG)
             os.close(fd)
 
     def _kill(self) -> None:
@@ -980,6 +995,24 @@ class _Run:
                 with contextlib.suppress(OSError):
                     os.killpg(self.proc.pid, signal.SIGKILL)
         log.warning("sandbox process %d did not end within %.0f s of SIGKILL", self.proc.pid, KILL_WAIT_S)
+
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def _become_subreaper() -> None:
+    """Have orphaned descendants (a sandbox's namespace process, once bwrap's monitor has exited)
+    reparented to this process rather than to the host's init, which may never reap them (in a
+    container, a VM's minimal init, or aiond itself as PID 1); :meth:`_Run._init_gone` reaps them."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+            log.warning("could not become a child subreaper: %s", os.strerror(ctypes.get_errno()))
+    except OSError as exc:  # pragma: no cover - glibc is there wherever bubblewrap is
+        log.warning("could not become a child subreaper: %s", exc)
 
 
 async def _read_bounded(

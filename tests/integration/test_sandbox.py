@@ -58,6 +58,7 @@ def runtime(
     made = SubprocessRuntime(
         fallback=confinement is Confinement.UNSHARE,
         nproc=NPROC,
+        uid_nproc=NPROC,  # the host-wide limit as tight as one call's, so the fork bomb meets both
         scratch_root=tmp_path_factory.mktemp("sandbox"),
     )
     assert made.confinement is confinement
@@ -308,6 +309,28 @@ def test_a_fork_bomb_is_bounded_and_leaves_nothing(runtime: SubprocessRuntime) -
     assert set(host_forks) == {0}
     assert pids_with(token) == []
     assert_cleaned_up(runtime)
+
+
+def test_calls_in_quick_succession_leave_nothing_behind(runtime: SubprocessRuntime) -> None:
+    """More calls, back to back, than the sandbox user may have processes: each call's processes are
+    gone (reaped, not left as zombies of the host's init) before the next needs their places."""
+    before = _sandbox_zombies()
+    for _ in range(3 * NPROC):
+        got = call(runtime, "scratch.py")
+        assert isinstance(got, Answer), got
+    assert _sandbox_zombies() - before == set()
+
+
+def _sandbox_zombies() -> set[str]:
+    return {p.name for p in Path("/proc").iterdir() if p.name.isdigit() and _zombie_sandbox(p)}
+
+
+def _zombie_sandbox(proc: Path) -> bool:
+    try:
+        status = (proc / "status").read_text()
+    except OSError:
+        return False
+    return "State:\tZ" in status and ("Name:\tbwrap" in status or "Name:\tunshare" in status)
 
 
 def test_each_call_gets_a_pids_cgroup_of_its_own(runtime: SubprocessRuntime) -> None:
