@@ -39,6 +39,9 @@ MAX_MESSAGE = 512
 """A module's own error message is cut to this many characters before it reaches a task."""
 
 _CODE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+"""What a module's log line may not carry into aiond's log: control characters (a newline would
+forge a line), line separators and bidirectional overrides."""
 
 
 class FailureKind(enum.StrEnum):
@@ -185,15 +188,13 @@ class Host:
             self.dropped += 1
             return
         self.lines += 1
-        text = message[:MAX_LOG_LINE].decode("utf-8", "replace")
-        text = "".join(c if c.isprintable() else " " for c in text)
+        text = _CONTROL.sub(" ", message[:MAX_LOG_LINE].decode("utf-8", "replace"))
         self._sink(min(max(level, 0), len(LOG_LEVELS) - 1), self.redact(text))
 
     def stderr(self, data: bytes) -> None:
         """What the module wrote on its standard error (already cut to :data:`MAX_STDERR_BYTES`):
         one debug line, redacted like its log."""
-        text = data[:MAX_STDERR_BYTES].decode("utf-8", "replace")
-        text = "".join(c if c.isprintable() else " " for c in text).strip()
+        text = _CONTROL.sub(" ", data[:MAX_STDERR_BYTES].decode("utf-8", "replace")).strip()
         if text:
             self._sink(0, "stderr: " + self.redact(text))
 

@@ -102,7 +102,7 @@ class _Stream:
 
     def value(self) -> bytes:
         self.check()
-        return os.pread(self.fd, self.limit, 0)
+        return os.pread(self.fd, min(os.fstat(self.fd).st_size, self.limit), 0)
 
     def close(self) -> None:
         os.close(self.fd)

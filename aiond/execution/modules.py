@@ -595,17 +595,19 @@ def _describe(name: str, entry: dict[str, Any], directory: Path) -> Installed:
 
 
 def _files(directory: Path) -> tuple[tuple[str, int, int, int], ...]:
+    """Every file and directory of the module (a directory's time moves when an entry is added,
+    removed or renamed in it), the module's own directory first."""
     found = []
-    for path in sorted(directory.rglob("*")):
+    for path in [directory, *sorted(directory.rglob("*"))]:
         with contextlib.suppress(OSError):
             st = path.lstat()
-            if not path.is_dir():
-                found.append((path.relative_to(directory).as_posix(), st.st_size, st.st_mtime_ns, st.st_ino))
+            found.append((path.relative_to(directory).as_posix(), st.st_size, st.st_mtime_ns, st.st_ino))
     return tuple(found)
 
 
 def _changed(module: Installed) -> bool:
-    """Whether any of the module's files moved since it was verified (a stat each; no reading)."""
+    """Whether any of the module's files or directories moved since it was verified (a stat each; no
+    reading, no listing: a file added or removed moves its directory's time)."""
     for relative, size, mtime, inode in module.files:
         try:
             st = os.lstat(module.directory / relative)
@@ -613,9 +615,7 @@ def _changed(module: Installed) -> bool:
             return True
         if (st.st_size, st.st_mtime_ns, st.st_ino) != (size, mtime, inode):
             return True
-    if module.runtime == "wasm":  # its code is one file, and the manifest: both are stat'ed above
-        return False
-    return len(module.files) != sum(1 for p in module.directory.rglob("*") if not p.is_dir())
+    return False
 
 
 __all__ = ["Installed", "Modules", "Place"]
