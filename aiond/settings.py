@@ -266,6 +266,12 @@ class Settings:
                       "directory of installed modules (the store aionctl install --store uses) "
                       "[default: STATE_DIR/modules]", "DIR", _path),
     )  # fmt: skip
+    sandbox_uid: int = dataclasses.field(
+        default=65534,
+        metadata=_opt("--sandbox-uid", "AIOND_SANDBOX_UID",
+                      "unprivileged uid (and gid) subprocess modules run as; give them an account of "
+                      "their own [default: 65534, nobody]", "UID", _count(1, 4_294_967_294)),
+    )  # fmt: skip
     registry_plain_http: tuple[str, ...] = dataclasses.field(
         default=(),
         metadata=_opt("--registry-plain-http", "AIOND_REGISTRY_PLAIN_HTTP",

@@ -198,6 +198,7 @@ class Modules:
         backend: StateBackend,
         emit: Callable[[dict[str, Any]], Awaitable[None]],
         trust: Callable[[], tuple[Trust, Path] | None],
+        sandbox_uid: int = 65534,
     ) -> None:
         self._store = ModuleStore(store_dir)
         self._cache_dir = cache_dir
@@ -214,6 +215,7 @@ class Modules:
         self._logs: dict[str, _LogBucket] = {}
         self._wasm: Any = None
         self._sandbox: Any = None
+        self._sandbox_uid = sandbox_uid
         self._compiled: dict[tuple[str, str], Any] = {}
         self._pool = concurrent.futures.ThreadPoolExecutor(MAX_WORKERS, thread_name_prefix="aion-module")
         self._lock_seen: tuple[int, int, int] | None = None
@@ -231,6 +233,8 @@ class Modules:
         await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
         if self._wasm is not None:
             self._wasm.close()
+        if self._sandbox is not None:
+            self._sandbox.close()
 
     # -- what may run ----------------------------------------------------------------------------------
 
@@ -527,7 +531,7 @@ class Modules:
         except ImportError:  # pragma: no cover - shipped together
             return Failure(FailureKind.UNAVAILABLE, "this aiond has no subprocess runtime")
         if self._sandbox is None:
-            self._sandbox = SubprocessRuntime()
+            self._sandbox = SubprocessRuntime(uid=self._sandbox_uid)
         missing = self._sandbox.available()
         if missing:
             return Failure(FailureKind.UNAVAILABLE, f"subprocess modules cannot run here: {missing}")

@@ -149,7 +149,7 @@ async def assemble(
 
     modules = Modules(
         settings.modules_dir, cache_dir=settings.state_dir / "wasm-cache", secrets=secrets, backend=state,
-        emit=journal.emit, trust=trust,
+        emit=journal.emit, trust=trust, sandbox_uid=settings.sandbox_uid,
     )  # fmt: skip
     await modules.load()
     followers.followers.append(lambda a: _later(modules.refresh()))  # the trust policy may have changed
