@@ -315,7 +315,7 @@ def test_calls_in_quick_succession_leave_nothing_behind(runtime: SubprocessRunti
     """More calls, back to back, than the sandbox user may have processes: each call's processes are
     gone (reaped, not left as zombies of the host's init) before the next needs their places."""
     before = _sandbox_zombies()
-    for _ in range(3 * NPROC):
+    for _ in range(NPROC + 8):
         got = call(runtime, "scratch.py")
         assert isinstance(got, Answer), got
     assert _sandbox_zombies() - before == set()

@@ -217,17 +217,14 @@ def test_denied_providers_open_breakers_and_privacy_are_respected(
     if request.route_override is not None:
         assert {step.target.route for step in decision.chain} == {request.route_override}
         assert decision.chosen_by == "caller"
+    modules_only_where_they_can_run_and_serve(snapshot, live, request, decision)
 
 
-@SETTINGS
-@given(scenarios())
-def test_a_module_is_a_target_only_where_it_can_run_and_serves(
-    scenario: tuple[ConfigSnapshot, LiveState, Request],
+def modules_only_where_they_can_run_and_serve(
+    snapshot: ConfigSnapshot, live: LiveState, request: Request, decision: Decision
 ) -> None:
-    snapshot, live, request = scenario
-    decision = compile_table(snapshot).decide(request, live)
-    if not isinstance(decision, Decision):
-        return
+    """A module is a target only when it can run, serves the intent on that route, and is priced as
+    modules.yml says."""
     steps = [(step.target, step.target.route) for step in decision.chain]
     if decision.prepare is not None:
         steps.append((decision.prepare, Route.HYBRID))
