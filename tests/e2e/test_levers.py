@@ -62,7 +62,7 @@ def test_explain_names_the_hybrid_local_step_and_the_budget() -> None:
     assert code == 0
     decision = body["decision"]
     assert (decision["route"], decision["chosenBy"]) == ("hybrid", "router")
-    # Modules do not run yet, so the local step is the first local model.
+    # pii_redact is not installed here, so the local step is the first local model.
     assert decision["prepare"] == {"kind": "model", "provider": "ollama", "name": "qwen2.5",
                                    "route": "hybrid", "tier": "tier0"}  # fmt: skip
     assert [t["route"] for t in decision["fallbackChain"]][-2:] == ["local", "local"]
