@@ -363,7 +363,9 @@ class RoutingTable:
     ) -> list[_Candidate]:
         """A route's candidates without open breakers, modules that cannot run, or too small a context,
         in soft order."""
-        if any(c.target.kind is TargetKind.MODULE and c.target.name not in live.modules for c in candidates):
+        # Modules come first in a route's candidates (compile_table puts them there), so one look
+        # at the first says whether there are any to check.
+        if candidates and candidates[0].target.kind is TargetKind.MODULE:
             for c in candidates:
                 if c.target.kind is TargetKind.MODULE and c.target.name not in live.modules:
                     codes.append(c.unavailable)

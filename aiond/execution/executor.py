@@ -47,9 +47,10 @@ from aion.errors import InputError, Refused, Saturated
 from aion.ids import ulid
 from aion.modules.abi import Failure, FailureKind
 from aion.providers import Completion, ProviderError, complete, new_session
-from aion.providers.secrets import DEFAULT_DIRECTORY, FileSecrets, SecretsBackend
 from aion.routing import Decision, Refusal, Request, Target
 from aion.routing.engine import NANO_PER_USD, Step, TargetKind
+from aion.secrets.base import SecretsBackend
+from aion.secrets.files import DEFAULT_DIRECTORY, FileSecrets
 from aiond.execution.admission import Admission, Ticket
 from aiond.execution.budget import BudgetLedger
 from aiond.execution.controls import Controls

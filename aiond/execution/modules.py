@@ -49,7 +49,7 @@ from aion.modules import abi
 from aion.modules.abi import Failure, FailureKind, Host, Limits, Outcome, SecretGrant
 from aion.modules.store import ModuleStore
 from aion.oci.model import Digest
-from aion.providers.secrets import SecretMissing, SecretsBackend
+from aion.secrets.base import SecretMissing, SecretsBackend
 from aiond.state.backend import ModuleParallelism, StateBackend
 
 log = logging.getLogger("aiond.module")
