@@ -555,6 +555,23 @@ AION_FN int aion_request_read(aion_request *req) {
     return 1;
 }
 
+/* Reads the request and its input.text into `text` (the request itself is freed): 1 when there is
+ * one; else the module's answer (BAD_REQUEST, or what aion_request_read answered) has been written,
+ * and the module only has to exit with status 0. */
+AION_FN int aion_request_text(aion_buf *text) {
+    aion_request req;
+    if (!aion_request_read(&req))
+        return 0;
+    aion_buf_init(text, AION_MAX_REQUEST);
+    int got = aion_json_get_string(req.input, req.end, "text", text);
+    aion_buf_free(&req.raw);
+    if (got != 1) {
+        aion_decline("BAD_REQUEST", got == 0 ? "the request has no input.text" : "input.text is not a string");
+        return 0;
+    }
+    return 1;
+}
+
 /* Starts {"output": {"text": ... in `b`; the module then adds "," and its other fields. */
 AION_FN void aion_output_begin(aion_buf *b, const char *text, size_t len) {
     aion_buf_init(b, AION_MAX_RESPONSE);

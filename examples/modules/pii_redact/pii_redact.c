@@ -319,17 +319,9 @@ static void find_numbers(const char *t, size_t n, unsigned char *m, size_t *card
 }
 
 int main(void) {
-    aion_request req;
-    if (!aion_request_read(&req))
-        return 0;
     aion_buf text;
-    aion_buf_init(&text, AION_MAX_REQUEST);
-    int got = aion_json_get_string(req.input, req.end, "text", &text);
-    if (got != 1) {
-        aion_decline("BAD_REQUEST", got == 0 ? "the request has no input.text" : "input.text is not a string");
+    if (!aion_request_text(&text))
         return 0;
-    }
-    aion_buf_free(&req.raw);
     const char *t = text.data ? text.data : "";
     size_t n = text.len;
 

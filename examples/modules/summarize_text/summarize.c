@@ -517,17 +517,9 @@ int main(void) {
             ascii_word[c] = (unsigned char)((c >= '0' && c <= '9') || is_alpha((unsigned char)c));
     }
 
-    aion_request req;
-    if (!aion_request_read(&req))
-        return 0;
     aion_buf text;
-    aion_buf_init(&text, AION_MAX_REQUEST);
-    int got = aion_json_get_string(req.input, req.end, "text", &text);
-    if (got != 1) {
-        aion_decline("BAD_REQUEST", got == 0 ? "the request has no input.text" : "input.text is not a string");
+    if (!aion_request_text(&text))
         return 0;
-    }
-    aion_buf_free(&req.raw);
     const char *t = text.data ? text.data : "";
 
     sentences ss = {0};
