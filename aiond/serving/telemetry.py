@@ -2,7 +2,15 @@
 
 Metrics live in a registry owned by the daemon instance (never the process-global default), so two
 daemons in one test process do not share counters. Names follow Prometheus conventions: ``aion_``
-prefix, base units, ``_total`` for counters.
+prefix, base units, ``_total`` for counters. Every family is registered whether or not the part that
+feeds it runs (the event delivery families exist on a daemon without Kafka, at 0), so the dashboards
+in ``examples/dashboards/`` and alerting rules work on every daemon; ``docs/observability.md`` lists
+them all.
+
+:class:`CallTracker` counts every gRPC call once with its final status: answered, aborted by the
+error table or the auth check, cancelled by the client, past its deadline, and calls to a method the
+daemon does not serve (counted under ``service="unknown", method="unknown"``, since a client picks
+that path and the label set must stay bounded).
 """
 
 from __future__ import annotations
@@ -11,7 +19,7 @@ import asyncio
 import inspect
 import platform
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import Any, TypeAlias
 
 import grpc
@@ -30,6 +38,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
 from aion import __version__
+from aion.envelopes import AUDIT_TOPIC, DECISIONS_TOPIC, LIFECYCLE_TOPIC
 from aiond.serving.interceptors import Handler, WrapOnce, with_behavior
 
 Levels: TypeAlias = "tuple[float, Mapping[str, tuple[int, int]]]"
@@ -238,10 +247,68 @@ class Metrics:
             "aion_audit_events", "Audit events recorded, by action and outcome.", ["action", "outcome"],
             registry=self.registry,
         )  # fmt: skip
+        self._delivery_metrics()
 
         self.decided = cached_labels(self.decisions)
         self.finished = cached_labels(self.task_duration)
         self.module_called = cached_labels(self.module_duration)
+
+    def _delivery_metrics(self) -> None:
+        """The outbox and Kafka delivery families (set by the event delivery code). Label values are
+        bounded: ``kind`` is audit or task, ``topic`` an event's own topic (its envelope's, not the
+        Kafka topic it is configured to go to), ``reason`` a librdkafka error name."""
+        self.outbox_events = Gauge(
+            "aion_outbox_events", "Events waiting in the outbox for delivery, by kind (audit, task).",
+            ["kind"], registry=self.registry,
+        )  # fmt: skip
+        self.outbox_bytes = Gauge(
+            "aion_outbox_bytes", "Bytes of events waiting in the outbox.", registry=self.registry
+        )
+        self.outbox_limit_bytes = Gauge(
+            "aion_outbox_limit_bytes",
+            "Size the outbox may reach; past it task events are shed and admin actions refused.",
+            registry=self.registry,
+        )
+        self.outbox_oldest_age = Gauge(
+            "aion_outbox_oldest_event_age_seconds",
+            "Age of the oldest event waiting in the outbox; 0 when it is empty.", registry=self.registry,
+        )  # fmt: skip
+        self.events_shed = Counter(
+            "aion_events_shed", "Task events dropped because the outbox was full, by topic.", ["topic"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.outbox_write_duration = Histogram(
+            "aion_outbox_write_duration_seconds", "Time to write one batch of events to the outbox.",
+            buckets=(2e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.5),
+            registry=self.registry,
+        )  # fmt: skip
+        self.kafka_delivered = Counter(
+            "aion_kafka_delivered", "Events Kafka acknowledged (delivery report without error), by topic.",
+            ["topic"], registry=self.registry,
+        )  # fmt: skip
+        self.kafka_produce_errors = Counter(
+            "aion_kafka_produce_errors",
+            "Failed deliveries and producer errors, by reason (the librdkafka error name).", ["reason"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.kafka_delivery_duration = Histogram(
+            "aion_kafka_delivery_seconds",
+            "Time from an event's outbox write to its delivery report from Kafka.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=self.registry,
+        )  # fmt: skip
+        self.kafka_connected = Gauge(
+            "aion_kafka_connected", "1 while the Kafka producer has a broker connection, else 0.",
+            registry=self.registry,
+        )  # fmt: skip
+        # The known label values start at 0, so a series exists (and a rate is 0, not absent) before
+        # the first event, and on a daemon that has no Kafka.
+        for kind in ("audit", "task"):
+            self.outbox_events.labels(kind=kind)
+        for topic in (DECISIONS_TOPIC, LIFECYCLE_TOPIC):
+            self.events_shed.labels(topic=topic)
+        for topic in (AUDIT_TOPIC, DECISIONS_TOPIC, LIFECYCLE_TOPIC):
+            self.kafka_delivered.labels(topic=topic)
 
     def read_modules(self, read: Callable[[], ModuleLevels]) -> None:
         """Where the module levels come from (read at each scrape)."""
@@ -266,6 +333,11 @@ class CallTracker(WrapOnce):
         metrics.grpc_in_flight.set_function(lambda: self._in_flight)
         self._requests = cached_labels(metrics.grpc_requests)
         self._durations = cached_labels(metrics.grpc_duration)
+        # grpc answers a method nobody serves by itself, past every interceptor's wrapper; this
+        # handler answers as grpc would, inside one, so that such calls are counted too.
+        self._unknown: Handler = grpc.stream_stream_rpc_method_handler(
+            self._track(_unimplemented, ("unknown", "unknown"))
+        )
 
     @property
     def in_flight(self) -> int:
@@ -279,6 +351,14 @@ class CallTracker(WrapOnce):
         self._in_flight -= 1
         self._requests(*names, code.name).inc()
         self._durations(*names).observe(time.perf_counter() - started)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
+        handler = await super().intercept_service(continuation, handler_call_details)
+        return self._unknown if handler is None else handler
 
     def wrap(self, handler: Handler, method: str) -> Handler:
         service, _, name = method.lstrip("/").rpartition("/")
@@ -332,8 +412,17 @@ def _set_code(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode:
     return code if code is not None else grpc.StatusCode.OK
 
 
+async def _unimplemented(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+
+
 def _code_for(exc: BaseException, context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode:
     if isinstance(exc, asyncio.CancelledError):
+        # grpc cancels the handler both when the client goes away and when the call's deadline
+        # passes; the client sees DEADLINE_EXCEEDED in the second case, and so do the metrics.
+        remaining: float | None = context.time_remaining()  # None without a deadline, despite the stubs
+        if remaining is not None and remaining <= 0:
+            return grpc.StatusCode.DEADLINE_EXCEEDED
         return grpc.StatusCode.CANCELLED
     code: grpc.StatusCode | None = context.code()
     if isinstance(exc, grpc.aio.AbortError) and code is not None:
