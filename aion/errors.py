@@ -26,7 +26,8 @@ Exception tree, with each class's row of :data:`TABLE` (exit code, gRPC status, 
     │   ├── Forbidden              4  PERMISSION_DENIED    403  a valid credential, too weak a role
     │   └── RegistryAuthError      4  FAILED_PRECONDITION  502  a registry refused the credentials
     ├── DaemonUnavailable          5  UNAVAILABLE          503  cannot be reached, or cannot serve now
-    │   └── Saturated              5  RESOURCE_EXHAUSTED   429  full queues; retry after a while
+    │   ├── Saturated              5  RESOURCE_EXHAUSTED   429  full queues; retry after a while
+    │   └── EventsBacklogged       5  UNAVAILABLE          503  the event outbox is full: no audit, no change
     ├── ConflictError              6  FAILED_PRECONDITION  409  a precondition does not hold
     │   └── Stale                  6  ABORTED              409  what the caller expected has changed
     └── ServiceError               1  INTERNAL             500  the daemon failed in a way none of these say
@@ -183,6 +184,11 @@ class Saturated(DaemonUnavailable):
         return self.trailers + extra
 
 
+class EventsBacklogged(DaemonUnavailable):
+    """The event outbox is full of events Kafka has not taken: an admin action, whose audit event
+    would not fit, is refused rather than done without its record."""
+
+
 class ConflictError(Error):
     pass
 
@@ -238,6 +244,7 @@ TABLE: Mapping[type[Error], Transport] = {
     RegistryAuthError: Transport("registry-auth", ExitCode.AUTH, "FAILED_PRECONDITION", 502),
     DaemonUnavailable: Transport("unavailable", ExitCode.UNAVAILABLE, "UNAVAILABLE", 503),
     Saturated: Transport("saturated", ExitCode.UNAVAILABLE, "RESOURCE_EXHAUSTED", 429),
+    EventsBacklogged: Transport("events-backlogged", ExitCode.UNAVAILABLE, "UNAVAILABLE", 503),
     ConflictError: Transport("conflict", ExitCode.CONFLICT, "FAILED_PRECONDITION", 409),
     Stale: Transport("stale", ExitCode.CONFLICT, "ABORTED", 409),
     ServiceError: Transport("service", ExitCode.FINDINGS, "INTERNAL", 500),
@@ -291,6 +298,7 @@ __all__ = [
     "ConflictError",
     "DaemonUnavailable",
     "Error",
+    "EventsBacklogged",
     "EvidenceMissing",
     "FindingsError",
     "Forbidden",

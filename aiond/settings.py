@@ -351,6 +351,12 @@ class Settings:
                       "seconds values read from Vault are used before they are read again (a rotation "
                       "takes effect within this; 0 reads at every use)", "SECONDS", _duration(0, 86400)),
     )  # fmt: skip
+    kafka_config: Path | None = dataclasses.field(
+        default=None,
+        metadata=_opt("--kafka-config", "AIOND_KAFKA_CONFIG",
+                      "kafka.yml: deliver every event to Kafka through the outbox (docs/kafka.md) "
+                      "[default: events stay in the local event log]", "FILE", _path),
+    )  # fmt: skip
     trust_keys_dir: Path | None = dataclasses.field(
         default=None,
         metadata=_opt("--trust-keys-dir", "AIOND_TRUST_KEYS_DIR",

@@ -26,8 +26,10 @@ import contextlib
 import dataclasses
 import json
 import os
+import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from aion.eventlog import Segment, encode, segments
 from aiond.events.sink import AUDIT_NAME, LOG_NAME, LocalSink, Sink
@@ -42,6 +44,9 @@ SEGMENT_BYTES = 64 * 1024 * 1024
 """The current file is sealed into a segment past this size."""
 KEEP_BYTES = 1024 * 1024 * 1024
 """Sealed segments beyond this, in total, are deleted oldest first."""
+_DRAIN_BATCH = 1000
+_RECENT_IDS = 10_000
+"""Ids of audit events this journal wrote that a replay checks against, besides the trail's end."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -50,13 +55,42 @@ class Recorded:
     event: dict[str, Any]
 
 
-class Journal:
-    """The daemon's one event sink (see the module's docstring). Make it inside the running loop."""
+class Outbox(Protocol):
+    """The part of the state backend the journal writes through (aiond.state.backend.StateBackend):
+    the outbox table, in the same database as the state, so that a change and its audit event are one
+    transaction."""
 
-    def __init__(self, sink: Sink, on_emit: Callable[[dict[str, Any]], None] | None = None) -> None:
+    def outbox_add(self, events: Sequence[dict[str, Any]]) -> None: ...
+    def outbox_add_tasks(self, rows: Sequence[tuple[str, str, str, str]]) -> dict[str, int]: ...
+    def outbox_unlogged(self, *, limit: int) -> Sequence[Any]: ...
+    def outbox_logged(self, seqs: Sequence[int]) -> None: ...
+
+
+class Journal:
+    """The daemon's one event sink (see the module's docstring). Make it inside the running loop.
+
+    With an ``outbox`` (the daemon's state), an audit event is first written to the outbox, in the
+    transaction of the change it records when there is one (the producer passes it to the state
+    method and then calls :meth:`committed`), and only then to the local log; what a crash left in
+    the outbox reaches the log at the next start (:meth:`drain`). With ``kafka``, task events are
+    written to the outbox too, for the relay (:mod:`aiond.events.kafka`) to deliver; ``on_outbox`` is
+    told whenever rows were added."""
+
+    def __init__(
+        self,
+        sink: Sink,
+        on_emit: Callable[[dict[str, Any]], None] | None = None,
+        *,
+        outbox: Outbox | None = None,
+        kafka: bool = False,
+        on_outbox: Callable[[float], None] | None = None,
+    ) -> None:
         self._sink = sink
         self.path = sink.path
         self._on_emit = on_emit
+        self._outbox = outbox
+        self._kafka = kafka and outbox is not None
+        self._on_outbox = on_outbox
         try:
             self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:  # made to read the log only (tools, tests)
@@ -64,8 +98,14 @@ class Journal:
         self._changed = asyncio.Condition()
         self._pending: list[str] = []
         """Encoded events (lines) waiting for the next batch."""
+        self._rows: list[tuple[str, str, str, str]] = []
+        """With Kafka, the same events as outbox rows (id, topic, key, line)."""
         self._flush: asyncio.Task[None] | None = None
         self._notifying: set[asyncio.Task[None]] = set()
+        self._draining = threading.Lock()
+        self._logged: collections.deque[str] = collections.deque(maxlen=_RECENT_IDS)
+        self._logged_set: set[str] = set()
+        self._seen_trail = False
         self.dropped = 0
 
     def emit_soon(self, event: dict[str, Any]) -> None:
@@ -74,19 +114,37 @@ class Journal:
         loop, where it costs a few microseconds; a worker thread encoding whole batches would contend
         with the loop for the GIL, and delay the calls being served. The batch is written within
         :data:`BATCH_SECONDS`; when :data:`MAX_PENDING` events wait, the oldest are dropped and counted."""
-        self._pending.append(encode(event))
+        line = encode(event)
+        self._pending.append(line)
+        if self._kafka:
+            self._rows.append((event["id"], event["topic"], str(event.get("task_id") or ""), line))
         if len(self._pending) > MAX_PENDING:
             del self._pending[0]
+            if self._kafka:
+                del self._rows[0]
             self.dropped += 1
         if self._flush is None:
             self._flush = asyncio.get_running_loop().create_task(self._write_batch())
+
+    def _take(self) -> tuple[bytes, list[tuple[str, str, str, str]]]:
+        batch, self._pending = self._pending, []
+        rows, self._rows = self._rows, []
+        return "".join(batch).encode(), rows
+
+    def _write_tasks(self, lines: bytes, rows: list[tuple[str, str, str, str]]) -> None:
+        """A batch of task events: into the outbox for Kafka first (one transaction), then the log."""
+        if rows and self._outbox is not None:
+            started = time.perf_counter()
+            self._outbox.outbox_add_tasks(rows)
+            if self._on_outbox is not None:
+                self._on_outbox(time.perf_counter() - started)
+        self._sink.append_lines(lines)
 
     async def _write_batch(self) -> None:
         try:
             await asyncio.sleep(BATCH_SECONDS)
             while self._pending:
-                batch, self._pending = self._pending, []
-                await asyncio.to_thread(self._sink.append_lines, "".join(batch).encode())
+                await asyncio.to_thread(self._write_tasks, *self._take())
                 await self._notify()
         finally:
             self._flush = None
@@ -97,21 +155,70 @@ class Journal:
             self._flush.cancel()
             self._flush = None
         if self._pending:
-            batch, self._pending = self._pending, []
-            await asyncio.to_thread(self._sink.append_lines, "".join(batch).encode())
+            await asyncio.to_thread(self._write_tasks, *self._take())
 
     async def emit(self, event: dict[str, Any]) -> None:
-        """Record an event now, durably (audit events, one at a time), off the event loop."""
-        await asyncio.to_thread(self._sink.append, event)
-        self._recorded(event)
+        """Record an audit event that no state change carries, now, durably, off the event loop."""
+        recorded = await asyncio.to_thread(self._record, event)
+        for one in recorded:
+            self._recorded(one)
+        await self._notify()
+
+    async def committed(self) -> None:
+        """A state change carrying its audit event (``audit=``) was committed: write what the outbox
+        holds on to the local log."""
+        recorded = await asyncio.to_thread(self.drain)
+        for one in recorded:
+            self._recorded(one)
         await self._notify()
 
     def append(self, event: dict[str, Any]) -> None:
         """Record an event now, durably, from a worker thread (the module store's installs run in one);
         the loop learns of it afterwards."""
-        self._sink.append(event)
+        recorded = self._record(event)
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._recorded_in_loop, event)
+            for one in recorded:
+                self._loop.call_soon_threadsafe(self._recorded_in_loop, one)
+
+    def _record(self, event: dict[str, Any]) -> list[dict[str, Any]]:
+        if self._outbox is None:
+            self._sink.append(event)
+            return [event]
+        self._outbox.outbox_add([event])
+        return self.drain()
+
+    def drain(self) -> list[dict[str, Any]]:
+        """Write the audit events the outbox holds that the local log has not got yet (after a change,
+        and at start-up for what a crash left), oldest first; return them. An event found among the
+        last ones the audit trail holds is not written again."""
+        if self._outbox is None:
+            return []
+        recorded: list[dict[str, Any]] = []
+        with self._draining:
+            if not self._seen_trail:
+                for known in self._sink.recent_audit_ids():
+                    self._remember(known)
+                self._seen_trail = True
+            while rows := self._outbox.outbox_unlogged(limit=_DRAIN_BATCH):
+                fresh = [row for row in rows if row.id not in self._logged_set]
+                if fresh:
+                    self._sink.append_audit_lines(b"".join(row.body for row in fresh))
+                for row in fresh:
+                    self._remember(row.id)
+                    with contextlib.suppress(ValueError):
+                        recorded.append(json.loads(row.body))
+                self._outbox.outbox_logged([row.seq for row in rows])
+                if self._on_outbox is not None:
+                    self._on_outbox(0.0)
+                if len(rows) < _DRAIN_BATCH:
+                    break
+        return recorded
+
+    def _remember(self, event_id: str) -> None:
+        if len(self._logged) == self._logged.maxlen:
+            self._logged_set.discard(self._logged[0])
+        self._logged.append(event_id)
+        self._logged_set.add(event_id)
 
     def _recorded(self, event: dict[str, Any]) -> None:
         if self._on_emit is not None:

@@ -39,10 +39,14 @@ class Controls:
         backend: StateBackend,
         board: BreakerBoard,
         emit: Callable[[dict[str, Any]], Awaitable[None]],
+        committed: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._backend = backend
         self.board = board
         self._emit = emit
+        self._committed = committed
+        """Given, a mode change's audit event is written in the change's transaction, then this is
+        called; else the event is emitted after the change."""
         self._modes: dict[str, IntentMode] = {}
         self._privacy: dict[str, Privacy] = {}
         self.latency_ms: dict[str, float] = {}
@@ -99,14 +103,21 @@ class Controls:
         state = None
         if mode is not None:
             state = IntentMode(intent, mode.value, principal, dt.datetime.now(dt.UTC), reason)
-        await asyncio.to_thread(self._backend.set_intent_mode, state, intent)
+        recorded = self._mode_audit(principal, intent, (previous, mode), "success", reason)
+        if self._committed is None:
+            await asyncio.to_thread(self._backend.set_intent_mode, state, intent)
+        else:
+            await asyncio.to_thread(lambda: self._backend.set_intent_mode(state, intent, audit=recorded))
         if state is None:
             self._modes.pop(intent, None)
             self._privacy.pop(intent, None)
         else:
             self._modes[intent] = state
             self._privacy[intent] = mode  # type: ignore[assignment]
-        await self._mode_event(principal, intent, (previous, mode), "success", reason)
+        if self._committed is None:
+            await self._emit(recorded)
+        else:
+            await self._committed()
         return state, previous
 
     async def force_breaker(
@@ -148,12 +159,20 @@ class Controls:
         outcome: str,
         reason: str,
     ) -> None:
+        await self._emit(self._mode_audit(principal, intent, change, outcome, reason))
+
+    @staticmethod
+    def _mode_audit(
+        principal: str,
+        intent: str,
+        change: tuple[Privacy | None, Privacy | None],
+        outcome: str,
+        reason: str,
+    ) -> dict[str, Any]:
         before, after = change
-        await self._emit(
-            audit(principal=principal, action="intent.mode", target=intent, outcome=outcome,
-                  before=before.value if before else "policy", after=after.value if after else "policy",
-                  reason=reason or None)
-        )  # fmt: skip
+        return audit(principal=principal, action="intent.mode", target=intent, outcome=outcome,
+                     before=before.value if before else "policy", after=after.value if after else "policy",
+                     reason=reason or None)  # fmt: skip
 
 
 __all__ = ["Controls"]

@@ -199,12 +199,16 @@ class Modules:
         emit: Callable[[dict[str, Any]], Awaitable[None]],
         trust: Callable[[], tuple[Trust, Path] | None],
         sandbox_uid: int = 65534,
+        committed: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._store = ModuleStore(store_dir)
         self._cache_dir = cache_dir
         self._secrets = secrets
         self._backend = backend
         self._emit = emit
+        self._committed = committed
+        """Given, a parallelism change's audit event is written in the change's transaction, then
+        this is called; else the event is emitted after the change."""
         self._trust = trust
         self._installed: dict[str, Installed] = {}
         self.problems: dict[str, str] = {}
@@ -361,13 +365,18 @@ class Modules:
             )
         previous = self.limit(spec)
         setting = ModuleParallelism(name, parallelism, principal, dt.datetime.now(dt.UTC), reason)
-        await asyncio.to_thread(self._backend.set_module_parallelism, setting)
+        recorded = audit(principal=principal, action="module.parallelism", target=name, outcome="success",
+                         before=str(previous), after=str(parallelism), reason=reason or None)  # fmt: skip
+        if self._committed is None:
+            await asyncio.to_thread(self._backend.set_module_parallelism, setting)
+        else:
+            await asyncio.to_thread(lambda: self._backend.set_module_parallelism(setting, audit=recorded))
         self._overrides[name] = setting
         self._gate(spec)
-        await self._emit(
-            audit(principal=principal, action="module.parallelism", target=name, outcome="success",
-                  before=str(previous), after=str(parallelism), reason=reason or None)
-        )  # fmt: skip
+        if self._committed is None:
+            await self._emit(recorded)
+        else:
+            await self._committed()
         return parallelism, previous
 
     # -- one call ----------------------------------------------------------------------------------

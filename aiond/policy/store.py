@@ -28,6 +28,7 @@ import dataclasses
 import datetime as dt
 import logging
 import os
+import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path, PurePosixPath
@@ -54,6 +55,15 @@ HISTORY_PAGE = 50
 HISTORY_PAGE_MAX = 1000
 
 AuditSink = Callable[[dict[str, Any]], Awaitable[None]]
+_FAULT_FILE = os.environ.get("AIOND_TEST_FAULT_FILE", "")
+"""Fault injection for the zero-loss tests: while the file this names exists, aiond kills itself
+right after committing a policy version, before anything else is done with its audit event."""
+
+
+def _crash_after_commit() -> bool:
+    return bool(_FAULT_FILE) and Path(_FAULT_FILE).exists()
+
+
 _T = TypeVar("_T")
 
 
@@ -142,6 +152,7 @@ class PolicyStore:
         config_dir: Path,
         *,
         emit: AuditSink,
+        committed: Callable[[], Awaitable[None]] | None = None,
         on_change: Callable[[ActiveConfig, str, str, float], None] | None = None,
         limits: Limits | None = None,
         validator: Validator | None = None,
@@ -152,6 +163,9 @@ class PolicyStore:
         self.config_dir = config_dir
         self._paths = DaemonPaths(config_dir, trust_keys_dir, secrets_dir)
         self._emit = emit
+        self._committed = committed
+        """Given (the daemon's journal), a new version's audit event is written in the version's own
+        transaction, and this is called after it; else the event is emitted after the commit."""
         self._on_change = on_change
         self._limits = limits or Limits()
         self._validator = validator or Validator(processes=False)
@@ -332,25 +346,26 @@ class PolicyStore:
                     message, report.findings, hint="fix what it breaks and apply it instead"
                 )
             table = await asyncio.to_thread(compile_table, report.snapshot)
-            stored = await asyncio.to_thread(
-                lambda: self._backend.add_version(
-                    files,
-                    tag=report.snapshot.tag if report.snapshot else chosen.tag,
-                    author=principal,
-                    source="rollback",
-                    description=f"rollback to version {chosen.number}",
-                )
-            )
+
+            def recorded(stored: StoredVersion) -> dict[str, Any]:
+                return self._audit_event(
+                    principal, "policy.rollback", "success", before=current.version, after=stored,
+                    reason=f"rolled back to version {chosen.number}", details={"rolledBackTo": chosen.number},
+                )  # fmt: skip
+
+            stored = await self._add_version(
+                files, recorded,
+                tag=report.snapshot.tag,
+                author=principal,
+                source="rollback",
+                description=f"rollback to version {chosen.number}",
+            )  # fmt: skip
             self._set_active(
                 ActiveConfig(stored, report.snapshot, stored.created_at, table),
                 "rollback",
                 "success",
                 time.perf_counter() - started,
             )
-            await self._audit(
-                principal, "policy.rollback", "success", before=current.version, after=stored,
-                reason=f"rolled back to version {chosen.number}", details={"rolledBackTo": chosen.number},
-            )  # fmt: skip
             log.info(
                 "policy version %d active (rollback to %d, by %s)", stored.number, chosen.number, principal
             )
@@ -471,29 +486,30 @@ class PolicyStore:
             previous = current.version if current else None
             return Outcome(False, None, previous, False, report.findings, snapshot.tag)
         table = await asyncio.to_thread(compile_table, snapshot)  # before the commit: the swap is instant
-        stored = await asyncio.to_thread(
-            lambda: self._backend.add_version(
-                files,
-                tag=snapshot.tag,
-                author=principal,
-                source=source,
-                description=description,
-                expected_active_tag=expected_tag,
-            )
-        )
+
+        def recorded(stored: StoredVersion) -> dict[str, Any]:
+            return self._audit_event(
+                principal, action, "success",
+                before=current.version if current else None, after=stored,
+                reason=f"activated version {stored.number}",
+                details={"source": source, "description": description, "files": len(files),
+                         "warnings": sum(1 for f in report.findings if f.severity is Severity.WARNING)},
+            )  # fmt: skip
+
+        stored = await self._add_version(
+            files, recorded,
+            tag=snapshot.tag,
+            author=principal,
+            source=source,
+            description=description,
+            expected_active_tag=expected_tag,
+        )  # fmt: skip
         self._set_active(
             ActiveConfig(stored, snapshot, stored.created_at, table),
             source,
             "success",
             time.perf_counter() - started,
         )
-        await self._audit(
-            principal, action, "success",
-            before=current.version if current else None, after=stored,
-            reason=f"activated version {stored.number}",
-            details={"source": source, "description": description, "files": len(files),
-                     "warnings": sum(1 for f in report.findings if f.severity is Severity.WARNING)},
-        )  # fmt: skip
         log.info("policy version %d active (%s, by %s, %s)", stored.number, source, principal, stored.tag)
         return Outcome(
             True, stored, current.version if current else None, False, report.findings, snapshot.tag
@@ -531,6 +547,32 @@ class PolicyStore:
                           details={"source": source, "errors": len(error["findings"])})  # fmt: skip
         log.warning("%s refused (%s, by %s): %s", action, source, principal, message)
 
+    async def _add_version(
+        self,
+        files: Sequence[tuple[str, bytes]],
+        recorded: Callable[[StoredVersion], dict[str, Any]],
+        **fields: Any,
+    ) -> StoredVersion:
+        """Store a version; its audit event goes in the same transaction (see ``committed``)."""
+        together = self._committed is not None
+        stored = await asyncio.to_thread(
+            lambda: self._backend.add_version(files, audit=recorded if together else None, **fields)
+        )
+        if _crash_after_commit():
+            os.kill(os.getpid(), signal.SIGKILL)
+        if self._committed is None:
+            await self._record(recorded(stored), str(fields.get("source")))
+            return stored
+        try:
+            await self._committed()
+        except Error as exc:
+            # The version and its audit event are committed together; the event is only late for the
+            # local log, which the next start (or change) catches up on.
+            log.error(
+                "the audit event of policy version %d waits in the outbox: %s", stored.number, exc.message
+            )
+        return stored
+
     async def _audit(
         self,
         principal: str,
@@ -542,12 +584,39 @@ class PolicyStore:
         reason: str | None = None,
         details: dict[str, Any] | None = None,
     ) -> None:
+        event = self._audit_event(
+            principal, action, outcome, before=before, after=after, reason=reason, details=details
+        )
+        await self._record(event, action)
+
+    async def _record(self, event: dict[str, Any], action: str) -> None:
+        try:
+            await self._emit(event)
+        except Error as exc:
+            # The change itself is committed (or refused) either way; losing its audit record must not
+            # turn a done change into a reported failure. Say so loudly instead.
+            self.audit_failures += 1
+            log.error(
+                "could not record the audit event for %s (%s): %s", action, event["outcome"], exc.message
+            )
+
+    def _audit_event(
+        self,
+        principal: str,
+        action: str,
+        outcome: str,
+        *,
+        before: StoredVersion | None,
+        after: StoredVersion | None,
+        reason: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         extra = dict(details or {})
         if before is not None:
             extra["beforeTag"] = before.tag
         if after is not None:
             extra["afterTag"] = after.tag
-        event = audit(
+        return audit(
             principal=principal,
             action=action,
             target="policy",
@@ -557,13 +626,6 @@ class PolicyStore:
             reason=reason,
             details=extra,
         )
-        try:
-            await self._emit(event)
-        except Error as exc:
-            # The change itself is committed (or refused) either way; losing its audit record must not
-            # turn a done change into a reported failure. Say so loudly instead.
-            self.audit_failures += 1
-            log.error("could not record the audit event for %s (%s): %s", action, outcome, exc.message)
 
     def _read_directory(self) -> list[Source]:
         if not self.config_dir.is_dir():

@@ -28,7 +28,7 @@ from aiond.settings import default_state_dir, parse_path
 from aiond.usage import Parser
 
 if TYPE_CHECKING:
-    from aiond.events.sink import LocalSink
+    from aiond.events.journal import Journal
     from aiond.state.backend import TokenRecord
     from aiond.state.sqlite import SqliteState
 
@@ -129,6 +129,7 @@ def run(argv: Sequence[str]) -> int:
         raw_dir = os.environ.get("AIOND_STATE_DIR")
     state_dir = parse_path(raw_dir, "--state-dir") if raw_dir is not None else default_state_dir()
     from aion.envelopes import local_principal
+    from aiond.events.journal import Journal
     from aiond.events.sink import LocalSink
     from aiond.state.sqlite import DB_NAME, SqliteState
 
@@ -142,7 +143,9 @@ def run(argv: Sequence[str]) -> int:
         )
     # Never initialise an empty state.db here: only the daemon's --init-state says that is wanted.
     state = SqliteState.open(state_dir, initialise=False)
-    events = LocalSink(state_dir)  # the same sink as the daemon: audit.jsonl, then the event log
+    # The same journal as the daemon's: the audit event in the change's transaction (the outbox, which
+    # the daemon delivers to Kafka when it has it), then audit.jsonl and the event log.
+    events = Journal(LocalSink(state_dir), outbox=state)
     try:
         {"create": _create, "list": _list, "revoke": _revoke}[args.action](args, state, events, who, output)
     finally:
@@ -150,7 +153,7 @@ def run(argv: Sequence[str]) -> int:
     return 0
 
 
-def _create(args: argparse.Namespace, state: SqliteState, events: LocalSink, who: str, output: str) -> None:
+def _create(args: argparse.Namespace, state: SqliteState, events: Journal, who: str, output: str) -> None:
     from aion.envelopes import audit
     from aiond.security.auth import Role, mint
 
@@ -158,11 +161,12 @@ def _create(args: argparse.Namespace, state: SqliteState, events: LocalSink, who
     record, text = mint(
         args.name, Role.parse(args.role), created_by=who, ttl=ttl, identity=args.identity or ""
     )
-    state.add_token(record)
-    events.append(
-        audit(principal=who, action="token.create", target=record.name, outcome="success",
-              after=record.id, reason=f"role {record.role}", details=_record(record))
+    state.add_token(
+        record,
+        audit=audit(principal=who, action="token.create", target=record.name, outcome="success",
+                    after=record.id, reason=f"role {record.role}", details=_record(record)),
     )  # fmt: skip
+    events.drain()
     if output != "text":
         _print("Credential", {**_record(record), "token": text or None}, output)
     elif text:
@@ -175,7 +179,7 @@ def _create(args: argparse.Namespace, state: SqliteState, events: LocalSink, who
         print(f"identity {record.identity!r} granted role {record.role} as {record.name!r}", file=sys.stderr)
 
 
-def _list(args: argparse.Namespace, state: SqliteState, events: LocalSink, who: str, output: str) -> None:
+def _list(args: argparse.Namespace, state: SqliteState, events: Journal, who: str, output: str) -> None:
     records = state.tokens(include_revoked=args.all)
     if output != "text":
         _print("CredentialList", {"credentials": [_record(r) for r in records]}, output)
@@ -191,14 +195,15 @@ def _list(args: argparse.Namespace, state: SqliteState, events: LocalSink, who: 
         print(f"{r.name:<24} {r.id:<12} {r.role:<9} {kind:<8} {expires:<20} {status}")
 
 
-def _revoke(args: argparse.Namespace, state: SqliteState, events: LocalSink, who: str, output: str) -> None:
+def _revoke(args: argparse.Namespace, state: SqliteState, events: Journal, who: str, output: str) -> None:
     from aion.envelopes import audit
 
-    record = state.revoke_token(args.name, dt.datetime.now(dt.UTC))
-    events.append(
-        audit(principal=who, action="token.revoke", target=record.name, outcome="success",
-              before=record.id, reason="revoked", details=_record(record))
-    )  # fmt: skip
+    def recorded(record: TokenRecord) -> dict[str, Any]:
+        return audit(principal=who, action="token.revoke", target=record.name, outcome="success",
+                     before=record.id, reason="revoked", details=_record(record))  # fmt: skip
+
+    record = state.revoke_token(args.name, dt.datetime.now(dt.UTC), audit=recorded)
+    events.drain()
     if output != "text":
         _print("Credential", _record(record), output)
     print(f"revoked {record.name!r} ({record.id})", file=sys.stderr)

@@ -8,6 +8,8 @@ daemon's composition (:mod:`aiond.serving.runtime`) hands them the callbacks def
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aion.config.model import Route
@@ -20,6 +22,7 @@ from aiond.execution.budget import BudgetLedger
 from aiond.execution.modules import Modules
 from aiond.execution.taskstore import TaskRecord
 from aiond.serving.telemetry import Levels, Metrics, ModuleLevels
+from aiond.state.backend import OutboxLevels
 
 log = logging.getLogger("aiond")
 
@@ -88,6 +91,49 @@ class TaskReporter:
         self._journal.emit_soon(event(LIFECYCLE_TOPIC, **common, status=state, **extra))
 
 
+class DeliveryReporter:
+    """The metrics of the outbox and of Kafka delivery (:class:`aiond.events.kafka.DeliveryObserver`):
+    called from the relay's thread (prometheus_client's metrics are thread-safe) and, for outbox
+    writes, from the journal's."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self._shed: dict[str, int] = {}
+
+    def wrote(self, then: Callable[[], None] | None) -> Callable[[float], None]:
+        """The journal's ``on_outbox``: time a batch written to the outbox, then wake the relay."""
+
+        def on_outbox(seconds: float) -> None:
+            if seconds:
+                self._metrics.outbox_write_duration.observe(seconds)
+            if then is not None:
+                then()
+
+        return on_outbox
+
+    def delivered(self, topic: str, seconds: float) -> None:
+        self._metrics.kafka_delivered.labels(topic=topic).inc()
+        self._metrics.kafka_delivery_duration.observe(seconds)
+
+    def failed(self, reason: str) -> None:
+        self._metrics.kafka_produce_errors.labels(reason=reason).inc()
+
+    def connected(self, up: bool) -> None:
+        self._metrics.kafka_connected.set(1 if up else 0)
+
+    def levels(self, levels: OutboxLevels, shed: Mapping[str, int]) -> None:
+        m = self._metrics
+        m.outbox_events.labels(kind="audit").set(levels.audit)
+        m.outbox_events.labels(kind="task").set(levels.task)
+        m.outbox_bytes.set(levels.bytes)
+        m.outbox_oldest_age.set(0 if levels.oldest_at is None else max(0.0, time.time() - levels.oldest_at))
+        for topic, count in shed.items():
+            more = count - self._shed.get(topic, 0)
+            if more > 0:
+                m.events_shed.labels(topic=topic).inc(more)
+                self._shed[topic] = count
+
+
 def count_audit_event(metrics: Metrics, recorded: dict[str, Any]) -> None:
     """An audit event was recorded: count it, and count a refused activation as one."""
     metrics.audit_events.labels(
@@ -114,4 +160,11 @@ def levels(ledger: BudgetLedger, admission: Admission) -> Levels:
     return ledger.reserved_nano / 1e9, {route.value: admission.depth(route) for route in Route}
 
 
-__all__ = ["TaskReporter", "breaker_changed", "count_audit_event", "levels", "module_levels"]
+__all__ = [
+    "DeliveryReporter",
+    "TaskReporter",
+    "breaker_changed",
+    "count_audit_event",
+    "levels",
+    "module_levels",
+]

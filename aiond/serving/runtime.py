@@ -24,8 +24,10 @@ from typing import Any
 
 from aion.config.model import ConfigSnapshot, Trust
 from aion.routing import LiveState
+from aion.secrets.base import SecretsBackend
 from aion.secrets.select import backend_for
 from aiond.events.journal import Journal
+from aiond.events.kafka import KafkaRelay
 from aiond.events.sink import LocalSink
 from aiond.execution.admission import Admission
 from aiond.execution.breakers import BreakerBoard
@@ -40,7 +42,7 @@ from aiond.serving import reporting
 from aiond.serving.telemetry import Metrics
 from aiond.settings import Settings
 from aiond.state.lock import StateDirLock
-from aiond.state.sqlite import SqliteState
+from aiond.state.sqlite import OUTBOX_BYTES, SqliteState
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -106,18 +108,16 @@ async def assemble(
     stack.callback(lock.release)
     state = SqliteState.open(settings.state_dir, initialise=settings.init_state)
     stack.callback(state.close)
-    sink = LocalSink(
-        settings.state_dir, segment_bytes=settings.event_log_segment, keep_bytes=settings.event_log_keep
-    )
-    journal = Journal(sink, on_emit=lambda recorded: reporting.count_audit_event(metrics, recorded))
-    stack.push_async_callback(journal.flush)
+    secrets = backend_for(settings)  # fixed at start-up: files, sops or vault, as the flags say
+    journal = await _journal(settings, metrics, state, secrets, stack)
     authenticator = Authenticator(state)
     denials = DenialReporter(journal.emit, lambda reason: metrics.auth_denials.labels(reason=reason).inc())
     validator = Validator(processes=True)
     stack.callback(validator.close)
     followers = _PolicyFollowers(metrics)
     policies = PolicyStore(
-        state, settings.config_dir, emit=journal.emit, on_change=followers, validator=validator,
+        state, settings.config_dir, emit=journal.emit, committed=journal.committed, on_change=followers,
+        validator=validator,
         trust_keys_dir=settings.trust_keys_dir, secrets_dir=settings.secrets_dir,
     )  # fmt: skip
     stack.push_async_callback(policies.drain)  # a change whose caller left still finishes
@@ -127,7 +127,7 @@ async def assemble(
         policy.breakers,
         on_change=lambda b, before, after: reporting.breaker_changed(metrics, b, before, after),
     )
-    controls = Controls(state, board, journal.emit)
+    controls = Controls(state, board, journal.emit, journal.committed)
     await controls.load()
     ledger = BudgetLedger(state)
     await ledger.load()
@@ -141,7 +141,6 @@ async def assemble(
         ),
     ]
     metrics.read_levels(lambda: reporting.levels(ledger, admission))
-    secrets = backend_for(settings)  # fixed at start-up: files, sops or vault, as the flags say
 
     def trust() -> tuple[Trust, Path] | None:
         current = policies.active
@@ -149,7 +148,7 @@ async def assemble(
 
     modules = Modules(
         settings.modules_dir, cache_dir=settings.state_dir / "wasm-cache", secrets=secrets, backend=state,
-        emit=journal.emit, trust=trust, sandbox_uid=settings.sandbox_uid,
+        emit=journal.emit, trust=trust, sandbox_uid=settings.sandbox_uid, committed=journal.committed,
     )  # fmt: skip
     await modules.load()
     followers.followers.append(lambda a: _later(modules.refresh()))  # the trust policy may have changed
@@ -172,6 +171,43 @@ async def assemble(
         denials=denials, policies=policies, controls=controls, ledger=ledger, admission=admission,
         modules=modules, executor=executor,
     )  # fmt: skip
+
+
+async def _journal(
+    settings: Settings,
+    metrics: Metrics,
+    state: SqliteState,
+    secrets: SecretsBackend,
+    stack: contextlib.AsyncExitStack,
+) -> Journal:
+    """The journal over the outbox, and with ``--kafka-config`` the relay that delivers it to Kafka.
+    Before anything else writes, what a crash left in the outbox reaches the local log."""
+    sink = LocalSink(
+        settings.state_dir, segment_bytes=settings.event_log_segment, keep_bytes=settings.event_log_keep
+    )
+    delivery = reporting.DeliveryReporter(metrics)
+    relay = None
+    limit = OUTBOX_BYTES
+    if settings.kafka_config is not None:
+        from aion.kafka.config import client_settings
+        from aion.kafka.config import load as load_kafka
+
+        kafka = load_kafka(settings.kafka_config)
+        limit = kafka.outbox_max_bytes
+        relay = KafkaRelay(state, kafka.topic_for, client_settings(kafka, secrets), observer=delivery)
+    state.configure_outbox(kafka=relay is not None, max_bytes=limit)
+    metrics.outbox_limit_bytes.set(limit)
+    journal = Journal(
+        sink, on_emit=lambda recorded: reporting.count_audit_event(metrics, recorded), outbox=state,
+        kafka=relay is not None, on_outbox=delivery.wrote(relay.wake if relay is not None else None),
+    )  # fmt: skip
+    await journal.committed()
+    delivery.levels(state.outbox_levels(), state.shed)
+    if relay is not None:
+        relay.start()
+        stack.callback(relay.close)  # after the journal's last batch (stack closes in reverse order)
+    stack.push_async_callback(journal.flush)
+    return journal
 
 
 _pending: set[asyncio.Task[None]] = set()

@@ -1,14 +1,16 @@
 """What aiond keeps durably, as one interface (:class:`StateBackend`) and the records it stores:
-policy versions, activations, API credentials, runtime intent modes and daily spend. Every method
-that changes something is one transaction, so a crash at any moment leaves either the state before
-the change or the state after it. :mod:`aiond.state.sqlite` is the implementation."""
+policy versions, activations, API credentials, runtime intent modes, daily spend and the event
+outbox. Every method that changes something is one transaction, so a crash at any moment leaves
+either the state before the change or the state after it; a change made by an admin takes its audit
+event (``audit=``) into the outbox in that same transaction, so the change never survives without
+its record, nor the record without the change. :mod:`aiond.state.sqlite` is the implementation."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, TypeAlias, TypeVar
 
 from aion.errors import Stale
 
@@ -75,6 +77,37 @@ class ModuleParallelism:
     reason: str
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One event waiting in the outbox."""
+
+    seq: int
+    id: str
+    topic: str
+    key: str
+    """The Kafka partition key: the task's id for task events, the target for audit events."""
+    body: bytes
+    """The encoded event: one line of the event log, newline included."""
+    audit: bool
+    at: float
+    """When it was written (Unix seconds)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OutboxLevels:
+    """What waits in the outbox now."""
+
+    audit: int
+    task: int
+    bytes: int
+    oldest_at: float | None
+
+
+T = TypeVar("T")
+AuditFor: TypeAlias = "Callable[[T], dict[str, Any]] | None"
+"""The audit event of a change, made from its result inside the change's transaction."""
+
+
 class StaleActiveVersion(Stale):
     """The active version is not the one the caller expected (optimistic concurrency)."""
 
@@ -92,6 +125,7 @@ class StateBackend(Protocol):
         source: str,
         description: str,
         expected_active_tag: str | None = None,
+        audit: AuditFor[StoredVersion] = None,
     ) -> StoredVersion:
         """Store a new version and make it active, atomically. Raises :class:`StaleActiveVersion` when
         ``expected_active_tag`` is given and is not the active version's tag."""
@@ -116,32 +150,62 @@ class StateBackend(Protocol):
 
     # runtime intent modes
     def intent_modes(self) -> list[IntentMode]: ...
-    def set_intent_mode(self, mode: IntentMode | None, intent: str) -> None:
+    def set_intent_mode(
+        self, mode: IntentMode | None, intent: str, *, audit: dict[str, Any] | None = None
+    ) -> None:
         """Store ``mode`` for ``intent``; None removes it (back to what the policy says)."""
         ...
 
     # runtime module parallelism
     def module_parallelism(self) -> list[ModuleParallelism]: ...
-    def set_module_parallelism(self, setting: ModuleParallelism) -> None:
+    def set_module_parallelism(
+        self, setting: ModuleParallelism, *, audit: dict[str, Any] | None = None
+    ) -> None:
         """Store ``setting`` for its module (replacing an earlier one)."""
         ...
 
     def last_error(self) -> dict[str, Any] | None: ...
 
     # credentials
-    def add_token(self, record: TokenRecord) -> None: ...
+    def add_token(self, record: TokenRecord, *, audit: dict[str, Any] | None = None) -> None: ...
     def token(self, token_id: str) -> TokenRecord | None: ...
     def token_for_identity(self, identity: str) -> TokenRecord | None: ...
     def tokens(self, *, include_revoked: bool = False) -> list[TokenRecord]: ...
-    def revoke_token(self, name_or_id: str, at: dt.datetime) -> TokenRecord: ...
+    def revoke_token(
+        self, name_or_id: str, at: dt.datetime, *, audit: AuditFor[TokenRecord] = None
+    ) -> TokenRecord: ...
+
+    # the event outbox
+    def configure_outbox(self, *, kafka: bool, max_bytes: int) -> None:
+        """Whether events wait for Kafka too, and how many bytes of events may wait at most."""
+        ...
+
+    def outbox_add(self, events: Sequence[dict[str, Any]]) -> None:
+        """Write audit events to the outbox, in one transaction. Raises EventsBacklogged when they do not
+        fit even after task events are shed."""
+        ...
+
+    def outbox_add_tasks(self, rows: Sequence[tuple[str, str, str, str]]) -> dict[str, int]:
+        """Write encoded task events ``(id, topic, key, line)``, in one transaction; those that do not
+        fit are shed. Returns the count shed, by topic."""
+        ...
+
+    def outbox_unlogged(self, *, limit: int) -> list[OutboxRow]: ...
+    def outbox_logged(self, seqs: Sequence[int]) -> None: ...
+    def outbox_undelivered(self, *, after: int, limit: int) -> list[OutboxRow]: ...
+    def outbox_delivered(self, seqs: Sequence[int]) -> None: ...
+    def outbox_levels(self) -> OutboxLevels: ...
 
     def close(self) -> None: ...
 
 
 __all__ = [
     "Activation",
+    "AuditFor",
     "IntentMode",
     "ModuleParallelism",
+    "OutboxLevels",
+    "OutboxRow",
     "StaleActiveVersion",
     "StateBackend",
     "StoredVersion",

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from aion.errors import InputError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -85,7 +85,25 @@ CREATE TABLE module_parallelism (
     reason TEXT NOT NULL DEFAULT ''
 );
 """
-_MIGRATIONS = (_SCHEMA, _SCHEMA_2, _SCHEMA_3, _SCHEMA_4)
+_SCHEMA_5 = """
+CREATE TABLE outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    key TEXT NOT NULL,
+    body BLOB NOT NULL,
+    audit INTEGER NOT NULL,
+    logged INTEGER NOT NULL,
+    delivered INTEGER NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX outbox_unlogged ON outbox (seq) WHERE logged = 0;
+CREATE INDEX outbox_undelivered ON outbox (seq) WHERE delivered = 0;
+"""
+"""The event outbox: every audit event, written in the transaction of the change it records, and,
+with Kafka, every task event, until the local log (``logged``) and Kafka (``delivered``) both have it.
+``body`` is the encoded event (one line of the log); ``key`` its Kafka partition key."""
+_MIGRATIONS = (_SCHEMA, _SCHEMA_2, _SCHEMA_3, _SCHEMA_4, _SCHEMA_5)
 """Step i brings a database at schema i to schema i + 1."""
 
 

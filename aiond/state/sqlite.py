@@ -12,17 +12,22 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from aion.errors import ConflictError, InputError, storage_error
+from aion.errors import ConflictError, EventsBacklogged, InputError, storage_error
+from aion.eventlog import encode
 from aiond.state import schema
 from aiond.state.backend import (
     Activation,
+    AuditFor,
     IntentMode,
     ModuleParallelism,
+    OutboxLevels,
+    OutboxRow,
     StaleActiveVersion,
     StoredVersion,
     TokenRecord,
@@ -30,6 +35,10 @@ from aiond.state.backend import (
 from aiond.state.schema import SCHEMA_VERSION
 
 DB_NAME = "state.db"
+OUTBOX_BYTES = 256 * 1024 * 1024
+"""How many bytes of events may wait in the outbox, unless the Kafka settings say otherwise."""
+_IN_CHUNK = 500
+"""Row numbers per ``IN (...)`` list: well under SQLite's limit on bound parameters."""
 
 
 def _now() -> dt.datetime:
@@ -62,6 +71,17 @@ class SqliteState:
         except sqlite3.Error as exc:
             raise InputError(f"cannot open the state database {path}: {exc}") from exc
         self._reader: sqlite3.Connection | None = None
+        self._outbox_reader: sqlite3.Connection | None = None
+        self._outbox_read_lock = threading.Lock()
+        self._kafka: bool | None = None
+        """Whether audit events wait for Kafka too: set by the daemon, which records it in ``meta`` for
+        other processes on the same state (``aiond token``) to follow."""
+        self._outbox_max = OUTBOX_BYTES
+        self._outbox: list[int] | None = None
+        """[audit events, task events, bytes] in the outbox, kept with every change (None: not
+        counted yet). Changed only under the write lock, and put back when a transaction fails."""
+        self.shed: dict[str, int] = {}
+        """Task events shed because the outbox was full, by topic, since start."""
         try:
             try:
                 path.chmod(0o600)
@@ -121,6 +141,8 @@ class SqliteState:
         """One write transaction, taken up front (BEGIN IMMEDIATE) so it never fails half-way on a
         lock upgrade; committed on success, rolled back on any error."""
         with self._lock:
+            counted = None if self._outbox is None else list(self._outbox)
+            shed = dict(self.shed)
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
@@ -129,6 +151,7 @@ class SqliteState:
                 except BaseException:
                     if self._db.in_transaction:  # SQLite may have rolled back already (a failed COMMIT)
                         self._db.execute("ROLLBACK")
+                    self._outbox, self.shed = counted, shed  # the rows they counted are back as they were
                     raise
             except sqlite3.OperationalError as exc:
                 raise _storage_error(exc, self.path) from exc
@@ -149,6 +172,7 @@ class SqliteState:
         source: str,
         description: str,
         expected_active_tag: str | None = None,
+        audit: AuditFor[StoredVersion] = None,
     ) -> StoredVersion:
         created = _now()
         with self._tx() as db:
@@ -177,7 +201,10 @@ class SqliteState:
                     "INSERT INTO policy_files (version, path, blob) VALUES (?, ?, ?)", (number, path, digest)
                 )
             db.execute("INSERT INTO policy_activations (version, at) VALUES (?, ?)", (number, _iso(created)))
-        return StoredVersion(number, tag, author, created, source, description)
+            stored = StoredVersion(number, tag, author, created, source, description)
+            if audit is not None:
+                self._add_audit(db, [audit(stored)])
+        return stored
 
     _VERSION_COLUMNS = "number, tag, author, created_at, source, description"
 
@@ -264,8 +291,12 @@ class SqliteState:
         rows = self._read("SELECT intent, mode, set_by, set_at, reason FROM intent_modes ORDER BY intent")
         return [IntentMode(r[0], r[1], r[2], dt.datetime.fromisoformat(r[3]), r[4]) for r in rows]
 
-    def set_intent_mode(self, mode: IntentMode | None, intent: str) -> None:
+    def set_intent_mode(
+        self, mode: IntentMode | None, intent: str, *, audit: dict[str, Any] | None = None
+    ) -> None:
         with self._tx() as db:
+            if audit is not None:
+                self._add_audit(db, [audit])
             if mode is None:
                 db.execute("DELETE FROM intent_modes WHERE intent = ?", (intent,))
             else:
@@ -284,8 +315,12 @@ class SqliteState:
         )
         return [ModuleParallelism(r[0], int(r[1]), r[2], dt.datetime.fromisoformat(r[3]), r[4]) for r in rows]
 
-    def set_module_parallelism(self, setting: ModuleParallelism) -> None:
+    def set_module_parallelism(
+        self, setting: ModuleParallelism, *, audit: dict[str, Any] | None = None
+    ) -> None:
         with self._tx() as db:
+            if audit is not None:
+                self._add_audit(db, [audit])
             db.execute(
                 "INSERT INTO module_parallelism (module, parallelism, set_by, set_at, reason) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (module) DO UPDATE SET "
@@ -312,9 +347,11 @@ class SqliteState:
             identity=row[8],
         )
 
-    def add_token(self, record: TokenRecord) -> None:
+    def add_token(self, record: TokenRecord, *, audit: dict[str, Any] | None = None) -> None:
         try:
             with self._tx() as db:
+                if audit is not None:
+                    self._add_audit(db, [audit])
                 db.execute(
                     f"INSERT INTO tokens ({self._TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
@@ -353,7 +390,9 @@ class SqliteState:
         rows = self._read(f"SELECT {self._TOKEN_COLUMNS} FROM tokens {where} ORDER BY created_at, id")
         return [self._token(r) for r in rows]
 
-    def revoke_token(self, name_or_id: str, at: dt.datetime) -> TokenRecord:
+    def revoke_token(
+        self, name_or_id: str, at: dt.datetime, *, audit: AuditFor[TokenRecord] = None
+    ) -> TokenRecord:
         with self._tx() as db:
             # An id names one credential exactly; only when no live id matches is it taken as a name.
             row = (
@@ -371,13 +410,193 @@ class SqliteState:
                     f"no live credential is named {name_or_id!r}", hint="list them with: aiond token list"
                 )
             db.execute("UPDATE tokens SET revoked_at = ? WHERE id = ?", (_iso(at), row[0]))
-        return dataclasses.replace(self._token(row), revoked_at=at)
+            revoked = dataclasses.replace(self._token(row), revoked_at=at)
+            if audit is not None:
+                self._add_audit(db, [audit(revoked)])
+        return revoked
+
+    # -- the event outbox ---------------------------------------------------------------------------
+
+    def configure_outbox(self, *, kafka: bool, max_bytes: int) -> None:
+        """Without Kafka, events that waited for it (a daemon that had Kafka before) stay only in the
+        local log from now on."""
+        with self._tx() as db:
+            if not kafka:
+                db.execute("UPDATE outbox SET delivered = 1 WHERE delivered = 0")
+                db.execute("DELETE FROM outbox WHERE logged = 1 AND delivered = 1")
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES ('outbox_kafka', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                ("1" if kafka else "0",),
+            )
+            self._outbox = None
+            self._counted(db)
+        self._kafka, self._outbox_max = kafka, max_bytes
+
+    def _counted(self, db: sqlite3.Connection) -> list[int]:
+        """The outbox's counts (audit events, task events, bytes), counted once (under the write lock)."""
+        if self._outbox is None:
+            counts = [0, 0, 0]
+            for audit, count, size in db.execute(
+                "SELECT audit, count(*), COALESCE(sum(length(body)), 0) FROM outbox GROUP BY audit"
+            ):
+                counts[0 if audit else 1] += int(count)
+                counts[2] += int(size)
+            self._outbox = counts
+        return self._outbox
+
+    def _add_audit(self, db: sqlite3.Connection, events: Sequence[dict[str, Any]]) -> None:
+        """Audit events into the outbox, inside the caller's transaction. When they do not fit, the
+        oldest task events make room; when even that is not enough, the whole change is refused."""
+        counts = self._counted(db)
+        rows = [
+            (str(e["id"]), str(e["topic"]), str(e.get("target") or ""), encode(e).encode()) for e in events
+        ]
+        size = sum(len(r[3]) for r in rows)
+        if counts[2] + size > self._outbox_max:
+            self._shed_oldest(db, counts[2] + size - self._outbox_max)
+        if counts[2] + size > self._outbox_max:
+            raise EventsBacklogged(
+                f"the event outbox is full ({counts[2]:,} bytes of events are waiting for Kafka, the limit "
+                f"is {self._outbox_max:,}): this change is refused, since its audit event would be lost",
+                hint="get Kafka delivering again (aiond's log and aion_kafka_produce_errors_total say why "
+                "it is not), or raise kafka.delivery.outbox_max_bytes and restart aiond",
+            )
+        if self._kafka is None:
+            row = db.execute("SELECT value FROM meta WHERE key = 'outbox_kafka'").fetchone()
+            self._kafka = row is not None and row[0] == "1"
+        delivered = 0 if self._kafka else 1
+        now = time.time()
+        db.executemany(
+            "INSERT INTO outbox (id, topic, key, body, audit, logged, delivered, at) "
+            "VALUES (?, ?, ?, ?, 1, 0, ?, ?)",
+            [(*row, delivered, now) for row in rows],
+        )
+        counts[0] += len(rows)
+        counts[2] += size
+
+    def _shed_oldest(self, db: sqlite3.Connection, need: int) -> None:
+        """Delete the oldest task events until ``need`` bytes are free (or none is left)."""
+        counts = self._counted(db)
+        freed = 0
+        while freed < need:
+            found = db.execute(
+                "SELECT seq, topic, length(body) FROM outbox WHERE audit = 0 ORDER BY seq LIMIT 1000"
+            ).fetchall()
+            if not found:
+                return
+            taken = []
+            for seq, topic, size in found:
+                taken.append(seq)
+                freed += size
+                counts[1] -= 1
+                counts[2] -= size
+                self.shed[topic] = self.shed.get(topic, 0) + 1
+                if freed >= need:
+                    break
+            for chunk in _chunks(taken):
+                db.execute(f"DELETE FROM outbox WHERE seq IN ({_marks(chunk)})", chunk)
+
+    def outbox_add(self, events: Sequence[dict[str, Any]]) -> None:
+        with self._tx() as db:
+            self._add_audit(db, events)
+
+    def outbox_add_tasks(self, rows: Sequence[tuple[str, str, str, str]]) -> dict[str, int]:
+        shed: dict[str, int] = {}
+        with self._tx() as db:
+            counts = self._counted(db)
+            kept = []
+            for event_id, topic, key, line in rows:
+                body = line.encode()
+                if counts[2] + len(body) > self._outbox_max:
+                    shed[topic] = shed.get(topic, 0) + 1
+                    continue
+                counts[1] += 1
+                counts[2] += len(body)
+                kept.append((event_id, topic, key, body))
+            now = time.time()
+            db.executemany(
+                "INSERT INTO outbox (id, topic, key, body, audit, logged, delivered, at) "
+                "VALUES (?, ?, ?, ?, 0, 1, 0, ?)",
+                [(*row, now) for row in kept],
+            )
+            for topic, count in shed.items():
+                self.shed[topic] = self.shed.get(topic, 0) + count
+        return shed
+
+    _OUTBOX_COLUMNS = "seq, id, topic, key, body, audit, at"
+
+    def _outbox_rows(self, sql: str, args: Sequence[Any]) -> list[OutboxRow]:
+        """Outbox reads have their own connection: the Kafka relay reads thousands of rows at a time,
+        and must not hold up token lookups on the event loop."""
+        with self._outbox_read_lock:
+            if self._outbox_reader is None:
+                self._outbox_reader = sqlite3.connect(
+                    self.path, isolation_level=None, check_same_thread=False, timeout=10.0
+                )
+                self._outbox_reader.execute("PRAGMA busy_timeout = 10000")
+                self._outbox_reader.execute("PRAGMA query_only = ON")
+            found = self._outbox_reader.execute(sql, args).fetchall()
+        return [OutboxRow(int(r[0]), r[1], r[2], r[3], bytes(r[4]), bool(r[5]), float(r[6])) for r in found]
+
+    def outbox_unlogged(self, *, limit: int) -> list[OutboxRow]:
+        return self._outbox_rows(
+            f"SELECT {self._OUTBOX_COLUMNS} FROM outbox WHERE logged = 0 ORDER BY seq LIMIT ?", (limit,)
+        )
+
+    def outbox_undelivered(self, *, after: int, limit: int) -> list[OutboxRow]:
+        return self._outbox_rows(
+            f"SELECT {self._OUTBOX_COLUMNS} FROM outbox WHERE delivered = 0 AND seq > ? ORDER BY seq LIMIT ?",
+            (after, limit),
+        )
+
+    def outbox_logged(self, seqs: Sequence[int]) -> None:
+        self._outbox_done(seqs, "logged", "delivered")
+
+    def outbox_delivered(self, seqs: Sequence[int]) -> None:
+        self._outbox_done(seqs, "delivered", "logged")
+
+    def _outbox_done(self, seqs: Sequence[int], done: str, other: str) -> None:
+        """Mark rows ``done`` (logged or delivered); those the other side has too leave the outbox."""
+        if not seqs:
+            return
+        with self._tx() as db:
+            counts = self._counted(db)
+            for chunk in _chunks(seqs):
+                marks = _marks(chunk)
+                for audit, count, size in db.execute(
+                    f"SELECT audit, count(*), COALESCE(sum(length(body)), 0) FROM outbox "
+                    f"WHERE seq IN ({marks}) AND {other} = 1 GROUP BY audit",
+                    chunk,
+                ).fetchall():
+                    counts[0 if audit else 1] -= int(count)
+                    counts[2] -= int(size)
+                db.execute(f"DELETE FROM outbox WHERE seq IN ({marks}) AND {other} = 1", chunk)
+                db.execute(f"UPDATE outbox SET {done} = 1 WHERE seq IN ({marks})", chunk)
+
+    def outbox_levels(self) -> OutboxLevels:
+        oldest = self._outbox_rows(f"SELECT {self._OUTBOX_COLUMNS} FROM outbox ORDER BY seq LIMIT 1", ())
+        with self._lock:
+            counts = self._counted(self._db) if self._outbox is None else self._outbox
+            audit, task, size = counts
+        return OutboxLevels(audit, task, max(size, 0), oldest[0].at if oldest else None)
 
     def close(self) -> None:
-        with self._lock, self._read_lock:
+        with self._lock, self._read_lock, self._outbox_read_lock:
             if self._reader is not None:
                 self._reader.close()
+            if self._outbox_reader is not None:
+                self._outbox_reader.close()
             self._db.close()
+
+
+def _chunks(seqs: Sequence[int]) -> Iterator[list[int]]:
+    for start in range(0, len(seqs), _IN_CHUNK):
+        yield list(seqs[start : start + _IN_CHUNK])
+
+
+def _marks(chunk: Sequence[int]) -> str:
+    return ", ".join("?" * len(chunk))
 
 
 _FULL = frozenset({sqlite3.SQLITE_FULL})
@@ -398,4 +617,4 @@ def _storage_error(exc: sqlite3.OperationalError, path: Path) -> Exception:
     return exc
 
 
-__all__ = ["DB_NAME", "SCHEMA_VERSION", "SqliteState"]
+__all__ = ["DB_NAME", "OUTBOX_BYTES", "SCHEMA_VERSION", "SqliteState"]

@@ -88,7 +88,7 @@ def drop_a_table(db: Path) -> None:
     ("damage", "found"),
     [
         (damage_a_page, "is damaged: database disk image is malformed"),
-        (drop_a_table, "is damaged: it lacks table spend, which schema 4 needs"),
+        (drop_a_table, "is damaged: it lacks table spend, which schema 5 needs"),
     ],
     ids=["page-corrupted", "table-dropped"],
 )

@@ -52,10 +52,13 @@ class Aiond:
         config_dir: Path = EXAMPLES,
         extra_args: Sequence[str] = (),
         command_prefix: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
     ) -> None:
         """``command_prefix`` runs aiond under another program, for example
-        ``("prlimit", "--nofile=256:256")`` to start it with a small open-file limit."""
+        ``("prlimit", "--nofile=256:256")`` to start it with a small open-file limit; ``env`` adds to
+        its environment."""
         self.workdir = workdir
+        self.env = dict(env or {})
         self.config_dir = config_dir
         self.extra_args = list(extra_args)
         self.command_prefix = list(command_prefix)
@@ -81,7 +84,7 @@ class Aiond:
             "--secrets-dir", str(self.workdir / "secrets"),
             *self.extra_args,
         ]  # fmt: skip
-        return ManagedProcess("aiond", argv, log_path=self.workdir / "aiond.log", env=clean_env())
+        return ManagedProcess("aiond", argv, log_path=self.workdir / "aiond.log", env=clean_env(self.env))
 
     def start(self, timeout: float = 30.0) -> Aiond:
         def launch() -> ManagedProcess:

@@ -1,0 +1,246 @@
+"""aiond delivers every event to the rig's real Kafka broker through its outbox: audit events are never
+lost, through a broker outage, a SIGKILL of aiond, or a SIGKILL between a policy commit and its event."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from aion.api.v1 import policies_pb2, policies_pb2_grpc
+from aion.envelopes import DECISIONS_TOPIC, LIFECYCLE_TOPIC
+from tests.e2e.test_policy_crash import variants
+from tests.e2e.test_tasks import submit, write_config
+from tests.integration.delivery import Consumed, consume, delivery_config
+from tests.rig.daemon import Aiond
+from tests.rig.procs import poll
+from tests.rig.providers import StandIn
+from tests.rig.services import KafkaBroker
+
+OUTAGE_SECONDS = 30.0
+"""How long the broker stays down in the zero-loss test (the issue's scenario)."""
+
+
+@pytest.fixture
+def stand_in() -> Iterator[StandIn]:
+    with StandIn() as server:
+        yield server
+
+
+def _trail(daemon: Aiond) -> list[dict[str, Any]]:
+    path = daemon.state_dir / "audit.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _task_events(daemon: Aiond) -> list[dict[str, Any]]:
+    events = []
+    for path in sorted(daemon.state_dir.glob("events*.jsonl")):
+        for line in path.read_text().splitlines():
+            event = json.loads(line)
+            if event["topic"] in (DECISIONS_TOPIC, LIFECYCLE_TOPIC):
+                events.append(event)
+    return events
+
+
+def _metric(daemon: Aiond, name: str) -> float:
+    import httpx
+
+    text = httpx.get(f"http://{daemon.http_addr}/metrics", timeout=10).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+class _Workload:
+    """Tasks and policy applies in a loop against whatever address the daemon has now, counting what
+    was acknowledged; calls made while it is down or restarting fail and are not counted."""
+
+    def __init__(self, daemon: Aiond, config: Path) -> None:
+        self.daemon = daemon
+        self.sets = variants(config, 2000)
+        self.versions: list[int] = []
+        self.tasks = 0
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._applies), threading.Thread(target=self._tasks)]
+
+    def __enter__(self) -> _Workload:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(60)
+
+    def _applies(self) -> None:
+        for files in self.sets:
+            if self.stop.is_set():
+                return
+            try:
+                with self.daemon.channel() as channel:
+                    reply = policies_pb2_grpc.PolicyServiceStub(channel).ApplyPolicy(
+                        policies_pb2.ApplyPolicyRequest(files=files), timeout=10
+                    )
+                self.versions.append(reply.activation.version.number)
+            except grpc.RpcError:
+                self.stop.wait(0.2)
+            self.stop.wait(0.05)
+
+    def _tasks(self) -> None:
+        while not self.stop.is_set():
+            try:
+                reply = submit(self.daemon, "summarize", timeout=10)
+                if reply.task.task_id:
+                    self.tasks += 1
+            except grpc.RpcError:
+                self.stop.wait(0.2)
+
+
+def test_no_audit_event_is_lost_through_a_broker_outage_and_a_sigkill(
+    tmp_path: Path, kafka_broker: KafkaBroker, stand_in: StandIn
+) -> None:
+    config = write_config(tmp_path, stand_in)
+    delivery = delivery_config(kafka_broker, tmp_path, tmp_path / "secrets")
+    daemon = Aiond(tmp_path, config_dir=config, extra_args=["--kafka-config", str(delivery.path)])
+    before = {e["id"] for e in _trail(daemon)}  # the tokens made before aiond had Kafka
+    daemon.start()
+    try:
+        with _Workload(daemon, config) as work:
+            poll(
+                lambda: (len(work.versions) >= 3 and work.tasks >= 3) or None, timeout=60, what="a first load"
+            )
+            kafka_broker.stop()
+            outage = time.monotonic()
+            time.sleep(OUTAGE_SECONDS / 2)  # the scenario: the broker stays down this long
+            daemon.process.signal(signal.SIGKILL)
+            assert daemon.process.wait(timeout=10) == -signal.SIGKILL
+            daemon.start()  # the same state directory, with what the outbox held
+            time.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - outage)))
+            kafka_broker.start()
+            acknowledged = len(work.versions)
+            poll(
+                lambda: len(work.versions) >= acknowledged + 3 or None,
+                timeout=60,
+                what="applies after the outage",
+            )
+        assert daemon.stop() == 0
+        trail = [e for e in _trail(daemon) if e["id"] not in before]
+        task_events = _task_events(daemon)
+    finally:
+        daemon.stop()
+
+    wanted_audit = {e["id"] for e in trail}
+    wanted_tasks = {e["id"] for e in task_events}
+    topic = delivery.topics
+
+    def complete(seen: Consumed) -> bool:
+        return wanted_audit <= set(seen.ids(topic["audit"])) and wanted_tasks <= (
+            set(seen.ids(topic["decisions"])) | set(seen.ids(topic["lifecycle"]))
+        )
+
+    seen = consume(
+        kafka_broker, [topic["audit"], topic["decisions"], topic["lifecycle"]], until=complete, timeout=120
+    )
+    applied = {
+        int(e["after"]) for e in seen.events[topic["audit"]]
+        if e["action"] == "policy.apply" and e["outcome"] == "success" and e["after"]
+    }  # fmt: skip
+    delivered = sum(len(set(seen.ids(name))) for name in seen.events)
+    print(
+        f"zero-loss: {len(wanted_audit)} audit and {len(wanted_tasks)} task events emitted, "
+        f"{delivered} delivered, {seen.duplicates()} duplicated, shed 0; "
+        f"{len(work.versions)} applies and {work.tasks} tasks acknowledged"
+    )
+    assert set(work.versions) <= applied, "an acknowledged policy version has no audit event in Kafka"
+    for name, events in seen.events.items():
+        copies: dict[str, str] = {}
+        for one in events:  # a duplicate is the same event again, never a different one with its id
+            text = json.dumps(one, sort_keys=True)
+            assert copies.setdefault(one["id"], text) == text, f"{name}: two events share id {one['id']}"
+
+
+def test_an_audit_event_committed_with_its_policy_reaches_kafka_after_a_sigkill(
+    tmp_path: Path, kafka_broker: KafkaBroker, stand_in: StandIn
+) -> None:
+    """The fault the outbox closes: aiond killed right after committing a policy version, before its
+    audit event was written anywhere else. After the restart it is in the local trail and in Kafka."""
+    config = write_config(tmp_path, stand_in)
+    delivery = delivery_config(kafka_broker, tmp_path, tmp_path / "secrets")
+    fault = tmp_path / "kill-after-commit"
+    daemon = Aiond(
+        tmp_path, config_dir=config, extra_args=["--kafka-config", str(delivery.path)],
+        env={"AIOND_TEST_FAULT_FILE": str(fault)},
+    ).start()  # fmt: skip
+    try:
+        fault.touch()
+        with daemon.channel() as channel, pytest.raises(grpc.RpcError):
+            policies_pb2_grpc.PolicyServiceStub(channel).ApplyPolicy(
+                policies_pb2.ApplyPolicyRequest(files=variants(config, 2)[1]), timeout=10
+            )
+        assert daemon.process.wait(timeout=10) == -signal.SIGKILL
+        with sqlite3.connect(f"file:{daemon.state_dir / 'state.db'}?mode=ro", uri=True) as db:
+            number = db.execute("SELECT max(number) FROM policy_versions").fetchone()[0]
+            waiting = db.execute("SELECT count(*) FROM outbox WHERE logged = 0").fetchone()[0]
+        assert waiting == 1  # committed with the version, and nowhere else yet
+        assert not any(e["action"] == "policy.apply" and e["after"] == str(number) for e in _trail(daemon))
+        fault.unlink()
+        daemon.start()
+        assert any(e["action"] == "policy.apply" and e["after"] == str(number) for e in _trail(daemon))
+
+        def found(seen: Consumed) -> bool:
+            return any(
+                e["action"] == "policy.apply" and e["after"] == str(number)
+                for e in seen.events[delivery.topics["audit"]]
+            )
+
+        consume(kafka_broker, [delivery.topics["audit"]], until=found, timeout=60)
+    finally:
+        daemon.stop()
+
+
+def test_without_kafka_the_same_fault_loses_nothing_either(tmp_path: Path, stand_in: StandIn) -> None:
+    """The embedded default keeps the same guarantee: the event reaches the local trail at restart."""
+    config = write_config(tmp_path, stand_in)
+    fault = tmp_path / "kill-after-commit"
+    daemon = Aiond(tmp_path, config_dir=config, env={"AIOND_TEST_FAULT_FILE": str(fault)}).start()
+    try:
+        fault.touch()
+        with daemon.channel() as channel, pytest.raises(grpc.RpcError):
+            policies_pb2_grpc.PolicyServiceStub(channel).ApplyPolicy(
+                policies_pb2.ApplyPolicyRequest(files=variants(config, 2)[1]), timeout=10
+            )
+        assert daemon.process.wait(timeout=10) == -signal.SIGKILL
+        with sqlite3.connect(f"file:{daemon.state_dir / 'state.db'}?mode=ro", uri=True) as db:
+            number = db.execute("SELECT max(number) FROM policy_versions").fetchone()[0]
+        fault.unlink()
+        daemon.start()
+        matching = [e for e in _trail(daemon) if e["action"] == "policy.apply" and e["after"] == str(number)]
+        assert len(matching) == 1
+    finally:
+        daemon.stop()
+
+
+def test_delivery_metrics_follow_the_outbox(
+    tmp_path: Path, kafka_broker: KafkaBroker, stand_in: StandIn
+) -> None:
+    config = write_config(tmp_path, stand_in)
+    delivery = delivery_config(kafka_broker, tmp_path, tmp_path / "secrets")
+    daemon = Aiond(tmp_path, config_dir=config, extra_args=["--kafka-config", str(delivery.path)]).start()
+    try:
+        for _ in range(3):
+            submit(daemon, "summarize")
+        poll(
+            lambda: _metric(daemon, "aion_kafka_delivered_total") >= 6 or None,
+            timeout=30, what="delivery reports counted",
+        )  # fmt: skip
+        poll(lambda: _metric(daemon, "aion_outbox_events{") == 0 or None, timeout=30, what="an empty outbox")
+        assert _metric(daemon, "aion_kafka_connected") == 1
+    finally:
+        daemon.stop()
