@@ -1,5 +1,9 @@
 """The kinds of file aion reads, and how a file's kind is recognised: by its name, by a top-level
-``kind:`` key, or because the user said so (``--kind``)."""
+``kind:`` key, or because the user said so (``--kind``).
+
+Two groups are read by name: the config set the daemon loads (intents, policies, models, modules),
+and the files read on their own (kafka.yml: ``aionctl kafka`` and aiond's event delivery read it,
+and a config set leaves it out, so it never enters the policy history)."""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ class Kind(enum.StrEnum):
     MODULES = "modules"
     AGENT_PACKAGE = "agent-package"
     RUNBOOK = "runbook"
+    KAFKA = "kafka"
 
     @property
     def schema(self) -> str:
@@ -31,8 +36,14 @@ class Kind(enum.StrEnum):
         """Whether the kind belongs to the config set the daemon loads (intents, policies, ...)."""
         return self in CONFIG_SET
 
+    @property
+    def read_alone(self) -> bool:
+        """Whether files of the kind are read on their own, never as part of a config set (kafka)."""
+        return self in READ_ALONE
+
 
 CONFIG_SET = (Kind.INTENTS, Kind.POLICIES, Kind.MODELS, Kind.MODULES)
+READ_ALONE = (Kind.KAFKA,)
 
 _SCHEMAS = {
     Kind.INTENTS: "config/intents",
@@ -41,6 +52,7 @@ _SCHEMAS = {
     Kind.MODULES: "config/modules",
     Kind.AGENT_PACKAGE: "package/agent-package",
     Kind.RUNBOOK: "runbook",
+    Kind.KAFKA: "config/kafka",
 }
 _KIND_VALUES = {
     Kind.INTENTS: "Intents",
@@ -49,14 +61,15 @@ _KIND_VALUES = {
     Kind.MODULES: "Modules",
     Kind.AGENT_PACKAGE: "AgentPackage",
     Kind.RUNBOOK: "Runbook",
+    Kind.KAFKA: "Kafka",
 }
 _BY_KIND_VALUE = {value.lower(): kind for kind, value in _KIND_VALUES.items()}
-_BY_STEM = {kind.value: kind for kind in CONFIG_SET}
+_BY_STEM = {kind.value: kind for kind in (*CONFIG_SET, *READ_ALONE)}
 YAML_SUFFIXES = (".yml", ".yaml")
 
 
 def by_name(path: str) -> Kind | None:
-    """intents.yml, policies.yaml, ... -> the kind; anything else -> None."""
+    """intents.yml, policies.yaml, kafka.yml, ... -> the kind; anything else -> None."""
     pure = PurePath(path)
     if pure.suffix.lower() not in YAML_SUFFIXES:
         return None
@@ -91,4 +104,14 @@ def parse(text: str) -> Kind:
     return Kind(value)
 
 
-__all__ = ["CONFIG_SET", "YAML_SUFFIXES", "Kind", "by_content", "by_name", "declared", "kind_values", "parse"]
+__all__ = [
+    "CONFIG_SET",
+    "READ_ALONE",
+    "YAML_SUFFIXES",
+    "Kind",
+    "by_content",
+    "by_name",
+    "declared",
+    "kind_values",
+    "parse",
+]

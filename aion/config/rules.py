@@ -2,7 +2,8 @@
 documentation ``aionctl explain RULE`` prints.
 
 Ids never change meaning and are never reused. Ranges: AION0xx reading files, AION1xx schemas,
-AION2xx references between files, AION3xx privacy, AION4xx budgets, latency and reachability.
+AION2xx references between files, AION3xx privacy, AION4xx budgets, latency and reachability,
+AION5xx the Kafka file (kafka.yml).
 """
 
 from __future__ import annotations
@@ -538,6 +539,91 @@ _RULES = (
         Module verification fails closed: a module whose reference matches no trust rule (and no
         named development exception) is never installed. Add trust.rules to policies.yml for the
         registries your modules come from.
+        """,
+    ),
+    # -- the Kafka file ----------------------------------------------------------------------------
+    Rule(
+        "AION501",
+        "kafka-broker-address",
+        _E,
+        "A bootstrap server is not HOST:PORT.",
+        """
+        kafka.bootstrap_servers lists the brokers a client connects to first, each as HOST:PORT (a
+        host name or IPv4 address) or [IPV6]:PORT, with a port from 1 to 65535 and no scheme:
+        `kafka-1.internal:9093`, not `kafka://kafka-1.internal:9093`.
+        """,
+    ),
+    Rule(
+        "AION502",
+        "kafka-out-of-range",
+        _E,
+        "A retention or the outbox size is outside its range.",
+        """
+        A topic's retention is a number and a unit (ms, s, m, h, d, w) from 1m to 3650d, or
+        `forever`; it becomes the topic's retention.ms. kafka.delivery.outbox_max_bytes is a size
+        (bytes, or with Ki, Mi or Gi) from 1Mi to 16Gi: the most aiond's local outbox holds of
+        events Kafka has not acknowledged.
+        """,
+    ),
+    Rule(
+        "AION503",
+        "kafka-security",
+        _E,
+        "The security settings do not fit the protocol.",
+        """
+        SASL_SSL and SASL_PLAINTEXT authenticate with SCRAM and need security.sasl (username and
+        password_secret); PLAINTEXT and SSL do not use it, so a sasl section there would be ignored,
+        and so would a tls section with PLAINTEXT or SASL_PLAINTEXT. A client certificate
+        (tls.cert_file) needs its key (tls.key_file), and the other way round; a key passphrase
+        (tls.key_password_secret) needs the key. The default protocol is SASL_SSL.
+        """,
+    ),
+    Rule(
+        "AION504",
+        "kafka-unauthenticated",
+        _W,
+        "Connections to Kafka would not be authenticated (or not encrypted).",
+        """
+        With PLAINTEXT nothing is encrypted and the brokers cannot tell aiond from anyone else; with
+        SSL and no client certificate the connection is encrypted, but aiond is User:ANONYMOUS to the
+        brokers, so ACLs cannot grant it anything of its own. Use SASL_SSL with a SCRAM user, or SSL
+        with tls.cert_file and tls.key_file (mTLS). Fine for a development broker.
+        """,
+    ),
+    Rule(
+        "AION505",
+        "kafka-topic-collision",
+        _E,
+        "Two topic roles have the same topic, or names Kafka confuses.",
+        """
+        Each of the roles decisions, lifecycle, metrics and audit needs a topic of its own: consumers
+        of the audit record must not read task events, and retention differs by role. Kafka also
+        writes '.' as '_' in its metric names, so `aion.audit` and `aion_audit` collide there.
+        """,
+    ),
+    Rule(
+        "AION506",
+        "kafka-topic-config",
+        _E,
+        "A topic config that aion sets otherwise, or that no write could satisfy.",
+        """
+        retention.ms is set with the topic's `retention:` (14d, 36h, forever), not in configs.
+        min.insync.replicas must be a number no larger than the topic's replication_factor: aiond
+        produces with acks=all, and the brokers refuse every such write when fewer replicas than
+        that can be in sync. The audit topic defaults to 2 (1 with a replication factor of 1), so
+        an audit event is on two brokers before it is acknowledged.
+        """,
+    ),
+    Rule(
+        "AION507",
+        "kafka-acl-entry",
+        _E,
+        "An ACL entry lacks what its role needs, or has what it does not use.",
+        """
+        A consumer entry needs group (the consumer group it reads with, the only group it may READ)
+        and topics (the roles it reads: least privilege has no default). A producer entry writes the
+        topics it names, all four when it names none, and has no group; a principal that also
+        consumes gets a consumer entry of its own.
         """,
     ),
 )

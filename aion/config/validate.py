@@ -247,6 +247,10 @@ def check_file(source: Source, options: Options) -> tuple[Kind | None, Document 
     if document is not None:
         if kind is not None:
             findings.extend(schema.check(document, kind, strict=options.strict))
+            if kind is Kind.KAFKA and not any(f.severity is Severity.ERROR for f in findings):
+                from aion.kafka.config import check as check_kafka
+
+                findings.extend(check_kafka(document))
         elif (value := kinds.declared(document.data)) is not None:
             findings.append(_unknown_kind(document, value))
         else:
@@ -255,13 +259,29 @@ def check_file(source: Source, options: Options) -> tuple[Kind | None, Document 
 
 
 def ignored(source: Source, options: Options | None = None) -> bool:
-    """Whether :func:`validate` leaves ``source`` out: a file it recognises neither by name nor by a
-    top-level ``kind:`` (it reports AION008 and checks nothing else). A file that cannot be parsed
-    is not ignored: its errors are findings."""
-    if source.kind is not None or kinds.by_name(source.name) is not None or source.not_a_file:
+    """Whether a config set leaves ``source`` out: a file :func:`validate` recognises neither by name
+    nor by a top-level ``kind:`` (it reports AION008 and checks nothing else), or one of a kind read
+    on its own (:func:`read_alone`). A file that cannot be parsed is not ignored: its errors are
+    findings."""
+    if source.not_a_file:
         return False
+    if source.kind is not None or kinds.by_name(source.name) is not None:
+        return read_alone(source, options)
     kind, _, findings = check_file(source, options or Options())
-    return kind is None and any(f.rule == "AION008" for f in findings)
+    return (kind is None and any(f.rule == "AION008" for f in findings)) or (
+        kind is not None and kind.read_alone
+    )
+
+
+def read_alone(source: Source, options: Options | None = None) -> bool:
+    """Whether ``source`` is of a kind read on its own, never as part of a config set (kafka.yml):
+    :func:`validate` checks it, and a set sent to the daemon leaves it out without a word."""
+    if source.not_a_file:
+        return False
+    kind = source.kind or kinds.by_name(source.name)
+    if kind is None:
+        kind, _, _ = check_file(source, options or Options())
+    return kind is not None and kind.read_alone
 
 
 def _not_a_file(source: Source, what: str) -> Finding:
@@ -429,6 +449,7 @@ __all__ = [
     "check_file",
     "collect",
     "ignored",
+    "read_alone",
     "validate",
     "validate_directory",
     "validate_many",

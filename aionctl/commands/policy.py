@@ -567,7 +567,7 @@ def read_directory(directory: Path) -> tuple[dict[str, bytes], list[str]]:
     Nothing that does not belong to the directory is read: a symbolic link whose target is outside
     it is an InputError naming the link and its target, and so is an entry that is not a regular
     file (a FIFO, a device), before anything is sent."""
-    from aion.config.validate import collect, ignored
+    from aion.config.validate import collect, ignored, read_alone
     from aion.errors import InputError
 
     if not directory.is_dir():
@@ -583,6 +583,8 @@ def read_directory(directory: Path) -> tuple[dict[str, bytes], list[str]]:
     files: dict[str, bytes] = {}
     left_out: list[str] = []
     for source in sources:
+        if read_alone(source):
+            continue  # kafka.yml: aionctl kafka and aiond's event delivery read it, not a policy set
         if ignored(source):
             left_out.append(source.name)
         else:
