@@ -2,13 +2,14 @@
 (routes, statuses, retries, costs), and the test knows how many of each it should count.
 
 The tasks run against the stand-in provider: successes on the local and the API routes, one that is
-rate limited once and retried, and one whose local models all fail (an ERROR).
+rate limited once and retried, and one whose local models all fail (an ERROR). They run once, or twice
+with something in between (see :func:`served_daemon`).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,14 +35,28 @@ class Served:
 
 
 @contextlib.contextmanager
-def served_daemon(root: Path) -> Iterator[Served]:
-    """A daemon on the example config (providers on a stand-in) that has served the tasks above."""
+def served_daemon(root: Path, between: Callable[[Aiond], None] | None = None) -> Iterator[Served]:
+    """A daemon on the example config (providers on a stand-in) that has served the tasks above; with
+    ``between``, it serves them twice and calls ``between(daemon)`` in the middle (so a Prometheus that
+    starts scraping there sees every labelled series before it grows)."""
     with StandIn() as stand_in:
         daemon = Aiond(root, config_dir=write_config(root, stand_in)).start()
         try:
-            yield _run_tasks(daemon, stand_in)
+            served = _run_tasks(daemon, stand_in)
+            if between is not None:
+                between(daemon)
+                again = _run_tasks(daemon, stand_in)
+                served = Served(
+                    daemon, stand_in, served.tasks + again.tasks,
+                    _add(served.by_route, again.by_route), _add(served.by_status, again.by_status),
+                )  # fmt: skip
+            yield served
         finally:
             daemon.stop()
+
+
+def _add(one: dict[str, int], other: dict[str, int]) -> dict[str, int]:
+    return {key: one.get(key, 0) + other.get(key, 0) for key in one.keys() | other.keys()}
 
 
 def _run_tasks(daemon: Aiond, stand_in: StandIn) -> Served:
