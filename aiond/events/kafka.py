@@ -151,30 +151,11 @@ class KafkaRelay:
             if self._failed and now >= replay_at:
                 self._failed = False
                 cursor = 0  # produce again what failed (rows in flight are skipped)
-            produced = 0
-            if len(self._in_flight) < MAX_IN_FLIGHT:
-                rows = self._outbox.outbox_undelivered(after=cursor, limit=BATCH)
-                for row in rows:
-                    if row.seq in self._in_flight:
-                        cursor = row.seq
-                        continue
-                    try:
-                        producer.produce(
-                            self._topic_for(row.topic),
-                            row.body.rstrip(b"\n"),
-                            key=row.key.encode(),
-                            on_delivery=functools.partial(self._report, row.seq, row.topic, row.at),
-                        )
-                    except BufferError:
-                        break  # the producer's queue is full: poll, then go on from here
-                    except Exception as exc:  # a topic name the client refuses, say
-                        self._note(type(exc).__name__, str(exc))
-                        self._failed = True
-                        replay_at = now + self._replay_seconds
-                        break
-                    self._in_flight.add(row.seq)
-                    cursor = row.seq
-                    produced += 1
+            produced, cursor = self._produce(producer, cursor)
+            if produced < 0:
+                produced = 0
+                self._failed = True
+                replay_at = now + self._replay_seconds
             producer.poll(0 if produced else 0.05)
             if self._acked:
                 acked, self._acked = self._acked, []
@@ -189,10 +170,45 @@ class KafkaRelay:
                     min(self._replay_seconds, max(0.05, replay_at - now) if self._failed else 1.0)
                 )
                 self._wake.clear()
-        self._shutdown(producer)
+        self._shutdown(producer, cursor)
 
-    def _shutdown(self, producer: Any) -> None:
-        left = producer.flush(FLUSH_SECONDS)
+    def _produce(self, producer: Any, cursor: int) -> tuple[int, int]:
+        """Hand the producer the rows after ``cursor`` (skipping those in flight), as many as it takes;
+        returns how many (-1 after an error) and the new cursor."""
+        produced = 0
+        if len(self._in_flight) >= MAX_IN_FLIGHT:
+            return produced, cursor
+        for row in self._outbox.outbox_undelivered(after=cursor, limit=BATCH):
+            if row.seq in self._in_flight:
+                cursor = row.seq
+                continue
+            try:
+                producer.produce(
+                    self._topic_for(row.topic),
+                    row.body.rstrip(b"\n"),
+                    key=row.key.encode(),
+                    on_delivery=functools.partial(self._report, row.seq, row.topic, row.at),
+                )
+            except BufferError:
+                break  # the producer's queue is full: poll, then go on from here
+            except Exception as exc:  # a topic name the client refuses, say
+                self._note(type(exc).__name__, str(exc))
+                return -1, cursor
+            self._in_flight.add(row.seq)
+            cursor = row.seq
+            produced += 1
+        return produced, cursor
+
+    def _shutdown(self, producer: Any, cursor: int) -> None:
+        """What the journal wrote last (its final batch comes just before this) is produced too, then
+        the producer has :data:`FLUSH_SECONDS` to deliver it all."""
+        deadline = time.monotonic() + FLUSH_SECONDS
+        while time.monotonic() < deadline:
+            produced, cursor = self._produce(producer, cursor)
+            producer.poll(0)
+            if produced <= 0:
+                break
+        left = producer.flush(max(0.0, deadline - time.monotonic()))
         if self._acked:
             self._outbox.outbox_delivered(self._acked)
             self._acked = []
