@@ -204,7 +204,8 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
         )  # fmt: skip
         self.task_rejections = Counter(
-            "aion_task_rejections", "Tasks refused at admission, by reason (saturated routes, hard rules).",
+            "aion_task_rejections",
+            "Tasks refused before they ran, by code (the router's refusal, or MODULE_SATURATED).",
             ["reason"], registry=self.registry,
         )  # fmt: skip
         self.task_retries = Counter(
@@ -417,9 +418,10 @@ async def _unimplemented(requests: Any, context: grpc.aio.ServicerContext[Any, A
 
 
 def _code_for(exc: BaseException, context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode:
-    if isinstance(exc, asyncio.CancelledError):
-        # grpc cancels the handler both when the client goes away and when the call's deadline
-        # passes; the client sees DEADLINE_EXCEEDED in the second case, and so do the metrics.
+    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+        # grpc cancels the handler (or closes a streaming handler's generator) both when the client
+        # goes away and when the call's deadline passes; the client sees DEADLINE_EXCEEDED in the
+        # second case, and so do the metrics.
         remaining: float | None = context.time_remaining()  # None without a deadline, despite the stubs
         if remaining is not None and remaining <= 0:
             return grpc.StatusCode.DEADLINE_EXCEEDED

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from aiond.serving.telemetry import Metrics
+from tests.rig.daemon import REPO
 from tests.rig.dashboards import (
     DASHBOARDS,
     NAMES,
@@ -100,6 +102,23 @@ def test_every_query_names_only_metrics_the_registry_exports(name: str, exported
     doc = load(DASHBOARDS / name)
     assert all(query.metrics() for query in queries(doc)), "every query reads at least one metric"
     assert unknown_metrics(doc, exported) == []
+
+
+def test_the_observability_guide_lists_every_metric_with_its_type() -> None:
+    exposition = Metrics().exposition().decode()
+    types = dict(line.split()[2:4] for line in exposition.splitlines() if line.startswith("# TYPE "))
+    # prometheus_client writes each counter's and histogram's _created series as a gauge family of its
+    # own; the guide mentions them once.
+    exported = {
+        (name, kind)
+        for name, kind in types.items()
+        if not (name.endswith("_created") and {name[:-8] + "_total", name[:-8]} & types.keys())
+    }
+    guide = (REPO / "docs" / "observability.md").read_text()
+    documented = set(
+        re.findall(r"^\| `([a-z_:]+)` \| (counter|gauge|histogram|summary) \|", guide, re.MULTILINE)
+    )
+    assert documented == exported
 
 
 def test_a_made_up_metric_is_caught(exported: set[str]) -> None:
