@@ -3,6 +3,9 @@ and task events (decisions and lifecycle), each with an id, a topic and a time.
 
 Where events go is not decided here: see :mod:`aion.eventlog` for the local log, and the daemon's
 event room for its one sink.
+
+An event made inside a recorded span (while aiond exports traces) carries that span's ``trace_id``,
+so the trace of the call that caused it can be found from it; others carry none.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import time
 from functools import cache
 from typing import Any
 
+from aion import tracing
 from aion.ids import ulid
 
 AUDIT_TOPIC = "aion.audit.activity"
@@ -65,6 +69,9 @@ def audit(
         "reason": reason,
         "details": details or {},
     }
+    trace = tracing.trace_id()
+    if trace is not None:
+        event["trace_id"] = trace
     errors = [e.message for e in _audit_validator().iter_errors(event)]
     if errors:
         raise ValueError(f"malformed audit event: {'; '.join(errors)}")
@@ -92,9 +99,14 @@ def usd(nano: int) -> str:
 
 
 def event(topic: str, **fields: Any) -> dict[str, Any]:
-    """A task event (decision or lifecycle) with id, topic and time. Not validated here: these are
-    made per task on the hot path, and tests check them against schemas/events/."""
-    return {"id": ulid(), "topic": topic, "time": _now(), **fields}
+    """A task event (decision or lifecycle) with id, topic and time, and the current trace id when
+    there is one. Not validated here: these are made per task on the hot path, and tests check them
+    against schemas/events/."""
+    made = {"id": ulid(), "topic": topic, "time": _now(), **fields}
+    trace = tracing.trace_id()
+    if trace is not None:
+        made.setdefault("trace_id", trace)
+    return made
 
 
 __all__ = [

@@ -8,6 +8,9 @@ Two things keep the log usable during an incident:
 - In json mode every line must be JSON, so grpc's C core, which writes straight to the process's
   stderr, is silenced unless GRPC_VERBOSITY is set explicitly (call :func:`prepare_grpc` before grpc
   is imported).
+
+In json mode a line written inside a span (while traces are exported: :mod:`aiond.tracing`) carries
+its ``trace_id`` and ``span_id``, so a log search and a trace view lead to each other.
 """
 
 from __future__ import annotations
@@ -19,9 +22,12 @@ import os
 import sys
 import time
 
+from aion import tracing
+
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per record: time (UTC, RFC 3339), level, logger, message, and exception text."""
+    """One JSON object per record: time (UTC, RFC 3339), level, logger, message, the trace and span
+    ids when it was written inside a recorded span, and exception text."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
@@ -30,6 +36,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        ids = tracing.current_ids()
+        if ids is not None:
+            entry["trace_id"], entry["span_id"] = ids
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
@@ -71,6 +80,34 @@ def configure(level: str, fmt: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.server").addFilter(BadRequestFilter())
+
+
+class RateFilter(logging.Filter):
+    """On a handler: lets at most ``rate`` records a second (bursts of ``burst``) of the loggers named
+    ``prefix`` or below it through, for a library whose lines aiond does not write itself and which
+    could otherwise fill the log; others pass. The records held back are counted in :attr:`suppressed`.
+    """
+
+    def __init__(self, prefix: str, *, rate: float = 1.0, burst: int = 10) -> None:
+        super().__init__()
+        self._prefix = prefix
+        self._rate = rate
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._last = time.monotonic()
+        self.suppressed = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name != self._prefix and not record.name.startswith(self._prefix + "."):
+            return True
+        now = time.monotonic()
+        self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
+        self._last = now
+        if self._tokens < 1:
+            self.suppressed += 1
+            return False
+        self._tokens -= 1
+        return True
 
 
 class Throttle:

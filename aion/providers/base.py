@@ -23,6 +23,9 @@ raise-for-status, decompression on), so a session needs no default timeout; what
 is the session's own state, so the session should carry no default headers, cookies for other hosts or
 base URL, and should not read proxies or .netrc from the environment (``trust_env=False``). Sessions
 must be made, used and closed inside one running event loop.
+
+Every request carries the W3C ``traceparent`` of the current span while traces are on
+(:mod:`aion.tracing`); nothing else of the caller's context goes to the provider.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ import aiohttp
 import certifi
 from aiohttp.http_exceptions import ContentEncodingError
 
+from aion import tracing
 from aion.config.model import Provider
 from aion.providers.redaction import excerpt
 
@@ -477,6 +481,7 @@ async def exchange(
     _check_url(provider, url)
     data = _encode(payload)
     sent = {**headers, "Content-Type": "application/json"}
+    tracing.inject(sent)  # traceparent, while traces are on: the provider's side joins the task's trace
     try:
         async with asyncio.timeout(timeout):
             response = await _send(client, provider=provider, url=url, headers=sent, data=data, secret=secret)

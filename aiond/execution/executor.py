@@ -42,6 +42,7 @@ from pathlib import Path
 
 import aiohttp
 
+from aion import tracing
 from aion.config.model import ConfigSnapshot, Locality, ModelInfo, Provider, Route
 from aion.errors import InputError, Refused, Saturated
 from aion.ids import ulid
@@ -208,19 +209,21 @@ class Executor:
             route_override=submission.route_override,
         )
         started = time.perf_counter()
-        decision = active.routing.decide(request, live)
-        available = self._ledger.available()
-        over = (
-            isinstance(decision, Decision)
-            and available is not None
-            and decision.estimated_max_nano > available
-        )
-        if over and isinstance(decision, Decision) and available is not None:
-            # Decide again within what is left of today's pool: a cheaper chain may still fit.
-            ceiling = available if decision.budget_nano is None else min(decision.budget_nano, available)
-            decision = active.routing.decide(dataclasses.replace(request, budget_nano=ceiling), live)
-            if isinstance(decision, Refusal) and decision.code == "OVER_BUDGET":
-                decision = Refusal("BUDGET_EXHAUSTED", _EXHAUSTED)
+        with tracing.span("aion.decision", attributes={"aion.intent": submission.intent}) as span:
+            decision = active.routing.decide(request, live)
+            available = self._ledger.available()
+            over = (
+                isinstance(decision, Decision)
+                and available is not None
+                and decision.estimated_max_nano > available
+            )
+            if over and isinstance(decision, Decision) and available is not None:
+                # Decide again within what is left of today's pool: a cheaper chain may still fit.
+                ceiling = available if decision.budget_nano is None else min(decision.budget_nano, available)
+                decision = active.routing.decide(dataclasses.replace(request, budget_nano=ceiling), live)
+                if isinstance(decision, Refusal) and decision.code == "OVER_BUDGET":
+                    decision = Refusal("BUDGET_EXHAUSTED", _EXHAUSTED)
+            _traced_decision(span, decision)
         self._observer.decided(time.perf_counter() - started)
         if isinstance(decision, Refusal):
             self._observer.refused(decision.code)
@@ -480,7 +483,9 @@ class Executor:
                 self._retry_budget.call()
             if not self._controls.board.allow(target.provider, target.key):
                 return last
-            outcome = await self._call(task, call, deadline, phase)
+            with tracing.span("aion.attempt", attributes=_attempt(task, target, phase)) as span:
+                outcome = await self._call(task, call, deadline, phase)
+                _traced_attempt(span, task)
             if isinstance(outcome, Completion):
                 return outcome
             last, retry_after = outcome
@@ -558,10 +563,17 @@ class Executor:
             if not self._controls.board.allow(target.key):
                 return last
             started_at, started = dt.datetime.now(dt.UTC), time.monotonic()
-            outcome = await self._modules.call(
-                spec, task_id=task.task_id, intent=task.intent, step=phase, text=content,
-                timeout_s=deadline - time.monotonic(), place=self._places.pop(task.task_id, None),
-            )  # fmt: skip
+            with (
+                tracing.span("aion.attempt", attributes=_attempt(task, target, phase)) as span,
+                tracing.span(
+                    f"module {target.name}", kind="client", attributes=_module(target, phase)
+                ) as call,
+            ):
+                outcome = await self._modules.call(
+                    spec, task_id=task.task_id, intent=task.intent, step=phase, text=content,
+                    timeout_s=deadline - time.monotonic(), place=self._places.pop(task.task_id, None),
+                )  # fmt: skip
+                _traced_module_call(span, call, outcome)
             elapsed = time.monotonic() - started
             if isinstance(outcome, Failure):
                 self._observer.module_called(target.name, elapsed, outcome.kind.value)
@@ -627,6 +639,57 @@ def _messages(snapshot: ConfigSnapshot, intent_name: str, content: str) -> list[
     if intent is not None and intent.description:
         messages.insert(0, {"role": "system", "content": intent.description})
     return messages
+
+
+def _traced_decision(span: tracing.SpanLike, decision: Decision | Refusal) -> None:
+    if not span.is_recording():
+        return
+    if isinstance(decision, Refusal):
+        span.set_attribute("aion.refusal", decision.code)
+        return
+    span.set_attributes({
+        "aion.route": decision.route.value, "aion.target": decision.target.key,
+        "aion.chosen_by": decision.chosen_by, "aion.reason_codes": list(decision.reason_codes),
+        "aion.fallback_chain": [t.key for t in decision.fallback_chain],
+    })  # fmt: skip
+
+
+def _attempt(task: TaskRecord, target: Target, phase: str) -> dict[str, tracing.AttributeValue] | None:
+    """The attributes of the span of the attempt about to be made (None while tracing is off)."""
+    if not tracing.active():
+        return None
+    return {"aion.task_id": task.task_id, "aion.target": target.key, "aion.attempt": len(task.attempts) + 1,
+            "aion.step": phase}  # fmt: skip
+
+
+def _traced_attempt(span: tracing.SpanLike, task: TaskRecord) -> None:
+    """The outcome of the attempt just recorded, on its span."""
+    if not span.is_recording() or not task.attempts:
+        return
+    attempt = task.attempts[-1]
+    span.set_attribute("aion.outcome", attempt.outcome.name.lower())
+    if attempt.error is not None:
+        tracing.fail(span, attempt.error.code, attempt.error.message)
+
+
+def _module(target: Target, phase: str) -> dict[str, tracing.AttributeValue] | None:
+    if not tracing.active():
+        return None
+    return {"aion.module": target.name, "aion.step": phase}
+
+
+def _traced_module_call(attempt: tracing.SpanLike, call: tracing.SpanLike, outcome: object) -> None:
+    if not attempt.is_recording():
+        return
+    if isinstance(outcome, Failure):
+        kind = "timeout" if outcome.kind is FailureKind.TIMEOUT else "error"
+        for span in (attempt, call):
+            span.set_attribute("aion.outcome", kind)
+            tracing.fail(span, outcome.code, outcome.message)
+        call.set_attribute("aion.module.failure", outcome.kind.value)
+    else:
+        attempt.set_attribute("aion.outcome", "ok")
+        call.set_attribute("aion.outcome", "ok")
 
 
 def _cost(info: ModelInfo, target: Target, answer: Completion) -> int:

@@ -16,6 +16,9 @@ cannot fill the disk with them.
 
 :class:`AuthInterceptor`, inside it, authenticates and authorises every call with the checks of
 :mod:`aiond.security.auth` before the servicer runs.
+
+:class:`TraceInterceptor`, outside the error interceptor and present only while traces are exported
+(:mod:`aiond.tracing`), makes each call's server span.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Any, NoReturn, TypeAlias
 
 import grpc
 
+from aion import tracing
 from aion.errors import Error, Forbidden, InternalError, Unauthenticated, UsageError, transport
 from aion.ids import ulid
 from aiond.logs import Throttle
@@ -264,12 +268,105 @@ class AuthInterceptor(WrapOnce):
         return guarded
 
 
+# -- traces ----------------------------------------------------------------------------------------
+
+SERVER_ERRORS = frozenset(
+    {grpc.StatusCode.UNKNOWN, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNIMPLEMENTED,
+     grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DATA_LOSS}
+)  # fmt: skip
+"""The codes that mark a server span failed, as OpenTelemetry's RPC conventions list them: the others
+(a refusal, a missing token, a bad request) are the caller's outcome, not the server's failure."""
+
+
+class TraceInterceptor(WrapOnce):
+    """A server span for every call, named ``service/method``, continuing the caller's trace when the
+    call's metadata carries a W3C ``traceparent``; its attributes are OpenTelemetry's RPC ones, the
+    final status code included. The task's decision and attempt spans, made by the executor while
+    the call is being handled, become its children.
+
+    Written here rather than taken from opentelemetry-instrumentation-grpc: that package's grpc.aio
+    interceptor makes its spans with the process-wide tracer provider, which aiond does not set (the
+    tracer is :mod:`aion.tracing`'s, present only while traces are exported), it adds the
+    instrumentation framework and wrapt to aiond's dependencies for what is one wrapper, and it
+    wraps each method's handler anew on every call, where :class:`WrapOnce` wraps it once.
+    """
+
+    def wrap(self, handler: Handler, method: str) -> Handler:
+        service, _, name = method.lstrip("/").rpartition("/")
+        attributes: dict[str, tracing.AttributeValue] = {
+            "rpc.system": "grpc", "rpc.service": service, "rpc.method": name,
+        }  # fmt: skip
+        return with_behavior(handler, lambda behavior: self._traced(behavior, method.lstrip("/"), attributes))
+
+    def _traced(self, behavior: Any, name: str, attributes: dict[str, tracing.AttributeValue]) -> Any:
+        if inspect.isasyncgenfunction(behavior):
+
+            async def traced_stream(
+                request: Any, context: grpc.aio.ServicerContext[Any, Any]
+            ) -> AsyncIterator[Any]:
+                with tracing.incoming(name, _carrier(context), attributes) as span:
+                    try:
+                        async for response in behavior(request, context):
+                            yield response
+                    except BaseException as exc:
+                        _ended(span, context, exc)
+                        raise
+                    _ended(span, context, None)
+
+            return traced_stream
+
+        async def traced(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            with tracing.incoming(name, _carrier(context), attributes) as span:
+                try:
+                    response = await behavior(request, context)
+                except BaseException as exc:
+                    _ended(span, context, exc)
+                    raise
+                _ended(span, context, None)
+                return response
+
+        return traced
+
+
+def _carrier(context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:
+    """The trace context entries of a call's metadata (gRPC keys are lower case already)."""
+    carrier: dict[str, str] = {}
+    for key, value in context.invocation_metadata() or ():
+        if key in ("traceparent", "tracestate") and isinstance(value, str):
+            carrier[key] = value
+    return carrier
+
+
+def _ended(
+    span: tracing.SpanLike, context: grpc.aio.ServicerContext[Any, Any], exc: BaseException | None
+) -> None:
+    """Record the call's final code on its span (and mark it failed for a server error)."""
+    if not span.is_recording():
+        return
+    code: grpc.StatusCode
+    if isinstance(exc, asyncio.CancelledError):
+        # Cancelled by grpc: the caller left, or the call's deadline passed (the caller sees that).
+        remaining: float | None = context.time_remaining()  # None without a deadline, despite the stubs
+        expired = remaining is not None and remaining <= 0
+        code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+    elif exc is not None and not isinstance(exc, grpc.aio.AbortError):
+        code = grpc.StatusCode.UNKNOWN
+    else:
+        set_code: grpc.StatusCode | None = context.code()  # None when no code was set, despite the stubs
+        code = set_code if set_code is not None else grpc.StatusCode.OK
+    span.set_attribute("rpc.grpc.status_code", code.value[0])
+    if code in SERVER_ERRORS:
+        tracing.fail(span, code.name, str(context.details() or "")[:300])
+
+
 __all__ = [
     "ERROR_TRAILER",
     "HINT_TRAILER",
+    "SERVER_ERRORS",
     "AuthInterceptor",
     "ErrorInterceptor",
     "Handler",
+    "TraceInterceptor",
     "WrapOnce",
     "abort",
     "grpc_status",

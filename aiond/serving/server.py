@@ -10,9 +10,10 @@ Signals handled by :meth:`Daemon.serve`:
 - SIGHUP: reload the config directory, as ``aionctl policy reload`` does (a bad set is refused and
   logged; the running version stays active).
 
-Start-up order (:meth:`Daemon.startup`): check the config directory, make the runtime (state
-directory, state database, journal, policies: the daemon does not start without a valid version,
-levers, budget, admission, executor), then bind HTTP and gRPC and report ready.
+Start-up order (:meth:`Daemon.startup`): check the config directory, start trace export when an OTLP
+endpoint is configured (:mod:`aiond.tracing`), make the runtime (state directory, state database,
+journal, policies: the daemon does not start without a valid version, levers, budget, admission,
+executor), then bind HTTP and gRPC and report ready.
 
 Shutdown order (:meth:`Daemon.shutdown`), which a test checks:
 
@@ -24,7 +25,8 @@ Shutdown order (:meth:`Daemon.shutdown`), which a test checks:
 6. Close the runtime in the reverse of its making: tasks still running (submitted without waiting) get
    ``--shutdown-grace`` seconds to finish, then are canceled and settled; queued task events are
    written; policy changes whose callers left finish; the validation worker stops; the state database
-   closes and the state directory is released. Phase STOPPED; a stopped daemon cannot be started again.
+   closes and the state directory is released; last, the spans still queued are exported (bounded).
+   Phase STOPPED; a stopped daemon cannot be started again.
 """
 
 from __future__ import annotations
@@ -47,11 +49,12 @@ from aion import __version__
 from aion.addresses import HostPort
 from aion.errors import Error, InputError
 from aiond.serving import http, listeners
-from aiond.serving.interceptors import AuthInterceptor, ErrorInterceptor
+from aiond.serving.interceptors import AuthInterceptor, ErrorInterceptor, TraceInterceptor
 from aiond.serving.runtime import Runtime, assemble
 from aiond.serving.services import admin, event_tail, health, modules, policies, router, tasks
 from aiond.serving.telemetry import CallTracker, Metrics
 from aiond.settings import Settings
+from aiond.tracing import exporting
 
 log = logging.getLogger("aiond")
 
@@ -87,6 +90,7 @@ class Daemon:
         self._closing = contextlib.AsyncExitStack()
         """What startup made, closed in reverse by shutdown (also after a start-up that failed)."""
         self._runtime: Runtime | None = None
+        self._traced = False
         self._grpc: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -136,6 +140,8 @@ class Daemon:
                 f"config directory {s.config_dir} {what}",
                 hint="point --config at the directory of your config set",
             )
+        # Entered first, so closed last: the spans of the runtime's last moments are exported too.
+        self._traced = await self._closing.enter_async_context(exporting(os.environ, version=__version__))
         runtime = await assemble(s, self.metrics, self._closing, grace=self._task_grace)
         self._runtime = runtime
         # HTTP first: an aiohttp runner gives its port back when cleaned up, while a grpc server that
@@ -225,10 +231,12 @@ class Daemon:
     # -- assembly ---------------------------------------------------------------------------------
 
     def _grpc_server(self, rt: Runtime) -> grpc.aio.Server:
-        # Outermost first: the call metrics see every call's final code; the error table answers for
-        # whatever the auth check or a servicer raises.
+        # Outermost first: the call metrics see every call's final code; the server span (when traces
+        # are exported) holds the error table's log lines; the error table answers for whatever the
+        # auth check or a servicer raises.
         guard = AuthInterceptor(rt.authenticator, rt.denials, mtls=self.settings.tls_client_ca is not None)
-        server = listeners.grpc_server(self.settings, [self._tracker, ErrorInterceptor(), guard])
+        traced = [TraceInterceptor()] if self._traced else []
+        server = listeners.grpc_server(self.settings, [self._tracker, *traced, ErrorInterceptor(), guard])
         s = self.settings
         names = [
             health.add_to_server(server, self._health),
