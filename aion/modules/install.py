@@ -368,16 +368,15 @@ def _commit(
             )
         created = store.commit(staged, digest, record["tree"])
         lock[name] = {k: v for k, v in record.items() if k != "tree"}
-        store.write_lock(lock)
-    store.events.append(
-        audit(
+        event = audit(
             principal=options.principal, action="module.install", target=name, before=previous,
             after=str(digest), outcome="success",
             reason=f"verified: {verification.method.value} {verification.signer}".strip(),
             details={"ref": str(ref), "signer": verification.signer, "issuer": verification.issuer,
                      "method": verification.method.value, "sbom": record["sbom"]},
-        )
-    )  # fmt: skip
+        )  # fmt: skip
+        with store.audited(event):
+            store.write_lock(lock)
     return Installed(
         name,
         version,
@@ -398,20 +397,15 @@ def remove(name: str, store: ModuleStore, *, principal: str | None = None) -> di
         if name not in lock:
             raise NotFound(f"no module named {name!r} is installed", hint="aionctl module list shows them")
         entry = lock.pop(name)
-        store.write_lock(lock)
+        event = audit(
+            principal=who, action="module.remove", target=name, before=entry["digest"], after=None,
+            outcome="success",
+        )  # fmt: skip
+        with store.audited(event):
+            store.write_lock(lock)
         digest = Digest.parse(entry["digest"])
         if not any(e.get("digest") == entry["digest"] for e in lock.values()):
             shutil.rmtree(store.module_dir(digest), ignore_errors=True)
-    store.events.append(
-        audit(
-            principal=who,
-            action="module.remove",
-            target=name,
-            before=entry["digest"],
-            after=None,
-            outcome="success",
-        )
-    )
     return entry
 
 

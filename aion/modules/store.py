@@ -113,6 +113,25 @@ class ModuleStore:
     # -- writing -------------------------------------------------------------------------------------
 
     @contextlib.contextmanager
+    def audited(self, event: dict[str, Any]) -> Iterator[None]:
+        """Record ``event`` for the change the block makes. A sink that can hold events (the daemon's
+        journal, whose outbox is durable) writes it before the change and releases it after, so a
+        crash in between leaves it for the next start to reconcile with the lock file; a local store
+        appends it once the change is made."""
+        hold = getattr(self.events, "hold", None)
+        held = hold(event) if hold is not None else None
+        if held is None:
+            yield
+            self.events.append(event)
+            return
+        try:
+            yield
+        except BaseException:
+            held.discard()
+            raise
+        held.release()
+
+    @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
         """Serialise writers (installs, removals) across processes."""
         self.root.mkdir(parents=True, exist_ok=True)

@@ -64,6 +64,29 @@ class Outbox(Protocol):
     def outbox_add_tasks(self, rows: Sequence[tuple[str, str, str, str]]) -> dict[str, int]: ...
     def outbox_unlogged(self, *, limit: int) -> Sequence[Any]: ...
     def outbox_logged(self, seqs: Sequence[int]) -> None: ...
+    def outbox_hold(self, event: dict[str, Any]) -> int: ...
+    def outbox_release(self, seq: int) -> None: ...
+    def outbox_discard(self, seq: int) -> None: ...
+    def outbox_held(self) -> Sequence[Any]: ...
+
+
+class Held:
+    """An audit event written before the change it records (one made outside the state database);
+    :meth:`release` it once the change is done, :meth:`discard` it if the change failed."""
+
+    def __init__(self, journal: Journal, seq: int, event: dict[str, Any]) -> None:
+        self._journal, self._seq, self._event = journal, seq, event
+
+    def release(self) -> None:
+        outbox = self._journal._outbox
+        assert outbox is not None
+        outbox.outbox_release(self._seq)
+        self._journal._drained_from_thread()
+
+    def discard(self) -> None:
+        outbox = self._journal._outbox
+        assert outbox is not None
+        outbox.outbox_discard(self._seq)
 
 
 class Journal:
@@ -176,6 +199,38 @@ class Journal:
         """Record an event now, durably, from a worker thread (the module store's installs run in one);
         the loop learns of it afterwards."""
         recorded = self._record(event)
+        if self._loop is not None:
+            for one in recorded:
+                self._loop.call_soon_threadsafe(self._recorded_in_loop, one)
+
+    def hold(self, event: dict[str, Any]) -> Held | None:
+        """Write ``event`` for a change about to be made outside the state database (a module install
+        renames files), from a worker thread; None without an outbox (record it after the change)."""
+        if self._outbox is None:
+            return None
+        return Held(self, self._outbox.outbox_hold(event), event)
+
+    def reconcile(self, happened: Callable[[dict[str, Any]], bool]) -> int:
+        """At start-up: each event still held (aiond stopped between writing it and releasing it) is
+        released when ``happened`` finds its change done, else discarded. Returns how many were
+        released."""
+        if self._outbox is None:
+            return 0
+        released = 0
+        for row in self._outbox.outbox_held():
+            try:
+                event = json.loads(row.body)
+            except ValueError:
+                event = None
+            if isinstance(event, dict) and happened(event):
+                self._outbox.outbox_release(row.seq)
+                released += 1
+            else:
+                self._outbox.outbox_discard(row.seq)
+        return released
+
+    def _drained_from_thread(self) -> None:
+        recorded = self.drain()
         if self._loop is not None:
             for one in recorded:
                 self._loop.call_soon_threadsafe(self._recorded_in_loop, one)
@@ -437,4 +492,4 @@ def _parse(sequence: int, line: bytes) -> Recorded | None:
     return Recorded(sequence, event) if isinstance(event, dict) else None
 
 
-__all__ = ["AUDIT_NAME", "LOG_NAME", "Journal", "LocalSink", "Position", "Recorded", "Sink"]
+__all__ = ["AUDIT_NAME", "LOG_NAME", "Held", "Journal", "LocalSink", "Position", "Recorded", "Sink"]

@@ -17,12 +17,15 @@ import asyncio
 import contextlib
 import dataclasses
 import gc
+import logging
 from collections.abc import Callable, Coroutine
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from aion.config.model import ConfigSnapshot, Trust
+from aion.errors import Error
+from aion.modules.store import ModuleStore
 from aion.routing import LiveState
 from aion.secrets.base import SecretsBackend
 from aion.secrets.select import backend_for
@@ -201,6 +204,9 @@ async def _journal(
         sink, on_emit=lambda recorded: reporting.count_audit_event(metrics, recorded), outbox=state,
         kafka=relay is not None, on_outbox=delivery.wrote(relay.wake if relay is not None else None),
     )  # fmt: skip
+    released = await asyncio.to_thread(journal.reconcile, _module_change_happened(settings.modules_dir))
+    if released:
+        log.warning("%d module changes made before aiond stopped get their audit events now", released)
     await journal.committed()
     delivery.levels(state.outbox_levels(), state.shed)
     if relay is not None:
@@ -210,6 +216,29 @@ async def _journal(
     return journal
 
 
+def _module_change_happened(store_dir: Path) -> Callable[[dict[str, Any]], bool]:
+    """Whether the install or removal a held audit event records is in the module store's lock file
+    (aiond stopped between writing the event and releasing it). An unreadable lock file keeps the
+    event: a record of a change that may not have happened is better than no record of one that did."""
+    try:
+        lock: dict[str, dict[str, Any]] | None = ModuleStore(store_dir).lock()
+    except Error:
+        lock = None
+
+    def happened(event: dict[str, Any]) -> bool:
+        if lock is None:
+            return True
+        target = str(event.get("target"))
+        if event.get("action") == "module.install":
+            return bool(lock.get(target, {}).get("digest") == event.get("after"))
+        if event.get("action") == "module.remove":
+            return target not in lock
+        return True
+
+    return happened
+
+
+log = logging.getLogger("aiond")
 _pending: set[asyncio.Task[None]] = set()
 
 

@@ -95,6 +95,7 @@ CREATE TABLE outbox (
     audit INTEGER NOT NULL,
     logged INTEGER NOT NULL,
     delivered INTEGER NOT NULL,
+    held INTEGER NOT NULL DEFAULT 0,
     at REAL NOT NULL
 );
 CREATE INDEX outbox_unlogged ON outbox (seq) WHERE logged = 0;
@@ -102,7 +103,9 @@ CREATE INDEX outbox_undelivered ON outbox (seq) WHERE delivered = 0;
 """
 """The event outbox: every audit event, written in the transaction of the change it records, and,
 with Kafka, every task event, until the local log (``logged``) and Kafka (``delivered``) both have it.
-``body`` is the encoded event (one line of the log); ``key`` its Kafka partition key."""
+``body`` is the encoded event (one line of the log); ``key`` its Kafka partition key. A ``held`` event
+records a change made outside the database (a module install renames files): it is written before
+the change and released after it, or reconciled with the files at the next start."""
 _MIGRATIONS = (_SCHEMA, _SCHEMA_2, _SCHEMA_3, _SCHEMA_4, _SCHEMA_5)
 """Step i brings a database at schema i to schema i + 1."""
 

@@ -445,7 +445,9 @@ class SqliteState:
             self._outbox = counts
         return self._outbox
 
-    def _add_audit(self, db: sqlite3.Connection, events: Sequence[dict[str, Any]]) -> None:
+    def _add_audit(
+        self, db: sqlite3.Connection, events: Sequence[dict[str, Any]], *, held: bool = False
+    ) -> None:
         """Audit events into the outbox, inside the caller's transaction. When they do not fit, the
         oldest task events make room; when even that is not enough, the whole change is refused."""
         counts = self._counted(db)
@@ -468,9 +470,9 @@ class SqliteState:
         delivered = 0 if self._kafka else 1
         now = time.time()
         db.executemany(
-            "INSERT INTO outbox (id, topic, key, body, audit, logged, delivered, at) "
-            "VALUES (?, ?, ?, ?, 1, 0, ?, ?)",
-            [(*row, delivered, now) for row in rows],
+            "INSERT INTO outbox (id, topic, key, body, audit, logged, delivered, held, at) "
+            "VALUES (?, ?, ?, ?, 1, 0, ?, ?, ?)",
+            [(*row, delivered, 1 if held else 0, now) for row in rows],
         )
         counts[0] += len(rows)
         counts[2] += size
@@ -500,6 +502,30 @@ class SqliteState:
     def outbox_add(self, events: Sequence[dict[str, Any]]) -> None:
         with self._tx() as db:
             self._add_audit(db, events)
+
+    def outbox_hold(self, event: dict[str, Any]) -> int:
+        """Write an audit event that waits for :meth:`outbox_release` (or :meth:`outbox_discard`)
+        before it goes anywhere; returns its row."""
+        with self._tx() as db:
+            self._add_audit(db, [event], held=True)
+            return int(db.execute("SELECT last_insert_rowid()").fetchone()[0])
+
+    def outbox_release(self, seq: int) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE outbox SET held = 0 WHERE seq = ?", (seq,))
+
+    def outbox_discard(self, seq: int) -> None:
+        """Forget a held event: the change it was to record did not happen."""
+        with self._tx() as db:
+            counts = self._counted(db)
+            row = db.execute("SELECT length(body) FROM outbox WHERE seq = ? AND held = 1", (seq,)).fetchone()
+            if row is not None:
+                db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+                counts[0] -= 1
+                counts[2] -= int(row[0])
+
+    def outbox_held(self) -> list[OutboxRow]:
+        return self._outbox_rows(f"SELECT {self._OUTBOX_COLUMNS} FROM outbox WHERE held = 1 ORDER BY seq", ())
 
     def outbox_add_tasks(self, rows: Sequence[tuple[str, str, str, str]]) -> dict[str, int]:
         shed: dict[str, int] = {}
@@ -541,12 +567,14 @@ class SqliteState:
 
     def outbox_unlogged(self, *, limit: int) -> list[OutboxRow]:
         return self._outbox_rows(
-            f"SELECT {self._OUTBOX_COLUMNS} FROM outbox WHERE logged = 0 ORDER BY seq LIMIT ?", (limit,)
+            f"SELECT {self._OUTBOX_COLUMNS} FROM outbox WHERE logged = 0 AND held = 0 ORDER BY seq LIMIT ?",
+            (limit,),
         )
 
     def outbox_undelivered(self, *, after: int, limit: int) -> list[OutboxRow]:
         return self._outbox_rows(
-            f"SELECT {self._OUTBOX_COLUMNS} FROM outbox WHERE delivered = 0 AND seq > ? ORDER BY seq LIMIT ?",
+            f"SELECT {self._OUTBOX_COLUMNS} FROM outbox WHERE delivered = 0 AND held = 0 AND seq > ? "
+            "ORDER BY seq LIMIT ?",
             (after, limit),
         )
 
