@@ -214,7 +214,8 @@ def test_a_failed_change_discards_its_held_event(state: SqliteState, tmp_path: P
     from aion.modules.store import ModuleStore
 
     store = ModuleStore(tmp_path / "modules", events=Journal(LocalSink(tmp_path), outbox=state))
-    with pytest.raises(OSError, match="lock file"), store.audited(_install_event("summarize_text", "sha256:aa")):
+    event = _install_event("summarize_text", "sha256:aa")
+    with pytest.raises(OSError, match="lock file"), store.audited(event):
         raise OSError("the lock file could not be written")
     assert state.outbox_held() == []
     assert state.outbox_levels().audit == 0
