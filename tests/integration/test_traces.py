@@ -323,6 +323,15 @@ def test_a_refused_call_is_the_callers_outcome_not_a_server_failure(
             )
         assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
         spans = poll(lambda: receiver.trace(trace_id) or None, timeout=15, what="the refused call's span")
+
+        def denial() -> dict[str, Any] | None:
+            result = aionctl(
+                "events", "tail", "-o", "json", "--topic", "aion.audit.activity", env=daemon.aionctl_env()
+            )
+            found = [e for e in map(json.loads, result.stdout.splitlines()) if e.get("action") == "auth.deny"]
+            return found[-1] if found else None
+
+        audit = poll(denial, timeout=15, what="the denial's audit event")
     finally:
         daemon.stop()
     server = one(spans, "aion.v1.TaskService/SubmitTask")
@@ -330,6 +339,8 @@ def test_a_refused_call_is_the_callers_outcome_not_a_server_failure(
     assert server.attributes["rpc.grpc.status_code"] == grpc.StatusCode.PERMISSION_DENIED.value[0]
     assert server.status == "STATUS_CODE_UNSET"
     assert [s.name for s in spans] == [server.name]  # refused before any decision
+    assert audit["trace_id"] == trace_id  # the audit event names the trace of the call it refused
+    conforms(without_envelope(audit), "events/audit")
 
 
 def test_a_module_call_is_a_client_span_under_its_attempt(
