@@ -234,6 +234,7 @@ class Executor:
         except Saturated:
             if place is not None:
                 place.release()
+            self._observer.refused("ROUTE_SATURATED")
             raise
         task_id = ulid()
         if not self._ledger.reserve(task_id, decision.estimated_max_nano):  # pragma: no cover - checked above

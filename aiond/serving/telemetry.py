@@ -205,7 +205,8 @@ class Metrics:
         )  # fmt: skip
         self.task_rejections = Counter(
             "aion_task_rejections",
-            "Tasks refused before they ran, by code (the router's refusal, or MODULE_SATURATED).",
+            "Tasks refused before they ran, by code (the router's refusal, ROUTE_SATURATED or "
+            "MODULE_SATURATED).",
             ["reason"], registry=self.registry,
         )  # fmt: skip
         self.task_retries = Counter(

@@ -301,6 +301,7 @@ def test_a_saturated_route_refuses_at_once_with_a_retry_hint(tmp_path: Path, sta
         assert "saturated" in cli.stderr
         metrics = daemon_metrics(daemon)
         assert 'aion_route_queue_depth{route="local"} 2.0' in metrics
+        assert 'aion_task_rejections_total{reason="ROUTE_SATURATED"} 2.0' in metrics  # the call and the CLI's
     finally:
         daemon.stop()
 
