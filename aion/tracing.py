@@ -11,7 +11,9 @@ Any part of aion or aiond may import this module (it imports no other part of ai
 
 - :func:`span`: a span around a block, current inside it (its children nest under it).
 - :func:`incoming`: a server span that continues the caller's trace from its ``traceparent``.
-- :func:`publishing`: a producer span around handing events to a broker (aiond's event relay).
+- :func:`publishing`: a producer span around handing a batch of events to a broker, as a block.
+- :func:`delivery`: a producer span for one message, ended when its delivery report comes (aiond's
+  Kafka relay produces from one thread and hears back in callbacks).
 - :func:`inject`, :func:`message_headers`: the current trace context, for an outgoing HTTP request or
   a Kafka message.
 - :func:`current_ids`, :func:`trace_id`: the ids of the current span, for events and log lines.
@@ -167,6 +169,72 @@ def publishing(
     return span(f"send {destination}", kind="producer", attributes=attributes)
 
 
+class Delivery(Protocol):
+    """One message on its way to a broker: the trace context to send with it, and the end of its span."""
+
+    @property
+    def headers(self) -> list[tuple[str, bytes]]:
+        """The message's span as Kafka headers (``traceparent``); empty while tracing is off."""
+        ...
+
+    def end(self, error_type: str | None = None, message: str = "") -> None:
+        """The broker confirmed the message (``error_type`` None) or refused it (a stable name: the
+        client's error name, say, with ``message`` its text). Call it once."""
+        ...
+
+
+class _QuietDelivery:
+    __slots__ = ()
+
+    @property
+    def headers(self) -> list[tuple[str, bytes]]:
+        return []
+
+    def end(self, error_type: str | None = None, message: str = "") -> None:
+        pass
+
+
+_NO_DELIVERY = _QuietDelivery()
+
+
+class _Delivery:
+    __slots__ = ("_span", "headers")
+
+    def __init__(self, span: Any, on: _On) -> None:
+        self._span = span
+        carrier: dict[str, str] = {}
+        on.propagator.inject(carrier, context=on.trace.set_span_in_context(span))
+        self.headers = [(name, value.encode()) for name, value in carrier.items()]
+
+    def end(self, error_type: str | None = None, message: str = "") -> None:
+        if error_type is not None:
+            fail(self._span, error_type, message)
+        self._span.end()
+
+
+def delivery(
+    destination: str, *, key: str | None = None, event_id: str | None = None, system: str = "kafka"
+) -> Delivery:
+    """A producer span for one message to the topic ``destination``, started now (as a child of the
+    current span, if there is one) and ended by :meth:`Delivery.end`, from any thread. ``key`` is the
+    message key, ``event_id`` the event's id. Send :attr:`Delivery.headers` with the message."""
+    on = _on
+    if on is None:
+        return _NO_DELIVERY
+    attributes: dict[str, AttributeValue] = {
+        "messaging.system": system,
+        "messaging.destination.name": destination,
+        "messaging.operation.type": "send",
+        "messaging.operation.name": "send",
+    }
+    if key is not None:
+        attributes[f"messaging.{system}.message.key"] = key
+    if event_id is not None:
+        attributes["messaging.message.id"] = event_id
+    started = on.tracer.start_span(f"send {destination}", kind=on.kinds["producer"], attributes=attributes)
+    return _Delivery(started, on)
+
+
 def fail(span: SpanLike, error_type: str, message: str = "") -> None:
     """Mark ``span`` failed: ``error.type`` (a stable, low-cardinality name such as an error code) and
     an error status with ``message`` (already fit to be read by anyone who may read the trace)."""
@@ -213,10 +281,12 @@ def trace_id() -> str | None:
 
 __all__ = [
     "AttributeValue",
+    "Delivery",
     "Kind",
     "SpanLike",
     "active",
     "current_ids",
+    "delivery",
     "fail",
     "incoming",
     "inject",

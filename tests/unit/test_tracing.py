@@ -134,6 +134,32 @@ def test_the_relay_span_names_its_topic_and_its_context_rides_with_the_messages(
     assert value.startswith(f"00-{batch.context.trace_id:032x}-{batch.context.span_id:016x}-".encode())
 
 
+def test_one_message_is_a_span_from_its_produce_to_its_delivery_report(
+    finished: InMemorySpanExporter,
+) -> None:
+    sent = tracing.delivery("aion.router.decisions", key="01TASK", event_id="01EVENT")
+    refused = tracing.delivery("aion.audit.activity")
+    assert finished.get_finished_spans() == ()  # open until the reports come
+    sent.end()
+    refused.end("_MSG_TIMED_OUT", "Local: Message timed out")
+    ok, failed = finished.get_finished_spans()
+    assert (ok.name, ok.kind, ok.parent) == ("send aion.router.decisions", SpanKind.PRODUCER, None)
+    assert ok.attributes is not None
+    assert ok.attributes["messaging.kafka.message.key"] == "01TASK"
+    assert ok.attributes["messaging.message.id"] == "01EVENT"
+    assert ok.status.status_code is StatusCode.UNSET
+    assert failed.status.status_code is StatusCode.ERROR
+    ((name, value),) = sent.headers
+    assert name == "traceparent"
+    assert value.startswith(f"00-{ok.context.trace_id:032x}-{ok.context.span_id:016x}-".encode())
+
+
+def test_off_a_delivery_is_nothing() -> None:
+    off = tracing.delivery("aion.audit.activity", key="k")
+    assert off.headers == []
+    off.end("_TRANSPORT")
+
+
 def test_the_rate_filter_holds_back_a_noisy_library_only() -> None:
     quiet = RateFilter("opentelemetry", rate=0.0, burst=2)
 
