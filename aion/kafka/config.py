@@ -546,11 +546,11 @@ def _secret(secrets: SecretsBackend | None, name: str, what: str, config: KafkaC
         return secrets.get(name)
     except SecretMissing as exc:
         raise SecretMissing(
-            name, f"{what} ({config.path}): {exc.message} [{describe(secrets)}]", hint=exc.hint
+            name, f"{what} ({config.path}), from {describe(secrets)}: {exc.message}", hint=exc.hint
         ) from exc
     except SecretsUnavailable as exc:
         raise SecretsUnavailable(
-            name, f"{what} ({config.path}): {exc.message} [{describe(secrets)}]", hint=exc.hint
+            name, f"{what} ({config.path}), from {describe(secrets)}: {exc.message}", hint=exc.hint
         ) from exc
 
 

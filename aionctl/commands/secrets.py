@@ -20,7 +20,27 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from aionctl.options import Output, command_app, global_options
+from aionctl.options import (
+    DEFAULT_SECRETS_BACKEND,
+    DEFAULT_SECRETS_DIR,
+    DEFAULT_VAULT_MOUNT,
+    DEFAULT_VAULT_PATH,
+    Output,
+    SecretsBackendName,
+    SecretsDir,
+    SopsAgeKeyFile,
+    SopsFile,
+    VaultAddr,
+    VaultCaCert,
+    VaultMount,
+    VaultPath,
+    VaultRoleIdFile,
+    VaultSecretIdFile,
+    VaultTokenFile,
+    backend_options,
+    command_app,
+    global_options,
+)
 from aionctl.output import OutputFormat, document, emit
 
 if TYPE_CHECKING:
@@ -36,24 +56,6 @@ def group() -> None:
     """Check the secrets that a config set and the installed modules need (names only, never values)."""
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class BackendOptions:
-    """The backend options as aiond spells them (aion.secrets.select.BackendSettings)."""
-
-    secrets_backend: str
-    secrets_dir: Path
-    sops_file: Path | None
-    sops_age_key_file: Path | None
-    vault_addr: str | None
-    vault_mount: str
-    vault_path: str
-    vault_token_file: Path | None
-    vault_role_id_file: Path | None
-    vault_secret_id_file: Path | None
-    vault_ca_cert: Path | None
-    vault_cache_ttl: float = 0.0
-
-
 @dataclasses.dataclass(slots=True)
 class Need:
     """One secret name: who uses it and whether any of them requires it."""
@@ -66,10 +68,6 @@ class Need:
         return any(user["required"] for user in self.users)
 
 
-def _file(path: Path | None) -> Path | None:
-    return path.expanduser().absolute() if path is not None else None
-
-
 @app.command("check")
 def check_command(
     ctx: typer.Context,
@@ -78,60 +76,17 @@ def check_command(
         typer.Argument(metavar="[DIR]", envvar="AIOND_CONFIG", show_default=False,
                        help="Config set whose providers need keys [default: $AIOND_CONFIG, else .]."),
     ] = Path(),
-    backend: Annotated[
-        str,
-        typer.Option("--secrets-backend", envvar="AIOND_SECRETS_BACKEND", metavar="BACKEND",
-                     help="files, sops or vault, as aiond's --secrets-backend."),
-    ] = "files",
-    secrets_dir: Annotated[
-        Path,
-        typer.Option("--secrets-dir", envvar="AIOND_SECRETS_DIR", metavar="DIR",
-                     help="The files backend's directory, as aiond's."),
-    ] = Path("/run/secrets/aion"),
-    sops_file: Annotated[
-        Path | None,
-        typer.Option("--sops-file", envvar="AIOND_SOPS_FILE", metavar="FILE",
-                     help="The sops backend's encrypted file."),
-    ] = None,
-    sops_age_key_file: Annotated[
-        Path | None,
-        typer.Option("--sops-age-key-file", envvar="AIOND_SOPS_AGE_KEY_FILE", metavar="FILE",
-                     help="The age identity that decrypts --sops-file."),
-    ] = None,
-    vault_addr: Annotated[
-        str | None,
-        typer.Option("--vault-addr", envvar="AIOND_VAULT_ADDR", metavar="URL", help="Vault's address."),
-    ] = None,
-    vault_mount: Annotated[
-        str,
-        typer.Option("--vault-mount", envvar="AIOND_VAULT_MOUNT", metavar="MOUNT",
-                     help="The KV v2 mount."),
-    ] = "secret",
-    vault_path: Annotated[
-        str,
-        typer.Option("--vault-path", envvar="AIOND_VAULT_PATH", metavar="PATH",
-                     help="The secret whose keys are the names."),
-    ] = "aion",
-    vault_token_file: Annotated[
-        Path | None,
-        typer.Option("--vault-token-file", envvar="AIOND_VAULT_TOKEN_FILE", metavar="FILE",
-                     help="File holding a Vault token."),
-    ] = None,
-    vault_role_id_file: Annotated[
-        Path | None,
-        typer.Option("--vault-role-id-file", envvar="AIOND_VAULT_ROLE_ID_FILE", metavar="FILE",
-                     help="File holding the AppRole role_id."),
-    ] = None,
-    vault_secret_id_file: Annotated[
-        Path | None,
-        typer.Option("--vault-secret-id-file", envvar="AIOND_VAULT_SECRET_ID_FILE", metavar="FILE",
-                     help="File holding the AppRole secret_id."),
-    ] = None,
-    vault_ca_cert: Annotated[
-        Path | None,
-        typer.Option("--vault-ca-cert", envvar="AIOND_VAULT_CA_CERT", metavar="FILE",
-                     help="PEM CA bundle that verifies Vault's certificate."),
-    ] = None,
+    backend: SecretsBackendName = DEFAULT_SECRETS_BACKEND,
+    secrets_dir: SecretsDir = DEFAULT_SECRETS_DIR,
+    sops_file: SopsFile = None,
+    sops_age_key_file: SopsAgeKeyFile = None,
+    vault_addr: VaultAddr = None,
+    vault_mount: VaultMount = DEFAULT_VAULT_MOUNT,
+    vault_path: VaultPath = DEFAULT_VAULT_PATH,
+    vault_token_file: VaultTokenFile = None,
+    vault_role_id_file: VaultRoleIdFile = None,
+    vault_secret_id_file: VaultSecretIdFile = None,
+    vault_ca_cert: VaultCaCert = None,
     store: Annotated[
         Path | None,
         typer.Option("--store", envvar="AION_MODULE_STORE", metavar="DIR",
@@ -144,21 +99,15 @@ def check_command(
     whether it resolves; exit 1 if a required one does not. Values are never shown."""
     from aion.errors import UsageError
     from aion.modules.store import ModuleStore, default_store
-    from aion.secrets.select import backend_for, check_addr, check_location, describe
+    from aion.secrets.select import backend_for, describe
 
-    options = BackendOptions(
-        secrets_backend=backend.strip().lower(),
-        secrets_dir=secrets_dir.expanduser().absolute(),
-        sops_file=_file(sops_file),
-        sops_age_key_file=_file(sops_age_key_file),
-        vault_addr=check_addr(vault_addr, "--vault-addr") if vault_addr is not None else None,
-        vault_mount=check_location(vault_mount, "--vault-mount"),
-        vault_path=check_location(vault_path, "--vault-path"),
-        vault_token_file=_file(vault_token_file),
-        vault_role_id_file=_file(vault_role_id_file),
-        vault_secret_id_file=_file(vault_secret_id_file),
-        vault_ca_cert=_file(vault_ca_cert),
-    )
+    options = backend_options(
+        backend=backend, secrets_dir=secrets_dir, sops_file=sops_file,
+        sops_age_key_file=sops_age_key_file, vault_addr=vault_addr, vault_mount=vault_mount,
+        vault_path=vault_path, vault_token_file=vault_token_file,
+        vault_role_id_file=vault_role_id_file, vault_secret_id_file=vault_secret_id_file,
+        vault_ca_cert=vault_ca_cert,
+    )  # fmt: skip
     secrets_backend = backend_for(options)
     if not config.is_dir():
         raise UsageError(f"{config}: not a directory", hint="give the directory of a config set")

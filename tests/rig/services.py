@@ -411,6 +411,24 @@ class KafkaBroker:
         for future in admin.alter_user_scram_credentials([upsert]).values():
             future.result(timeout=30)
 
+    def add_user(self, name: str, *, mechanism: str = "SCRAM-SHA-512") -> KafkaUser:
+        """A new SCRAM user ``name`` on the broker, with a random password and no ACLs; it can log in
+        once the call returns (poll for its grants: ACLs reach the broker through the metadata log)."""
+        from confluent_kafka.admin import (
+            AdminClient,
+            ScramCredentialInfo,
+            ScramMechanism,
+            UserScramCredentialUpsertion,
+        )
+
+        user = KafkaUser(name, secrets.token_urlsafe(18), mechanism)
+        kind = ScramMechanism.SCRAM_SHA_512 if mechanism == "SCRAM-SHA-512" else ScramMechanism.SCRAM_SHA_256
+        upsert = UserScramCredentialUpsertion(name, ScramCredentialInfo(kind, 8192), user.password.encode())
+        admin = AdminClient(self.client_config(self.admin))
+        for future in admin.alter_user_scram_credentials([upsert]).values():
+            future.result(timeout=30)
+        return user
+
 
 class Prometheus:
     """Prometheus scraping the targets listed in a file_sd file that tests edit at run time."""
