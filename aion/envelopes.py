@@ -24,6 +24,7 @@ from aion.ids import ulid
 AUDIT_TOPIC = "aion.audit.activity"
 DECISIONS_TOPIC = "aion.router.decisions"
 LIFECYCLE_TOPIC = "aion.tasks.lifecycle"
+RUNTIME_TOPIC = "aion.metrics.runtime"
 
 
 def local_principal() -> str:
@@ -113,6 +114,7 @@ __all__ = [
     "AUDIT_TOPIC",
     "DECISIONS_TOPIC",
     "LIFECYCLE_TOPIC",
+    "RUNTIME_TOPIC",
     "audit",
     "event",
     "local_principal",

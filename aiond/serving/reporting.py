@@ -7,13 +7,17 @@ daemon's composition (:mod:`aiond.serving.runtime`) hands them the callbacks def
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
+from aion import __version__
 from aion.config.model import Route
-from aion.envelopes import DECISIONS_TOPIC, LIFECYCLE_TOPIC, event, usd
+from aion.envelopes import DECISIONS_TOPIC, LIFECYCLE_TOPIC, RUNTIME_TOPIC, event, usd
 from aion.routing import BreakerState, Target
 from aiond.events.journal import Journal
 from aiond.execution.admission import Admission
@@ -22,7 +26,7 @@ from aiond.execution.budget import BudgetLedger
 from aiond.execution.modules import Modules
 from aiond.execution.taskstore import TaskRecord
 from aiond.serving.telemetry import Levels, Metrics, ModuleLevels
-from aiond.state.backend import OutboxLevels
+from aiond.state.backend import OutboxLevels, StateBackend
 
 log = logging.getLogger("aiond")
 
@@ -134,6 +138,72 @@ class DeliveryReporter:
                 self._shed[topic] = count
 
 
+RUNTIME_EVENT_SECONDS = 60.0
+"""How often aiond records a runtime snapshot (topic aion.metrics.runtime)."""
+
+
+class RuntimeReporter:
+    """A snapshot of what this aiond is doing (tasks by route, reserved budget, the outbox, module
+    calls, memory and CPU), recorded as an ``aion.metrics.runtime`` event every
+    :data:`RUNTIME_EVENT_SECONDS` and at shutdown: the Kafka-side view of what /metrics serves."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        *,
+        instance: str,
+        state: StateBackend,
+        ledger: BudgetLedger,
+        admission: Admission,
+        modules: Modules,
+    ) -> None:
+        self._journal = journal
+        self._instance = instance
+        self._state = state
+        self._ledger = ledger
+        self._admission = admission
+        self._modules = modules
+        self._started = time.monotonic()
+
+    def snapshot(self) -> dict[str, Any]:
+        outbox = self._state.outbox_levels()
+        oldest = 0.0 if outbox.oldest_at is None else max(0.0, time.time() - outbox.oldest_at)
+        routes = {route.value: self._admission.depth(route) for route in Route}
+        return event(
+            RUNTIME_TOPIC,
+            instance=self._instance,
+            version=__version__,
+            uptime_s=round(time.monotonic() - self._started, 3),
+            routes={name: {"running": run, "queued": wait} for name, (run, wait) in routes.items()},
+            reserved_usd=usd(self._ledger.reserved_nano),
+            outbox={"audit": outbox.audit, "task": outbox.task, "bytes": outbox.bytes,
+                    "oldest_age_s": round(oldest, 3)},
+            modules={name: {"running": run, "queued": wait, "parallelism": limit}
+                     for name, (run, wait, limit) in self._modules.levels().items()},
+            process={"rss_bytes": _rss_bytes(), "cpu_seconds": round(time.process_time(), 3)},
+        )  # fmt: skip
+
+    def record(self) -> None:
+        self._journal.emit_soon(self.snapshot())
+
+    async def run(self) -> None:
+        """Record a snapshot every :data:`RUNTIME_EVENT_SECONDS`, until cancelled."""
+        while True:
+            await asyncio.sleep(RUNTIME_EVENT_SECONDS)
+            try:
+                self.record()
+            except Exception:  # a snapshot that fails must not end the next ones
+                log.exception("the runtime snapshot failed")
+
+
+def _rss_bytes() -> int:
+    """Resident memory now (Linux: /proc/self/statm), else 0."""
+    try:
+        return int(Path("/proc/self/statm").read_bytes().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def count_audit_event(metrics: Metrics, recorded: dict[str, Any]) -> None:
     """An audit event was recorded: count it, and count a refused activation as one."""
     metrics.audit_events.labels(
@@ -161,7 +231,9 @@ def levels(ledger: BudgetLedger, admission: Admission) -> Levels:
 
 
 __all__ = [
+    "RUNTIME_EVENT_SECONDS",
     "DeliveryReporter",
+    "RuntimeReporter",
     "TaskReporter",
     "breaker_changed",
     "count_audit_event",

@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import gc
 import logging
+import socket
 from collections.abc import Callable, Coroutine
 from decimal import Decimal
 from pathlib import Path
@@ -169,6 +170,13 @@ async def assemble(
         modules=modules,
     )
     stack.push_async_callback(lambda: executor.close(grace()))
+    snapshots = reporting.RuntimeReporter(
+        journal, instance=f"{socket.gethostname()}:{settings.grpc_listen}", state=state, ledger=ledger,
+        admission=admission, modules=modules,
+    )  # fmt: skip
+    every_minute = asyncio.get_running_loop().create_task(snapshots.run())
+    stack.callback(snapshots.record)  # the last one, written with the journal's last batch
+    stack.callback(every_minute.cancel)
     return Runtime(
         settings=settings, metrics=metrics, state=state, journal=journal, authenticator=authenticator,
         denials=denials, policies=policies, controls=controls, ledger=ledger, admission=admission,

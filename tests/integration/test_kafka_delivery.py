@@ -16,10 +16,11 @@ import grpc
 import pytest
 
 from aion.api.v1 import policies_pb2, policies_pb2_grpc
-from aion.envelopes import DECISIONS_TOPIC, LIFECYCLE_TOPIC
+from aion.envelopes import DECISIONS_TOPIC, LIFECYCLE_TOPIC, RUNTIME_TOPIC
 from tests.e2e.test_policy_crash import variants
 from tests.e2e.test_tasks import submit, write_config
 from tests.integration.delivery import Consumed, consume, delivery_config
+from tests.integration.supply import conforms
 from tests.rig.daemon import Aiond
 from tests.rig.procs import poll
 from tests.rig.providers import StandIn
@@ -40,14 +41,16 @@ def _trail(daemon: Aiond) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
+def _events(daemon: Aiond) -> list[dict[str, Any]]:
+    return [
+        json.loads(line)
+        for path in sorted(daemon.state_dir.glob("events*.jsonl"))
+        for line in path.read_text().splitlines()
+    ]
+
+
 def _task_events(daemon: Aiond) -> list[dict[str, Any]]:
-    events = []
-    for path in sorted(daemon.state_dir.glob("events*.jsonl")):
-        for line in path.read_text().splitlines():
-            event = json.loads(line)
-            if event["topic"] in (DECISIONS_TOPIC, LIFECYCLE_TOPIC):
-                events.append(event)
-    return events
+    return [e for e in _events(daemon) if e["topic"] in (DECISIONS_TOPIC, LIFECYCLE_TOPIC)]
 
 
 def _metric(daemon: Aiond, name: str) -> float:
@@ -247,7 +250,7 @@ def test_without_kafka_the_same_fault_loses_nothing_either(tmp_path: Path, stand
         daemon.stop()
 
 
-def test_delivery_metrics_follow_the_outbox(
+def test_delivery_metrics_follow_the_outbox_and_runtime_snapshots_reach_kafka(
     tmp_path: Path, kafka_broker: KafkaBroker, stand_in: StandIn
 ) -> None:
     config = write_config(tmp_path, stand_in)
@@ -262,5 +265,16 @@ def test_delivery_metrics_follow_the_outbox(
         )  # fmt: skip
         poll(lambda: _metric(daemon, "aion_outbox_events{") == 0 or None, timeout=30, what="an empty outbox")
         assert _metric(daemon, "aion_kafka_connected") == 1
+        assert daemon.stop() == 0  # a graceful stop records a last runtime snapshot
     finally:
         daemon.stop()
+    [local] = [e for e in _events(daemon) if e["topic"] == RUNTIME_TOPIC]
+    conforms(local, "events/runtime")
+    assert local["routes"]["local"] == {"running": 0, "queued": 0}
+    assert local["outbox"]["task"] == 0
+    assert local["process"]["rss_bytes"] > 0
+    seen = consume(
+        kafka_broker, [delivery.topics["metrics"]],
+        until=lambda s: bool(s.ids(delivery.topics["metrics"])), timeout=30,
+    )  # fmt: skip
+    assert list(seen.ids(delivery.topics["metrics"])) == [local["id"]]
