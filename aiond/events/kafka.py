@@ -28,6 +28,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
+from aion import tracing
+
 log = logging.getLogger("aiond.kafka")
 
 REPLAY_SECONDS = 5.0
@@ -178,25 +180,35 @@ class KafkaRelay:
         produced = 0
         if len(self._in_flight) >= MAX_IN_FLIGHT:
             return produced, cursor
-        for row in self._outbox.outbox_undelivered(after=cursor, limit=BATCH):
-            if row.seq in self._in_flight:
+        rows = self._outbox.outbox_undelivered(after=cursor, limit=BATCH)
+        batch = _Batch(rows[0], self._topic_for(rows[0].topic)) if rows and tracing.active() else None
+        headers = batch.span.headers if batch is not None else None
+        try:
+            for row in rows:
+                if row.seq in self._in_flight:
+                    cursor = row.seq
+                    continue
+                try:
+                    producer.produce(
+                        self._topic_for(row.topic),
+                        row.body.rstrip(b"\n"),
+                        key=row.key.encode(),
+                        headers=headers,
+                        on_delivery=functools.partial(self._report, row.seq, row.topic, row.at, batch),
+                    )
+                except BufferError:
+                    break  # the producer's queue is full: poll, then go on from here
+                except Exception as exc:  # a topic name the client refuses, say
+                    self._note(type(exc).__name__, str(exc))
+                    return -1, cursor
+                self._in_flight.add(row.seq)
                 cursor = row.seq
-                continue
-            try:
-                producer.produce(
-                    self._topic_for(row.topic),
-                    row.body.rstrip(b"\n"),
-                    key=row.key.encode(),
-                    on_delivery=functools.partial(self._report, row.seq, row.topic, row.at),
-                )
-            except BufferError:
-                break  # the producer's queue is full: poll, then go on from here
-            except Exception as exc:  # a topic name the client refuses, say
-                self._note(type(exc).__name__, str(exc))
-                return -1, cursor
-            self._in_flight.add(row.seq)
-            cursor = row.seq
-            produced += 1
+                produced += 1
+                if batch is not None:
+                    batch.waiting += 1
+        finally:
+            if batch is not None:
+                batch.sealed()
         return produced, cursor
 
     def _shutdown(self, producer: Any, cursor: int) -> None:
@@ -217,9 +229,11 @@ class KafkaRelay:
                 "%d events were not acknowledged by Kafka before shutdown; they stay in the outbox", left
             )
 
-    def _report(self, seq: int, topic: str, at: float, err: Any, _msg: Any) -> None:
+    def _report(self, seq: int, topic: str, at: float, batch: _Batch | None, err: Any, _msg: Any) -> None:
         """A delivery report (called from poll, in the relay's thread)."""
         self._in_flight.discard(seq)
+        if batch is not None:
+            batch.reported(None if err is None else err.name(), "" if err is None else err.str())
         if err is None:
             self._acked.append(seq)
             self._observer.delivered(topic, max(0.0, time.time() - at))
@@ -247,6 +261,36 @@ class KafkaRelay:
             self._errors[name] = (now, 0)
         else:
             self._errors[name] = (logged, count + 1)
+
+
+class _Batch:
+    """With tracing on, one producer span for the rows handed to the producer in one pass, ended when
+    the last of their delivery reports comes (the messages carry its ``traceparent``). Reports are
+    served by ``poll``, in the relay's thread, only after the pass: no report can end it early."""
+
+    def __init__(self, first: Any, destination: str) -> None:
+        self.span = tracing.delivery(destination, event_id=str(first.id))
+        self.waiting = 0
+        self._open = True
+        self._error: tuple[str, str] | None = None
+
+    def sealed(self) -> None:
+        self._open = False
+        self._maybe_end()
+
+    def reported(self, error: str | None, text: str) -> None:
+        self.waiting -= 1
+        if error is not None and self._error is None:
+            self._error = (error, text)
+        self._maybe_end()
+
+    def _maybe_end(self) -> None:
+        if not self._open and self.waiting <= 0:
+            if self._error is not None:
+                self.span.end(*self._error)
+            else:
+                self.span.end()
+            self.waiting = 1 << 30  # ended once
 
 
 __all__ = ["FLUSH_SECONDS", "PRODUCER_SETTINGS", "REPLAY_SECONDS", "DeliveryObserver", "KafkaRelay", "Outbox"]

@@ -278,3 +278,31 @@ def test_delivery_metrics_follow_the_outbox_and_runtime_snapshots_reach_kafka(
         until=lambda s: bool(s.ids(delivery.topics["metrics"])), timeout=30,
     )  # fmt: skip
     assert list(seen.ids(delivery.topics["metrics"])) == [local["id"]]
+
+
+def test_event_delivery_is_a_producer_span_ended_by_its_delivery_reports(
+    tmp_path: Path, kafka_broker: KafkaBroker, stand_in: StandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.integration.test_traces import OtlpReceiver, traced_env
+
+    config = write_config(tmp_path, stand_in)
+    delivery = delivery_config(kafka_broker, tmp_path, tmp_path / "secrets")
+    with OtlpReceiver() as receiver:
+        traced_env(monkeypatch, receiver)
+        daemon = Aiond(tmp_path, config_dir=config, extra_args=["--kafka-config", str(delivery.path)]).start()
+        try:
+            submit(daemon, "summarize")
+
+            def sent() -> list[Any] | None:
+                found = [s for s in receiver.spans if s.kind == "SPAN_KIND_PRODUCER"]
+                return found or None
+
+            spans = poll(sent, timeout=30, what="a producer span at the receiver")
+        finally:
+            daemon.stop()
+    topics = set(delivery.topics.values())
+    for span in spans:
+        assert span.name == f"send {span.attributes['messaging.destination.name']}"
+        assert span.attributes["messaging.destination.name"] in topics
+        assert span.attributes["messaging.system"] == "kafka"
+        assert span.status != "STATUS_CODE_ERROR"
