@@ -1,12 +1,15 @@
 """The daemon's one event sink, :class:`Journal`, and its local log.
 
 Every producer of events in aiond gets the journal, and nothing else, to record them: the policy store,
-the runtime levers, the denial reporter and the module store (audit events, each one written and
-flushed before the change is reported: :meth:`Journal.emit`, or :meth:`Journal.append` from a worker
-thread), and the executor's observer (decisions and task lifecycle, many per second, batched:
-:meth:`Journal.emit_soon`). Where the events land is the journal's sink (:class:`LocalSink`: audit
-events first to ``STATE_DIR/audit.jsonl``, which aiond never deletes, then every event to the event
-log ``STATE_DIR/events.jsonl``); a Kafka sink will be another implementation of the same interface.
+the runtime levers, the denial reporter and the module store (audit events, durable before the change
+is reported), and the executor's observer (decisions and task lifecycle, many per second, batched:
+:meth:`Journal.emit_soon`). An audit event goes to the outbox first (the state database's table, in
+the transaction of the change it records: the producer passes it to the state method, then calls
+:meth:`Journal.committed`; :meth:`Journal.emit` and :meth:`Journal.append` for actions that store no
+state; :meth:`Journal.hold` for changes made in files), and from there to the journal's sink
+(:class:`LocalSink`: ``STATE_DIR/audit.jsonl``, which aiond never deletes, then the event log
+``STATE_DIR/events.jsonl``). With Kafka, task events go to the outbox too, and
+:mod:`aiond.events.kafka` delivers it all.
 
 The journal also reads the local log back, for ``aionctl events tail`` (EventService.TailEvents). An
 event's sequence number is its line number in the log (from 1), so it is stable across restarts and
