@@ -465,7 +465,7 @@ def load(path: Path, *, strict: bool = False, stdin: BinaryIO | None = None) -> 
             tuple(found),
             hint=first.hint or f"aionctl validate {name} shows every finding",
         )
-    return build(document, Path.cwd() / "-" if name == STDIN else path, tuple(found))
+    return build(document, path, tuple(found))  # "-": TLS paths resolve against the working directory
 
 
 # -- connecting --------------------------------------------------------------------------------------

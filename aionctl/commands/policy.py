@@ -39,6 +39,7 @@ from aionctl.output.findings.interface import FindingsFormat
 
 if TYPE_CHECKING:
     from aion.api.v1 import common_pb2, policies_pb2
+    from aion.config.kinds import Kind
 
 app = command_app()
 app.info.help = "Apply, reload, roll back, compare and list the daemon's policy versions."
@@ -149,6 +150,8 @@ def _print_findings(
     from aionctl.output.findings.interface import clean, clean_finding
 
     known = {names(path): kinds.by_name(path) for path in files}
+    if isinstance(names, _LocalNames):
+        known, findings = _with_read_alone(names.directory, known, findings)
     for finding in findings:  # a reload's files, which only the daemon has read
         known.setdefault(finding.file, kinds.by_name(finding.file))
     rendering = Rendering(
@@ -160,6 +163,29 @@ def _print_findings(
     )
     sys.stdout.write(render(rendering, output, color=conn.color, quiet=conn.quiet))
     sys.stdout.flush()
+
+
+def _with_read_alone(
+    directory: str, sent: Mapping[str, Kind | None], findings: Sequence[Finding]
+) -> tuple[dict[str, Kind | None], list[Finding]]:
+    """The files and findings of an apply's report with the directory's files that are read on their
+    own (kafka.yml) added, checked here as validate checks them, in validate's order: they are not
+    sent, and the report is the very one ``aionctl validate DIR`` gives."""
+    from aion.config.validate import Options, check_file, collect, read_alone
+
+    known: dict[str, Kind | None] = {}
+    extra: list[Finding] = []
+    for source in collect([directory], confined=True):
+        if read_alone(source):
+            kind, _, found = check_file(source, Options())
+            known[source.name] = kind
+            extra.extend(found)
+        elif source.name in sent:
+            known[source.name] = sent[source.name]
+    known.update((name, kind) for name, kind in sent.items() if name not in known)
+    notes = [f for f in findings if f.rule == "AION000"]
+    merged = sorted([*(f for f in findings if f.rule != "AION000"), *extra], key=Finding.sort_key)
+    return known, merged + notes
 
 
 def _emit_activation(

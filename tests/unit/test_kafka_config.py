@@ -481,7 +481,7 @@ json_values = st.recursive(
 )  # fmt: skip
 
 
-@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(json_values, st.data())
 def test_any_value_anywhere_is_located_or_loads(value: object, data: st.DataObject) -> None:
     document: Any = yaml.safe_load(EXAMPLE.read_text())
