@@ -46,6 +46,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec("intent", "aionctl.commands.intent", "Switch an intent's privacy at runtime; list switches."),
     CommandSpec("secrets", "aionctl.commands.secrets", "Check that the secrets needed resolve (names only)."),
     CommandSpec("kafka", "aionctl.commands.kafka", "Create Kafka topics and ACLs from kafka.yml; show lag."),
+    CommandSpec("audit", "aionctl.commands.audit", "Confirm that aiond's audit events reached Kafka."),
     CommandSpec("schema", "aionctl.commands.schema", "Print the JSON Schemas that ship with aion."),
 )
 

@@ -72,7 +72,7 @@ def test_a_command_imports_only_itself() -> None:
     ("args", "stderr_part"),
     [
         (["no-such-command"], "error: no such command: no-such-command\nhint: see 'aionctl --help'"),
-        (["valdiate", "."], "error: no such command: valdiate\nhint: did you mean 'validate'?"),
+        (["valdiate", "."], "error: no such command: valdiate\nhint: did you mean 'validate'"),
         (["policy", "aply", "."], "error: no such command: aply\nhint: did you mean 'apply'?"),
         (["health", "--output", "xml"], "error: --output: 'xml' is not one of"),
         (
