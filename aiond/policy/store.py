@@ -38,7 +38,7 @@ from aion.config.findings import Finding, Severity
 from aion.config.kinds import Kind
 from aion.config.model import ConfigSnapshot
 from aion.config.semantics import DaemonPaths, judge_for_daemon
-from aion.config.validate import Report, Source, collect, ignored
+from aion.config.validate import Report, Source, collect, ignored, read_alone
 from aion.config.yamlload import Document, Limits, load
 from aion.envelopes import audit
 from aion.errors import ConflictError, Error, InputError, InvalidConfig, NotFound, UsageError
@@ -637,10 +637,14 @@ class PolicyStore:
         # out: whatever is read here is stored for good and any viewer can read it back.
         found = collect([str(self.config_dir)], limits=self._limits, confined=True)
         sources = [source for source in found if not ignored(source)]
-        if len(sources) < len(found):
-            left_out = sorted(_relative(s.name, self.config_dir) for s in found if ignored(s))
+        # Files read on their own (kafka.yml: aiond reads it through --kafka-config) are left out
+        # without a word; only files of no known kind are named.
+        unknown = sorted(
+            _relative(s.name, self.config_dir) for s in found if ignored(s) and not read_alone(s)
+        )
+        if unknown:
             log.info(
-                "config directory %s: not config files, left out: %s", self.config_dir, ", ".join(left_out)
+                "config directory %s: not config files, left out: %s", self.config_dir, ", ".join(unknown)
             )
         if len(sources) > MAX_FILES:
             raise InputError(
