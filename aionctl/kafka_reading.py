@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from aionctl.commands.kafka import _BACKEND, DEFAULT_FILE, SaslPasswordSecret, SaslUsername, _load
+from aionctl.commands.kafka import (
+    BACKEND_OPTIONS,
+    DEFAULT_FILE,
+    SaslPasswordSecret,
+    SaslUsername,
+    load_config,
+)
 from aionctl.options import backend_options
 
 if TYPE_CHECKING:
@@ -51,7 +57,7 @@ _ADDED: dict[str, tuple[Any, Any]] = {
     "kafka_config": (KafkaConfigFile, DEFAULT_FILE),
     "sasl_username": (SaslUsername, None),
     "sasl_password_secret": (SaslPasswordSecret, None),
-    **_BACKEND,
+    **BACKEND_OPTIONS,
 }
 
 
@@ -91,7 +97,7 @@ def open_reader(
     from aion.kafka.reader import TopicReader
     from aion.secrets.select import backend_for
 
-    config = _load(source.file, ctx)
+    config = load_config(source.file, ctx)
     needs_secret = config.uses_sasl or config.key_password_secret is not None
     secrets = backend_for(backend_options(**source.backend)) if needs_secret else None
     settings = client_settings(

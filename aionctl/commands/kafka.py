@@ -111,7 +111,7 @@ class Connection:
     timeout: float
 
 
-_BACKEND = {
+BACKEND_OPTIONS = {
     "backend": (SecretsBackendName, DEFAULT_SECRETS_BACKEND),
     "secrets_dir": (SecretsDir, DEFAULT_SECRETS_DIR),
     "sops_file": (SopsFile, None),
@@ -128,7 +128,7 @@ _CONNECTION = {
     "sasl_username": (SaslUsername, None),
     "sasl_password_secret": (SaslPasswordSecret, None),
     "timeout": (KafkaTimeout, 30.0),
-    **_BACKEND,
+    **BACKEND_OPTIONS,
 }
 
 
@@ -164,7 +164,7 @@ def kafka_command(typer_app: typer.Typer, name: str) -> Callable[[Callable[..., 
     return register
 
 
-def _load(file: Path, ctx: typer.Context) -> KafkaConfig:
+def load_config(file: Path, ctx: typer.Context) -> KafkaConfig:
     from aion.kafka.config import load
 
     config = load(file)
@@ -209,7 +209,7 @@ def ensure_command(
     from aion.errors import ConflictError
     from aion.kafka.plans import plan_topics
 
-    config = _load(file, ctx)
+    config = load_config(file, ctx)
     with _admin(config, connection) as admin:
         keys = {key for spec in config.topics.values() for key in spec.kafka_configs()}
         plan = plan_topics(config, admin.topics([spec.name for spec in config.topics.values()], keys))
@@ -317,7 +317,7 @@ def acls_command(
     from aion.errors import UsageError
     from aion.kafka.plans import plan_acls
 
-    config = _load(file, ctx)
+    config = load_config(file, ctx)
     if not config.acls:
         raise UsageError(f"{file} has no acls: to apply", hint="add acls: entries (docs/kafka.md)")
     with _admin(config, connection) as admin:
@@ -415,7 +415,7 @@ def lag_command(
         raise UsageError(
             f"GROUP {group[:80]!r} is not a consumer group name", hint="1 to 249 printable characters"
         )
-    config = _load(file, ctx)
+    config = load_config(file, ctx)
     with _admin(config, connection) as admin:
         rows = admin.lag(group)
     body = _lag_body(config, group, rows)
