@@ -206,7 +206,13 @@ async def _journal(
         kafka = load_kafka(settings.kafka_config)
         limit = kafka.outbox_max_bytes
         relay = KafkaRelay(state, kafka.topic_for, client_settings(kafka, secrets), observer=delivery)
-    state.configure_outbox(kafka=relay is not None, max_bytes=limit)
+    stranded = state.configure_outbox(kafka=relay is not None, max_bytes=limit)
+    if stranded:
+        log.warning(
+            "%d events were waiting for Kafka, which is not configured now (no --kafka-config): "
+            "they stay in the local event log only",
+            stranded,
+        )
     metrics.outbox_limit_bytes.set(limit)
     journal = Journal(
         sink, on_emit=lambda recorded: reporting.count_audit_event(metrics, recorded), outbox=state,

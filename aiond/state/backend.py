@@ -176,8 +176,9 @@ class StateBackend(Protocol):
     ) -> TokenRecord: ...
 
     # the event outbox
-    def configure_outbox(self, *, kafka: bool, max_bytes: int) -> None:
-        """Whether events wait for Kafka too, and how many bytes of events may wait at most."""
+    def configure_outbox(self, *, kafka: bool, max_bytes: int) -> int:
+        """Whether events wait for Kafka too, and how many bytes of events may wait at most. Returns
+        how many events that waited for Kafka will not go there (Kafka is no longer configured)."""
         ...
 
     def outbox_add(self, events: Sequence[dict[str, Any]]) -> None:

@@ -417,12 +417,13 @@ class SqliteState:
 
     # -- the event outbox ---------------------------------------------------------------------------
 
-    def configure_outbox(self, *, kafka: bool, max_bytes: int) -> None:
+    def configure_outbox(self, *, kafka: bool, max_bytes: int) -> int:
         """Without Kafka, events that waited for it (a daemon that had Kafka before) stay only in the
-        local log from now on."""
+        local log from now on; returns how many there were."""
+        dropped = 0
         with self._tx() as db:
             if not kafka:
-                db.execute("UPDATE outbox SET delivered = 1 WHERE delivered = 0")
+                dropped = db.execute("UPDATE outbox SET delivered = 1 WHERE delivered = 0").rowcount
                 db.execute("DELETE FROM outbox WHERE logged = 1 AND delivered = 1")
             db.execute(
                 "INSERT INTO meta (key, value) VALUES ('outbox_kafka', ?) "
@@ -432,6 +433,7 @@ class SqliteState:
             self._outbox = None
             self._counted(db)
         self._kafka, self._outbox_max = kafka, max_bytes
+        return dropped
 
     def _counted(self, db: sqlite3.Connection) -> list[int]:
         """The outbox's counts (audit events, task events, bytes), counted once (under the write lock)."""

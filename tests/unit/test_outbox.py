@@ -233,3 +233,12 @@ def test_held_events_are_reconciled_with_what_happened_at_start(state: SqliteSta
     assert state.outbox_held() == []
     journal.drain()
     assert [e["target"] for e in _lines(tmp_path / AUDIT_NAME)] == ["summarize_text"]
+
+
+def test_a_start_without_kafka_says_how_many_events_will_not_go_there(state: SqliteState) -> None:
+    state.configure_outbox(kafka=True, max_bytes=1 << 20)
+    state.outbox_add([_audit(), _audit()])
+    assert state.configure_outbox(kafka=False, max_bytes=1 << 20) == 2
+    assert state.outbox_undelivered(after=0, limit=10) == []
+    assert len(state.outbox_unlogged(limit=10)) == 2  # the local log still gets them
+    assert state.configure_outbox(kafka=False, max_bytes=1 << 20) == 0
