@@ -42,6 +42,10 @@ MAX_IN_FLIGHT = 100_000
 FLUSH_SECONDS = 5.0
 """At shutdown, how long the producer may take to deliver what it holds (the rest stays in the outbox)."""
 LEVELS_SECONDS = 1.0
+ACK_SECONDS = 0.2
+"""Delivery reports are marked in the outbox at most this often (or every :data:`ACK_ROWS`): each mark
+is a transaction, and the journal's writes wait for it."""
+ACK_ROWS = 20_000
 _LOG_EVERY = 30.0
 """A repeated producer error is logged once per this many seconds, with the count meanwhile."""
 
@@ -141,6 +145,7 @@ class KafkaRelay:
         cursor = 0
         replay_at = 0.0
         levels_at = 0.0
+        acked_at = 0.0
         while not self._stop.is_set():
             if self._fatal:
                 log.error(
@@ -159,9 +164,12 @@ class KafkaRelay:
                 self._failed = True
                 replay_at = now + self._replay_seconds
             producer.poll(0 if produced else 0.05)
-            if self._acked:
+            if self._acked and (
+                len(self._acked) >= ACK_ROWS or now - acked_at >= ACK_SECONDS or not self._in_flight
+            ):
                 acked, self._acked = self._acked, []
                 self._outbox.outbox_delivered(acked)
+                acked_at = now
             if self._failed and replay_at <= now:
                 replay_at = now + self._replay_seconds
             if now >= levels_at:

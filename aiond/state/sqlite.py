@@ -137,12 +137,17 @@ class SqliteState:
                 schema.apply_migrations(self._db, version)
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
         """One write transaction, taken up front (BEGIN IMMEDIATE) so it never fails half-way on a
-        lock upgrade; committed on success, rolled back on any error."""
+        lock upgrade; committed on success, rolled back on any error. Not ``durable``: committed
+        without waiting for the disk (``synchronous=NORMAL``; in WAL mode a crash of the process loses
+        nothing, a power loss may lose the last such commits), for writes whose loss only repeats work
+        (marking events delivered: a lost mark means one more copy, with the same id)."""
         with self._lock:
             counted = None if self._outbox is None else list(self._outbox)
             shed = dict(self.shed)
+            if not durable:
+                self._db.execute("PRAGMA synchronous = NORMAL")
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
@@ -155,6 +160,9 @@ class SqliteState:
                     raise
             except sqlite3.OperationalError as exc:
                 raise _storage_error(exc, self.path) from exc
+            finally:
+                if not durable:
+                    self._db.execute("PRAGMA synchronous = FULL")
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row | tuple[Any, ...]]:
         assert self._reader is not None
@@ -581,16 +589,16 @@ class SqliteState:
         )
 
     def outbox_logged(self, seqs: Sequence[int]) -> None:
-        self._outbox_done(seqs, "logged", "delivered")
+        self._outbox_done(seqs, "logged", "delivered", durable=True)
 
     def outbox_delivered(self, seqs: Sequence[int]) -> None:
-        self._outbox_done(seqs, "delivered", "logged")
+        self._outbox_done(seqs, "delivered", "logged", durable=False)
 
-    def _outbox_done(self, seqs: Sequence[int], done: str, other: str) -> None:
+    def _outbox_done(self, seqs: Sequence[int], done: str, other: str, *, durable: bool) -> None:
         """Mark rows ``done`` (logged or delivered); those the other side has too leave the outbox."""
         if not seqs:
             return
-        with self._tx() as db:
+        with self._tx(durable=durable) as db:
             counts = self._counted(db)
             for chunk in _chunks(seqs):
                 marks = _marks(chunk)
