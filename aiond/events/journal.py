@@ -28,14 +28,18 @@ import collections
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, BinaryIO, Protocol
 
+from aion.errors import Error
 from aion.eventlog import Segment, encode, segments
 from aiond.events.sink import AUDIT_NAME, LOG_NAME, LocalSink, Sink
+
+log = logging.getLogger("aiond")
 
 POLL_SECONDS = 0.5
 MAX_LINE = 1024 * 1024
@@ -192,8 +196,14 @@ class Journal:
 
     async def committed(self) -> None:
         """A state change carrying its audit event (``audit=``) was committed: write what the outbox
-        holds on to the local log."""
-        recorded = await asyncio.to_thread(self.drain)
+        holds on to the local log. The change and its event are durable already, so a local log that
+        cannot be written now (a full disk) is logged, not raised: the next change, or the next
+        start, writes the event."""
+        try:
+            recorded = await asyncio.to_thread(self.drain)
+        except Error as exc:
+            log.error("an audit event waits in the outbox for the local log: %s", exc.message)
+            return
         for one in recorded:
             self._recorded(one)
         await self._notify()

@@ -20,7 +20,7 @@ from typing import Any
 
 from aion.config.model import ConfigSnapshot, Privacy
 from aion.envelopes import audit
-from aion.errors import ConflictError, NotFound
+from aion.errors import ConflictError, Error, NotFound
 from aion.inputs import quoted
 from aion.routing import LiveState
 from aiond.execution.breakers import Breaker, BreakerBoard, Override
@@ -144,11 +144,15 @@ class Controls:
         was = dataclasses.replace(was, outcomes=collections.deque(was.outcomes))
         breaker, previous, before = self.board.force(key, override)
         after = f"{override.value}/{breaker.effective.value}"
-        await self._emit(
-            audit(principal=principal, action="breaker.set", target=key, outcome="success",
-                  before=f"{previous.value}/{before.value}", after=after, reason=reason or None,
-                  details={"override": override.value})
-        )  # fmt: skip
+        try:
+            await self._emit(
+                audit(principal=principal, action="breaker.set", target=key, outcome="success",
+                      before=f"{previous.value}/{before.value}", after=after, reason=reason or None,
+                      details={"override": override.value})
+            )  # fmt: skip
+        except Error:
+            self.board.force(key, previous)  # no record (a full outbox, a full disk), no change
+            raise
         return breaker, was
 
     async def _mode_event(

@@ -34,6 +34,7 @@ import datetime as dt
 import enum
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 import time
@@ -42,9 +43,11 @@ from functools import lru_cache
 from typing import Any
 
 from aion.envelopes import audit
-from aion.errors import AuthError, Forbidden, Unauthenticated, UsageError
+from aion.errors import AuthError, Error, Forbidden, Unauthenticated, UsageError
 from aion.errors import transport as error_transport
 from aiond.state.backend import StateBackend, TokenRecord
+
+log = logging.getLogger("aiond")
 
 TOKEN_PREFIX = "aion_"  # noqa: S105 - a format marker, not a secret
 _TOKEN = re.compile(r"^aion_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
@@ -329,16 +332,19 @@ class DenialReporter:
         if self._tokens < 1:
             return
         self._tokens -= 1
-        await self._emit(
-            audit(
-                principal=denied.principal,
-                action="auth.deny",
-                target=target,
-                outcome="refused",
-                reason=denied.message,
-                details={"kind": kind, "transport": transport},
+        try:
+            await self._emit(
+                audit(
+                    principal=denied.principal,
+                    action="auth.deny",
+                    target=target,
+                    outcome="refused",
+                    reason=denied.message,
+                    details={"kind": kind, "transport": transport},
+                )
             )
-        )
+        except Error as exc:  # the caller is refused either way; the record is what failed
+            log.warning("a denial could not be recorded: %s", exc.message)
 
 
 __all__ = [

@@ -4,6 +4,7 @@ and its bound (task events shed first, admin actions refused rather than left wi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 from collections.abc import Iterator
@@ -242,3 +243,32 @@ def test_a_start_without_kafka_says_how_many_events_will_not_go_there(state: Sql
     assert state.outbox_undelivered(after=0, limit=10) == []
     assert len(state.outbox_unlogged(limit=10)) == 2  # the local log still gets them
     assert state.configure_outbox(kafka=False, max_bytes=1 << 20) == 0
+
+
+def test_a_breaker_is_not_forced_when_its_audit_event_cannot_be_recorded(tmp_path: Path) -> None:
+    """Breakers live in memory: a force whose event the full outbox refuses is undone."""
+    from aion.config.validate import validate_directory
+    from aiond.execution.breakers import BreakerBoard, Override
+    from aiond.execution.controls import Controls
+
+    snapshot = validate_directory(Path(__file__).resolve().parents[2] / "examples").snapshot
+    assert snapshot is not None
+    state = SqliteState.open(tmp_path)
+    try:
+        state.configure_outbox(kafka=True, max_bytes=2_000)
+        with contextlib.suppress(EventsBacklogged):
+            while True:
+                state.outbox_add([_audit()])
+
+        async def scenario() -> None:
+            journal = Journal(LocalSink(tmp_path), outbox=state)
+            controls = Controls(state, BreakerBoard(snapshot.policies.breakers), journal.emit)
+            with pytest.raises(EventsBacklogged):
+                await controls.force_breaker(
+                    report.snapshot, "openai", Override.FORCED_OPEN, principal="ops", reason=""
+                )
+            assert controls.board.get("openai").override is Override.NONE
+
+        asyncio.run(scenario())
+    finally:
+        state.close()
