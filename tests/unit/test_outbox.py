@@ -265,7 +265,7 @@ def test_a_breaker_is_not_forced_when_its_audit_event_cannot_be_recorded(tmp_pat
             controls = Controls(state, BreakerBoard(snapshot.policies.breakers), journal.emit)
             with pytest.raises(EventsBacklogged):
                 await controls.force_breaker(
-                    report.snapshot, "openai", Override.FORCED_OPEN, principal="ops", reason=""
+                    snapshot, "openai", Override.FORCED_OPEN, principal="ops", reason=""
                 )
             assert controls.board.get("openai").override is Override.NONE
 
