@@ -75,6 +75,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/routing.py")
     session.run("python", "benchmarks/tasks.py")
     session.run("python", "benchmarks/modules.py")
+    session.run("python", "benchmarks/delivery.py")
 
 
 @nox.session
