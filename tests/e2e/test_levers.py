@@ -165,7 +165,9 @@ def test_switching_an_intent_to_local_only_keeps_it_on_the_host(daemon: Aiond, t
         json.loads(x) for x in ctl(daemon, "events", "tail", "-o", "json", role="viewer").stdout.splitlines()
     ]
     modes_changed = [
-        (e["target"], e["before"], e["after"], e["outcome"]) for e in events if e.get("action") == "intent.mode"
+        (e["target"], e["before"], e["after"], e["outcome"])
+        for e in events
+        if e.get("action") == "intent.mode"
     ]
     assert ("summarize", "policy", "local-only", "success") in modes_changed
     assert ("invoice_ocr", "policy", "allow-api", "refused") in modes_changed
