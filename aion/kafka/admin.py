@@ -14,7 +14,6 @@ steps and stops as soon as the callback has seen one. librdkafka's own log lines
 from __future__ import annotations
 
 import dataclasses
-import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -29,18 +28,15 @@ from aion.errors import (
     Stale,
     Unauthenticated,
 )
+from aion.kafka.client import ReportedErrors
 from aion.kafka.plans import Binding, TopicState, TopicStep
 
 MAX_GROUP_PARTITIONS = 100_000
 """The most partitions ``lag`` reports for one group (a bound on what a cluster can make it hold)."""
-_MAX_ERRORS = 64
 _AUTH_HINT = (
     "check the SASL user and its password secret (aionctl kafka: --sasl-username, "
     "--sasl-password-secret), or the client certificate"
 )
-
-_log = logging.getLogger("aion.kafka.client")
-_log.addHandler(logging.NullHandler())  # not Python's last-resort handler, which would print them
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -60,24 +56,15 @@ class PartitionLag:
         return max(0, self.high_watermark - max(start, self.low_watermark))
 
 
-class KafkaAdmin:
+class KafkaAdmin(ReportedErrors):
     """One AdminClient, made from librdkafka settings (:func:`aion.kafka.config.client_settings`).
     ``timeout`` bounds each call, in seconds. Use it in a ``with`` block (or call :meth:`close`)."""
 
     def __init__(self, settings: Mapping[str, str], *, timeout: float) -> None:
         from confluent_kafka.admin import AdminClient
 
-        self.where = settings.get("bootstrap.servers", "")
-        self.user = settings.get("sasl.username")
-        self.timeout = timeout
-        self._errors: list[Any] = []
-        options: dict[str, Any] = {
-            **settings,
-            "error_cb": self._record,
-            "logger": _log,
-            "socket.connection.setup.timeout.ms": str(max(1000, int(timeout * 1000))),
-        }
-        self._client = AdminClient(options)
+        super().__init__(settings, timeout=timeout)
+        self._client = AdminClient(self.options(settings))
         self._probed = False
 
     def __enter__(self) -> KafkaAdmin:
@@ -94,21 +81,11 @@ class KafkaAdmin:
             client.poll(0)
             del client
 
-    def _record(self, error: Any) -> None:
-        if len(self._errors) < _MAX_ERRORS:
-            self._errors.append(error)
-
     # -- errors -------------------------------------------------------------------------------------
 
     def _auth_error(self) -> Any | None:
-        from confluent_kafka import KafkaError
-
-        self._client.poll(0)
-        codes = (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED)
-        return next((e for e in self._errors if e.code() in codes), None)
-
-    def _who(self) -> str:
-        return f"SASL user {self.user}" if self.user else "this client"
+        self._client.poll(0)  # serves the error callback
+        return self._reported_auth_error()
 
     def _translate(self, exc: BaseException, what: str) -> Error:
         """The aion error for a failed call doing ``what``."""

@@ -24,7 +24,6 @@ log lines go to the ``aion.kafka.client`` logger, never to stderr.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -39,6 +38,7 @@ from aion.errors import (
     ServiceError,
     Unauthenticated,
 )
+from aion.kafka.client import ReportedErrors
 
 MAX_VALUE_BYTES = 1024 * 1024
 """Records with a longer value are skipped and counted (aion never writes one; the local log's limit)."""
@@ -46,14 +46,10 @@ MAX_PARTITIONS = 10_000
 """The most partitions of one topic a reader reads (a bound on what a cluster can make it hold)."""
 _POLL_SECONDS = 0.5
 """One wait for records: short, so that Ctrl-C is seen between two."""
-_MAX_ERRORS = 64
 _AUTH_HINT = (
     "check the SASL user and its password secret (--sasl-username, --sasl-password-secret), or the "
     "client certificate"
 )
-
-_log = logging.getLogger("aion.kafka.client")
-_log.addHandler(logging.NullHandler())  # not Python's last-resort handler, which would print them
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -75,34 +71,30 @@ class Span:
     end: int
 
 
-class TopicReader:
+class TopicReader(ReportedErrors):
     """One consumer, made from librdkafka settings (:func:`aion.kafka.config.client_settings`);
     ``timeout`` bounds each call to the brokers, in seconds. Use it in a ``with`` block."""
 
     def __init__(self, settings: Mapping[str, str], *, timeout: float, purpose: str) -> None:
         from confluent_kafka import Consumer
 
-        self.where = settings.get("bootstrap.servers", "")
-        self.user = settings.get("sasl.username")
-        self.timeout = timeout
+        super().__init__(settings, timeout=timeout)
         self.skipped = 0
         """Records skipped for a value over :data:`MAX_VALUE_BYTES`, or with none."""
-        self._errors: list[Any] = []
         self._probed = False
         self._assigned = False
         self._client = Consumer(
-            {
-                **settings,
-                "group.id": f"aionctl-{purpose}-{uuid.uuid4().hex}",
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "auto.offset.reset": "earliest",
-                "enable.partition.eof": True,
-                "fetch.message.max.bytes": str(MAX_VALUE_BYTES + 64 * 1024),
-                "error_cb": self._record,
-                "logger": _log,
-                "socket.connection.setup.timeout.ms": str(max(1000, int(timeout * 1000))),
-            }
+            self.options(
+                {
+                    **settings,
+                    "group.id": f"aionctl-{purpose}-{uuid.uuid4().hex}",
+                    "enable.auto.commit": False,
+                    "enable.auto.offset.store": False,
+                    "auto.offset.reset": "earliest",
+                    "enable.partition.eof": True,
+                    "fetch.message.max.bytes": str(MAX_VALUE_BYTES + 64 * 1024),
+                }
+            )
         )
 
     def __enter__(self) -> TopicReader:
@@ -118,20 +110,10 @@ class TopicReader:
         if client is not None:
             client.close()
 
-    def _record(self, error: Any) -> None:
-        if len(self._errors) < _MAX_ERRORS:
-            self._errors.append(error)
-
     # -- errors -------------------------------------------------------------------------------------
 
     def _auth_error(self) -> Any | None:
-        from confluent_kafka import KafkaError
-
-        codes = (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED)
-        return next((e for e in self._errors if e.code() in codes), None)
-
-    def _who(self) -> str:
-        return f"SASL user {self.user}" if self.user else "this client"
+        return self._reported_auth_error()
 
     def _unreachable(self, what: str, text: str = "") -> DaemonUnavailable:
         detail = f": {text}" if text else ""
