@@ -43,7 +43,7 @@ class Kind(enum.StrEnum):
 
 
 CONFIG_SET = (Kind.INTENTS, Kind.POLICIES, Kind.MODELS, Kind.MODULES)
-READ_ALONE = (Kind.KAFKA,)
+READ_ALONE = (Kind.KAFKA, Kind.RUNBOOK)
 
 _SCHEMAS = {
     Kind.INTENTS: "config/intents",

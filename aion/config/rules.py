@@ -3,7 +3,7 @@ documentation ``aionctl explain RULE`` prints.
 
 Ids never change meaning and are never reused. Ranges: AION0xx reading files, AION1xx schemas,
 AION2xx references between files, AION3xx privacy, AION4xx budgets, latency and reachability,
-AION5xx the Kafka file (kafka.yml).
+AION5xx the Kafka file (kafka.yml), AION6xx runbooks.
 """
 
 from __future__ import annotations
@@ -624,6 +624,67 @@ _RULES = (
         and topics (the roles it reads: least privilege has no default). A producer entry writes the
         topics it names, all four when it names none, and has no group; a principal that also
         consumes gets a consumer entry of its own.
+        """,
+    ),
+    # -- runbooks ----------------------------------------------------------------------------------
+    Rule(
+        "AION601",
+        "runbook-step-kind",
+        _E,
+        "A runbook step does not say what it does, says two things, or has a field its kind does not use.",
+        """
+        Each step has exactly one of run (an aionctl command), action (the same, spelled as a
+        command path with its options under with:), http, exec (another program), manual (an
+        instruction the operator confirms) or elapsed (a measured time). with belongs to action,
+        background and env to exec, expect.status to http. A check compares once: one operator
+        (equals, lt, matches, ...) per entry.
+        """,
+    ),
+    Rule(
+        "AION602",
+        "runbook-command",
+        _E,
+        "A runbook step names an aionctl command or option that does not exist.",
+        """
+        run: and action: steps are aionctl commands without the word aionctl, checked against
+        aionctl's own command table: the command, each option, and how many arguments it takes. A
+        misspelled option would otherwise fail at that step, after the steps before it ran. Other
+        programs are exec: steps; aionctl itself is never run as an exec: step (run: uses the same
+        code in-process and gets the command's JSON result).
+        """,
+    ),
+    Rule(
+        "AION603",
+        "runbook-reference",
+        _E,
+        "A ${...} reference names an unknown variable or step, or a step that has not run yet.",
+        """
+        ${NAME} must be declared under vars:. ${steps.NAME/pointer} reads the result of a step that
+        runs earlier (on_failure steps may read any step of the runbook); a step cannot read its
+        own result or a later one. Step names are unique, since --from, --only and references name
+        them. elapsed.since names an earlier step.
+        """,
+    ),
+    Rule(
+        "AION604",
+        "runbook-value",
+        _E,
+        "A runbook value is malformed: a duration, a pointer, a pattern, a number or a ${...}.",
+        """
+        Durations are 500ms, 30s, 5m, 1h or a number of seconds, at most 24h. Pointers are JSON
+        pointers (empty, or starting with /; * stands for every element). matches takes a Python
+        regular expression; lt, le, gt and ge compare numbers; length takes a count. A literal $
+        is written $$. run: text must split into words (quotes closed).
+        """,
+    ),
+    Rule(
+        "AION605",
+        "runbook-unused-variable",
+        _W,
+        "A runbook variable is declared and never used.",
+        """
+        No step refers to it as ${NAME}, so setting it with --var changes nothing: probably a
+        misspelled reference or a leftover. Remove it, or use it.
         """,
     ),
 )

@@ -251,6 +251,10 @@ def check_file(source: Source, options: Options) -> tuple[Kind | None, Document 
                 from aion.kafka.config import check as check_kafka
 
                 findings.extend(check_kafka(document))
+            if kind is Kind.RUNBOOK and not any(f.severity is Severity.ERROR for f in findings):
+                from aion.runbook.check import check as check_runbook
+
+                findings.extend(check_runbook(document))
         elif (value := kinds.declared(document.data)) is not None:
             findings.append(_unknown_kind(document, value))
         else:

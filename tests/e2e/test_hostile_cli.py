@@ -219,7 +219,7 @@ apiVersion: aion/v1
 kind: Runbook
 metadata: {name: oncall}
 steps:
-  - {name: check, action: health.check}
+  - {name: check, action: health}
 """
 
 
@@ -231,7 +231,7 @@ def test_apply_follows_links_inside_and_sends_only_recognised_files(daemon: Aion
     policies = local / "policies.yml"
     policies.write_text(policies.read_text().replace("default_usd: 0.02", "default_usd: 0.0123"))
     (local / "notes.yml").write_text("owner: platform-team\n")
-    (local / "oncall.yaml").write_text(ONCALL_RUNBOOK)  # recognised by its kind:, so sent
+    (local / "oncall.yaml").write_text(ONCALL_RUNBOOK)  # a runbook: read on its own, so left out quietly
     applied = ctl(daemon, "policy", "apply", str(local), "-o", "json")
     assert applied.returncode == 0, applied.stderr
     assert applied.stderr == (
@@ -239,7 +239,7 @@ def test_apply_follows_links_inside_and_sends_only_recognised_files(daemon: Aion
         "(by name or top-level kind:)\n"
     )
     stored = stored_files(daemon, 2)
-    assert sorted(stored) == ["intents.yml", "models.yml", "modules.yml", "oncall.yaml", "policies.yml"]
+    assert sorted(stored) == ["intents.yml", "models.yml", "modules.yml", "policies.yml"]
     assert stored["models.yml"] == (EXAMPLES / "models.yml").read_bytes()
     quiet = ctl(daemon, "-q", "policy", "diff", str(local), role="viewer")
     assert quiet.returncode == 0, quiet.stderr
