@@ -48,6 +48,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec("kafka", "aionctl.commands.kafka", "Create Kafka topics and ACLs from kafka.yml; show lag."),
     CommandSpec("audit", "aionctl.commands.audit", "Confirm that aiond's audit events reached Kafka."),
     CommandSpec("schema", "aionctl.commands.schema", "Print the JSON Schemas that ship with aion."),
+    CommandSpec("metrics", "aionctl.commands.metrics", "Read aiond's metrics; check dashboards; judge a canary."),
     CommandSpec("runbook", "aionctl.commands.runbook", "Run the operational runbook as code: list, show, run."),
 )
 

@@ -12,12 +12,13 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aion.api.v1 import admin_pb2, admin_pb2_grpc, events_pb2, events_pb2_grpc, tasks_pb2, tasks_pb2_grpc
+from aion.dashboards import unknown_metrics
 from aion.envelopes import AUDIT_TOPIC, DECISIONS_TOPIC, LIFECYCLE_TOPIC
+from aion.promql import exported_names
 from tests.integration.metrics_daemon import Served, samples, scrape, served_daemon, value
 from tests.rig import install
-from tests.rig.dashboards import NAMES, shipped, unknown_metrics
+from tests.rig.dashboards import NAMES, shipped
 from tests.rig.procs import poll
-from tests.rig.promql import exported_names
 
 ADMIN = "aion.v1.AdminService"
 EVENTS = "aion.v1.EventService"

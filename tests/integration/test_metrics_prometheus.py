@@ -13,9 +13,10 @@ from typing import Any
 import httpx
 import pytest
 
+from aion.dashboards import panels
 from tests.integration.metrics_daemon import Served, served_daemon
 from tests.rig.daemon import Aiond
-from tests.rig.dashboards import instantiate, panels, shipped
+from tests.rig.dashboards import instantiate, shipped
 from tests.rig.procs import poll
 from tests.rig.services import Prometheus
 

@@ -12,19 +12,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from aion.dashboards import panels, queries, unknown_metrics
+from aion.promql import PromQLError, exported_names, metric_names, template_metric_names
 from aiond.serving.telemetry import Metrics
 from tests.rig.daemon import REPO
-from tests.rig.dashboards import (
-    DASHBOARDS,
-    NAMES,
-    instantiate,
-    load,
-    panels,
-    queries,
-    shipped,
-    unknown_metrics,
-)
-from tests.rig.promql import PromQLError, exported_names, metric_names, template_metric_names
+from tests.rig.dashboards import DASHBOARDS, NAMES, instantiate, load, shipped
 
 DATASOURCE = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
 

@@ -1,6 +1,7 @@
 """Metric names: the ones a PromQL expression reads, and the ones a Prometheus text exposition offers.
 
-The dashboard tests compare the two, so that a panel never queries a metric aiond does not export.
+``aionctl metrics check --dashboards`` (and the dashboard tests) compare the two, so that a panel never
+queries a metric aiond does not export.
 
 :func:`metric_names` tokenizes an expression rather than matching words with a regular expression,
 because most words in PromQL are not metric names: function and aggregation names (followed by
