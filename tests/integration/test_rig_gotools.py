@@ -17,6 +17,8 @@ VERSION_ARGS = {
     "grpcurl": ["-version"],
     "grpc_health_probe": ["-version"],
     "sops": ["--version", "--disable-version-check"],  # else it asks GitHub for the latest release
+    "kubeconform": ["-v"],
+    "kustomize": ["version"],
 }
 
 

@@ -8,6 +8,8 @@
     python3 tests/rig/install.py go       # cosign, oras, grpcurl, grpc_health_probe, sops at pinned versions
     python3 tests/rig/install.py kafka    # Kafka broker jars from Maven Central
     python3 tests/rig/install.py sarif    # the official SARIF 2.1.0 JSON Schema, from the npm registry
+    python3 tests/rig/install.py deploy   # the Kubernetes API's schemas (pinned version) and the Compose
+                                          # Specification's schema, from the Go module proxy
     python3 tests/rig/install.py check    # report what is missing; exit 1 if anything is
 
 The test fixtures import this module to find what it installed (same paths, same pins), so the two can
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import importlib
 import io
 import json
 import os
@@ -36,6 +39,7 @@ import tempfile
 import urllib.request
 import zipfile
 from pathlib import Path
+from typing import Any
 
 RIG_HOME = Path(os.environ.get("AION_RIG_HOME") or Path.home() / ".cache" / "aion-rig")
 BIN_DIR = RIG_HOME / "bin"
@@ -48,6 +52,9 @@ GO_TOOLS: dict[str, tuple[str, str]] = {
     "grpcurl": ("github.com/fullstorydev/grpcurl/cmd/grpcurl", "v1.9.4"),
     "grpc_health_probe": ("github.com/grpc-ecosystem/grpc-health-probe", "v0.4.62"),
     "sops": ("github.com/getsops/sops/v3/cmd/sops", "v3.13.3"),
+    # deploy/: kustomize renders the overlays, kubeconform checks them against the schemas below
+    "kubeconform": ("github.com/yannh/kubeconform/cmd/kubeconform", "v0.8.0"),
+    "kustomize": ("sigs.k8s.io/kustomize/kustomize/v5", "v5.8.2"),
 }
 GO_MIN_VERSION = (1, 26, 7)  # oras v1.3.6 declares go 1.26.7
 GO_FALLBACK_TOOLCHAIN = "go1.26.8"
@@ -70,6 +77,17 @@ SARIF_INTEGRITY = (
 )
 SARIF_MEMBER = "package/lib/schemas/sarif-2.1.0-rtm.5.json"
 SARIF_SCHEMA = RIG_HOME / "sarif" / "sarif-2.1.0-rtm.5.json"
+
+# The schemas deploy/ is checked against (tests/rig/deploy_schemas.py makes them): module, version and
+# the zip's hash as the Go checksum database records it.
+KUBERNETES_MODULE = ("k8s.io/kubernetes", "v1.36.3", "h1:qDQdoMiluAE2Eab6Fa52YV+WjiGz9mZFFoagEA6cI+o=")
+COMPOSE_MODULE = (
+    "github.com/compose-spec/compose-go/v2",
+    "v2.16.2",
+    "h1:pTp1DqQwJzFd85GzlWsSszKA1ABrV/ySqsClujIcWA8=",
+)
+KUBERNETES_SCHEMAS = RIG_HOME / "kubernetes-schemas"  # kubeconform's -schema-location
+COMPOSE_SCHEMA = RIG_HOME / "compose" / f"compose-spec-{COMPOSE_MODULE[1]}.json"
 
 # Debian packages: package -> what shows it is installed: a command it provides, or (an absolute
 # path, possibly a glob) a file it installs, for packages that provide no command.
@@ -139,6 +157,29 @@ def sarif_schema_path() -> Path | None:
     return SARIF_SCHEMA if SARIF_SCHEMA.is_file() else None
 
 
+def kubernetes_version() -> str:
+    """The pinned Kubernetes version, as kubeconform's -kubernetes-version takes it (no "v")."""
+    return KUBERNETES_MODULE[1].removeprefix("v")
+
+
+def kubernetes_schemas_path() -> Path | None:
+    """kubeconform's -schema-location for the pinned version, if made by this converter."""
+    made = KUBERNETES_SCHEMAS / f"{KUBERNETES_MODULE[1]}-standalone-strict"
+    stamp = made / ".stamp"
+    if stamp.is_file() and stamp.read_text().strip() == _deploy_schemas().converter_digest():
+        return KUBERNETES_SCHEMAS
+    return None
+
+
+def compose_schema_path() -> Path | None:
+    return COMPOSE_SCHEMA if COMPOSE_SCHEMA.is_file() else None
+
+
+def _deploy_schemas() -> Any:
+    # Run as a script, this directory is on sys.path; imported by the fixtures, it is a package.
+    return importlib.import_module("tests.rig.deploy_schemas" if __package__ else "deploy_schemas")
+
+
 def command_path(command: str) -> Path | None:
     found = shutil.which(command)
     return Path(found) if found else None
@@ -170,6 +211,8 @@ def missing() -> dict[str, str]:
         todo["kafka"] = f"{this} kafka"
     if sarif_schema_path() is None:
         todo["sarif"] = f"{this} sarif"
+    if kubernetes_schemas_path() is None or compose_schema_path() is None:
+        todo["deploy-schemas"] = f"{this} deploy"
     return todo
 
 
@@ -418,6 +461,38 @@ def install_sarif_schema() -> None:
     tmp.replace(SARIF_SCHEMA)
 
 
+# -- deploy/ schemas ---------------------------------------------------------------------------------
+
+
+def install_deploy_schemas() -> None:
+    schemas = _deploy_schemas()
+    proxy = (os.environ.get("GOPROXY") or "https://proxy.golang.org").split(",")[0].split("|")[0]
+    if proxy in ("direct", "off"):
+        proxy = "https://proxy.golang.org"
+    module, version, h1 = KUBERNETES_MODULE
+    if kubernetes_schemas_path() is None:
+        log(f"deploy: the Kubernetes {version} API schemas, from {module}@{version} ({proxy})")
+        try:
+            swagger = schemas.module_member(proxy, module, version, h1, schemas.SWAGGER_MEMBER, _dirhash_h1)
+            target = KUBERNETES_SCHEMAS / f"{version}-standalone-strict"
+            count = schemas.write_kubernetes_schemas(swagger, target, schemas.converter_digest())
+        except (OSError, ValueError, KeyError, schemas.SchemaError) as exc:
+            raise InstallError(f"deploy: Kubernetes schemas: {exc}") from exc
+        log(f"deploy: {count} kinds' schemas in {target}")
+    else:
+        log(f"deploy: the Kubernetes {version} API schemas are present")
+    module, version, h1 = COMPOSE_MODULE
+    if compose_schema_path() is None:
+        log(f"deploy: the Compose Specification's schema, from {module}@{version}")
+        try:
+            data = schemas.module_member(proxy, module, version, h1, schemas.COMPOSE_MEMBER, _dirhash_h1)
+            schemas.write_compose_schema(data, COMPOSE_SCHEMA)
+        except (OSError, ValueError, KeyError, schemas.SchemaError) as exc:
+            raise InstallError(f"deploy: Compose schema: {exc}") from exc
+    else:
+        log("deploy: the Compose Specification's schema is present")
+
+
 # -- driver ------------------------------------------------------------------------------------------
 
 
@@ -431,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("step", choices=["all", "apt", "go", "kafka", "sarif", "check"])
+    parser.add_argument("step", choices=["all", "apt", "go", "kafka", "sarif", "deploy", "check"])
     args = parser.parse_args(argv)
     RIG_HOME.mkdir(parents=True, exist_ok=True)
     steps = {
@@ -439,6 +514,7 @@ def main(argv: list[str] | None = None) -> int:
         "go": install_go_tools,
         "kafka": install_kafka,
         "sarif": install_sarif_schema,
+        "deploy": install_deploy_schemas,
     }
     if args.step == "check":
         todo = missing()
