@@ -26,7 +26,9 @@ class SuggestingGroup(typer.core.TyperGroup):
         from aionctl.usage import did_you_mean
 
         name = args[0] if args else ""
-        if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+        # While a TAB is completed (resilient parsing) an unknown word is no error: it offers nothing.
+        unknown = name and not name.startswith("-") and self.get_command(ctx, name) is None
+        if unknown and not ctx.resilient_parsing:
             error = UsageError(f"No such command '{name}'.", ctx)
             error.suggestion = did_you_mean(name, self.list_commands(ctx))  # type: ignore[attr-defined]
             raise error

@@ -87,9 +87,9 @@ HttpAddress = Annotated[
 
 
 def _context_names(incomplete: str) -> list[str]:
-    from aionctl.contexts import complete_names
+    from aionctl.completing import context_names
 
-    return complete_names(incomplete)
+    return [str(c) for c in context_names(incomplete)]
 
 
 ContextName = Annotated[

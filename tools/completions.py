@@ -3,8 +3,8 @@
     python tools/completions.py          # regenerate (what `nox -s completions` runs)
     python tools/completions.py --check  # exit 1 when a committed script differs
 
-The scripts come from aionctl itself, through the completion protocol its Typer application speaks
-(``_AIONCTL_COMPLETE=source_<shell> aionctl``), so they always match the installed program.
+The scripts are what ``aionctl completion SHELL`` prints (the scripts of the completion protocol its
+Typer application answers), so they always match the installed program.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ def render(shell: str) -> bytes:
     program = str(exe) if exe.exists() else shutil.which("aionctl")
     if program is None:
         raise SystemExit("completions: aionctl is not installed; run: pip install -e .")
-    env = {**os.environ, "_AIONCTL_COMPLETE": f"source_{shell}"}
-    result = subprocess.run([program], capture_output=True, env=env, check=False)
+    # Never a completion request inherited from the calling shell: this asks for the script itself.
+    env = {k: v for k, v in os.environ.items() if k != "_AIONCTL_COMPLETE"}
+    result = subprocess.run([program, "completion", shell], capture_output=True, env=env, check=False)
     if result.returncode != 0 or not result.stdout.strip():
         raise SystemExit(
             f"completions: aionctl gave no {shell} script: {result.stderr.decode(errors='replace')}"

@@ -23,7 +23,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec(
         "module",
         "aionctl.commands.module",
-        "Build, publish, sign, install, inspect, verify and remove modules.",
+        "Build, publish, sign, install, inspect, verify, remove modules.",
     ),
     CommandSpec(
         "verify", "aionctl.commands.verify", "Verify signatures offline (Sigstore bundles of files)."
@@ -50,6 +50,9 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec("schema", "aionctl.commands.schema", "Print the JSON Schemas that ship with aion."),
     CommandSpec("metrics", "aionctl.commands.metrics", "Read aiond's metrics; check dashboards; judge a canary."),
     CommandSpec("runbook", "aionctl.commands.runbook", "Run the operational runbook as code: list, show, run."),
+    CommandSpec(
+        "completion", "aionctl.commands.completion", "Print the shell completion script (bash, zsh, ...)."
+    ),
 )
 
 BY_NAME = {spec.name: spec for spec in COMMANDS}

@@ -11,6 +11,7 @@ import typer
 
 from aion.config import rules
 from aion.errors import UsageError
+from aionctl import completing
 from aionctl.options import Output, command_app, global_options
 from aionctl.output import OutputFormat, document, emit
 
@@ -21,7 +22,10 @@ app = command_app()
 def explain(
     ctx: typer.Context,
     rule: Annotated[
-        str | None, typer.Argument(metavar="[RULE]", help="A rule id, for example AION301.")
+        str | None,
+        typer.Argument(
+            metavar="[RULE]", help="A rule id, for example AION301.", autocompletion=completing.rule_ids
+        ),
     ] = None,
     output: Output = OutputFormat.TEXT,
 ) -> None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from aion.errors import UsageError
+from aionctl import completing
 from aionctl.client import Endpoint, call, channel, every_page
 from aionctl.connect import daemon_command
 from aionctl.options import Output, command_app, global_options
@@ -31,6 +32,10 @@ app.info.no_args_is_help = True
 MODES = ("local-only", "allow-api", "hybrid", "policy")
 
 
+def _modes(incomplete: str) -> list[str]:
+    return [m for m in MODES if m.startswith(incomplete)]
+
+
 def _word(mode: int) -> str:
     from aion.api.v1 import admin_pb2
     from aion.documents import enum_word
@@ -42,8 +47,13 @@ def _word(mode: int) -> str:
 def mode(
     ctx: typer.Context,
     target: Endpoint,
-    intent: Annotated[str, typer.Argument(help="Intent name.")],
-    new_mode: Annotated[str, typer.Argument(metavar="MODE", help="local-only, allow-api, hybrid or policy.")],
+    intent: Annotated[str, typer.Argument(help="Intent name.", autocompletion=completing.intent_names)],
+    new_mode: Annotated[
+        str,
+        typer.Argument(
+            metavar="MODE", help="local-only, allow-api, hybrid or policy.", autocompletion=_modes
+        ),
+    ],
     reason: Annotated[
         str, typer.Option("--reason", "-r", metavar="TEXT", help="Why; recorded in the audit.")
     ] = "",

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from aionctl import completing
 from aionctl.client import Endpoint, call, channel, every_page
 from aionctl.connect import daemon_command
 from aionctl.options import Output, command_app, global_options
@@ -294,7 +295,9 @@ def list_command(ctx: typer.Context, store: Store = None, output: Output = Outpu
 @app.command("inspect")
 def inspect_command(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Installed module name.")],
+    name: Annotated[
+        str, typer.Argument(help="Installed module name.", autocompletion=completing.module_names)
+    ],
     store: Store = None,
     output: Output = OutputFormat.TEXT,
 ) -> None:
@@ -327,7 +330,10 @@ def inspect_command(
 def verify_command(
     ctx: typer.Context,
     names: Annotated[
-        list[str] | None, typer.Argument(metavar="[NAME ...]", help="Default: every module.")
+        list[str] | None,
+        typer.Argument(
+            metavar="[NAME ...]", help="Default: every module.", autocompletion=completing.module_names
+        ),
     ] = None,
     config: Config = Path(),
     store: Store = None,
@@ -357,7 +363,9 @@ def verify_command(
 @app.command("remove")
 def remove_command(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Installed module name.")],
+    name: Annotated[
+        str, typer.Argument(help="Installed module name.", autocompletion=completing.module_names)
+    ],
     store: Store = None,
     output: Output = OutputFormat.TEXT,
 ) -> None:
@@ -442,7 +450,9 @@ def status_command(ctx: typer.Context, target: Endpoint, output: Output = Output
 def parallelism_command(
     ctx: typer.Context,
     target: Endpoint,
-    name: Annotated[str, typer.Argument(help="Module name (as in modules.yml).")],
+    name: Annotated[
+        str, typer.Argument(help="Module name (as in modules.yml).", autocompletion=completing.module_names)
+    ],
     parallelism: Annotated[int, typer.Argument(metavar="N", help="Calls it may run at once (1-1024).")],
     reason: Annotated[
         str, typer.Option("--reason", "-r", metavar="TEXT", help="Why; recorded in the audit.")

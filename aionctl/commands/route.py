@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from aion.errors import FindingsError, InputError, UsageError
+from aionctl import completing
 from aionctl.client import call, channel
 from aionctl.connect import TlsCa, TlsCert, TlsKey, TlsServerName, TokenFile, endpoint
 from aionctl.options import Address, Output, Timeout, budget_nano, command_app, global_options
@@ -40,7 +41,9 @@ def route() -> None:
 @app.command("explain")
 def explain(
     ctx: typer.Context,
-    intent: Annotated[str, typer.Argument(help="Intent name, as in intents.yml.")],
+    intent: Annotated[
+        str, typer.Argument(help="Intent name, as in intents.yml.", autocompletion=completing.intent_names)
+    ],
     config: Annotated[
         Path | None,
         typer.Option(

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from aion.errors import DaemonUnavailable, FindingsError, InputError, UsageError
+from aionctl import completing
 from aionctl.client import Endpoint, call, channel, rpc_status, translate_rpc_error
 from aionctl.connect import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -124,7 +125,9 @@ def _show_change(ctx: typer.Context, task: tasks_pb2.Task, output: OutputFormat)
 def submit(
     ctx: typer.Context,
     target: Endpoint,
-    intent: Annotated[str, typer.Argument(help="Intent name, as in intents.yml.")],
+    intent: Annotated[
+        str, typer.Argument(help="Intent name, as in intents.yml.", autocompletion=completing.intent_names)
+    ],
     input_file: Annotated[
         str | None, typer.Option("--input", "-i", metavar="FILE", help="The input ('-' for stdin).")
     ] = None,
