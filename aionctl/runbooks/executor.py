@@ -165,7 +165,10 @@ class Executor:
     def resolve(self, ref: templates.Ref) -> Any:
         match ref.kind:
             case "var":
-                return self.run.values[ref.name]
+                value = self.run.values[ref.name]
+                if isinstance(value, str) and "${" in value:  # a default built from ${env.X} or ${run.X}
+                    return templates.render_value(value, self._outer)
+                return value
             case "env":
                 if ref.name not in os.environ:
                     raise _Unresolved(f"{ref.text}: environment variable {ref.name} is not set")
@@ -195,8 +198,27 @@ class Executor:
                 return found[0][1] if len(found) == 1 else [value for _, value in found]
         raise AssertionError(ref.kind)
 
+    def _outer(self, ref: templates.Ref) -> Any:
+        if ref.kind not in ("env", "run"):
+            raise _Unresolved(
+                f"{ref.text}: a variable's value may refer to ${{env.NAME}} and ${{run...}} only"
+            )
+        return self.resolve(ref)
+
     def render(self, value: Any) -> Any:
         return templates.render_value(value, self.resolve)
+
+    def condition(self, when: str | bool) -> Any:
+        """A step's ``when``: a value (true unless empty, false, 0, no or null), or one comparison
+        ``LEFT == RIGHT`` / ``LEFT != RIGHT`` of two values (compared as checks compare)."""
+        if isinstance(when, str):
+            for symbol in (" == ", " != "):
+                if symbol in when:
+                    left, right = (
+                        templates.as_text(self.render(side.strip())) for side in when.split(symbol, 1)
+                    )
+                    return conditions.same(left, right) is (symbol == " == ")
+        return self.render(when)
 
     def words(self, words: Sequence[str]) -> list[str]:
         return [templates.as_text(self.render(word)) for word in words]
@@ -263,6 +285,20 @@ class Executor:
         self.records[step.name] = record
         if not recovery:
             self.run.steps.append(record)
+        if step.when is not None and not self.run.dry_run:
+            try:
+                when = self.condition(step.when)
+            except _Unresolved as exc:
+                record.command, record.error = self.mask(kinds.describe_raw(step)), str(exc)
+                self.progress.finished(step, record)
+                return record
+            if str(when).strip().lower() in _FALSE or when is False or when is None:
+                record.command = self.mask(kinds.describe_raw(step))
+                record.status = SKIPPED
+                record.result = {"when": templates.as_text(when)}
+                self.progress.started(index, total, step, record)
+                self.progress.finished(step, record)
+                return record
         try:
             record.command = self.mask(kinds.describe(self, step))
             record.changes_state = kinds.changes_state(self, step)
@@ -277,19 +313,6 @@ class Executor:
             self.progress.finished(step, record)
             return record
         self.progress.started(index, total, step, record)
-        if step.when is not None:
-            try:
-                when = self.render(step.when)
-            except _Unresolved as exc:
-                record.error = str(exc)
-                self.progress.finished(step, record)
-                return record
-            if str(when).strip().lower() in _FALSE or when is False or when is None:
-                record.status = SKIPPED
-                record.error = None
-                record.result = {"when": templates.as_text(when)}
-                self.progress.finished(step, record)
-                return record
         record.started_at = time.time()
         began = time.monotonic()
         try:

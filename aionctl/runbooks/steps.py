@@ -140,15 +140,19 @@ def _run(executor: Executor, step: Step, timeout: float) -> Outcome:
 
 
 def parse_output(text: str) -> Any:
-    """A command's output as data: one JSON document, JSON Lines as a list, else ``{"text": ...}``."""
+    """A command's output as data: one JSON document, JSON Lines as a list (even of one line: a
+    streamed command's documents are one per line, a single document is indented), else
+    ``{"text": ...}``."""
     stripped = text.strip()
     if not stripped:
         return None
-    try:
-        return json.loads(stripped)
-    except ValueError:
-        pass
     lines = [line for line in stripped.splitlines() if line.strip()]
+    first = lines[0].strip()
+    if not (first.startswith("{") and first.endswith("}")):
+        try:
+            return json.loads(stripped)
+        except ValueError:
+            pass
     try:
         return [json.loads(line) for line in lines]
     except ValueError:
