@@ -30,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="aiond",
         description="The aion daemon: routes tasks under the policies and serves the aion.v1 gRPC API.\n"
-        "Manage its API tokens with `aiond token create|list|revoke` (see `aiond token --help`).",
+        "Manage its API tokens with `aiond token create|list|revoke|rotate` (see `aiond token --help`).",
         epilog=f"exit codes:\n{codes}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -11,7 +11,19 @@ Roles are ordered; each includes the ones below it:
 A token looks like ``aion_<id>_<secret>``. The id is public and finds the record; only the SHA-256 of
 the secret is stored. The secret is 256 random bits, so a plain hash is as strong as a slow password
 hash here (slow hashes protect guessable secrets) and keeps every call cheap. Comparison is constant
-time. Tokens are managed offline with ``aiond token create|list|revoke``.
+time. Tokens are managed offline with ``aiond token create|list|revoke|rotate``, and listed and
+rotated over the API (AdminService.ListTokens and RotateToken, role admin).
+
+Every credential records its last use, coarsely: :class:`TokenUses` notes each authenticated call in
+memory (a dictionary entry, no I/O), and its flusher writes what it noted to the state every
+``--token-use-interval`` seconds (a minute by default), one transaction for every credential used in
+that time and none when none was, and once more at shutdown. So a credential's ``last_used_at`` is
+at most one interval old while the daemon runs, and a busy token costs one row update a minute, not
+one per call.
+
+A rotation (:func:`rotate`) issues a new secret under the same name and role and makes the old one
+expire at the end of an overlap (an hour by default), so clients can move to the new secret before
+the old one is refused.
 
 With a client CA configured (mTLS), the certificate's identity (its first URI SAN, else DNS SAN, else
 email SAN, else common name) becomes the principal. Its role comes from the token the call
@@ -28,6 +40,8 @@ disk).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import contextvars
 import dataclasses
 import datetime as dt
@@ -37,6 +51,7 @@ import hmac
 import logging
 import re
 import secrets
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from functools import lru_cache
@@ -45,7 +60,7 @@ from typing import Any
 from aion.envelopes import audit
 from aion.errors import AuthError, Error, Forbidden, Unauthenticated, UsageError
 from aion.errors import transport as error_transport
-from aiond.state.backend import StateBackend, TokenRecord
+from aiond.state.backend import Rotation, StateBackend, TokenRecord
 
 log = logging.getLogger("aiond")
 
@@ -110,6 +125,8 @@ METHOD_ROLES: Mapping[str, Role | None] = {
     _S + "AdminService/SetBreakerState": Role.OPERATOR,
     _S + "AdminService/SetIntentMode": Role.OPERATOR,
     _S + "AdminService/WhoAmI": Role.VIEWER,
+    _S + "AdminService/ListTokens": Role.ADMIN,
+    _S + "AdminService/RotateToken": Role.ADMIN,
     # policies
     _S + "PolicyService/GetPolicyStatus": Role.VIEWER,
     _S + "PolicyService/ListPolicyVersions": Role.VIEWER,
@@ -131,6 +148,7 @@ METHOD_ROLES: Mapping[str, Role | None] = {
     _S + "TaskService/WatchTask": Role.VIEWER,
     _S + "RouterService/ExplainRoute": Role.VIEWER,
     _S + "EventService/TailEvents": Role.VIEWER,
+    _S + "BackupService/CreateBackup": Role.ADMIN,
 }
 
 HTTP_ROLES: Mapping[tuple[str, str], Role | None] = {
@@ -185,14 +203,155 @@ def mint(
     return record, (f"{TOKEN_PREFIX}{token_id}_{secret}" if secret else "")
 
 
+DEFAULT_OVERLAP = dt.timedelta(hours=1)
+MAX_OVERLAP = dt.timedelta(days=30)
+
+
+def describe(record: TokenRecord) -> dict[str, Any]:
+    """A credential as documents and audit events show it (never its secret's hash)."""
+
+    def iso(when: dt.datetime | None) -> str | None:
+        return when.astimezone(dt.UTC).isoformat().replace("+00:00", "Z") if when else None
+
+    return {
+        "id": record.id,
+        "name": record.name,
+        "role": record.role,
+        "type": "identity" if record.identity else "token",
+        "identity": record.identity or None,
+        "createdAt": iso(record.created_at),
+        "createdBy": record.created_by,
+        "expiresAt": iso(record.expires_at),
+        "revokedAt": iso(record.revoked_at),
+        "lastUsedAt": iso(record.last_used_at),
+        "replacedBy": record.replaced_by or None,
+    }
+
+
+def rotate(
+    backend: StateBackend,
+    name_or_id: str,
+    *,
+    overlap: dt.timedelta = DEFAULT_OVERLAP,
+    principal: str,
+) -> tuple[Rotation, str]:
+    """Replace a token's secret: a new token of the same name and role (and, when the old one had a
+    lifetime, the same lifetime from now), while the old one works on for ``overlap`` (0: it stops
+    at once) and expires. One transaction with its ``token.rotate`` audit event; the caller then
+    delivers the journal (``Journal.committed()``, or ``drain()`` offline). Returns the rotation and
+    the new token's text, which is never stored."""
+    if not dt.timedelta(0) <= overlap <= MAX_OVERLAP:
+        raise UsageError(
+            f"the overlap {overlap} is outside 0 to {MAX_OVERLAP.days} days",
+            hint="give how long the old secret keeps working, for example 1h; 0 ends it at once",
+        )
+    now = dt.datetime.now(dt.UTC)
+    texts: list[str] = []
+
+    def issue(old: TokenRecord) -> TokenRecord:
+        lifetime = old.expires_at - old.created_at if old.expires_at is not None else None
+        record, text = mint(old.name, Role.parse(old.role), created_by=principal, ttl=lifetime)
+        texts.append(text)
+        return dataclasses.replace(record, created_at=now, expires_at=now + lifetime if lifetime else None)
+
+    def recorded(rotation: Rotation) -> dict[str, Any]:
+        return audit(
+            principal=principal,
+            action="token.rotate",
+            target=rotation.new.name,
+            outcome="success",
+            before=rotation.old.id,
+            after=rotation.new.id,
+            reason=f"the old secret works until {describe(rotation.old)['expiresAt']}",
+            details={"old": describe(rotation.old), "new": describe(rotation.new),
+                     "overlapSeconds": int(overlap.total_seconds())},
+        )  # fmt: skip
+
+    rotation = backend.rotate_token(name_or_id, issue, at=now, overlap=overlap, audit=recorded)
+    return rotation, texts[-1]
+
+
+class TokenUses:
+    """The last use of each credential: noted in memory on every call, written to the state every
+    ``interval`` seconds (one transaction for all the credentials used meanwhile), and at :meth:`close`.
+
+    Only credentials that authenticated are noted, so the dictionary holds at most one entry per stored
+    credential. A write that fails (a full disk) keeps its uses for the next one."""
+
+    def __init__(
+        self,
+        backend: StateBackend,
+        *,
+        interval: float = 60.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._backend = backend
+        self.interval = interval
+        self._clock = clock
+        self._noted: dict[str, float] = {}
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def note(self, token_id: str) -> None:
+        self._noted[token_id] = self._clock()
+
+    def flush(self) -> int:
+        """Write what was noted since the last flush; returns how many credentials it was."""
+        noted, self._noted = self._noted, {}
+        if not noted:
+            return 0
+        try:
+            self._backend.note_token_use(
+                {token_id: dt.datetime.fromtimestamp(at, dt.UTC) for token_id, at in noted.items()}
+            )
+        except (Error, sqlite3.Error) as exc:  # a full disk, or the database locked for too long
+            for token_id, at in noted.items():  # newer uses noted meanwhile win
+                self._noted[token_id] = max(at, self._noted.get(token_id, at))
+            log.warning(
+                "the last use of %d credentials could not be recorded (kept for the next try): %s",
+                len(noted), exc.message if isinstance(exc, Error) else exc,
+            )  # fmt: skip
+            return 0
+        return len(noted)
+
+    def start(self) -> None:
+        """Start the flusher on the running loop; :meth:`close` stops it."""
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=self.interval)
+            # Off the loop: the write may wait for another writer of the state (a commit's fsync).
+            await asyncio.to_thread(self.flush)
+            if self._stop.is_set():  # that was the last one
+                return
+
+    async def close(self) -> None:
+        """Stop the flusher after one last flush (the uses since the last one)."""
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+        else:
+            self.flush()
+
+
 class Authenticator:
     """Checks credentials against the state backend, with a short cache so each call stays cheap."""
 
-    def __init__(self, backend: StateBackend, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        backend: StateBackend,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        uses: TokenUses | None = None,
+    ) -> None:
         self._backend = backend
         self._clock = clock
+        self.uses = uses
+        """Where each call's use of its credential is noted (None: nowhere)."""
         self._cache: dict[str, tuple[float, TokenRecord | None]] = {}
-        self._verified: dict[str, tuple[float, Principal]] = {}
+        self._verified: dict[str, tuple[float, Principal, str]] = {}
 
     def _lookup(self, key: str, fetch: Callable[[], TokenRecord | None]) -> TokenRecord | None:
         now = self._clock()
@@ -215,15 +374,18 @@ class Authenticator:
         if token and identity is None:
             hit = self._verified.get(token)
             if hit is not None and self._clock() - hit[0] < _CACHE_SECONDS:
+                if self.uses is not None:
+                    self.uses.note(hit[2])
                 return hit[1]
             principal = self._authenticate(token, None)
             # Valid for as long as the record it was checked against: a revocation read from the
             # backend a second later ends it, as it would without this cache.
-            fetched = self._cache.get("t:" + token[len(TOKEN_PREFIX) : len(TOKEN_PREFIX) + 12])
+            token_id = token[len(TOKEN_PREFIX) : len(TOKEN_PREFIX) + 12]
+            fetched = self._cache.get("t:" + token_id)
             if fetched is not None:
                 if len(self._verified) > 10_000:
                     self._verified.clear()
-                self._verified[token] = (fetched[0], principal)
+                self._verified[token] = (fetched[0], principal, token_id)
             return principal
         return self._authenticate(token, identity)
 
@@ -239,6 +401,8 @@ class Authenticator:
             if not hmac.compare_digest(record.secret_sha256, hash_secret(secret)):
                 raise Unauthenticated("the token is not known", principal=identity or "anonymous")
             self._check_live(record, identity or record.name)
+            if self.uses is not None:
+                self.uses.note(record.id)
             return Principal(identity or record.name, Role.parse(record.role), record.name)
         if identity:
             record = self._lookup("i:" + identity, lambda: self._backend.token_for_identity(identity))
@@ -248,6 +412,8 @@ class Authenticator:
                     principal=identity,
                 )
             self._check_live(record, identity)
+            if self.uses is not None:
+                self.uses.note(record.id)
             return Principal(identity, Role.parse(record.role), "certificate")
         raise Unauthenticated("the call carries no token (authorization: Bearer ...)")
 
@@ -349,18 +515,23 @@ class DenialReporter:
 
 __all__ = [
     "ANONYMOUS",
+    "DEFAULT_OVERLAP",
     "HTTP_ROLES",
+    "MAX_OVERLAP",
     "METHOD_ROLES",
     "SYSTEM",
     "Authenticator",
     "DenialReporter",
     "Principal",
     "Role",
+    "TokenUses",
     "authorize",
     "bearer",
     "current_principal",
+    "describe",
     "hash_secret",
     "identity_of",
     "mint",
     "required_role",
+    "rotate",
 ]

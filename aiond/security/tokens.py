@@ -1,4 +1,4 @@
-"""``aiond token create|list|revoke``: manage API credentials offline, on the state directory.
+"""``aiond token create|list|revoke|rotate``: manage API credentials offline, on the state directory.
 
 These commands open the state database directly, so they work whether or not a daemon is running on
 that state directory (SQLite WAL lets both use it; a running daemon sees a change within a second).
@@ -10,6 +10,11 @@ before the daemon's first start). A ``state.db`` that exists but is damaged or e
 schema) is refused by every command, exit 3, exactly as ``aiond`` refuses it: an empty one may be
 state that lost its contents, and a token written into it would hide that. ``aiond --init-state``, or
 moving the file away, starts over.
+
+``rotate NAME|ID [--overlap 1h]`` issues a new secret under the same name and role (printed once, as
+``create`` does) and lets the old one work on until the overlap ends (``0``: it stops at once); a
+token with a lifetime gets the same lifetime again from now. ``list`` shows each credential's age
+and last use (written by the daemon at most once a minute, see :mod:`aiond.security.auth`).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ if TYPE_CHECKING:
     from aiond.state.backend import TokenRecord
     from aiond.state.sqlite import SqliteState
 
-_DURATION = re.compile(r"^(\d+)([smhd])$")
+_DURATION = re.compile(r"^(\d{1,9})([smhd])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _MAX_TTL_DAYS = 3650
 ROLE_NAMES = ["viewer", "operator", "admin"]
@@ -60,7 +65,9 @@ def parser() -> argparse.ArgumentParser:
         description="Manage aiond API credentials offline, on the state directory.",
         parents=[anywhere],
     )
-    sub = p.add_subparsers(dest="action", required=True, metavar="{create,list,revoke}", parser_class=Parser)
+    sub = p.add_subparsers(
+        dest="action", required=True, metavar="{create,list,revoke,rotate}", parser_class=Parser
+    )
     create = sub.add_parser(
         "create", parents=[anywhere], help="create a token (printed once) or a certificate-identity grant"
     )
@@ -79,6 +86,19 @@ def parser() -> argparse.ArgumentParser:
         "revoke", parents=[anywhere], help="revoke a credential by name or id; takes effect within 1 s"
     )
     revoke.add_argument("name", metavar="NAME|ID")
+    rotate = sub.add_parser(
+        "rotate",
+        parents=[anywhere],
+        help="issue a new secret with the same name and role (printed once); the old one works on "
+        "for the overlap",
+    )
+    rotate.add_argument("name", metavar="NAME|ID")
+    rotate.add_argument(
+        "--overlap",
+        metavar="DURATION",
+        default="1h",
+        help="how long the old secret keeps working: 0 (it stops at once) to 30d [default: 1h]",
+    )
     return p
 
 
@@ -104,21 +124,31 @@ def parse_ttl(text: str) -> dt.timedelta:
     return dt.timedelta(seconds=seconds)
 
 
-def _record(record: TokenRecord) -> dict[str, Any]:
-    def iso(when: dt.datetime | None) -> str | None:
-        return when.isoformat().replace("+00:00", "Z") if when else None
+_MAX_OVERLAP_DAYS = 30
+"""aiond.security.auth.MAX_OVERLAP, named here so that parsing does not load the authentication code."""
 
-    return {
-        "id": record.id,
-        "name": record.name,
-        "role": record.role,
-        "type": "identity" if record.identity else "token",
-        "identity": record.identity or None,
-        "createdAt": iso(record.created_at),
-        "createdBy": record.created_by,
-        "expiresAt": iso(record.expires_at),
-        "revokedAt": iso(record.revoked_at),
-    }
+
+def parse_overlap(text: str) -> dt.timedelta:
+    """``--overlap``: ``0`` or a number and a unit (``90s``, ``30m``, ``1h``, ``7d``), at most 30 days."""
+    if text.strip() == "0":
+        return dt.timedelta(0)
+    match = _DURATION.match(text.strip())
+    if match is None:
+        raise UsageError(
+            f"--overlap: {text[:40]!r} is not a duration",
+            hint="use 0, or a number and a unit: 90s, 30m, 1h, 7d",
+        )
+    seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds > _MAX_OVERLAP_DAYS * 86400:
+        raise UsageError(f"--overlap: {text} is longer than {_MAX_OVERLAP_DAYS} days")
+    return dt.timedelta(seconds=seconds)
+
+
+def _record(record: TokenRecord, now: dt.datetime | None = None) -> dict[str, Any]:
+    from aiond.security.auth import describe
+
+    age = (now or dt.datetime.now(dt.UTC)) - record.created_at
+    return {**describe(record), "ageDays": max(age.days, 0)}
 
 
 def run(argv: Sequence[str]) -> int:
@@ -134,6 +164,8 @@ def run(argv: Sequence[str]) -> int:
     from aiond.state.sqlite import DB_NAME, SqliteState
 
     who = local_principal()
+    if args.action == "rotate":
+        parse_overlap(args.overlap)  # a usage error before any I/O
     if args.action != "create" and not (state_dir / DB_NAME).is_file():
         # Only create may start a new state directory (before the first daemon start); a typo in
         # --state-dir for list or revoke must not silently report an empty, fresh one.
@@ -147,7 +179,8 @@ def run(argv: Sequence[str]) -> int:
     # the daemon delivers to Kafka when it has it), then audit.jsonl and the event log.
     events = Journal(LocalSink(state_dir), outbox=state)
     try:
-        {"create": _create, "list": _list, "revoke": _revoke}[args.action](args, state, events, who, output)
+        actions = {"create": _create, "list": _list, "revoke": _revoke, "rotate": _rotate}
+        actions[args.action](args, state, events, who, output)
     finally:
         state.close()
     return 0
@@ -184,15 +217,21 @@ def _list(args: argparse.Namespace, state: SqliteState, events: Journal, who: st
     if output != "text":
         _print("CredentialList", {"credentials": [_record(r) for r in records]}, output)
         return
-    print(f"{'NAME':<24} {'ID':<12} {'ROLE':<9} {'KIND':<8} {'EXPIRES':<20} STATUS")
+    print(
+        f"{'NAME':<24} {'ID':<12} {'ROLE':<9} {'KIND':<8} {'AGE':>5} {'LAST USED':<20} {'EXPIRES':<20} STATUS"
+    )
     now = dt.datetime.now(dt.UTC)
     for r in records:
         status = (
             "revoked" if r.revoked_at else ("expired" if r.expires_at and r.expires_at <= now else "live")
         )
+        if status == "live" and r.replaced_by:
+            status = f"rotated to {r.replaced_by}"
         expires = r.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ") if r.expires_at else "never"
+        used = r.last_used_at.strftime("%Y-%m-%dT%H:%M:%SZ") if r.last_used_at else "never"
         kind = "identity" if r.identity else "token"
-        print(f"{r.name:<24} {r.id:<12} {r.role:<9} {kind:<8} {expires:<20} {status}")
+        age = f"{max((now - r.created_at).days, 0)}d"
+        print(f"{r.name:<24} {r.id:<12} {r.role:<9} {kind:<8} {age:>5} {used:<20} {expires:<20} {status}")
 
 
 def _revoke(args: argparse.Namespace, state: SqliteState, events: Journal, who: str, output: str) -> None:
@@ -209,4 +248,24 @@ def _revoke(args: argparse.Namespace, state: SqliteState, events: Journal, who: 
     print(f"revoked {record.name!r} ({record.id})", file=sys.stderr)
 
 
-__all__ = ["parse_ttl", "parser", "run"]
+def _rotate(args: argparse.Namespace, state: SqliteState, events: Journal, who: str, output: str) -> None:
+    from aiond.security.auth import rotate
+
+    rotation, text = rotate(state, args.name, overlap=parse_overlap(args.overlap), principal=who)
+    events.drain()
+    ends = _record(rotation.old)["expiresAt"]
+    if output != "text":
+        # The shape of aionctl token rotate's document, with the secret in it since no file holds it.
+        rotated = {"name": rotation.new.name, "id": rotation.old.id, "newId": rotation.new.id,
+                   "oldExpiresAt": ends, "secretFile": None, "token": text}  # fmt: skip
+        _print("TokenRotation", {"rotated": [rotated]}, output)
+    else:
+        print(text)
+    print(
+        f"token {rotation.new.name!r} rotated: {rotation.new.id} replaces {rotation.old.id}, which works "
+        f"until {ends}; the new token is shown only once, store it now",
+        file=sys.stderr,
+    )
+
+
+__all__ = ["parse_overlap", "parse_ttl", "parser", "run"]

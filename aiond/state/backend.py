@@ -52,6 +52,20 @@ class TokenRecord:
     expires_at: dt.datetime | None = None
     revoked_at: dt.datetime | None = None
     identity: str = ""
+    last_used_at: dt.datetime | None = None
+    """When a call last authenticated with it, to within the daemon's flush interval (a minute by
+    default); None when none has yet."""
+    replaced_by: str = ""
+    """The id of the credential a rotation issued in its place; it works on until ``expires_at``."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Rotation:
+    """A credential replaced by a new one of the same name and role."""
+
+    old: TokenRecord
+    """As stored after the rotation: ``replaced_by`` the new id, ``expires_at`` the overlap's end."""
+    new: TokenRecord
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -173,7 +187,31 @@ class StateBackend(Protocol):
     def tokens(self, *, include_revoked: bool = False) -> list[TokenRecord]: ...
     def revoke_token(
         self, name_or_id: str, at: dt.datetime, *, audit: AuditFor[TokenRecord] = None
-    ) -> TokenRecord: ...
+    ) -> TokenRecord:
+        """Revoke the live credential with id ``name_or_id``, else every live one of that name (the
+        current one and those a rotation replaced), each with its own audit event; returns the
+        current one."""
+        ...
+
+    def rotate_token(
+        self,
+        name_or_id: str,
+        issue: Callable[[TokenRecord], TokenRecord],
+        *,
+        at: dt.datetime,
+        overlap: dt.timedelta,
+        audit: AuditFor[Rotation] = None,
+    ) -> Rotation:
+        """Replace the current credential of a name (or the one of an id) with ``issue(old)``, in one
+        transaction: the old one expires at ``at + overlap`` (or earlier, if it already did). Raises
+        InputError when there is no such credential, ConflictError when it cannot be rotated (a
+        certificate-identity grant, expired, or already replaced)."""
+        ...
+
+    def note_token_use(self, uses: Mapping[str, dt.datetime]) -> None:
+        """Record when each credential (by id) was last used, in one transaction; a time older than
+        the stored one leaves it as it is."""
+        ...
 
     # the event outbox
     def configure_outbox(self, *, kafka: bool, max_bytes: int) -> int:
@@ -211,6 +249,7 @@ __all__ = [
     "ModuleParallelism",
     "OutboxLevels",
     "OutboxRow",
+    "Rotation",
     "StaleActiveVersion",
     "StateBackend",
     "StoredVersion",

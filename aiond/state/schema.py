@@ -23,7 +23,7 @@ from pathlib import Path
 
 from aion.errors import InputError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -106,7 +106,19 @@ with Kafka, every task event, until the local log (``logged``) and Kafka (``deli
 ``body`` is the encoded event (one line of the log); ``key`` its Kafka partition key. A ``held`` event
 records a change made outside the database (a module install renames files): it is written before
 the change and released after it, or reconciled with the files at the next start."""
-_MIGRATIONS = (_SCHEMA, _SCHEMA_2, _SCHEMA_3, _SCHEMA_4, _SCHEMA_5)
+_SCHEMA_6 = """
+ALTER TABLE tokens ADD COLUMN last_used_at TEXT;
+ALTER TABLE tokens ADD COLUMN replaced_by TEXT NOT NULL DEFAULT '';
+DROP INDEX tokens_live_name;
+CREATE UNIQUE INDEX tokens_live_name ON tokens (name) WHERE revoked_at IS NULL AND replaced_by = '';
+"""
+"""Credentials' last use and rotation. ``last_used_at`` is written coarsely (at most once a minute per
+credential, by the daemon's flusher). ``replaced_by`` is the id of the credential a rotation issued
+in this one's place: the old one keeps its name and works until its ``expires_at`` (the end of the
+overlap), so a name is unique among live credentials that nothing replaced. Columns are only added
+(a database of schema 5, from a backup say, gains them empty); the one index is re-made with the
+narrower condition under its old name."""
+_MIGRATIONS = (_SCHEMA, _SCHEMA_2, _SCHEMA_3, _SCHEMA_4, _SCHEMA_5, _SCHEMA_6)
 """Step i brings a database at schema i to schema i + 1."""
 
 

@@ -13,7 +13,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from aiond.state.backend import (
     ModuleParallelism,
     OutboxLevels,
     OutboxRow,
+    Rotation,
     StaleActiveVersion,
     StoredVersion,
     TokenRecord,
@@ -339,7 +340,10 @@ class SqliteState:
 
     # -- credentials ---------------------------------------------------------------------------------
 
-    _TOKEN_COLUMNS = "id, name, role, secret_sha256, created_at, created_by, expires_at, revoked_at, identity"  # noqa: S105
+    _TOKEN_COLUMNS = (
+        "id, name, role, secret_sha256, created_at, created_by, expires_at, revoked_at, identity, "  # noqa: S105
+        "last_used_at, replaced_by"
+    )
 
     @staticmethod
     def _token(row: Sequence[Any]) -> TokenRecord:
@@ -353,33 +357,40 @@ class SqliteState:
             expires_at=_when(row[6]),
             revoked_at=_when(row[7]),
             identity=row[8],
+            last_used_at=_when(row[9]),
+            replaced_by=row[10],
         )
 
-    def add_token(self, record: TokenRecord, *, audit: dict[str, Any] | None = None) -> None:
+    def _insert_token(self, db: sqlite3.Connection, record: TokenRecord) -> None:
         try:
-            with self._tx() as db:
-                if audit is not None:
-                    self._add_audit(db, [audit])
-                db.execute(
-                    f"INSERT INTO tokens ({self._TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        record.id,
-                        record.name,
-                        record.role,
-                        record.secret_sha256,
-                        _iso(record.created_at),
-                        record.created_by,
-                        _iso(record.expires_at) if record.expires_at else None,
-                        None,
-                        record.identity,
-                    ),
-                )
+            db.execute(
+                f"INSERT INTO tokens ({self._TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.id,
+                    record.name,
+                    record.role,
+                    record.secret_sha256,
+                    _iso(record.created_at),
+                    record.created_by,
+                    _iso(record.expires_at) if record.expires_at else None,
+                    None,
+                    record.identity,
+                    _iso(record.last_used_at) if record.last_used_at else None,
+                    record.replaced_by,
+                ),
+            )
         except sqlite3.IntegrityError as exc:
             what = f"identity {record.identity!r}" if record.identity else f"name {record.name!r}"
             raise ConflictError(
                 f"a live credential already has the {what}",
                 hint="revoke it first (aiond token revoke), or choose another name",
             ) from exc
+
+    def add_token(self, record: TokenRecord, *, audit: dict[str, Any] | None = None) -> None:
+        with self._tx() as db:
+            if audit is not None:
+                self._add_audit(db, [audit])
+            self._insert_token(db, record)
 
     def token(self, token_id: str) -> TokenRecord | None:
         rows = self._read(f"SELECT {self._TOKEN_COLUMNS} FROM tokens WHERE id = ?", (token_id,))
@@ -398,30 +409,90 @@ class SqliteState:
         rows = self._read(f"SELECT {self._TOKEN_COLUMNS} FROM tokens {where} ORDER BY created_at, id")
         return [self._token(r) for r in rows]
 
+    def _live(self, db: sqlite3.Connection, name_or_id: str) -> list[TokenRecord]:
+        """The live credential of an id; when no live id matches, the live ones of that name, the
+        current one (which nothing replaced) first."""
+        # An id names one credential exactly; only when no live id matches is it taken as a name.
+        found = (
+            db.execute(
+                f"SELECT {self._TOKEN_COLUMNS} FROM tokens WHERE revoked_at IS NULL AND id = ?", (name_or_id,)
+            ).fetchall()
+            or db.execute(
+                f"SELECT {self._TOKEN_COLUMNS} FROM tokens WHERE revoked_at IS NULL AND name = ? "
+                "ORDER BY replaced_by != '', created_at DESC",
+                (name_or_id,),
+            ).fetchall()
+        )
+        if not found:
+            raise InputError(
+                f"no live credential is named {name_or_id!r}",
+                hint="list them with: aiond token list (or aionctl token list)",
+            )
+        return [self._token(row) for row in found]
+
     def revoke_token(
         self, name_or_id: str, at: dt.datetime, *, audit: AuditFor[TokenRecord] = None
     ) -> TokenRecord:
         with self._tx() as db:
-            # An id names one credential exactly; only when no live id matches is it taken as a name.
-            row = (
-                db.execute(
-                    f"SELECT {self._TOKEN_COLUMNS} FROM tokens WHERE revoked_at IS NULL AND id = ?",
-                    (name_or_id,),
-                ).fetchone()
-                or db.execute(
-                    f"SELECT {self._TOKEN_COLUMNS} FROM tokens WHERE revoked_at IS NULL AND name = ?",
-                    (name_or_id,),
-                ).fetchone()
-            )
-            if row is None:
-                raise InputError(
-                    f"no live credential is named {name_or_id!r}", hint="list them with: aiond token list"
+            # By name, the credentials a rotation replaced go too: revoking a name ends all of it.
+            revoked = [dataclasses.replace(r, revoked_at=at) for r in self._live(db, name_or_id)]
+            for record in revoked:
+                db.execute("UPDATE tokens SET revoked_at = ? WHERE id = ?", (_iso(at), record.id))
+                if audit is not None:
+                    self._add_audit(db, [audit(record)])
+        return revoked[0]
+
+    def rotate_token(
+        self,
+        name_or_id: str,
+        issue: Callable[[TokenRecord], TokenRecord],
+        *,
+        at: dt.datetime,
+        overlap: dt.timedelta,
+        audit: AuditFor[Rotation] = None,
+    ) -> Rotation:
+        with self._tx() as db:
+            old = self._live(db, name_or_id)[0]
+            if old.identity:
+                raise ConflictError(
+                    f"credential {old.name!r} grants a role to certificate identity {old.identity!r}: "
+                    "it has no secret to rotate",
+                    hint="create a grant for the new identity (aiond token create --identity), then "
+                    "revoke this one",
                 )
-            db.execute("UPDATE tokens SET revoked_at = ? WHERE id = ?", (_iso(at), row[0]))
-            revoked = dataclasses.replace(self._token(row), revoked_at=at)
+            if old.replaced_by:
+                raise ConflictError(
+                    f"credential {old.id} ({old.name!r}) was rotated already: {old.replaced_by} replaced it",
+                    hint=f"rotate the current one, by its name: {old.name}",
+                )
+            if old.expires_at is not None and old.expires_at <= at:
+                raise ConflictError(
+                    f"credential {old.name!r} expired at {_iso(old.expires_at)}: there is nothing to rotate",
+                    hint="revoke it, then create a new one (aiond token create)",
+                )
+            new = issue(old)
+            ends = at + overlap
+            if old.expires_at is not None and old.expires_at < ends:
+                ends = old.expires_at
+            db.execute(
+                "UPDATE tokens SET expires_at = ?, replaced_by = ? WHERE id = ?", (_iso(ends), new.id, old.id)
+            )
+            self._insert_token(db, new)
+            rotation = Rotation(dataclasses.replace(old, expires_at=ends, replaced_by=new.id), new)
             if audit is not None:
-                self._add_audit(db, [audit(revoked)])
-        return revoked
+                self._add_audit(db, [audit(rotation)])
+        return rotation
+
+    def note_token_use(self, uses: Mapping[str, dt.datetime]) -> None:
+        if not uses:
+            return
+        # Not durable: a last use lost to a power cut is only a little older than it should be.
+        with self._tx(durable=False) as db:
+            db.executemany(
+                "UPDATE tokens SET last_used_at = ?1 "
+                "WHERE id = ?2 AND (last_used_at IS NULL OR last_used_at < ?1)",
+                [(_iso(when), token_id) for token_id, when in sorted(uses.items())],
+            )
 
     # -- the event outbox ---------------------------------------------------------------------------
 

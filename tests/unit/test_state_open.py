@@ -11,7 +11,7 @@ import pytest
 
 from aiond.security.auth import Role, mint
 from aiond.state import schema
-from aiond.state.schema import DamagedState
+from aiond.state.schema import SCHEMA_VERSION, DamagedState
 from aiond.state.sqlite import SqliteState
 
 
@@ -77,7 +77,7 @@ def test_a_database_missing_a_table_or_index_is_refused_at_open(tmp_path: Path) 
         SqliteState.open(tmp_path)
     assert info.value.message == (
         f"the state database {path} is damaged: it lacks table spend, index tokens_live_name, "
-        "which schema 5 needs"
+        f"which schema {SCHEMA_VERSION} needs"
     )
 
 
