@@ -240,7 +240,8 @@ class Daemon:
         s = self.settings
         names = [
             health.add_to_server(server, self._health),
-            admin.add_to_server(server, self.status, rt.policies, rt.controls),
+            admin.add_to_server(server, self.status, rt.policies, rt.controls, state=rt.state,
+                                committed=rt.journal.committed),
             modules.add_to_server(server, s.modules_dir, s.config_dir, frozenset(s.registry_plain_http),
                                   events=rt.journal, trust=rt.active_trust, runner=rt.modules,
                                   snapshot=rt.active_snapshot),

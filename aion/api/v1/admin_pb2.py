@@ -22,54 +22,65 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x61ion/v1/admin.proto\x12\x07\x61ion.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x12\n\x10GetStatusRequest\"\x90\x02\n\x11GetStatusResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.aion.v1.ServingState\x12.\n\nstarted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03pid\x18\x04 \x01(\r\x12\x12\n\nconfig_dir\x18\x05 \x01(\t\x12\x11\n\tstate_dir\x18\x06 \x01(\t\x12\x14\n\x0cgrpc_address\x18\x07 \x01(\t\x12\x14\n\x0chttp_address\x18\x08 \x01(\t\x12\x1d\n\x15\x61\x63tive_policy_version\x18\t \x01(\x04\x12\x15\n\rinflight_rpcs\x18\n \x01(\r\"\x8a\x02\n\x07\x42reaker\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12$\n\x05state\x18\x03 \x01(\x0e\x32\x15.aion.v1.BreakerState\x12*\n\x08override\x18\x04 \x01(\x0e\x32\x18.aion.v1.BreakerOverride\x12\x15\n\rfailure_ratio\x18\x05 \x01(\x01\x12\x17\n\x0fwindow_requests\x18\x06 \x01(\r\x12.\n\nchanged_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08retry_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"<\n\x13ListBreakersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"S\n\x14ListBreakersResponse\x12\"\n\x08\x62reakers\x18\x01 \x03(\x0b\x32\x10.aion.v1.Breaker\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"u\n\x16SetBreakerStateRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12*\n\x08override\x18\x03 \x01(\x0e\x32\x18.aion.v1.BreakerOverride\x12\x0e\n\x06reason\x18\x04 \x01(\t\"`\n\x17SetBreakerStateResponse\x12!\n\x07\x62reaker\x18\x01 \x01(\x0b\x32\x10.aion.v1.Breaker\x12\"\n\x08previous\x18\x02 \x01(\x0b\x32\x10.aion.v1.Breaker\"\x90\x01\n\x0fIntentModeState\x12\x0e\n\x06intent\x18\x01 \x01(\t\x12!\n\x04mode\x18\x02 \x01(\x0e\x32\x13.aion.v1.IntentMode\x12\x0e\n\x06set_by\x18\x03 \x01(\t\x12*\n\x06set_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x05 \x01(\t\"?\n\x16ListIntentModesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"]\n\x17ListIntentModesResponse\x12)\n\x07intents\x18\x01 \x03(\x0b\x32\x18.aion.v1.IntentModeState\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"Y\n\x14SetIntentModeRequest\x12\x0e\n\x06intent\x18\x01 \x01(\t\x12!\n\x04mode\x18\x02 \x01(\x0e\x32\x13.aion.v1.IntentMode\x12\x0e\n\x06reason\x18\x03 \x01(\t\"l\n\x15SetIntentModeResponse\x12\'\n\x05state\x18\x01 \x01(\x0b\x32\x18.aion.v1.IntentModeState\x12*\n\rprevious_mode\x18\x02 \x01(\x0e\x32\x13.aion.v1.IntentMode\"\x0f\n\rWhoAmIRequest\"}\n\x0eWhoAmIResponse\x12\x11\n\tprincipal\x18\x01 \x01(\t\x12\x1b\n\x04role\x18\x02 \x01(\x0e\x32\r.aion.v1.Role\x12\x12\n\ncredential\x18\x03 \x01(\t\x12\x0b\n\x03tls\x18\x04 \x01(\x08\x12\x1a\n\x12\x63lient_certificate\x18\x05 \x01(\x08*\x80\x01\n\x0cServingState\x12\x1d\n\x19SERVING_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16SERVING_STATE_STARTING\x10\x01\x12\x19\n\x15SERVING_STATE_SERVING\x10\x02\x12\x1a\n\x16SERVING_STATE_DRAINING\x10\x03*|\n\x0c\x42reakerState\x12\x1d\n\x19\x42REAKER_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x42REAKER_STATE_CLOSED\x10\x01\x12\x16\n\x12\x42REAKER_STATE_OPEN\x10\x02\x12\x1b\n\x17\x42REAKER_STATE_HALF_OPEN\x10\x03*\x94\x01\n\x0f\x42reakerOverride\x12 \n\x1c\x42REAKER_OVERRIDE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x42REAKER_OVERRIDE_NONE\x10\x01\x12 \n\x1c\x42REAKER_OVERRIDE_FORCED_OPEN\x10\x02\x12\"\n\x1e\x42REAKER_OVERRIDE_FORCED_CLOSED\x10\x03*\x90\x01\n\nIntentMode\x12\x1b\n\x17INTENT_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12INTENT_MODE_POLICY\x10\x01\x12\x1a\n\x16INTENT_MODE_LOCAL_ONLY\x10\x02\x12\x19\n\x15INTENT_MODE_ALLOW_API\x10\x03\x12\x16\n\x12INTENT_MODE_HYBRID\x10\x04*P\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_VIEWER\x10\x01\x12\x11\n\rROLE_OPERATOR\x10\x02\x12\x0e\n\nROLE_ADMIN\x10\x03\x32\xd6\x03\n\x0c\x41\x64minService\x12\x42\n\tGetStatus\x12\x19.aion.v1.GetStatusRequest\x1a\x1a.aion.v1.GetStatusResponse\x12K\n\x0cListBreakers\x12\x1c.aion.v1.ListBreakersRequest\x1a\x1d.aion.v1.ListBreakersResponse\x12T\n\x0fSetBreakerState\x12\x1f.aion.v1.SetBreakerStateRequest\x1a .aion.v1.SetBreakerStateResponse\x12T\n\x0fListIntentModes\x12\x1f.aion.v1.ListIntentModesRequest\x1a .aion.v1.ListIntentModesResponse\x12N\n\rSetIntentMode\x12\x1d.aion.v1.SetIntentModeRequest\x1a\x1e.aion.v1.SetIntentModeResponse\x12\x39\n\x06WhoAmI\x12\x16.aion.v1.WhoAmIRequest\x1a\x17.aion.v1.WhoAmIResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x61ion/v1/admin.proto\x12\x07\x61ion.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x12\n\x10GetStatusRequest\"\x90\x02\n\x11GetStatusResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.aion.v1.ServingState\x12.\n\nstarted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03pid\x18\x04 \x01(\r\x12\x12\n\nconfig_dir\x18\x05 \x01(\t\x12\x11\n\tstate_dir\x18\x06 \x01(\t\x12\x14\n\x0cgrpc_address\x18\x07 \x01(\t\x12\x14\n\x0chttp_address\x18\x08 \x01(\t\x12\x1d\n\x15\x61\x63tive_policy_version\x18\t \x01(\x04\x12\x15\n\rinflight_rpcs\x18\n \x01(\r\"\x8a\x02\n\x07\x42reaker\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12$\n\x05state\x18\x03 \x01(\x0e\x32\x15.aion.v1.BreakerState\x12*\n\x08override\x18\x04 \x01(\x0e\x32\x18.aion.v1.BreakerOverride\x12\x15\n\rfailure_ratio\x18\x05 \x01(\x01\x12\x17\n\x0fwindow_requests\x18\x06 \x01(\r\x12.\n\nchanged_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08retry_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"<\n\x13ListBreakersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"S\n\x14ListBreakersResponse\x12\"\n\x08\x62reakers\x18\x01 \x03(\x0b\x32\x10.aion.v1.Breaker\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"u\n\x16SetBreakerStateRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12*\n\x08override\x18\x03 \x01(\x0e\x32\x18.aion.v1.BreakerOverride\x12\x0e\n\x06reason\x18\x04 \x01(\t\"`\n\x17SetBreakerStateResponse\x12!\n\x07\x62reaker\x18\x01 \x01(\x0b\x32\x10.aion.v1.Breaker\x12\"\n\x08previous\x18\x02 \x01(\x0b\x32\x10.aion.v1.Breaker\"\x90\x01\n\x0fIntentModeState\x12\x0e\n\x06intent\x18\x01 \x01(\t\x12!\n\x04mode\x18\x02 \x01(\x0e\x32\x13.aion.v1.IntentMode\x12\x0e\n\x06set_by\x18\x03 \x01(\t\x12*\n\x06set_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x05 \x01(\t\"?\n\x16ListIntentModesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"]\n\x17ListIntentModesResponse\x12)\n\x07intents\x18\x01 \x03(\x0b\x32\x18.aion.v1.IntentModeState\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"Y\n\x14SetIntentModeRequest\x12\x0e\n\x06intent\x18\x01 \x01(\t\x12!\n\x04mode\x18\x02 \x01(\x0e\x32\x13.aion.v1.IntentMode\x12\x0e\n\x06reason\x18\x03 \x01(\t\"l\n\x15SetIntentModeResponse\x12\'\n\x05state\x18\x01 \x01(\x0b\x32\x18.aion.v1.IntentModeState\x12*\n\rprevious_mode\x18\x02 \x01(\x0e\x32\x13.aion.v1.IntentMode\"\x0f\n\rWhoAmIRequest\"}\n\x0eWhoAmIResponse\x12\x11\n\tprincipal\x18\x01 \x01(\t\x12\x1b\n\x04role\x18\x02 \x01(\x0e\x32\r.aion.v1.Role\x12\x12\n\ncredential\x18\x03 \x01(\t\x12\x0b\n\x03tls\x18\x04 \x01(\x08\x12\x1a\n\x12\x63lient_certificate\x18\x05 \x01(\x08\"\xc0\x02\n\nCredential\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x1b\n\x04role\x18\x03 \x01(\x0e\x32\r.aion.v1.Role\x12\x10\n\x08identity\x18\x04 \x01(\t\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncreated_by\x18\x06 \x01(\t\x12.\n\nexpires_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrevoked_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0clast_used_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0breplaced_by\x18\n \x01(\t\"S\n\x11ListTokensRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x17\n\x0finclude_revoked\x18\x03 \x01(\x08\"R\n\x12ListTokensResponse\x12#\n\x06tokens\x18\x01 \x03(\x0b\x32\x13.aion.v1.Credential\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"O\n\x12RotateTokenRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12*\n\x07overlap\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"p\n\x13RotateTokenResponse\x12\"\n\x05token\x18\x01 \x01(\x0b\x32\x13.aion.v1.Credential\x12%\n\x08previous\x18\x02 \x01(\x0b\x32\x13.aion.v1.Credential\x12\x0e\n\x06secret\x18\x03 \x01(\t*\x80\x01\n\x0cServingState\x12\x1d\n\x19SERVING_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16SERVING_STATE_STARTING\x10\x01\x12\x19\n\x15SERVING_STATE_SERVING\x10\x02\x12\x1a\n\x16SERVING_STATE_DRAINING\x10\x03*|\n\x0c\x42reakerState\x12\x1d\n\x19\x42REAKER_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x42REAKER_STATE_CLOSED\x10\x01\x12\x16\n\x12\x42REAKER_STATE_OPEN\x10\x02\x12\x1b\n\x17\x42REAKER_STATE_HALF_OPEN\x10\x03*\x94\x01\n\x0f\x42reakerOverride\x12 \n\x1c\x42REAKER_OVERRIDE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x42REAKER_OVERRIDE_NONE\x10\x01\x12 \n\x1c\x42REAKER_OVERRIDE_FORCED_OPEN\x10\x02\x12\"\n\x1e\x42REAKER_OVERRIDE_FORCED_CLOSED\x10\x03*\x90\x01\n\nIntentMode\x12\x1b\n\x17INTENT_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12INTENT_MODE_POLICY\x10\x01\x12\x1a\n\x16INTENT_MODE_LOCAL_ONLY\x10\x02\x12\x19\n\x15INTENT_MODE_ALLOW_API\x10\x03\x12\x16\n\x12INTENT_MODE_HYBRID\x10\x04*P\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_VIEWER\x10\x01\x12\x11\n\rROLE_OPERATOR\x10\x02\x12\x0e\n\nROLE_ADMIN\x10\x03\x32\xe7\x04\n\x0c\x41\x64minService\x12\x42\n\tGetStatus\x12\x19.aion.v1.GetStatusRequest\x1a\x1a.aion.v1.GetStatusResponse\x12K\n\x0cListBreakers\x12\x1c.aion.v1.ListBreakersRequest\x1a\x1d.aion.v1.ListBreakersResponse\x12T\n\x0fSetBreakerState\x12\x1f.aion.v1.SetBreakerStateRequest\x1a .aion.v1.SetBreakerStateResponse\x12T\n\x0fListIntentModes\x12\x1f.aion.v1.ListIntentModesRequest\x1a .aion.v1.ListIntentModesResponse\x12N\n\rSetIntentMode\x12\x1d.aion.v1.SetIntentModeRequest\x1a\x1e.aion.v1.SetIntentModeResponse\x12\x39\n\x06WhoAmI\x12\x16.aion.v1.WhoAmIRequest\x1a\x17.aion.v1.WhoAmIResponse\x12\x45\n\nListTokens\x12\x1a.aion.v1.ListTokensRequest\x1a\x1b.aion.v1.ListTokensResponse\x12H\n\x0bRotateToken\x12\x1b.aion.v1.RotateTokenRequest\x1a\x1c.aion.v1.RotateTokenResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'aion.api.v1.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SERVINGSTATE']._serialized_start=1646
-  _globals['_SERVINGSTATE']._serialized_end=1774
-  _globals['_BREAKERSTATE']._serialized_start=1776
-  _globals['_BREAKERSTATE']._serialized_end=1900
-  _globals['_BREAKEROVERRIDE']._serialized_start=1903
-  _globals['_BREAKEROVERRIDE']._serialized_end=2051
-  _globals['_INTENTMODE']._serialized_start=2054
-  _globals['_INTENTMODE']._serialized_end=2198
-  _globals['_ROLE']._serialized_start=2200
-  _globals['_ROLE']._serialized_end=2280
-  _globals['_GETSTATUSREQUEST']._serialized_start=65
-  _globals['_GETSTATUSREQUEST']._serialized_end=83
-  _globals['_GETSTATUSRESPONSE']._serialized_start=86
-  _globals['_GETSTATUSRESPONSE']._serialized_end=358
-  _globals['_BREAKER']._serialized_start=361
-  _globals['_BREAKER']._serialized_end=627
-  _globals['_LISTBREAKERSREQUEST']._serialized_start=629
-  _globals['_LISTBREAKERSREQUEST']._serialized_end=689
-  _globals['_LISTBREAKERSRESPONSE']._serialized_start=691
-  _globals['_LISTBREAKERSRESPONSE']._serialized_end=774
-  _globals['_SETBREAKERSTATEREQUEST']._serialized_start=776
-  _globals['_SETBREAKERSTATEREQUEST']._serialized_end=893
-  _globals['_SETBREAKERSTATERESPONSE']._serialized_start=895
-  _globals['_SETBREAKERSTATERESPONSE']._serialized_end=991
-  _globals['_INTENTMODESTATE']._serialized_start=994
-  _globals['_INTENTMODESTATE']._serialized_end=1138
-  _globals['_LISTINTENTMODESREQUEST']._serialized_start=1140
-  _globals['_LISTINTENTMODESREQUEST']._serialized_end=1203
-  _globals['_LISTINTENTMODESRESPONSE']._serialized_start=1205
-  _globals['_LISTINTENTMODESRESPONSE']._serialized_end=1298
-  _globals['_SETINTENTMODEREQUEST']._serialized_start=1300
-  _globals['_SETINTENTMODEREQUEST']._serialized_end=1389
-  _globals['_SETINTENTMODERESPONSE']._serialized_start=1391
-  _globals['_SETINTENTMODERESPONSE']._serialized_end=1499
-  _globals['_WHOAMIREQUEST']._serialized_start=1501
-  _globals['_WHOAMIREQUEST']._serialized_end=1516
-  _globals['_WHOAMIRESPONSE']._serialized_start=1518
-  _globals['_WHOAMIRESPONSE']._serialized_end=1643
-  _globals['_ADMINSERVICE']._serialized_start=2283
-  _globals['_ADMINSERVICE']._serialized_end=2753
+  _globals['_SERVINGSTATE']._serialized_start=2365
+  _globals['_SERVINGSTATE']._serialized_end=2493
+  _globals['_BREAKERSTATE']._serialized_start=2495
+  _globals['_BREAKERSTATE']._serialized_end=2619
+  _globals['_BREAKEROVERRIDE']._serialized_start=2622
+  _globals['_BREAKEROVERRIDE']._serialized_end=2770
+  _globals['_INTENTMODE']._serialized_start=2773
+  _globals['_INTENTMODE']._serialized_end=2917
+  _globals['_ROLE']._serialized_start=2919
+  _globals['_ROLE']._serialized_end=2999
+  _globals['_GETSTATUSREQUEST']._serialized_start=97
+  _globals['_GETSTATUSREQUEST']._serialized_end=115
+  _globals['_GETSTATUSRESPONSE']._serialized_start=118
+  _globals['_GETSTATUSRESPONSE']._serialized_end=390
+  _globals['_BREAKER']._serialized_start=393
+  _globals['_BREAKER']._serialized_end=659
+  _globals['_LISTBREAKERSREQUEST']._serialized_start=661
+  _globals['_LISTBREAKERSREQUEST']._serialized_end=721
+  _globals['_LISTBREAKERSRESPONSE']._serialized_start=723
+  _globals['_LISTBREAKERSRESPONSE']._serialized_end=806
+  _globals['_SETBREAKERSTATEREQUEST']._serialized_start=808
+  _globals['_SETBREAKERSTATEREQUEST']._serialized_end=925
+  _globals['_SETBREAKERSTATERESPONSE']._serialized_start=927
+  _globals['_SETBREAKERSTATERESPONSE']._serialized_end=1023
+  _globals['_INTENTMODESTATE']._serialized_start=1026
+  _globals['_INTENTMODESTATE']._serialized_end=1170
+  _globals['_LISTINTENTMODESREQUEST']._serialized_start=1172
+  _globals['_LISTINTENTMODESREQUEST']._serialized_end=1235
+  _globals['_LISTINTENTMODESRESPONSE']._serialized_start=1237
+  _globals['_LISTINTENTMODESRESPONSE']._serialized_end=1330
+  _globals['_SETINTENTMODEREQUEST']._serialized_start=1332
+  _globals['_SETINTENTMODEREQUEST']._serialized_end=1421
+  _globals['_SETINTENTMODERESPONSE']._serialized_start=1423
+  _globals['_SETINTENTMODERESPONSE']._serialized_end=1531
+  _globals['_WHOAMIREQUEST']._serialized_start=1533
+  _globals['_WHOAMIREQUEST']._serialized_end=1548
+  _globals['_WHOAMIRESPONSE']._serialized_start=1550
+  _globals['_WHOAMIRESPONSE']._serialized_end=1675
+  _globals['_CREDENTIAL']._serialized_start=1678
+  _globals['_CREDENTIAL']._serialized_end=1998
+  _globals['_LISTTOKENSREQUEST']._serialized_start=2000
+  _globals['_LISTTOKENSREQUEST']._serialized_end=2083
+  _globals['_LISTTOKENSRESPONSE']._serialized_start=2085
+  _globals['_LISTTOKENSRESPONSE']._serialized_end=2167
+  _globals['_ROTATETOKENREQUEST']._serialized_start=2169
+  _globals['_ROTATETOKENREQUEST']._serialized_end=2248
+  _globals['_ROTATETOKENRESPONSE']._serialized_start=2250
+  _globals['_ROTATETOKENRESPONSE']._serialized_end=2362
+  _globals['_ADMINSERVICE']._serialized_start=3002
+  _globals['_ADMINSERVICE']._serialized_end=3617
 # @@protoc_insertion_point(module_scope)

@@ -64,6 +64,16 @@ class AdminServiceStub:
                 request_serializer=aion_dot_v1_dot_admin__pb2.WhoAmIRequest.SerializeToString,
                 response_deserializer=aion_dot_v1_dot_admin__pb2.WhoAmIResponse.FromString,
                 _registered_method=True)
+        self.ListTokens = channel.unary_unary(
+                '/aion.v1.AdminService/ListTokens',
+                request_serializer=aion_dot_v1_dot_admin__pb2.ListTokensRequest.SerializeToString,
+                response_deserializer=aion_dot_v1_dot_admin__pb2.ListTokensResponse.FromString,
+                _registered_method=True)
+        self.RotateToken = channel.unary_unary(
+                '/aion.v1.AdminService/RotateToken',
+                request_serializer=aion_dot_v1_dot_admin__pb2.RotateTokenRequest.SerializeToString,
+                response_deserializer=aion_dot_v1_dot_admin__pb2.RotateTokenResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -111,6 +121,21 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListTokens(self, request, context):
+        """Lists API credentials with their age and last use; never their secrets. Role admin.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateToken(self, request, context):
+        """Issues a new secret for a token, with the same name and role; the old secret keeps working for
+        the overlap, then is refused. Role admin. Audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -143,6 +168,16 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.WhoAmI,
                     request_deserializer=aion_dot_v1_dot_admin__pb2.WhoAmIRequest.FromString,
                     response_serializer=aion_dot_v1_dot_admin__pb2.WhoAmIResponse.SerializeToString,
+            ),
+            'ListTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTokens,
+                    request_deserializer=aion_dot_v1_dot_admin__pb2.ListTokensRequest.FromString,
+                    response_serializer=aion_dot_v1_dot_admin__pb2.ListTokensResponse.SerializeToString,
+            ),
+            'RotateToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateToken,
+                    request_deserializer=aion_dot_v1_dot_admin__pb2.RotateTokenRequest.FromString,
+                    response_serializer=aion_dot_v1_dot_admin__pb2.RotateTokenResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -307,6 +342,60 @@ class AdminService:
             '/aion.v1.AdminService/WhoAmI',
             aion_dot_v1_dot_admin__pb2.WhoAmIRequest.SerializeToString,
             aion_dot_v1_dot_admin__pb2.WhoAmIResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aion.v1.AdminService/ListTokens',
+            aion_dot_v1_dot_admin__pb2.ListTokensRequest.SerializeToString,
+            aion_dot_v1_dot_admin__pb2.ListTokensResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aion.v1.AdminService/RotateToken',
+            aion_dot_v1_dot_admin__pb2.RotateTokenRequest.SerializeToString,
+            aion_dot_v1_dot_admin__pb2.RotateTokenResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,12 +1,14 @@
-"""AdminService: daemon status, and the incident levers: circuit breakers and runtime intent modes
-(forced and switched by operators, audited; see :mod:`aiond.execution.controls`)."""
+"""AdminService: daemon status, the incident levers: circuit breakers and runtime intent modes
+(forced and switched by operators, audited; see :mod:`aiond.execution.controls`), and API tokens:
+listed (never their secrets) and rotated by admins (:func:`aiond.security.auth.rotate`, audited)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -19,9 +21,9 @@ from aion.routing import BreakerState
 from aiond.execution.breakers import Breaker, Override
 from aiond.execution.controls import Controls
 from aiond.policy.store import ActiveConfig, PolicyStore
-from aiond.security.auth import Role, current_principal
+from aiond.security.auth import DEFAULT_OVERLAP, Role, current_principal, rotate
 from aiond.serving.services.paging import page
-from aiond.state.backend import IntentMode
+from aiond.state.backend import IntentMode, StateBackend, TokenRecord
 
 SERVICE_NAME = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
 
@@ -56,10 +58,15 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         status: Callable[[], DaemonStatus],
         store: PolicyStore | None = None,
         controls: Controls | None = None,
+        *,
+        state: StateBackend | None = None,
+        committed: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._status = status
         self._store = store
         self._controls = controls
+        self._state = state
+        self._committed = committed
 
     async def GetStatus(
         self, request: admin_pb2.GetStatusRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -162,6 +169,31 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             client_certificate=bool(auth.get("x509_pem_cert")),
         )
 
+    async def ListTokens(
+        self, request: admin_pb2.ListTokensRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> admin_pb2.ListTokensResponse:
+        assert self._state is not None
+        records = await asyncio.to_thread(self._state.tokens, include_revoked=request.include_revoked)
+        chosen, token = page(records, lambda r: f"{r.created_at.astimezone(dt.UTC).isoformat()} {r.id}",
+                             size=request.page_size, token=request.page_token)  # fmt: skip
+        return admin_pb2.ListTokensResponse(tokens=[_credential(r) for r in chosen], next_page_token=token)
+
+    async def RotateToken(
+        self, request: admin_pb2.RotateTokenRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> admin_pb2.RotateTokenResponse:
+        assert self._state is not None
+        assert self._committed is not None
+        if not request.token or len(request.token) > _MAX_NAME:
+            raise UsageError(f"token: give a token's name or id (1 to {_MAX_NAME} characters)")
+        overlap = request.overlap.ToTimedelta() if request.HasField("overlap") else DEFAULT_OVERLAP
+        rotation, text = await asyncio.to_thread(
+            rotate, self._state, request.token, overlap=overlap, principal=current_principal.get().name
+        )
+        await self._committed()
+        return admin_pb2.RotateTokenResponse(
+            token=_credential(rotation.new), previous=_credential(rotation.old), secret=text
+        )
+
     def _breaker(self, breaker: Breaker) -> admin_pb2.Breaker:
         provider, _, model = breaker.key.partition(":")
         message = admin_pb2.Breaker(
@@ -182,6 +214,27 @@ def _wall(monotonic: float) -> timestamp_pb2.Timestamp:
     stamp = timestamp_pb2.Timestamp()
     stamp.FromDatetime(dt.datetime.now(dt.UTC) - dt.timedelta(seconds=time.monotonic() - monotonic))
     return stamp
+
+
+_MAX_NAME = 64
+"""The longest credential name (aiond.security.auth.mint); ids are shorter."""
+
+
+def _credential(record: TokenRecord) -> admin_pb2.Credential:
+    message = admin_pb2.Credential(
+        id=record.id,
+        name=record.name,
+        role=_ROLES_OUT.get(Role.parse(record.role), admin_pb2.ROLE_UNSPECIFIED),
+        identity=record.identity,
+        created_by=record.created_by,
+        replaced_by=record.replaced_by,
+    )
+    message.created_at.FromDatetime(record.created_at)
+    for field, when in (("expires_at", record.expires_at), ("revoked_at", record.revoked_at),
+                        ("last_used_at", record.last_used_at)):  # fmt: skip
+        if when is not None:
+            getattr(message, field).FromDatetime(when)
+    return message
 
 
 def _mode_message(mode: IntentMode) -> admin_pb2.IntentModeState:
@@ -223,6 +276,11 @@ def add_to_server(
     status: Callable[[], DaemonStatus],
     store: PolicyStore | None = None,
     controls: Controls | None = None,
+    *,
+    state: StateBackend | None = None,
+    committed: Callable[[], Awaitable[None]] | None = None,
 ) -> str:
-    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(status, store, controls), server)
+    """``state`` and ``committed`` (the journal's) serve ListTokens and RotateToken."""
+    servicer = AdminServicer(status, store, controls, state=state, committed=committed)
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(servicer, server)
     return SERVICE_NAME
