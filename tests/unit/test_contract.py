@@ -108,6 +108,7 @@ def test_the_contract_covers_what_later_work_needs() -> None:
         },
         "aion.v1.AdminService": {
             "GetStatus", "ListBreakers", "SetBreakerState", "ListIntentModes", "SetIntentMode", "WhoAmI",
+            "ListTokens", "RotateToken",
         },
         "aion.v1.EventService": {"TailEvents"},
     }  # fmt: skip
