@@ -69,6 +69,7 @@ def bench(session: nox.Session) -> None:
     """Benchmarks, side by side with their baselines; figures go to benchmarks/RESULTS.md."""
     session.install("-e", ".", *_groups("bench"))
     session.run("python", "benchmarks/startup.py")
+    session.run("python", "benchmarks/completion.py")
     session.run("python", "benchmarks/validate.py")
     session.run("python", "benchmarks/install.py")
     session.run("python", "benchmarks/policy.py")
