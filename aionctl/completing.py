@@ -177,9 +177,10 @@ def installed(root: Path) -> list[tuple[str, str]]:
     import json
 
     data = _read(root / LOCK_FILE, MAX_LOCK_BYTES)
-    if data is None:
+    try:
+        document = json.loads(data) if data is not None else None
+    except ValueError:  # not JSON, or not UTF-8
         return []
-    document = json.loads(data)
     modules = document.get("modules") if isinstance(document, dict) else None
     if not isinstance(modules, dict):
         return []

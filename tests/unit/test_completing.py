@@ -11,6 +11,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aion.errors import InputError
 from aion.modules import store as module_store
 from aionctl import completing
 from aionctl.runbooks import find
@@ -114,3 +115,21 @@ def test_help_is_one_safe_line(text: str) -> None:
     shown = completing._help(text)
     assert len(shown) <= completing.MAX_HELP
     assert all(" " <= ch <= "~" and ch != "\\" for ch in shown)
+
+
+def test_installed_is_what_the_stores_lock_says(tmp_path: Path) -> None:
+    store = module_store.ModuleStore(tmp_path)
+    store.write_lock({
+        "b_mod": {"ref": "registry.example/b:1\x1b[31m", "digest": "sha256:" + "0" * 64},
+        "a_mod": {"digest": "sha256:" + "1" * 64},
+    })  # fmt: skip
+    assert [name for name, _ in completing.installed(tmp_path)] == sorted(store.lock())
+    assert completing.installed(tmp_path) == [("a_mod", ""), ("b_mod", "registry.example/b:1 [31m")]
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe{", b"{not json", b'{"modules": 3}', b"[]"])
+def test_a_lock_file_the_store_refuses_offers_nothing(tmp_path: Path, content: bytes) -> None:
+    (tmp_path / module_store.LOCK_FILE).write_bytes(content)
+    with pytest.raises(InputError):
+        module_store.ModuleStore(tmp_path).lock()
+    assert completing.installed(tmp_path) == []
