@@ -206,7 +206,7 @@ def _kind(finding: Any, raw: Mapping[str, Any], step: model.Step) -> Iterator[Fi
 
 
 def _command(finding: Any, raw: Mapping[str, Any], step: model.Step) -> Iterator[Finding]:
-    if step.kind not in ("run", "exec"):
+    if step.kind not in ("run", "exec") or not any(key in raw for key in ("run", "action", "exec")):
         return
     where = (*step.path, "action" if "action" in raw else step.kind)
     if step.argv_error:
@@ -273,6 +273,8 @@ def _arguments(
                     f"aionctl {command} has no option {name}",
                     _closest(name, list(options)) or f"see aionctl {command} --help",
                 )
+                if "=" not in word and i + 1 < len(rest) and not rest[i + 1].startswith("-"):
+                    i += 1  # its value, most likely: not an argument too
             elif options.get(name) and "=" not in word:
                 i += 1
         else:

@@ -143,7 +143,7 @@ def _step(raw: Mapping[str, Any], path: tuple[str | int, ...]) -> Step:
     if "action" in raw:
         kind, body = "run", action_argv(str(raw["action"]), raw.get("with") or {})
     elif kind in ("run", "exec"):
-        body, argv_error = split_argv(raw[kind])
+        body, argv_error = split_argv(raw.get(kind, []))
     else:
         body = raw[kind]
     expect = raw.get("expect", {})
