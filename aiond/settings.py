@@ -82,6 +82,28 @@ def _duration(low: float, high: float) -> Callable[[str, str], float]:
     return parse
 
 
+_INTERVAL_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _interval(low: float, high: float) -> Callable[[str, str], float]:
+    """A duration with a unit (``2s``, ``15m``, ``1h``, ``1d``) or plain seconds, within ``low..high``."""
+
+    def parse(text: str, name: str) -> float:
+        raw = text.strip().lower()
+        unit = raw[-1:] if raw[-1:] in _INTERVAL_UNITS else ""
+        try:
+            value = float(raw[: len(raw) - len(unit)]) * _INTERVAL_UNITS.get(unit, 1)
+        except ValueError:
+            raise UsageError(
+                f"{name}: {text!r} is not a duration", hint="give seconds, or a number with s, m, h or d"
+            ) from None
+        if not low <= value <= high:
+            raise UsageError(f"{name}: {text} is outside {low:g}..{high:g} seconds")
+        return value
+
+    return parse
+
+
 def _count(low: int, high: int) -> Callable[[str, str], int]:
     """A whole number within ``low..high``."""
 
@@ -384,6 +406,25 @@ class Settings:
                       "resume: start on the stored active policy version (the config directory only "
                       "when there is none); config: activate the config directory if it is valid",
                       "MODE", _choice("resume", "config")),
+    )  # fmt: skip
+    backup_dir: Path | None = dataclasses.field(
+        default=None,
+        metadata=_opt("--backup-dir", "AIOND_BACKUP_DIR",
+                      "take a snapshot of the state into DIR at start-up and every --backup-interval "
+                      "(aion-backup-<time>.tar, `aionctl backup verify|restore`) [default: none]",
+                      "DIR", _path),
+    )  # fmt: skip
+    backup_interval: float = dataclasses.field(
+        default=900.0,
+        metadata=_opt("--backup-interval", "AIOND_BACKUP_INTERVAL",
+                      "time between scheduled snapshots: seconds, or with a unit (30s, 15m, 1h); "
+                      "1s..7d", "DURATION", _interval(1, 7 * 86400)),
+    )  # fmt: skip
+    backup_keep: int = dataclasses.field(
+        default=96,
+        metadata=_opt("--backup-keep", "AIOND_BACKUP_KEEP",
+                      "scheduled snapshots kept in --backup-dir, the newest; older ones are deleted "
+                      "after each new one is complete", "N", _count(1, 100_000)),
     )  # fmt: skip
     event_log_segment: int = dataclasses.field(
         default=64 << 20,

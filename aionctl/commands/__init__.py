@@ -50,6 +50,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec("schema", "aionctl.commands.schema", "Print the JSON Schemas that ship with aion."),
     CommandSpec("metrics", "aionctl.commands.metrics", "Read aiond's metrics; check dashboards; judge a canary."),
     CommandSpec("runbook", "aionctl.commands.runbook", "Run the operational runbook as code: list, show, run."),
+    CommandSpec("backup", "aionctl.commands.backup", "Back up aiond's state; list, verify, restore backups."),
     CommandSpec("token", "aionctl.commands.token", "List API tokens by age and last use; rotate them."),
     CommandSpec(
         "completion", "aionctl.commands.completion", "Print the shell completion script (bash, zsh, ...)."

@@ -43,6 +43,7 @@ from aiond.policy.store import ActiveConfig, PolicyStore
 from aiond.policy.validation import Validator
 from aiond.security.auth import Authenticator, DenialReporter, TokenUses
 from aiond.serving import reporting
+from aiond.serving.backups import Backups
 from aiond.serving.telemetry import Metrics
 from aiond.settings import Settings
 from aiond.state.lock import StateDirLock
@@ -65,6 +66,7 @@ class Runtime:
     admission: Admission
     modules: Modules
     executor: Executor
+    backups: Backups
 
     def live_state(self) -> LiveState:
         """What the router knows now that is not in the config: breakers, latencies, intent modes,
@@ -180,10 +182,13 @@ async def assemble(
     every_minute = asyncio.get_running_loop().create_task(snapshots.run())
     stack.callback(snapshots.record)  # the last one, written with the journal's last batch
     stack.callback(every_minute.cancel)
+    backups = Backups(settings, state.path, journal, metrics)
+    backups.start()  # with --backup-dir, the first snapshot now
+    stack.push_async_callback(backups.close)  # a snapshot being made finishes, with its audit event
     return Runtime(
         settings=settings, metrics=metrics, state=state, journal=journal, authenticator=authenticator,
         denials=denials, policies=policies, controls=controls, ledger=ledger, admission=admission,
-        modules=modules, executor=executor,
+        modules=modules, executor=executor, backups=backups,
     )  # fmt: skip
 
 

@@ -52,6 +52,7 @@ from aiond.serving import http, listeners
 from aiond.serving.interceptors import AuthInterceptor, ErrorInterceptor, TraceInterceptor
 from aiond.serving.runtime import Runtime, assemble
 from aiond.serving.services import admin, event_tail, health, modules, policies, router, tasks
+from aiond.serving.services import backup as backup_service
 from aiond.serving.telemetry import CallTracker, Metrics
 from aiond.settings import Settings
 from aiond.tracing import exporting
@@ -249,6 +250,7 @@ class Daemon:
             router.add_to_server(server, rt.policies, rt.live_state),
             tasks.add_to_server(server, rt.executor),
             event_tail.add_to_server(server, rt.journal),
+            backup_service.add_to_server(server, rt.backups),
             *(binding.register(server) for binding in self._extra_services),
             reflection.SERVICE_NAME,
         ]  # fmt: skip

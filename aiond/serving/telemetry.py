@@ -303,6 +303,19 @@ class Metrics:
             "aion_kafka_connected", "1 while the Kafka producer has a broker connection, else 0.",
             registry=self.registry,
         )  # fmt: skip
+        self.backup_last_success = Gauge(
+            "aion_backup_last_success_timestamp_seconds",
+            "When the last snapshot of the state was completed (Unix time; 0: none yet), by source: "
+            "scheduled (--backup-dir) or online (BackupService.CreateBackup).", ["source"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.backup_failures = Counter(
+            "aion_backup_failures", "Snapshots of the state that failed, by source (scheduled, online).",
+            ["source"], registry=self.registry,
+        )  # fmt: skip
+        for source in ("scheduled", "online"):
+            self.backup_last_success.labels(source=source)
+            self.backup_failures.labels(source=source)
         # The known label values start at 0, so a series exists (and a rate is 0, not absent) before
         # the first event, and on a daemon that has no Kafka.
         for kind in ("audit", "task"):
