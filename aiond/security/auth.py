@@ -149,7 +149,6 @@ METHOD_ROLES: Mapping[str, Role | None] = {
     _S + "RouterService/ExplainRoute": Role.VIEWER,
     _S + "EventService/TailEvents": Role.VIEWER,
     _S + "BackupService/CreateBackup": Role.ADMIN,
-    _S + "BackupService/CreateBackup": Role.ADMIN,
 }
 
 HTTP_ROLES: Mapping[tuple[str, str], Role | None] = {
