@@ -15,7 +15,7 @@ import httpx
 import pytest
 import yaml
 
-from aion.api.v1 import admin_pb2, events_pb2, modules_pb2, policies_pb2, router_pb2, tasks_pb2
+from aion.api.v1 import admin_pb2, backup_pb2, events_pb2, modules_pb2, policies_pb2, router_pb2, tasks_pb2
 from aiond.security.auth import METHOD_ROLES, Role
 from tests.integration.supply import conforms
 from tests.rig.certs import Authority, Pair
@@ -31,6 +31,7 @@ SERVICES = [
         (tasks_pb2, "TaskService"),
         (router_pb2, "RouterService"),
         (events_pb2, "EventService"),
+        (backup_pb2, "BackupService"),
     )
 ]
 METHODS = [(f"/{s.full_name}/{m.name}", m.server_streaming) for s in SERVICES for m in s.methods]
