@@ -18,7 +18,8 @@ import yaml
 from tests.e2e.test_tasks import start, submit
 from tests.integration.supply import conforms
 from tests.rig import providers as behave
-from tests.rig.daemon import REPO, Aiond, aionctl
+from tests.rig.daemon import REPO, Aiond, aionctl, program
+from tests.rig.procs import free_port
 from tests.rig.providers import StandIn
 
 RUNBOOKS = REPO / "examples" / "runbooks"
@@ -56,6 +57,12 @@ def variables(name: str, daemon: Aiond) -> list[str]:
         "incident-revert": {"provider": "openai", "intent": "summarize"},
         "modules": {"local_intent": "summarize", "api_intent": "summarize"},
         "compliance": {"store": str(daemon.workdir / "no-modules")},
+        "disaster-recovery": {
+            "config": config,
+            "aiond": program("aiond"),
+            "grpc": f"127.0.0.1:{free_port()}",
+            "http": f"127.0.0.1:{free_port()}",
+        },
     }.get(name, {})
     return [w for key, value in given.items() for w in ("--var", f"{key}={value}")]
 
@@ -63,7 +70,7 @@ def variables(name: str, daemon: Aiond) -> list[str]:
 # Runbooks that need a service the plain daemon does not have: kafka (a broker: the Kafka tests
 # cover its commands), release (a prepared config version: test_release_rolls_back... below).
 GREEN = ["bootstrap", "secrets", "policy", "observability", "incident", "incident-revert", "modules",
-         "compliance"]  # fmt: skip
+         "compliance", "disaster-recovery"]  # fmt: skip
 
 
 def run(daemon: Aiond, tmp_path: Path, *args: str, timeout: float = 120) -> Any:
