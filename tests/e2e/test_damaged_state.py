@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from aiond.state.schema import SCHEMA_VERSION
 from tests.rig.daemon import EXAMPLES, Aiond, aionctl, clean_env, program
 from tests.rig.procs import ManagedProcess, free_port, http_ok
 
@@ -88,7 +89,7 @@ def drop_a_table(db: Path) -> None:
     ("damage", "found"),
     [
         (damage_a_page, "is damaged: database disk image is malformed"),
-        (drop_a_table, "is damaged: it lacks table spend, which schema 5 needs"),
+        (drop_a_table, f"is damaged: it lacks table spend, which schema {SCHEMA_VERSION} needs"),
     ],
     ids=["page-corrupted", "table-dropped"],
 )
