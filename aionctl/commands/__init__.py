@@ -48,8 +48,10 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec("kafka", "aionctl.commands.kafka", "Create Kafka topics and ACLs from kafka.yml; show lag."),
     CommandSpec("audit", "aionctl.commands.audit", "Confirm that aiond's audit events reached Kafka."),
     CommandSpec("schema", "aionctl.commands.schema", "Print the JSON Schemas that ship with aion."),
-    CommandSpec("metrics", "aionctl.commands.metrics", "Read aiond's metrics; check dashboards; judge a canary."),
-    CommandSpec("runbook", "aionctl.commands.runbook", "Run the operational runbook as code: list, show, run."),
+    CommandSpec("metrics", "aionctl.commands.metrics", "Read aiond's metrics; check dashboards; a canary."),
+    CommandSpec(
+        "runbook", "aionctl.commands.runbook", "Run the operational runbook as code (list, show, run)."
+    ),
     CommandSpec("backup", "aionctl.commands.backup", "Back up aiond's state; list, verify, restore backups."),
     CommandSpec("token", "aionctl.commands.token", "List API tokens by age and last use; rotate them."),
     CommandSpec(
