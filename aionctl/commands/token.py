@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -40,6 +41,8 @@ app = command_app()
 app.info.help = "List aiond's API tokens by age and last use, and rotate them (role admin)."
 app.info.no_args_is_help = True
 
+_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@:-]{0,63}")
+"""The names aiond gives credentials (aiond.security.auth.mint): each one a safe file name."""
 MAX_AGE = dt.timedelta(days=3650)
 MAX_OVERLAP = dt.timedelta(days=30)
 """aiond's limit (aiond.security.auth.MAX_OVERLAP): checked here too, before anything changes."""
@@ -212,22 +215,12 @@ def rotate(
 ) -> None:
     """Issue a new secret for a token with the same name and role; the old one works on for the
     overlap (role admin)."""
-    if (name is None) == (older_than is None):
-        raise UsageError(
-            "give a token's NAME or ID, or --older-than DURATION (one of them)",
-            hint="see 'aionctl token rotate --help'",
-        )
-    if name is not None and secret_dir is not None:
-        raise UsageError("--secret-dir goes with --older-than", hint="for one token, use --secret-file FILE")
-    if older_than is not None and secret_file is not None:
-        raise UsageError("--secret-file goes with NAME", hint="with --older-than, use --secret-dir DIR")
-    if older_than is not None and secret_dir is None:
-        raise UsageError(
-            "--older-than needs --secret-dir DIR", hint="each new token is written to DIR/NAME.token"
-        )
+    _check_forms(name, older_than, secret_file, secret_dir)
     span = _span(overlap, MAX_OVERLAP)
     if name is not None:
         if secret_file is not None:
+            if secret_file.is_dir():
+                raise InputError(f"--secret-file {secret_file} is a directory", hint="name a file in it")
             _check_writable(secret_file.parent, f"--secret-file {secret_file}")
         done = [_rotate_one(target, name, span, secret_file)]
     else:
@@ -242,6 +235,8 @@ def rotate(
         if output is not OutputFormat.TEXT and name is not None and secret_file is None:
             rotated = [{**rotated[0], "token": done[0][1]}]  # no file holds it: this is its one showing
         emit(document("TokenRotation", {"rotated": rotated}), output, text=lambda: render_rotated(rotated))
+    if global_options(ctx).quiet:
+        return
     for info in rotated:
         print(
             f"token {info['name']!r} rotated: {info['newId']} replaces {info['id']}, which works until "
@@ -250,6 +245,25 @@ def rotate(
         )
     if not rotated:
         print(f"no live token is older than {older_than}", file=sys.stderr)
+
+
+def _check_forms(
+    name: str | None, older_than: str | None, secret_file: Path | None, secret_dir: Path | None
+) -> None:
+    """The single form (NAME, maybe --secret-file) or the batch form (--older-than and --secret-dir)."""
+    if (name is None) == (older_than is None):
+        raise UsageError(
+            "give a token's NAME or ID, or --older-than DURATION (one of them)",
+            hint="see 'aionctl token rotate --help'",
+        )
+    if name is not None and secret_dir is not None:
+        raise UsageError("--secret-dir goes with --older-than", hint="for one token, use --secret-file FILE")
+    if older_than is not None and secret_file is not None:
+        raise UsageError("--secret-file goes with NAME", hint="with --older-than, use --secret-dir DIR")
+    if older_than is not None and secret_dir is None:
+        raise UsageError(
+            "--older-than needs --secret-dir DIR", hint="each new token is written to DIR/NAME.token"
+        )
 
 
 def render_rotated(rotated: list[dict[str, Any]]) -> str:
@@ -293,6 +307,12 @@ def _rotate_old(
     chosen = [c for c in every_token(target) if _rotatable(c, now) and _older(c, now, age)]
     if chosen:
         _check_writable(secret_dir, f"--secret-dir {secret_dir}", make=True)
+    odd = [c.name for c in chosen if not _FILE_NAME.fullmatch(c.name)]
+    if odd:  # aiond's names never hold a "/" or start with a dot; a file name must not either
+        raise InputError(
+            f"aiond at {target.grpc} named a token {odd[0][:80]!r}, which is no name aiond gives",
+            hint="check --addr: is that aiond?",
+        )
     done: list[tuple[dict[str, Any], str]] = []
     for c in chosen:
         try:
