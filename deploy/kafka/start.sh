@@ -10,10 +10,17 @@
 set -eu
 umask 077
 
+# The image's layout and the compose network's names; each may be set (the tests run this script
+# outside a container, on free ports).
 KAFKA_HOME=${KAFKA_HOME:-/opt/kafka}
 DATA=${KAFKA_DATA_DIR:-/var/lib/kafka/data}
-CONF=/tmp/aion-kafka
+CONF=${KAFKA_CONF_DIR:-/tmp/aion-kafka}
 SECRETS=${KAFKA_SECRETS_DIR:-/run/secrets}
+LISTEN=${KAFKA_LISTEN_HOST:-}
+HOST=${KAFKA_ADVERTISED_HOST:-kafka}
+BROKER_PORT=${KAFKA_BROKER_PORT:-9092}
+EXTERNAL_PORT=${KAFKA_EXTERNAL_PORT:-19092}
+CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-9093}
 
 secret() {
   value=$(cat "$SECRETS/$1")
@@ -32,9 +39,9 @@ mkdir -p "$CONF"
 cat > "$CONF/server.properties" <<PROPERTIES
 process.roles=broker,controller
 node.id=1
-controller.quorum.voters=1@localhost:9093
-listeners=BROKER://:9092,EXTERNAL://:19092,CONTROLLER://localhost:9093
-advertised.listeners=BROKER://kafka:9092,EXTERNAL://localhost:19092
+controller.quorum.voters=1@localhost:$CONTROLLER_PORT
+listeners=BROKER://$LISTEN:$BROKER_PORT,EXTERNAL://$LISTEN:$EXTERNAL_PORT,CONTROLLER://localhost:$CONTROLLER_PORT
+advertised.listeners=BROKER://$HOST:$BROKER_PORT,EXTERNAL://localhost:$EXTERNAL_PORT
 listener.security.protocol.map=BROKER:SASL_PLAINTEXT,EXTERNAL:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT
 inter.broker.listener.name=BROKER
 controller.listener.names=CONTROLLER
@@ -44,6 +51,7 @@ sasl.mechanism.controller.protocol=PLAIN
 listener.name.controller.sasl.enabled.mechanisms=PLAIN
 listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="controller" password="$controller" user_controller="$controller";
 listener.name.broker.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$admin";
+listener.name.external.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
 super.users=User:admin;User:controller
 allow.everyone.if.no.acl.found=false

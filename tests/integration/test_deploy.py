@@ -11,6 +11,8 @@ Compose Specification, and both against aiond itself.
   that becomes ready and answers the probes' requests; the image's healthcheck script asks it too.
 - compose.yaml against the Compose Specification's schema (compose-go's copy), with the dashboards,
   ports, scrape target and mounted files checked, and `promtool check config` on prometheus.yml.
+- The stack's Kafka as kafka/start.sh configures it (on the rig's jars of the image's Kafka version),
+  set up by kafka-setup's own commands, takes aiond's audit events with the stack's kafka.yml.
 """
 
 from __future__ import annotations
@@ -33,9 +35,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from aiond.settings import DEFAULT_GRPC_LISTEN, DEFAULT_HTTP_LISTEN
 from tests.rig import install
 from tests.rig.certs import Authority
-from tests.rig.daemon import EXAMPLES, REPO, Aiond, clean_env, program
+from tests.rig.daemon import EXAMPLES, REPO, Aiond, aionctl, clean_env, program
 from tests.rig.plugin import unavailable
-from tests.rig.procs import http_ok
+from tests.rig.procs import ManagedProcess, free_port, http_ok, poll
 
 DEPLOY = REPO / "deploy"
 KUSTOMIZE_DIRS = {
@@ -591,7 +593,12 @@ def test_compose_aiond_runs_on_the_examples_with_kafka(compose: dict[str, Any]) 
     assert f"{flags['secrets-dir']}/{secret}" in [s["target"] for s in aiond["secrets"]]
     host, port = kafka["bootstrap_servers"][0].split(":")
     assert host in compose["services"]
-    assert f"BROKER://{host}:{port}" in (DEPLOY / "kafka" / "start.sh").read_text()
+    start = (DEPLOY / "kafka" / "start.sh").read_text()
+    assert f"HOST=${{KAFKA_ADVERTISED_HOST:-{host}}}" in start
+    assert f"BROKER_PORT=${{KAFKA_BROKER_PORT:-{port}}}" in start
+    (published,) = compose["services"]["kafka"]["ports"]
+    external = published.rsplit(":", 1)[1]
+    assert f"EXTERNAL_PORT=${{KAFKA_EXTERNAL_PORT:-{external}}}" in start
 
 
 def test_compose_kafka_yml_validates_clean() -> None:
@@ -643,3 +650,122 @@ def test_grafana_provisions_exactly_the_example_dashboards(compose: dict[str, An
     for name in shipped:
         dashboard = json.loads((EXAMPLES / "dashboards" / name).read_text())
         assert any(v["name"] == "DS_PROMETHEUS" for v in dashboard["templating"]["list"])
+
+
+# -- compose: Kafka as kafka/start.sh runs it -------------------------------------------------------
+
+
+def _kafka_home(directory: Path) -> Path:
+    """The two scripts of the Kafka image that start.sh runs, over the rig's Kafka jars (the image's
+    version, install.KAFKA_VERSION)."""
+    java, classpath = install.java_path(), install.kafka_classpath()
+    if java is None or classpath is None:
+        unavailable("Kafka", "no Java 17 or no Kafka jars", "sudo python3 tests/rig/install.py apt kafka")
+    assert java is not None
+    assert classpath is not None
+    log_config = directory / "log4j2.properties"
+    directory.joinpath("bin").mkdir(parents=True)
+    log_config.write_text(
+        "rootLogger.level=WARN\nrootLogger.appenderRef.out.ref=OUT\nappender.out.type=Console\n"
+        "appender.out.name=OUT\nappender.out.layout.type=PatternLayout\nappender.out.layout.pattern=%p %m%n\n"
+    )
+    for script, main in (
+        ("kafka-storage.sh", "kafka.tools.StorageTool"),
+        ("kafka-server-start.sh", "kafka.Kafka"),
+    ):
+        path = directory / "bin" / script
+        path.write_text(
+            f"#!/bin/sh\nexec '{java}' -Xms256m -Xmx512m -XX:TieredStopAtLevel=1 "
+            f"-Dlog4j2.configurationFile='{log_config}' -cp '{classpath}' {main} \"$@\"\n"
+        )
+        path.chmod(0o755)
+    return directory
+
+
+def _kafka_setup_commands(compose: dict[str, Any]) -> list[list[str]]:
+    """kafka-setup's shell command, as the argument lists of its aionctl runs."""
+    (script,) = compose["services"]["kafka-setup"]["command"]
+    return [part.split() for part in script.split("&&")]
+
+
+def test_the_stacks_kafka_takes_aionds_events(compose: dict[str, Any], tmp_path: Path) -> None:
+    """start.sh's broker, kafka-setup's commands and the stack's kafka.yml, as compose runs them,
+    with the services' names and ports moved to loopback: aiond's audit events reach the topic."""
+    home = _kafka_home(tmp_path / "kafka-home")
+    secrets = tmp_path / "secrets"
+    subprocess.run(["sh", str(DEPLOY / "dev-secrets.sh"), str(secrets)], check=True, capture_output=True)
+    broker_port, external_port, controller_port = free_port(), free_port(), free_port()
+    env = clean_env(
+        {
+            "KAFKA_HOME": str(home),
+            "KAFKA_DATA_DIR": str(tmp_path / "data"),
+            "KAFKA_CONF_DIR": str(tmp_path / "conf"),
+            "KAFKA_SECRETS_DIR": str(secrets),
+            "KAFKA_LISTEN_HOST": "127.0.0.1",
+            "KAFKA_ADVERTISED_HOST": "127.0.0.1",
+            "KAFKA_BROKER_PORT": str(broker_port),
+            "KAFKA_EXTERNAL_PORT": str(external_port),
+            "KAFKA_CONTROLLER_PORT": str(controller_port),
+        }
+    )
+    kafka = ManagedProcess(
+        "kafka", ["sh", str(DEPLOY / "kafka" / "start.sh")], log_path=tmp_path / "kafka.log", env=env
+    )
+    kafka.start()
+    try:
+        # aionctl's secrets directory and aiond's, as compose mounts them.
+        admin_dir, aiond_dir = tmp_path / "admin-secrets", tmp_path / "aiond-secrets"
+        admin_dir.mkdir()
+        aiond_dir.mkdir()
+        for service, directory in (("kafka-setup", admin_dir), ("aiond", aiond_dir)):
+            for entry in compose["services"][service]["secrets"]:
+                source = secrets / Path(compose["secrets"][entry["source"]]["file"]).name
+                (directory / Path(entry["target"]).name).write_bytes(source.read_bytes())
+        # The stack's kafka.yml with the service's name moved to the host's listener.
+        text = (DEPLOY / "compose" / "kafka.yml").read_text()
+        assert "[kafka:9092]" in text
+        kafka_yml = tmp_path / "kafka.yml"
+        kafka_yml.write_text(text.replace("[kafka:9092]", f"[127.0.0.1:{external_port}]"))
+
+        def setup_done() -> bool:
+            for argv in _kafka_setup_commands(compose):
+                assert argv[0] == "aionctl"
+                args = [str(kafka_yml) if a == "/etc/aion/kafka.yml" else a for a in argv[1:]]
+                args = [str(admin_dir) if a == "/run/secrets/admin" else a for a in args]
+                result = aionctl(*args, "--timeout", "5")
+                if result.returncode == 5:  # the broker is not up yet
+                    return False
+                assert result.returncode == 0, result.stdout + result.stderr
+            return True
+
+        poll(setup_done, timeout=90, what="kafka-setup", alive=kafka.exited)
+        flags = _flags(compose["services"]["aiond"]["command"])
+        daemon = Aiond(
+            tmp_path / "aiond",
+            extra_args=[
+                "--kafka-config", str(kafka_yml),
+                "--secrets-dir", str(aiond_dir),
+                "--startup-policy", flags["startup-policy"],
+            ],
+        ).start()  # fmt: skip
+        try:
+            reload = aionctl("policy", "reload", env=daemon.aionctl_env())
+            assert reload.returncode == 0, reload.stderr
+            # A token made after start, by `aiond token` beside the running daemon, goes out too.
+            daemon.create_token("ops", "operator")
+            verify = aionctl(
+                "audit", "verify", "--since", "10m", "--wait", "10s", "--kafka-config", str(kafka_yml),
+                "--sasl-username", "admin", "--sasl-password-secret", "KAFKA_ADMIN_PASSWORD",
+                "--secrets-dir", str(admin_dir), "-o", "json",
+                env=daemon.aionctl_env(), timeout=120,
+            )  # fmt: skip
+            report = json.loads(verify.stdout)
+            # Only the rig's tokens, made before aiond ever had Kafka, stay local (docs/kafka.md).
+            missing = {(m["action"], m["target"]) for m in report["missing"]}
+            assert missing == {("token.create", f"test-{role}") for role in ("viewer", "operator", "admin")}
+            assert report["found"] == report["local"]["events"] - len(missing)
+            assert report["found"] >= 3, report  # the start's activation, the reload, the new token
+        finally:
+            daemon.stop()
+    finally:
+        kafka.stop()
