@@ -53,10 +53,12 @@ class Aiond:
         extra_args: Sequence[str] = (),
         command_prefix: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
+        tokens: Mapping[str, str] | None = None,
     ) -> None:
         """``command_prefix`` runs aiond under another program, for example
         ``("prlimit", "--nofile=256:256")`` to start it with a small open-file limit; ``env`` adds to
-        its environment."""
+        its environment. ``tokens`` (role -> token) are those of a state directory made elsewhere
+        (a restored backup): then none is created."""
         self.workdir = workdir
         self.env = dict(env or {})
         self.config_dir = config_dir
@@ -65,9 +67,11 @@ class Aiond:
         self.state_dir = workdir / "state"
         self.grpc_addr = self.http_addr = ""
         # One token per role, written into the state directory before the daemon starts.
-        self.tokens = {
-            role: self.create_token(f"test-{role}", role) for role in ("viewer", "operator", "admin")
-        }
+        self.tokens = (
+            dict(tokens)
+            if tokens is not None
+            else {role: self.create_token(f"test-{role}", role) for role in ("viewer", "operator", "admin")}
+        )
         self.process = self._process()
 
     def _process(self) -> ManagedProcess:
