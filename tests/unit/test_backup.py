@@ -13,6 +13,8 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from aion import backup
 from aion.errors import ConflictError, InputError, VerificationError
@@ -241,3 +243,45 @@ def test_the_lock_is_shared_while_an_offline_snapshot_is_made(tmp_path: Path) ->
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released once the snapshot is made
     finally:
         os.close(fd)
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """One snapshot's bytes, made once for the property tests below."""
+    root = tmp_path_factory.mktemp("pristine")
+    state = fill(root / "state")
+    try:
+        made = backup.create(state.path, root / "out", module_store=None, daemon_version="0", source="online")
+    finally:
+        state.close()
+    return made.path.read_bytes()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(flips=st.lists(st.tuples(st.integers(min_value=0), st.integers(1, 255)), min_size=1, max_size=4),
+       cut=st.none() | st.integers(min_value=0))  # fmt: skip
+def test_a_damaged_snapshot_is_reported_never_a_crash(
+    pristine: bytes, tmp_path_factory: pytest.TempPathFactory, flips: list[tuple[int, int]], cut: int | None
+) -> None:
+    data = bytearray(pristine)
+    for offset, mask in flips:
+        data[offset % len(data)] ^= mask
+    if cut is not None:
+        del data[cut % len(data) :]
+    path = tmp_path_factory.mktemp("damaged") / "aion-backup-20260512T100000.000Z.tar"
+    path.write_bytes(bytes(data))
+    checked = backup.verify(path)  # problems, not exceptions
+    if checked.ok:  # a flip in the tar's padding or an unused header field changes no member
+        assert checked.summary is not None
+    else:
+        with pytest.raises(VerificationError):
+            backup.restore(path, path.parent / "restored")
+        assert not (path.parent / "restored").exists()
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.binary(max_size=3000))
+def test_arbitrary_bytes_are_no_snapshot(tmp_path_factory: pytest.TempPathFactory, data: bytes) -> None:
+    path = tmp_path_factory.mktemp("bytes") / "x.tar"
+    path.write_bytes(data)
+    assert not backup.verify(path).ok
