@@ -75,6 +75,7 @@ def test_grpcurl_lists_the_whole_contract_through_reflection(aiond: Aiond, go_to
     listed = go_tools.run("grpcurl", "-plaintext", aiond.grpc_addr, "list").stdout.split()
     assert listed == [
         "aion.v1.AdminService",
+        "aion.v1.BackupService",
         "aion.v1.EventService",
         "aion.v1.ModuleService",
         "aion.v1.PolicyService",
