@@ -5,6 +5,7 @@ snapshots made and pruned; an offline snapshot of a stopped daemon."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import io
 import json
@@ -16,10 +17,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 
-from aion.api.v1 import admin_pb2, admin_pb2_grpc, common_pb2, tasks_pb2
+from aion.api.v1 import admin_pb2, admin_pb2_grpc, backup_pb2, backup_pb2_grpc, common_pb2, tasks_pb2
 from tests.e2e.test_policy import set_budget
 from tests.e2e.test_tasks import submit, write_config
 from tests.integration.supply import conforms
@@ -77,7 +79,7 @@ class Load:
             try:
                 task = submit(daemon, "summarize", "x" * 50, route=common_pb2.ROUTE_API).task
                 if task.status != tasks_pb2.TASK_STATUS_OK:
-                    self.errors.append(f"task {task.id}: {tasks_pb2.TaskStatus.Name(task.status)}")
+                    self.errors.append(f"task {task.task_id}: {tasks_pb2.TaskStatus.Name(task.status)}")
                 self.tasks += 1
             except Exception as exc:  # reported by the test, which checks there are none
                 self.errors.append(f"task: {exc}")
@@ -342,3 +344,55 @@ def test_create_needs_the_admin_role(daemon: Aiond, tmp_path: Path) -> None:
     result = ctl(daemon, "backup", "create", "--out", str(tmp_path / "out"), role="operator")
     assert result.returncode == 4, result.stderr
     assert list((tmp_path / "out").iterdir()) == []  # the download's temporary file is gone
+
+
+class _Lying(backup_pb2_grpc.BackupServiceServicer):
+    """A server that announces one snapshot and sends other bytes."""
+
+    def __init__(self, header: backup_pb2.BackupHeader, body: bytes) -> None:
+        self.header, self.body = header, body
+
+    def CreateBackup(self, request: Any, context: Any) -> Iterator[backup_pb2.CreateBackupResponse]:
+        yield backup_pb2.CreateBackupResponse(header=self.header)
+        for start in range(0, len(self.body), 1 << 16):
+            yield backup_pb2.CreateBackupResponse(chunk=self.body[start : start + (1 << 16)])
+
+
+@pytest.mark.parametrize(
+    ("lie", "code", "message"),
+    [
+        ("longer", 1, "sent more than the 1,000 bytes it announced"),
+        ("other-bytes", 1, "is not the one aiond at"),
+        ("too-large", 3, "more than --max-bytes 1,048,576"),
+        ("bad-name", 1, "named the snapshot '../../x.tar'"),
+    ],
+)
+def test_create_keeps_nothing_a_daemon_sends_that_is_not_what_it_announced(
+    tmp_path: Path, lie: str, code: int, message: str
+) -> None:
+    body = b"\0" * 1000
+    header = backup_pb2.BackupHeader(
+        name="aion-backup-20260512T100000.000Z.tar", size_bytes=1000, sha256=hashlib.sha256(body).hexdigest()
+    )
+    if lie == "longer":
+        body += b"\0"
+    elif lie == "other-bytes":
+        body = b"\1" * 1000
+    elif lie == "too-large":
+        header.size_bytes = 1 << 40
+    else:
+        header.name = "../../x.tar"
+    server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=2))
+    backup_pb2_grpc.add_BackupServiceServicer_to_server(_Lying(header, body), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        out = tmp_path / "out"
+        result = aionctl("backup", "create", "--out", str(out), "--max-bytes", str(1 << 20),
+                         env={"AION_ADDR": f"127.0.0.1:{port}", "AION_TOKEN": "aion_0_x"})  # fmt: skip
+    finally:
+        server.stop(0)
+    assert result.returncode == code, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert list(out.iterdir()) == []
