@@ -366,8 +366,13 @@ def snapshots(directory: Path) -> list[Listed]:
     return found[:MAX_LISTED]
 
 
+STALE_SECONDS = 86_400
+"""Temporary files of a snapshot (``.aion-backup-*``) older than this were left by a crash."""
+
+
 def prune(directory: Path, keep: int) -> list[Path]:
-    """Delete all but the newest ``keep`` snapshots of ``directory``; returns those deleted."""
+    """Delete all but the newest ``keep`` snapshots of ``directory``, and what a crash left of
+    snapshots being made there more than a day ago; returns the snapshots deleted."""
     if keep < 1:
         raise ValueError("keep at least one snapshot")
     deleted = []
@@ -375,6 +380,14 @@ def prune(directory: Path, keep: int) -> list[Path]:
         with contextlib.suppress(FileNotFoundError):
             old.path.unlink()
             deleted.append(old.path)
+    now = dt.datetime.now(dt.UTC).timestamp()
+    for leftover in directory.glob(".aion-backup-*"):
+        with contextlib.suppress(OSError):
+            if now - leftover.lstat().st_mtime > STALE_SECONDS:
+                if leftover.is_dir() and not leftover.is_symlink():
+                    shutil.rmtree(leftover)
+                else:
+                    leftover.unlink()
     return deleted
 
 
@@ -785,6 +798,7 @@ __all__ = [
     "LOCK_NAME",
     "MANIFEST",
     "SCHEMA_VERSION",
+    "STALE_SECONDS",
     "STATE_DB",
     "Listed",
     "Restored",

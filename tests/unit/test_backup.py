@@ -285,3 +285,16 @@ def test_arbitrary_bytes_are_no_snapshot(tmp_path_factory: pytest.TempPathFactor
     path = tmp_path_factory.mktemp("bytes") / "x.tar"
     path.write_bytes(data)
     assert not backup.verify(path).ok
+
+
+def test_prune_removes_what_a_crash_left_only_when_it_is_old(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    (out / ".aion-backup-old.partial").mkdir(parents=True)
+    (out / ".aion-backup-old.partial" / "state.db").write_bytes(b"x")
+    (out / ".aion-backup-new.partial").mkdir()
+    (out / ".aion-backup-old.download").write_bytes(b"x")
+    day_ago = dt.datetime.now(dt.UTC).timestamp() - backup.STALE_SECONDS - 60
+    for name in (".aion-backup-old.partial", ".aion-backup-old.download"):
+        os.utime(out / name, (day_ago, day_ago))
+    assert backup.prune(out, 1) == []
+    assert sorted(p.name for p in out.iterdir()) == [".aion-backup-new.partial"]
