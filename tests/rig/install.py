@@ -5,7 +5,8 @@
     python3 tests/rig/install.py apt      # docker-registry, prometheus, Java 17, Maven, the WASM
                                           # toolchain (clang, lld, wasi-libc), bubblewrap, age
                                           # (needs root or sudo)
-    python3 tests/rig/install.py go       # cosign, oras, grpcurl, grpc_health_probe, sops at pinned versions
+    python3 tests/rig/install.py go       # cosign, oras, grpcurl, grpc_health_probe, sops, kubeconform,
+                                          # kustomize at pinned versions
     python3 tests/rig/install.py kafka    # Kafka broker jars from Maven Central
     python3 tests/rig/install.py sarif    # the official SARIF 2.1.0 JSON Schema, from the npm registry
     python3 tests/rig/install.py deploy   # the Kubernetes API's schemas (pinned version) and the Compose
