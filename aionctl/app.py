@@ -72,6 +72,10 @@ def run(args: Sequence[str]) -> int:
 
     debug = "--debug" in args or os.environ.get("AION_DEBUG", "").lower() in ("1", "true", "yes")
     command = typer.main.get_command(app)
+    if os.environ.get("_AIONCTL_COMPLETE"):  # a TAB: help as written, without loading rich
+        from aionctl.completing import plain_help
+
+        plain_help()
     try:
         returned = command.main(args=list(args), prog_name=PROG, standalone_mode=False)
     except click.NoArgsIsHelpError as exc:

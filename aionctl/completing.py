@@ -86,6 +86,20 @@ def _quiet(function: _F) -> _F:
     return guarded  # type: ignore[return-value]
 
 
+def plain_help() -> None:
+    """Give zsh, fish and PowerShell the help of each value as it is written. Typer renders it with
+    rich first, to strip rich markup; aionctl's help has none (``rich_markup_mode=None`` everywhere),
+    and importing rich would double the time of every TAB that shows help. aionctl.app calls this
+    when it answers a TAB."""
+    from typer import _completion_classes
+
+    _completion_classes._sanitize_help_text = _plain
+
+
+def _plain(text: str) -> str:
+    return text
+
+
 # -- rule ids ----------------------------------------------------------------------------------------
 
 
@@ -339,6 +353,7 @@ __all__ = [
     "intent_names",
     "metadata_name",
     "module_names",
+    "plain_help",
     "rule_ids",
     "runbook_files",
     "runbook_names",

@@ -7,10 +7,12 @@ and p95 wall times are reported with the ratio to the baseline measured in the s
 
 - `python3 -c pass`, the floor any Python program pays;
 - `aionctl --version`, the baseline (answered before Typer is imported);
+- `aionctl --help`, the floor of anything that goes through Typer (its import and the root's tree);
 - command names (`aionctl ta<TAB>`), and the dynamic values: rule ids (`aionctl explain AION1<TAB>`),
   intents (`aionctl intent mode <TAB>`, examples/ as $AION_CONFIG), intent modes, installed modules
   (`aionctl module remove <TAB>`, a store of 200 modules), runbooks (`aionctl runbook run <TAB>`, the
-  shipped ones) and contexts (`aionctl --context <TAB>`, a client config of 50 contexts).
+  shipped ones) and contexts (`aionctl --context <TAB>`, a client config of 50 contexts); and rule ids
+  again as zsh asks for them, with each value's help.
 
     python benchmarks/completion.py [--runs N]
 
@@ -95,7 +97,7 @@ def main() -> int:
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="aion-completion-"))
     env = {**BASE_ENV, **fixtures(root)}
-    baseline, version = "aionctl --version (baseline)", "python3 -c pass"
+    baseline, version, typer_floor = "aionctl --version (baseline)", "python3 -c pass", "aionctl --help"
     tabs = {
         "aionctl ta<TAB> (commands)": "aionctl ta",
         "aionctl explain AION1<TAB>": "aionctl explain AION1",
@@ -109,19 +111,29 @@ def main() -> int:
     cases: dict[str, tuple[list[str], dict[str, str]]] = {
         version: ([sys.executable, "-c", "pass"], env),
         baseline: ([AIONCTL, "--version"], env),
+        typer_floor: ([AIONCTL, "--help"], env),
         **{name: ([AIONCTL], {**env, **tab(words)}) for name, words in tabs.items()},
     }
+    # zsh shows each value's help (the rules' summaries here): the same answer, in zsh's format
+    zsh = "zsh: aionctl explain AION1<TAB>"
+    tabs[zsh] = ""
+    cases[zsh] = (
+        [AIONCTL],
+        {**env, "_AIONCTL_COMPLETE": "complete_zsh", "_TYPER_COMPLETE_ARGS": "aionctl explain AION1"},
+    )
     offered: dict[str, int] = {}
     for name, (argv, case_env) in cases.items():  # warm the page cache and .pyc files; not counted
         _, out = run_once(argv, case_env, root)
-        offered[name] = len(out.split())
+        offered[name] = len(out.strip().splitlines())  # one value a line, in bash and zsh alike
         if name in tabs and not offered[name]:
             raise SystemExit(f"{name} offered nothing: the benchmark would time an empty answer")
     times: dict[str, list[float]] = {name: [] for name in cases}
+    load_before = os.getloadavg()[0]
     for _ in range(args.runs):
         for name, (argv, case_env) in cases.items():
             times[name].append(run_once(argv, case_env, root)[0])
 
+    load_after = os.getloadavg()[0]
     base = median(times[baseline])
     rows = []
     for name in cases:
@@ -134,14 +146,17 @@ def main() -> int:
     verdict = "met" if worst <= TARGET_MS else "MISSED"
     body = f"""## Shell completion (`benchmarks/completion.py`)
 
-{today()}, {machine()}; {args.runs} interleaved runs of each case after one warm-up run. A TAB is
-one aionctl process answering bash's completion protocol; the baseline is `aionctl --version`.
+{today()}, {machine()}; {args.runs} interleaved runs of each case after one warm-up run, with a
+load average of {load_before:.2f} at the start and {load_after:.2f} at the end (the machine is shared; a
+load above its core count slows every row alike, so compare the ratios). A TAB is one aionctl process
+answering bash's completion protocol; the baseline is `aionctl --version`.
 
 | case | values offered | median ms | p95 ms | vs baseline |
 |---|---|---|---|---|
 {chr(10).join(rows)}
 
-Target: every TAB, median <= {TARGET_MS:.0f} ms: **{verdict}** (slowest: `{worst_name}`, {worst:.1f} ms).
+Target: every TAB, median <= {TARGET_MS:.0f} ms: **{verdict}** (slowest: `{worst_name}`, {worst:.1f} ms;
+`aionctl --help` in the same run: {median(times[typer_floor]):.1f} ms).
 
 A TAB pays for Typer (the command tree is parsed as for a run) and for the one command module the
 words name, whose heavy dependencies (grpc, protobuf, the config model) load only when a command

@@ -272,6 +272,14 @@ def test_fish_format(store: Path) -> None:
     assert lacks.returncode == 1, "no candidates: fish falls back to file names"
 
 
+def test_help_is_shown_as_written() -> None:
+    """Brackets in help are text, not markup: the defaults of the connection options stay."""
+    args = {"_TYPER_COMPLETE_ARGS": "aionctl health --ad", "_TYPER_COMPLETE_FISH_ACTION": "get-args"}
+    assert (
+        _complete("complete_fish", args).stdout == "--addr\taiond gRPC address [default: 127.0.0.1:8470].\n"
+    )
+
+
 def test_powershell_format() -> None:
     args = {"_TYPER_COMPLETE_ARGS": "aionctl intent mode triage lo", "_TYPER_COMPLETE_WORD_TO_COMPLETE": "lo"}
     assert _complete("complete_powershell", args).stdout == "local-only::: \n"
@@ -299,6 +307,10 @@ HEAVY = (
         ("aionctl runbook run ", ()),
         ("aionctl --context ", ("yaml",)),  # the client config file is YAML, read by aionctl.contexts
         ("aionctl completion ", ()),
+        # zsh, fish and PowerShell show help, which Typer would render with rich
+        ("zsh:aionctl explain AION30", ()),
+        ("fish:aionctl ta", ()),
+        ("powershell:aionctl health --", ()),
     ],
 )
 def test_a_tab_imports_nothing_heavy(
@@ -312,9 +324,16 @@ def test_a_tab_imports_nothing_heavy(
         "sys.argv = ['aionctl']\n"
         "main()\n"
     )
+    shell, _, words = (
+        words.rpartition(":") if words.startswith(("zsh:", "fish:", "powershell:")) else ("", "", words)
+    )
     cword = len(shlex.split(words)) - (0 if words.endswith(" ") else 1)
+    protocol = {"COMP_WORDS": words, "COMP_CWORD": str(cword)}
+    if shell:
+        protocol = {"_TYPER_COMPLETE_ARGS": words, "_TYPER_COMPLETE_FISH_ACTION": "get-args",
+                    "_TYPER_COMPLETE_WORD_TO_COMPLETE": words.rsplit(" ", 1)[-1]}  # fmt: skip
     env = clean_env({
-        "_AIONCTL_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(cword),
+        "_AIONCTL_COMPLETE": f"complete_{shell or 'bash'}", **protocol,
         "AION_MODULE_STORE": str(store), "AION_CLIENT_CONFIG": str(tmp_path / "client.yaml"),
     })  # fmt: skip
     result = subprocess.run(
