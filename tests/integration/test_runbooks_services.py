@@ -1,0 +1,78 @@
+"""The shipped runbooks that need more than aiond, against the rig's real services: the kafka runbook
+and the policy runbook's Kafka audit check on the rig's SASL/SCRAM broker, and the observability
+runbook through the rig's Prometheus scraping aiond."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.integration.delivery import Delivery
+from tests.integration.supply import conforms
+from tests.integration.test_audit_verify import daemon, delivery  # noqa: F401 - the fixtures
+from tests.rig.daemon import EXAMPLES, Aiond, aionctl
+from tests.rig.services import Prometheus
+
+
+def runbook(
+    aiond: Aiond, tmp_path: Path, name: str, *args: str, secrets: Path | None = None
+) -> dict[str, Any]:
+    env = {**aiond.aionctl_env("admin"), "XDG_STATE_HOME": str(tmp_path / "xdg")}
+    if secrets is not None:
+        env["AIOND_SECRETS_DIR"] = str(secrets)
+    result = aionctl("runbook", "run", name, *args, "-o", "json", env=env, timeout=300)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    doc: dict[str, Any] = conforms(json.loads(result.stdout), "output/runbook-report")
+    return doc
+
+
+def statuses(doc: dict[str, Any]) -> dict[str, str]:
+    return {step["name"]: step["status"] for step in doc["steps"]}
+
+
+def test_the_kafka_and_policy_runbooks_against_the_broker(
+    daemon: Aiond,  # noqa: F811 - the fixture imported above
+    delivery: Delivery,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    secrets = delivery.path.parent / "secrets"
+    with_acls = tmp_path / "kafka-acls.yml"  # the delivery file, with the ACLs the runbook applies
+    document = yaml.safe_load(delivery.path.read_text())
+    document["acls"] = [
+        {"principal": "User:aiond-runbook", "role": "producer"},
+        {
+            "principal": "User:audit-runbook",
+            "role": "consumer",
+            "topics": ["audit"],
+            "group": "runbook-audit",
+        },
+    ]
+    with_acls.write_text(yaml.safe_dump(document))
+    kafka = runbook(daemon, tmp_path, "kafka", "--var", f"kafka_config={with_acls}", secrets=secrets)
+    assert statuses(kafka) == {"valid": "passed", "topics": "passed", "acls": "passed", "lag": "skipped"}
+    topics = next(s for s in kafka["steps"] if s["name"] == "topics")["result"]
+    assert topics["kind"] == "KafkaTopicPlan"
+    policy = runbook(
+        daemon, tmp_path, "policy", "--var", f"config={EXAMPLES}", "--var", f"kafka_config={delivery.path}",
+        secrets=secrets,
+    )  # fmt: skip
+    assert statuses(policy)["audit-kafka"] == "passed"  # the apply's audit event is in Kafka
+    assert all(status == "passed" for status in statuses(policy).values())
+
+
+def test_the_observability_runbook_through_prometheus(
+    prometheus: Prometheus,
+    daemon: Aiond,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    prometheus.set_targets([daemon.http_addr], labels={"job": "aiond"})
+    try:
+        doc = runbook(daemon, tmp_path, "observability", "--var", f"prometheus={prometheus.url}")
+    finally:
+        prometheus.set_targets([])
+    assert all(status == "passed" for status in statuses(doc).values()), statuses(doc)
+    targets = next(s for s in doc["steps"] if s["name"] == "prometheus-targets")["result"]["json"]
+    assert [t["health"] for t in targets["data"]["activeTargets"]] == ["up"]
