@@ -29,6 +29,23 @@ def runbook(
     return doc
 
 
+def acls(source: Delivery, tmp_path: Path) -> Path:
+    """The delivery file, with the ACLs the kafka runbook applies."""
+    path = tmp_path / "kafka-acls.yml"
+    document = yaml.safe_load(source.path.read_text())
+    document["acls"] = [
+        {"principal": "User:aiond-runbook", "role": "producer"},
+        {
+            "principal": "User:audit-runbook",
+            "role": "consumer",
+            "topics": ["audit"],
+            "group": "runbook-audit",
+        },
+    ]
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
 def statuses(doc: dict[str, Any]) -> dict[str, str]:
     return {step["name"]: step["status"] for step in doc["steps"]}
 
@@ -39,18 +56,7 @@ def test_the_kafka_and_policy_runbooks_against_the_broker(
     tmp_path: Path,
 ) -> None:
     secrets = delivery.path.parent / "secrets"
-    with_acls = tmp_path / "kafka-acls.yml"  # the delivery file, with the ACLs the runbook applies
-    document = yaml.safe_load(delivery.path.read_text())
-    document["acls"] = [
-        {"principal": "User:aiond-runbook", "role": "producer"},
-        {
-            "principal": "User:audit-runbook",
-            "role": "consumer",
-            "topics": ["audit"],
-            "group": "runbook-audit",
-        },
-    ]
-    with_acls.write_text(yaml.safe_dump(document))
+    with_acls = acls(delivery, tmp_path)
     kafka = runbook(daemon, tmp_path, "kafka", "--var", f"kafka_config={with_acls}", secrets=secrets)
     assert statuses(kafka) == {"valid": "passed", "topics": "passed", "acls": "passed", "lag": "skipped"}
     topics = next(s for s in kafka["steps"] if s["name"] == "topics")["result"]
@@ -76,3 +82,32 @@ def test_the_observability_runbook_through_prometheus(
     assert all(status == "passed" for status in statuses(doc).values()), statuses(doc)
     targets = next(s for s in doc["steps"] if s["name"] == "prometheus-targets")["result"]["json"]
     assert [t["health"] for t in targets["data"]["activeTargets"]] == ["up"]
+
+
+def test_the_kafka_runbook_broken_at_a_step_stops_and_resumes(
+    daemon: Aiond,  # noqa: F811
+    delivery: Delivery,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    from tests.e2e.test_runbooks import RUNBOOKS, _break
+
+    copy = tmp_path / "book" / "kafka-operations.yml"
+    copy.parent.mkdir()
+    broken = _break(RUNBOOKS / "kafka-operations.yml", copy, 1)
+    env = {
+        **daemon.aionctl_env("admin"),
+        "XDG_STATE_HOME": str(tmp_path / "xdg"),
+        "AIOND_SECRETS_DIR": str(delivery.path.parent / "secrets"),
+    }
+    args = ("runbook", "run", str(copy), "--var", f"kafka_config={acls(delivery, tmp_path)}")
+    failed = aionctl(*args, env=env, timeout=300)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert f"failed at step {broken}: broken on purpose" in failed.stdout
+    assert f"--from {broken}" in failed.stdout
+    copy.write_text((RUNBOOKS / "kafka-operations.yml").read_text())
+    resumed = aionctl(*args, "--from", broken, "--only", "x", env=env, timeout=300)
+    assert resumed.returncode == 2  # --from and --only together are a usage error
+    resumed = aionctl(*args, "--from", broken, "-o", "json", env=env, timeout=300)
+    doc = json.loads(resumed.stdout)
+    assert resumed.returncode == 0, resumed.stderr
+    assert [s["status"] for s in doc["steps"]] == ["reused", "passed", "passed", "skipped"]
