@@ -163,6 +163,8 @@ words name, whose heavy dependencies (grpc, protobuf, the config model) load onl
 runs; the values come from one cheap look at one file (aionctl/completing.py: the rules catalogue,
 an intents file scanned line by line, the store's JSON lock file, the first 64 KiB of each runbook),
 never from a YAML or JSON Schema library, except the client config file that contexts come from.
+So a TAB costs about what `aionctl --help` costs, and Typer is its floor: a TAB much below that
+would take answering without Typer, from a table of the command tree generated as completions/ is.
 """
     write_section("completion", body)
     return 0
