@@ -42,13 +42,10 @@ class ReportFormat(enum.StrEnum):
     JUNIT = "junit"
 
 
-def _names(incomplete: str) -> list[str]:
-    try:
-        from aionctl.completing import runbook_names  # type: ignore[import-not-found,import-untyped,unused-ignore]
-    except ImportError:
-        return []
-    names: list[str] = runbook_names(incomplete)
-    return names
+def _names(ctx: typer.Context, incomplete: str) -> list[str]:
+    from aionctl.completing import runbook_names_for
+
+    return runbook_names_for(ctx, incomplete)
 
 
 Name = Annotated[
