@@ -174,7 +174,7 @@ class Executor:
                     raise _Unresolved(f"{ref.text}: environment variable {ref.name} is not set")
                 return os.environ[ref.name]
             case "run":
-                return {"dir": self.run_dir, "id": self.run.run_id, "started": _iso(self.run.started_at)}[
+                return {"dir": self.run_dir, "id": self.run.run_id, "started": iso(self.run.started_at)}[
                     ref.name
                 ]
             case "step":
@@ -417,14 +417,12 @@ def _first_error_line(stderr: str) -> str:
     return lines[-1].strip()[:300] if lines else ""
 
 
-def _iso(epoch: float) -> str:
+def iso(epoch: float) -> str:
+    """A moment as the report writes it: RFC 3339, UTC, milliseconds."""
     import datetime
 
-    return (
-        datetime.datetime.fromtimestamp(epoch, datetime.UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
+    moment = datetime.datetime.fromtimestamp(epoch, datetime.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 __all__ = [

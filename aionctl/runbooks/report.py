@@ -18,18 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from aionctl.output import document
-from aionctl.runbooks.executor import CheckRecord, Run, StepRecord
+from aionctl.runbooks.executor import CheckRecord, Run, StepRecord, iso
 
 STATE_VERSION = 1
 MAX_STATE_BYTES = 64 << 20
 MAX_SHOWN = 4000
 
 
-def iso(epoch: float | None) -> str | None:
-    if epoch is None:
-        return None
-    moment = datetime.datetime.fromtimestamp(epoch, datetime.UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def _iso(epoch: float | None) -> str | None:
+    return None if epoch is None else iso(epoch)
 
 
 def step_doc(record: StepRecord) -> dict[str, Any]:
@@ -40,7 +37,7 @@ def step_doc(record: StepRecord) -> dict[str, Any]:
         "description": record.description,
         "command": record.command,
         "changesState": record.changes_state,
-        "startedAt": iso(record.started_at),
+        "startedAt": _iso(record.started_at),
         "seconds": round(record.seconds, 3),
         "attempts": record.attempts,
         "exit": record.exit,
@@ -86,8 +83,8 @@ def report_doc(run: Run, *, file_sha256: str, resume: str | None) -> dict[str, A
             "runId": run.run_id,
             "status": run.status,
             "dryRun": run.dry_run,
-            "startedAt": iso(run.started_at),
-            "finishedAt": iso(run.finished_at),
+            "startedAt": _iso(run.started_at),
+            "finishedAt": _iso(run.finished_at),
             "seconds": round(max(0.0, run.finished_at - run.started_at), 3),
             "failedStep": failed.name if failed else None,
             "interrupted": run.interrupted,
