@@ -34,12 +34,22 @@ import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
-
-import typer
+from typing import Any, Protocol, TypeVar
 
 Candidate = str | tuple[str, str]
 """A value, or a value and its help (shown by zsh, fish and PowerShell)."""
+
+
+class Parsed(Protocol):
+    """What a completion function sees of the command line typed so far: the values of the
+    command's parameters by name (a Typer context, or ``aionctl.quick``'s stand-in for one)."""
+
+    @property
+    def params(self) -> dict[str, Any]: ...
+
+
+INTENT_MODES = ("local-only", "allow-api", "hybrid", "policy")
+"""The modes ``aionctl intent mode`` switches an intent to."""
 
 MAX_FILE_BYTES = 1 << 20
 """Largest intents file or runbook head read (a config file's default limit is larger, but a file
@@ -126,7 +136,13 @@ def context_names(incomplete: str) -> list[Candidate]:
 
 
 @_quiet
-def intent_names(ctx: typer.Context, incomplete: str) -> list[Candidate]:
+def intent_modes(incomplete: str) -> list[Candidate]:
+    """The modes an intent can be switched to, starting with ``incomplete``."""
+    return _starting(incomplete, INTENT_MODES)
+
+
+@_quiet
+def intent_names(ctx: Parsed, incomplete: str) -> list[Candidate]:
     """Intent names starting with ``incomplete``, from the intents file of the first config directory
     that has one (see the module's docstring for the order)."""
     for directory in config_dirs(ctx):
@@ -137,7 +153,7 @@ def intent_names(ctx: typer.Context, incomplete: str) -> list[Candidate]:
     return []
 
 
-def config_dirs(ctx: typer.Context | None) -> list[Path]:
+def config_dirs(ctx: Parsed | None) -> list[Path]:
     """Where intents are looked for: the command's ``--config``, ``$AION_CONFIG``, ``$AIOND_CONFIG``,
     the current directory."""
     found: list[Path] = []
@@ -168,7 +184,7 @@ def top_level_keys(data: bytes) -> list[str]:
 
 
 @_quiet
-def module_names(ctx: typer.Context, incomplete: str) -> list[Candidate]:
+def module_names(ctx: Parsed, incomplete: str) -> list[Candidate]:
     """Installed module names starting with ``incomplete``, from the lock file of the command's
     ``--store`` (else the default store), each with the reference it was installed from."""
     given = ctx.params.get("store")
@@ -232,7 +248,7 @@ def runbook_names(incomplete: str, dirs: Sequence[Path] = ()) -> list[str]:
 
 
 @_quiet
-def runbook_names_for(ctx: typer.Context, incomplete: str) -> list[str]:
+def runbook_names_for(ctx: Parsed, incomplete: str) -> list[str]:
     """:func:`runbook_names` for a command with ``--dir`` options (``autocompletion=`` takes this)."""
     given = ctx.params.get("dirs")
     dirs = [Path(d) for d in given if isinstance(d, (str, Path))] if isinstance(given, (list, tuple)) else []
@@ -344,12 +360,15 @@ def _read(path: Path, limit: int, *, truncate: bool = False) -> bytes | None:
 
 
 __all__ = [
+    "INTENT_MODES",
     "Candidate",
+    "Parsed",
     "config_dirs",
     "context_names",
     "declares_runbook",
     "default_store",
     "installed",
+    "intent_modes",
     "intent_names",
     "metadata_name",
     "module_names",

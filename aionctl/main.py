@@ -1,11 +1,14 @@
 """The ``aionctl`` entry point.
 
 ``aionctl --version`` is answered before anything heavier than the version string is imported: scripts
-and shell prompts call it in loops. Everything else goes through the Typer application in aionctl.app.
+and shell prompts call it in loops. A ``--help`` and a TAB are answered from the command table
+(aionctl.quick) when it knows the answer. Everything else goes through the Typer application in
+aionctl.app.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
@@ -17,6 +20,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         sys.stdout.write(f"aionctl {__version__}\n")
         return 0
+    if os.environ.get("_AIONCTL_COMPLETE") or args[-1:] in (["--help"], ["-h"]):
+        from aionctl.quick import answer
+
+        code = answer(args)
+        if code is not None:
+            return code
     from aionctl.app import run
 
     return run(args)

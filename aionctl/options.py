@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from aionctl import completing
 from aionctl.output.interface import OutputFormat
 
 
@@ -86,15 +87,9 @@ HttpAddress = Annotated[
 ]  # fmt: skip
 
 
-def _context_names(incomplete: str) -> list[str]:
-    from aionctl.completing import context_names
-
-    return [str(c) for c in context_names(incomplete)]
-
-
 ContextName = Annotated[
     str | None,
-    typer.Option("--context", envvar="AION_CONTEXT", metavar="NAME", autocompletion=_context_names,
+    typer.Option("--context", envvar="AION_CONTEXT", metavar="NAME", autocompletion=completing.context_names,
                  help="Client context to use (`aionctl config get-contexts`) [default: the current one]."),
 ]  # fmt: skip
 

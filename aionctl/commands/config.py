@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from aionctl import contexts
+from aionctl import completing, contexts
 from aionctl.options import Output, command_app, global_options
 from aionctl.output import OutputFormat, document, emit
 
@@ -26,12 +26,11 @@ app = command_app()
 app.info.help = "Manage client contexts: where aiond is and how to authenticate."
 
 
-def _names(incomplete: str) -> list[str]:
-    return contexts.complete_names(incomplete)
-
-
 Name = Annotated[
-    str, typer.Argument(metavar="NAME", help="Context name.", autocompletion=_names, show_default=False)
+    str,
+    typer.Argument(
+        metavar="NAME", help="Context name.", autocompletion=completing.context_names, show_default=False
+    ),
 ]
 
 

@@ -29,11 +29,7 @@ app = command_app()
 app.info.help = "Switch an intent's privacy at runtime (local-only, ...) and list the switches."
 app.info.no_args_is_help = True
 
-MODES = ("local-only", "allow-api", "hybrid", "policy")
-
-
-def _modes(incomplete: str) -> list[str]:
-    return [m for m in MODES if m.startswith(incomplete)]
+MODES = completing.INTENT_MODES
 
 
 def _word(mode: int) -> str:
@@ -51,7 +47,9 @@ def mode(
     new_mode: Annotated[
         str,
         typer.Argument(
-            metavar="MODE", help="local-only, allow-api, hybrid or policy.", autocompletion=_modes
+            metavar="MODE",
+            help="local-only, allow-api, hybrid or policy.",
+            autocompletion=completing.intent_modes,
         ),
     ],
     reason: Annotated[

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from aion.errors import UsageError
+from aionctl import completing
 from aionctl.options import Address, HttpAddress, Output, command_app, global_options
 from aionctl.output import OutputFormat, document, emit
 
@@ -42,17 +43,11 @@ class ReportFormat(enum.StrEnum):
     JUNIT = "junit"
 
 
-def _names(ctx: typer.Context, incomplete: str) -> list[str]:
-    from aionctl.completing import runbook_names_for
-
-    return runbook_names_for(ctx, incomplete)
-
-
 Name = Annotated[
     str,
     typer.Argument(
         metavar="NAME|FILE",
-        autocompletion=_names,
+        autocompletion=completing.runbook_names_for,
         help="A runbook's name (searched on the runbook path) or its file.",
     ),
 ]

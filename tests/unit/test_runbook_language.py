@@ -14,7 +14,8 @@ from tests.rig.daemon import REPO
 
 
 def resolve(ref: templates.Ref) -> object:
-    return {"var": {"n": 3, "s": "a b"}, "step": {"x": {"k": [1, 2]}}}[ref.kind][ref.name]
+    known: dict[str, dict[str, object]] = {"var": {"n": 3, "s": "a b"}, "step": {"x": {"k": [1, 2]}}}
+    return known[ref.kind][ref.name]
 
 
 def test_a_lone_reference_keeps_its_type_and_text_embeds_json() -> None:
