@@ -76,6 +76,13 @@ _RUNBOOK_NAME = r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}"
 # A top-level key of a block mapping: the name, plain or quoted, then a colon and a space or the end.
 _TOP_KEY = r"""(?P<q>["']?)(?P<name>[A-Za-z][A-Za-z0-9_.-]{0,63})(?P=q)[ \t]*:(?:[ \t]|$)"""
 _NAME_KEY = r"""[ \t]+name[ \t]*:[ \t]*(?P<q>["']?)(?P<name>[^"'#\s]+)(?P=q)[ \t]*(?:#.*)?$"""
+# The client config's top-level contexts key, a name field of one of its items, a plain name.
+_CONTEXTS_KEY = r"""(contexts|"contexts"|'contexts')[ \t]*:"""
+_CONTEXTS_KEY_START = r"""["']?contexts["']?[ \t]*:"""
+_NO_CONTEXTS = r"""["']?contexts["']?[ \t]*:[ \t]*\[[ \t]*\][ \t]*"""
+_NAME_FIELD = r"name[ \t]*:(.*)$"
+_PLAIN_KEY = r"""(?:[A-Za-z0-9_][^:#{}\[\]]*|"[^"]*"|'[^']*')[ \t]*:(?:[ \t]|$)"""
+_CONTEXT_NAME = r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}"
 _RESERVED_KEYS = frozenset({"apiVersion", "kind"})
 _UNSAFE_HELP = r"[^ -\[\]-~]"  # anything but printable ASCII, and the backslash
 
@@ -126,10 +133,85 @@ def rule_ids(incomplete: str) -> list[Candidate]:
 
 @_quiet
 def context_names(incomplete: str) -> list[Candidate]:
-    """Client context names starting with ``incomplete``."""
-    from aionctl.contexts import complete_names
+    """Client context names starting with ``incomplete``: scanned from a client config in block style
+    (as ``aionctl config set-context`` writes it), else read by ``aionctl.contexts``, which parses
+    YAML (and costs a TAB twice as much)."""
+    data = _read(client_config_path(), MAX_FILE_BYTES)
+    if data is None:
+        return []
+    names = scanned_contexts(data)
+    if names is None:
+        from aionctl.contexts import complete_names
 
-    return list(complete_names(incomplete)[:MAX_CANDIDATES])
+        return list(complete_names(incomplete)[:MAX_CANDIDATES])
+    return _starting(incomplete, names)
+
+
+def client_config_path() -> Path:
+    """The client config file, as ``aionctl.contexts.config_path`` finds it."""
+    explicit = os.environ.get("AION_CLIENT_CONFIG")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CONFIG_HOME")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".config"
+    return base / "aion" / "config.yaml"
+
+
+def scanned_contexts(data: bytes) -> list[str] | None:  # noqa: PLR0912 - one pass, its state in view
+    """The ``name`` of each item of the top-level ``contexts:`` list, when the file is written in
+    plain block style and every item has a plain name; None when it is anything else (flow style, a
+    quoted or unusual name, an item without a name), for the YAML reader to decide."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return None
+    items: list[str | None] = []
+    inside = False
+    dash = key = -1
+    for raw in text.splitlines():
+        if not raw.strip() or raw.lstrip().startswith("#"):
+            continue
+        line = raw.split(" #", 1)[0].rstrip()
+        stripped = line.lstrip()
+        column = len(line) - len(stripped)
+        if "\t" in line[:column]:
+            return None
+        if column == 0 and not line.startswith("-"):  # a top-level key, or a document marker
+            if line in ("---", "..."):
+                continue
+            if not re.match(_PLAIN_KEY, line):
+                return None  # a flow mapping, a directive, a complex key: not plain block style
+            if re.fullmatch(_NO_CONTEXTS, line):
+                inside = False
+                continue
+            inside = re.fullmatch(_CONTEXTS_KEY, line) is not None
+            if not inside and re.match(_CONTEXTS_KEY_START, line):
+                return None  # contexts: [...]: flow style
+            continue
+        if not inside:
+            continue
+        if stripped == "-" or stripped.startswith("- "):
+            dash = column if dash == -1 else dash
+            if column == dash:  # a new item
+                items.append(None)
+                rest = stripped[1:].lstrip()
+                key = column + len(stripped) - len(rest)
+                if not rest:  # the item's keys start on the next line
+                    key = -2
+                    continue
+                if rest[0] in "{[&*!?|>":
+                    return None
+                stripped, column = rest, key
+        if key == -2:
+            key = column
+        if items and column == key and (match := re.match(_NAME_FIELD, stripped)):
+            value = match[1].strip()
+            if not re.fullmatch(_CONTEXT_NAME, value):
+                return None
+            items[-1] = value
+    if any(name is None for name in items):
+        return None
+    return [name for name in items if name is not None]
 
 
 # -- intents -----------------------------------------------------------------------------------------
@@ -363,6 +445,7 @@ __all__ = [
     "INTENT_MODES",
     "Candidate",
     "Parsed",
+    "client_config_path",
     "config_dirs",
     "context_names",
     "declares_runbook",
@@ -378,6 +461,7 @@ __all__ = [
     "runbook_names",
     "runbook_names_for",
     "runbook_search_path",
+    "scanned_contexts",
     "shipped_runbooks",
     "top_level_keys",
 ]

@@ -3,6 +3,7 @@ and the runbook search path's rules stay equal to their owners'."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,88 @@ def test_metadata_name_is_the_one_yaml_finds(name: str, extra: dict[str, Any]) -
     text = yaml.safe_dump(document, sort_keys=False, default_flow_style=False)
     assert yaml.safe_load(text)["metadata"]["name"] == name
     assert completing.metadata_name(text.encode()) == name
+
+
+context_names = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9_.@:/+-]{0,40}\Z")
+
+
+@settings(max_examples=examples(200), deadline=None)
+@given(chosen=st.lists(context_names, unique=True, max_size=6), current=st.booleans())
+def test_the_contexts_scan_reads_what_set_context_writes(
+    tmp_path_factory: pytest.TempPathFactory, chosen: list[str], current: bool
+) -> None:
+    """Files as ``aionctl config`` saves them are scanned (no YAML parser), to the names it reads."""
+    from aionctl import contexts
+
+    path = tmp_path_factory.mktemp("client") / "config.yaml"
+    items = {n: contexts.Context(name=n, addr="127.0.0.1:8470", token_file="t") for n in chosen}
+    config = contexts.ClientConfig(contexts=items, current_context=chosen[0] if chosen and current else None)
+    contexts.save(path, config)
+    scanned = completing.scanned_contexts(path.read_bytes())
+    expected = list(contexts.load(path).contexts)
+    text = path.read_text()
+    plain = all(f"name: {n}\n" in text and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.@+-]*", n) for n in chosen)
+    if plain:
+        assert scanned == expected
+    else:  # a name YAML quotes, or one with ':' or '/', is left to the YAML reader
+        assert scanned in (None, expected)
+
+
+@settings(max_examples=examples(300), deadline=None)
+@given(
+    chosen=st.lists(context_names | st.text(max_size=10), max_size=5),
+    extra=st.dictionaries(names, values, max_size=3),
+    style=st.sampled_from([False, None, True]),
+)
+def test_the_contexts_scan_finds_what_yaml_finds_or_steps_aside(
+    chosen: list[Any], extra: dict[str, Any], style: bool | None
+) -> None:
+    items = [
+        {"addr": "a:1", **extra, "name": n} if i % 2 else {"name": n, **extra} for i, n in enumerate(chosen)
+    ]
+    document = {"apiVersion": "aion/v1", "kind": "ClientConfig", "contexts": items}
+    text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True, default_flow_style=style)
+    scanned = completing.scanned_contexts(text.encode())
+    if scanned is not None:
+        assert scanned == [item["name"] for item in yaml.safe_load(text)["contexts"]]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("contexts:\n- name: a\n  addr: x:1\n- addr: y:1\n  name: b  # comment\n", ["a", "b"]),
+        ("# head\ncontexts:\n  -\n    name: a\n  - name: b\n    tls:\n      name: nested\n", ["a", "b"]),
+        ("apiVersion: aion/v1\ncontexts:\n  - name: a\nkind: ClientConfig\nname: top\n", ["a"]),
+        ("kind: ClientConfig\n", []),
+        ("contexts: []\n", []),
+        ("contexts: [a]\n", None),
+        ("{contexts: [{name: a}]}\n", None),
+        ("%YAML 1.2\n---\ncontexts:\n  - name: a\n", None),
+        ("contexts:\n  - {name: a}\n", None),
+        ("contexts:\n  - name: 'a'\n", None),
+        ("contexts:\n  - addr: x:1\n", None),
+        ("contexts:\n  - name: &anchor a\n", None),
+        ("contexts:\n\t- name: a\n", None),
+    ],
+)
+def test_the_contexts_scan_on_hand_written_files(text: str, expected: list[str] | None) -> None:
+    assert completing.scanned_contexts(text.encode()) == expected
+
+
+def test_the_client_config_is_found_where_contexts_finds_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aionctl import contexts
+
+    for env in (
+        {},
+        {"XDG_CONFIG_HOME": "/xdg"},
+        {"XDG_CONFIG_HOME": "relative"},
+        {"AION_CLIENT_CONFIG": "~/c.yaml"},
+    ):
+        for key in ("AION_CLIENT_CONFIG", "XDG_CONFIG_HOME"):
+            monkeypatch.delenv(key, raising=False)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        assert completing.client_config_path() == contexts.config_path()
 
 
 def test_top_level_keys_of_text_that_is_not_utf8() -> None:
