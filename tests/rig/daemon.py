@@ -6,6 +6,8 @@ a subprocess, so that exit codes, stdout/stderr separation and signal handling a
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 import subprocess
@@ -42,6 +44,19 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def mint_token(state_dir: Path, name: str, role: str) -> str:
+    """What ``aiond token --state-dir STATE_DIR create NAME --role ROLE`` prints, run in this process:
+    the same entry point (aiond.main.main), without the second or so a new interpreter takes."""
+    from aiond.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["token", "--state-dir", str(state_dir), "create", name, "--role", role])
+    if code != 0:
+        raise RuntimeError(f"aiond token create failed (exit {code}): {err.getvalue()}")
+    return out.getvalue().strip()
+
+
 class Aiond:
     """A real aiond process on free loopback ports."""
 
@@ -66,11 +81,16 @@ class Aiond:
         self.command_prefix = list(command_prefix)
         self.state_dir = workdir / "state"
         self.grpc_addr = self.http_addr = ""
-        # One token per role, written into the state directory before the daemon starts.
+        # One token per role, written into the state directory before the daemon starts: by the code
+        # behind `aiond token create`, run in this process (the command itself, as a subprocess, is
+        # tested through create_token and in tests/e2e/test_auth.py and test_tokens.py).
         self.tokens = (
             dict(tokens)
             if tokens is not None
-            else {role: self.create_token(f"test-{role}", role) for role in ("viewer", "operator", "admin")}
+            else {
+                role: mint_token(self.state_dir, f"test-{role}", role)
+                for role in ("viewer", "operator", "admin")
+            }
         )
         self.process = self._process()
 
