@@ -19,6 +19,7 @@ Exception tree, with each class's row of :data:`TABLE` (exit code, gRPC status, 
     ├── FindingsError              1  FAILED_PRECONDITION  422  the work ran and found problems
     │   ├── InvalidConfig          1  INVALID_ARGUMENT     422  a config set has errors (with findings)
     │   ├── Refused                1  FAILED_PRECONDITION  422  the router's hard rules refuse a task
+    │   │   └── BudgetExhausted    1  RESOURCE_EXHAUSTED   429  today's budget has too little left
     │   └── VerificationError      1  PERMISSION_DENIED    403  a signature, digest or trust check failed
     │       └── EvidenceMissing    1  FAILED_PRECONDITION  422  something the policy requires is absent
     ├── AuthError                  4  PERMISSION_DENIED    403
@@ -31,7 +32,9 @@ Exception tree, with each class's row of :data:`TABLE` (exit code, gRPC status, 
     ├── ConflictError              6  FAILED_PRECONDITION  409  a precondition does not hold
     │   └── Stale                  6  ABORTED              409  what the caller expected has changed
     └── ServiceError               1  INTERNAL             500  the daemon failed in a way none of these say
-        └── InternalError          1  INTERNAL             500  an unexpected exception (a bug), with an id
+        ├── InternalError          1  INTERNAL             500  an unexpected exception (a bug), with an id
+        └── UpstreamFailed         5  UNAVAILABLE          502  no provider or module of the chain answered
+            └── UpstreamTimeout    5  DEADLINE_EXCEEDED    504  the task's deadline passed first
 
 The daemon sends the row's :attr:`Transport.name` in the ``aion-error`` trailer (and the hint in
 ``aion-hint-bin``), so a client rebuilds the very class the daemon raised (:func:`from_status`) and
@@ -139,6 +142,19 @@ class Refused(FindingsError):
         self.code = code
 
 
+class BudgetExhausted(Refused):
+    """Today's budget (``budget.daily_cap_usd``) has too little left for a task: try again after
+    ``retry_after`` seconds (sent as ``retry-after-ms``), when tasks in flight have settled or the UTC
+    day has turned."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, hint: str | None = None) -> None:
+        super().__init__(message, code="BUDGET_EXHAUSTED", hint=hint)
+        self.retry_after = retry_after
+
+    def metadata(self) -> Metadata:
+        return self.trailers + _retry_after(self.retry_after)
+
+
 class VerificationError(FindingsError):
     pass
 
@@ -178,10 +194,11 @@ class Saturated(DaemonUnavailable):
         self.retry_after = retry_after
 
     def metadata(self) -> Metadata:
-        extra: Metadata = ()
-        if self.retry_after is not None:
-            extra = (("retry-after-ms", str(round(self.retry_after * 1000))),)
-        return self.trailers + extra
+        return self.trailers + _retry_after(self.retry_after)
+
+
+def _retry_after(seconds: float | None) -> Metadata:
+    return () if seconds is None else (("retry-after-ms", str(round(seconds * 1000))),)
 
 
 class EventsBacklogged(DaemonUnavailable):
@@ -212,6 +229,19 @@ class InternalError(ServiceError):
         self.error_id = error_id
 
 
+class UpstreamFailed(ServiceError):
+    """A task was admitted, but no target of its chain answered (``code`` is the task's error code,
+    for example PROVIDER_UNAVAILABLE): what a caller that waits for the answer meets."""
+
+    def __init__(self, message: str, *, code: str = "PROVIDER_UNAVAILABLE", hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.code = code
+
+
+class UpstreamTimeout(UpstreamFailed):
+    """A task waited for ran out of time before any target answered."""
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Transport:
     """How one kind of error reaches a user."""
@@ -236,6 +266,7 @@ TABLE: Mapping[type[Error], Transport] = {
     FindingsError: Transport("findings", ExitCode.FINDINGS, "FAILED_PRECONDITION", 422),
     InvalidConfig: Transport("invalid-config", ExitCode.FINDINGS, "INVALID_ARGUMENT", 422),
     Refused: Transport("refused", ExitCode.FINDINGS, "FAILED_PRECONDITION", 422),
+    BudgetExhausted: Transport("budget-exhausted", ExitCode.FINDINGS, "RESOURCE_EXHAUSTED", 429),
     VerificationError: Transport("verification", ExitCode.FINDINGS, "PERMISSION_DENIED", 403),
     EvidenceMissing: Transport("evidence-missing", ExitCode.FINDINGS, "FAILED_PRECONDITION", 422),
     AuthError: Transport("auth", ExitCode.AUTH, "PERMISSION_DENIED", 403),
@@ -249,6 +280,8 @@ TABLE: Mapping[type[Error], Transport] = {
     Stale: Transport("stale", ExitCode.CONFLICT, "ABORTED", 409),
     ServiceError: Transport("service", ExitCode.FINDINGS, "INTERNAL", 500),
     InternalError: Transport("internal", ExitCode.FINDINGS, "INTERNAL", 500),
+    UpstreamFailed: Transport("upstream", ExitCode.UNAVAILABLE, "UNAVAILABLE", 502),
+    UpstreamTimeout: Transport("upstream-timeout", ExitCode.UNAVAILABLE, "DEADLINE_EXCEEDED", 504),
 }
 """Every class of the tree above, with its row. A subclass defined elsewhere (``ActivationRefused``,
 ``SecretMissing``, ...) takes the row of its nearest ancestor here; a kind of error that must reach
@@ -294,6 +327,7 @@ def from_status(grpc_code: str, message: str, *, name: str | None = None, hint: 
 __all__ = [
     "TABLE",
     "AuthError",
+    "BudgetExhausted",
     "ConfigError",
     "ConflictError",
     "DaemonUnavailable",
@@ -316,6 +350,8 @@ __all__ = [
     "StorageUnavailable",
     "Transport",
     "Unauthenticated",
+    "UpstreamFailed",
+    "UpstreamTimeout",
     "UsageError",
     "VerificationError",
     "from_status",

@@ -31,7 +31,9 @@ from aion.providers.base import (
     MAX_RESPONSE_BYTES,
     Completion,
     Kind,
+    OnDelta,
     ProviderError,
+    Sampling,
     new_session,
     parse_retry_after,
 )
@@ -47,6 +49,8 @@ async def complete(
     max_tokens: int,
     timeout: float,
     stream: bool = False,
+    sampling: Sampling | None = None,
+    on_delta: OnDelta | None = None,
 ) -> Completion:
     """One completion from ``model`` at ``provider``, in the provider's wire format.
 
@@ -78,6 +82,8 @@ async def complete(
                 max_tokens=max_tokens,
                 timeout=timeout,
                 stream=stream,
+                sampling=sampling,
+                on_delta=on_delta,
             )
         except ProviderError as exc:
             if exc.status is not None:
@@ -121,7 +127,9 @@ __all__ = [
     "MAX_RESPONSE_BYTES",
     "Completion",
     "Kind",
+    "OnDelta",
     "ProviderError",
+    "Sampling",
     "complete",
     "new_session",
     "parse_retry_after",

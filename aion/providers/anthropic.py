@@ -26,7 +26,9 @@ from aion.providers.base import (
     Completion,
     Exchange,
     Kind,
+    OnDelta,
     ProviderError,
+    Sampling,
     base_url,
     check_api_key,
     count,
@@ -88,13 +90,20 @@ async def complete(
     max_tokens: int,
     timeout: float,
     stream: bool = False,
+    sampling: Sampling | None = None,
+    on_delta: OnDelta | None = None,
 ) -> Completion:
-    """One message from ``model`` at ``provider``; a :class:`ProviderError` when there is none."""
+    """One message from ``model`` at ``provider``; a :class:`ProviderError` when there is none.
+    Streamed, each piece of the answer is given to ``on_delta`` as it arrives."""
     key = check_api_key(api_key, provider.name)
     system, rest = split_system(messages)
     payload: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "messages": rest}
     if system is not None:
         payload["system"] = system
+    if sampling is not None and sampling.temperature is not None:
+        payload["temperature"] = min(sampling.temperature, 1.0)
+    if sampling is not None and sampling.stop:
+        payload["stop_sequences"] = list(sampling.stop)
     if stream:
         payload["stream"] = True
     async with exchange(
@@ -107,7 +116,7 @@ async def complete(
         secret=key,
     ) as current:
         if stream:
-            return await _streamed(current, model, messages)
+            return await _streamed(current, model, messages, on_delta)
         return _answer(current, await current.json_body(), model, messages)
 
 
@@ -179,6 +188,7 @@ class _Stream:
     input_tokens: int | None = None
     output_tokens: int | None = None
     stop: str | None = None
+    on_delta: OnDelta | None = None
 
     def message_start(self, doc: Mapping[str, Any]) -> None:
         message = doc.get("message")
@@ -196,6 +206,8 @@ class _Stream:
             if not isinstance(delta.get("text"), str):
                 raise protocol_error(self.provider, "a text_delta without text")
             self.parts.append(delta["text"])
+            if self.on_delta is not None and delta["text"]:
+                self.on_delta(delta["text"])
 
     def message_delta(self, doc: Mapping[str, Any]) -> None:
         delta = doc.get("delta")
@@ -209,9 +221,11 @@ class _Stream:
                 self.input_tokens = _input_tokens(usage)
 
 
-async def _streamed(current: Exchange, model: str, messages: Sequence[Mapping[str, Any]]) -> Completion:
+async def _streamed(
+    current: Exchange, model: str, messages: Sequence[Mapping[str, Any]], on_delta: OnDelta | None
+) -> Completion:
     name = current.provider
-    state = _Stream(name, model)
+    state = _Stream(name, model, on_delta=on_delta)
     done = False
     async for event in events(current):
         doc = json_event(name, event.data)

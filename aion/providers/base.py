@@ -40,7 +40,7 @@ import math
 import re
 import ssl
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -86,6 +86,20 @@ class Completion:
     """Why the model stopped, as the provider says it (stop, length, end_turn, max_tokens, ...)."""
     usage_estimated: bool = False
     """True when the provider reported no token counts and they were estimated (4 characters a token)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Sampling:
+    """What a caller asks of the model's sampling, passed on in each provider's wire format."""
+
+    temperature: float | None = None
+    """0 to 2 (Anthropic takes 0 to 1: a larger value is clamped to 1)."""
+    stop: tuple[str, ...] = ()
+    """Up to 4 sequences at which the model stops."""
+
+
+OnDelta = Callable[[str], None]
+"""Called with each piece of text of a streamed answer as it arrives (never with an empty one)."""
 
 
 class ProviderError(Exception):
@@ -619,7 +633,9 @@ __all__ = [
     "EventParser",
     "Exchange",
     "Kind",
+    "OnDelta",
     "ProviderError",
+    "Sampling",
     "check_api_key",
     "content_type_is",
     "count",

@@ -28,7 +28,9 @@ from aion.config.model import Provider
 from aion.providers.base import (
     Completion,
     Exchange,
+    OnDelta,
     ProviderError,
+    Sampling,
     base_url,
     check_api_key,
     count,
@@ -80,14 +82,21 @@ async def complete(
     max_tokens: int,
     timeout: float,
     stream: bool = False,
+    sampling: Sampling | None = None,
+    on_delta: OnDelta | None = None,
 ) -> Completion:
-    """One chat completion from ``model`` at ``provider``; a :class:`ProviderError` when there is none."""
+    """One chat completion from ``model`` at ``provider``; a :class:`ProviderError` when there is none.
+    Streamed, each piece of the answer is given to ``on_delta`` as it arrives."""
     key = check_api_key(api_key, provider.name)
     payload: dict[str, Any] = {
         "model": model,
         "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
         "max_tokens": max_tokens,
     }
+    if sampling is not None and sampling.temperature is not None:
+        payload["temperature"] = sampling.temperature
+    if sampling is not None and sampling.stop:
+        payload["stop"] = list(sampling.stop)
     if stream:
         payload["stream"] = True
         payload["stream_options"] = {"include_usage": True}
@@ -101,7 +110,7 @@ async def complete(
         secret=key,
     ) as current:
         if stream:
-            return await _streamed(current, model, messages)
+            return await _streamed(current, model, messages, on_delta)
         return _answer(current, await current.json_body(), model, messages)
 
 
@@ -154,7 +163,9 @@ def _answer(current: Exchange, doc: object, model: str, messages: Sequence[Mappi
     )
 
 
-async def _streamed(current: Exchange, model: str, messages: Sequence[Mapping[str, Any]]) -> Completion:
+async def _streamed(
+    current: Exchange, model: str, messages: Sequence[Mapping[str, Any]], on_delta: OnDelta | None
+) -> Completion:
     name = current.provider
     parts: list[str] = []
     finish: str | None = None
@@ -182,6 +193,8 @@ async def _streamed(current: Exchange, model: str, messages: Sequence[Mapping[st
             delta = choices[0].get("delta")
             if isinstance(delta, dict) and isinstance(delta.get("content"), str):
                 parts.append(delta["content"])
+                if on_delta is not None and delta["content"]:
+                    on_delta(delta["content"])
             if isinstance(choices[0].get("finish_reason"), str):
                 finish = choices[0]["finish_reason"]
         if isinstance(chunk.get("usage"), dict):

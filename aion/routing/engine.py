@@ -232,6 +232,16 @@ class RoutingTable:
         self._p95 = policies.p95_ms
         self._max_input = policies.limits.max_input_bytes
 
+    def intents(self, live: LiveState) -> list[tuple[Intent, Privacy, tuple[Route, ...]]]:
+        """Each intent, by name, with its effective privacy under ``live`` and the routes that
+        privacy permits among its candidates, in the order the router tries them."""
+        found = []
+        for name in sorted(self._entries):
+            entry = self._entries[name]
+            privacy, _chosen_by = self._privacy(entry.intent, live, [])
+            found.append((entry.intent, privacy, tuple(entry.plans[privacy].routes)))
+        return found
+
     def decide(self, request: Request, live: LiveState, *, explain: bool = False) -> Decision | Refusal:
         """The decision for ``request`` under ``live``; with ``explain``, a refusal lists every target
         that was ruled out and why."""

@@ -44,10 +44,10 @@ import aiohttp
 
 from aion import tracing
 from aion.config.model import ConfigSnapshot, Locality, ModelInfo, Provider, Route
-from aion.errors import InputError, Refused, Saturated
+from aion.errors import BudgetExhausted, InputError, Refused, Saturated
 from aion.ids import ulid
 from aion.modules.abi import Failure, FailureKind
-from aion.providers import Completion, ProviderError, complete, new_session
+from aion.providers import Completion, ProviderError, Sampling, complete, new_session
 from aion.routing import Decision, Refusal, Request, Target
 from aion.routing.engine import NANO_PER_USD, Step, TargetKind
 from aion.secrets.base import SecretsBackend
@@ -57,7 +57,15 @@ from aiond.execution.budget import BudgetLedger
 from aiond.execution.controls import Controls
 from aiond.execution.modules import Modules, Place
 from aiond.execution.observer import ExecutionObserver, Unobserved
-from aiond.execution.taskstore import Attempt, Status, Stored, TaskError, TaskRecord, TaskStore
+from aiond.execution.taskstore import (
+    Attempt,
+    Status,
+    Stored,
+    TaskError,
+    TaskRecord,
+    TaskStore,
+    TokenStream,
+)
 from aiond.policy.store import ActiveConfig, PolicyStore
 
 log = logging.getLogger("aiond.execution.executor")
@@ -137,6 +145,13 @@ class Submission:
     labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
     deadline: float | None = None
     """Seconds from now, when the caller waits; None for the route default."""
+    conversation: tuple[dict[str, str], ...] = ()
+    """A chat to send to models as it is (``{"role", "content"}``, after the intent's system message);
+    ``text`` is then what modules, the hybrid step and the router see of it."""
+    max_tokens: int | None = None
+    sampling: Sampling | None = None
+    stream: bool = False
+    """The caller reads the answer as it is made (:attr:`TaskRecord.stream`)."""
 
 
 class Executor:
@@ -226,8 +241,7 @@ class Executor:
             _traced_decision(span, decision)
         self._observer.decided(time.perf_counter() - started)
         if isinstance(decision, Refusal):
-            self._observer.refused(decision.code)
-            raise Refused(f"{decision.code}: {decision.message}", code=decision.code)
+            raise self._refused(decision)
         place = self._module_place(active.snapshot, decision)
         try:
             ticket = self._admission.admit(decision.route)  # raises Saturated
@@ -241,7 +255,7 @@ class Executor:
             ticket.release()
             if place is not None:
                 place.release()
-            raise Refused(f"BUDGET_EXHAUSTED: {_EXHAUSTED}", code="BUDGET_EXHAUSTED")
+            raise BudgetExhausted(f"BUDGET_EXHAUSTED: {_EXHAUSTED}", retry_after=self._budget_retry())
         task = TaskRecord(
             task_id=task_id,
             intent=submission.intent,
@@ -249,6 +263,10 @@ class Executor:
             policy_version=active.version.number,
             idempotency_key=submission.idempotency_key,
             labels=dict(submission.labels),
+            conversation=submission.conversation,
+            max_tokens=submission.max_tokens,
+            sampling=submission.sampling,
+            stream=TokenStream() if submission.stream else None,
         )
         self.store.add(task)
         if place is not None:
@@ -262,6 +280,23 @@ class Executor:
         )
         task.runner.add_done_callback(functools.partial(self._never_started, task, ticket))
         return task, False
+
+    def _refused(self, refusal: Refusal) -> Refused:
+        self._observer.refused(refusal.code)
+        message = f"{refusal.code}: {refusal.message}"
+        if refusal.code == "BUDGET_EXHAUSTED":
+            return BudgetExhausted(message, retry_after=self._budget_retry())
+        return Refused(message, code=refusal.code)
+
+    def _budget_retry(self) -> float:
+        """When a task refused for today's budget may try again: soon, while tasks in flight hold
+        reservations (they settle at their actual cost, usually far below the worst case); else when
+        the UTC day turns."""
+        if self._ledger.reserved_nano:
+            return 1.0
+        now = dt.datetime.now(dt.UTC)
+        tomorrow = (now + dt.timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+        return max(1.0, (tomorrow - now).total_seconds())
 
     def _module_place(self, snapshot: ConfigSnapshot, decision: Decision) -> Place | None:
         """For a task whose first target is a module: a place in its gate, held until its call starts.
@@ -301,6 +336,11 @@ class Executor:
         if place is not None:
             place.release()
 
+    def abandon(self, task: Stored, reason: str) -> None:
+        """Cancel ``task`` without waiting for it to stop (its caller went away)."""
+        if not task.status.terminal and task.runner is not None:
+            task.runner.cancel(reason or "canceled")
+
     async def cancel(self, task: Stored, reason: str) -> None:
         if task.status.terminal or task.runner is None:
             return
@@ -326,6 +366,8 @@ class Executor:
             log.exception("task %s failed unexpectedly", task.task_id)
             self._finish(task, Status.ERROR, error=TaskError("INTERNAL", f"{type(exc).__name__}: {exc}"))
         finally:
+            if task.stream is not None:
+                task.stream.close()
             self._release_place(task)
             spent = self._ledger.settle(task.task_id, task.cost_nano)
             if spent:
@@ -364,9 +406,12 @@ class Executor:
             )
             if isinstance(outcome, Completion):
                 task.result = outcome.text
+                task.finish_reason = outcome.finish_reason
                 self._finish(task, Status.OK)
                 return
             last = outcome
+            if task.stream is not None and task.stream.started:
+                break  # the caller has read part of this answer: another target cannot continue it
         if time.monotonic() >= deadline or (last is not None and last.code == "DEADLINE_EXCEEDED"):
             self._finish(task, Status.TIMEOUT, error=_DEADLINE)
             return
@@ -436,7 +481,10 @@ class Executor:
         if provider is None or info is None:  # pragma: no cover - the engine only picks configured models
             return TaskError("CONFIG", f"{target.key} is not configured")
         if messages is None:
-            messages = _messages(snapshot, task.intent, content)
+            # The caller's chat as it is, unless the hybrid step rewrote the input (then only the
+            # rewritten text may leave the host).
+            chat = task.conversation if task.conversation and step.target.route is not Route.HYBRID else ()
+            messages = _messages(snapshot, task.intent, content, chat)
         try:
             key = (
                 self._api_key(snapshot, provider.api_key_secret)
@@ -500,11 +548,16 @@ class Executor:
         """One call; its completion, or (error, the provider's Retry-After)."""
         target, board = call.target, self._controls.board
         started_at, started = dt.datetime.now(dt.UTC), time.monotonic()
+        limit = call.info.max_output_tokens
+        # Only the answer streams to the caller: never the hybrid step's rewrite of the input.
+        stream = task.stream if phase == "complete" else None
         try:
             answer = await complete(
                 self._client, call.provider, target.name, call.messages, api_key=call.key,
-                max_tokens=call.info.max_output_tokens,
+                max_tokens=min(limit, task.max_tokens) if task.max_tokens else limit,
                 timeout=max(0.001, min(call.timeout, deadline - time.monotonic())),
+                sampling=task.sampling if phase == "complete" else None,
+                stream=stream is not None, on_delta=stream.push if stream is not None else None,
             )  # fmt: skip
         except ProviderError as exc:
             board.record(None if exc.kind in NOT_THE_PROVIDERS_FAULT else True, target.provider, target.key)
@@ -633,10 +686,13 @@ class Executor:
         self._observer.changed(task, state)
 
 
-def _messages(snapshot: ConfigSnapshot, intent_name: str, content: str) -> list[dict[str, str]]:
-    """The chat a task sends: the intent's description as the system message, then the input."""
+def _messages(
+    snapshot: ConfigSnapshot, intent_name: str, content: str, chat: tuple[dict[str, str], ...] = ()
+) -> list[dict[str, str]]:
+    """The chat a task sends: the intent's description as the system message, then the input (the
+    caller's own chat, when there is one)."""
     intent = snapshot.intents.get(intent_name)
-    messages = [{"role": "user", "content": content}]
+    messages = list(chat) if chat else [{"role": "user", "content": content}]
     if intent is not None and intent.description:
         messages.insert(0, {"role": "system", "content": intent.description})
     return messages

@@ -25,6 +25,7 @@ from typing import TypeAlias
 from google.protobuf import timestamp_pb2
 
 from aion.api.v1 import tasks_pb2
+from aion.providers import Sampling
 from aion.routing import Decision, Target
 from aion.routing.wire import fill_decision, fill_target
 
@@ -51,6 +52,39 @@ class TaskError:
     code: str
     message: str
     retryable: bool = False
+
+
+class TokenStream:
+    """The text of a streaming task's answer as the provider sends it, piece by piece, for the one
+    caller that reads it. What the caller has not read yet is kept, and no more: the answer itself is
+    bounded (``aion.providers.base.MAX_RESPONSE_BYTES``), and so is the number of tasks that run."""
+
+    def __init__(self) -> None:
+        self._parts: collections.deque[str] = collections.deque()
+        self._wakeup = asyncio.Event()
+        self.started = False
+        """Whether any text has arrived: from then on the task no longer falls back to another
+        target (the caller has seen part of this one's answer)."""
+        self.closed = False
+
+    def push(self, text: str) -> None:
+        self.started = True
+        self._parts.append(text)
+        self._wakeup.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self._wakeup.set()
+
+    async def pieces(self) -> AsyncIterator[str]:
+        """Each piece of text once, as it comes, until the task ends."""
+        while True:
+            while self._parts:
+                yield self._parts.popleft()
+            if self.closed:
+                return
+            self._wakeup.clear()
+            await self._wakeup.wait()
 
 
 @dataclasses.dataclass
@@ -94,6 +128,16 @@ class TaskRecord:
     """The serialized message, once the task has finished (made once, for the store)."""
     enders: list[asyncio.Future[None]] | None = None
     """One future for each caller waiting for the end (:meth:`TaskStore.until_finished`)."""
+    conversation: tuple[dict[str, str], ...] = ()
+    """The chat the caller sent (OpenAI-compatible callers), sent on to models as it is; empty when
+    the input is one text."""
+    max_tokens: int | None = None
+    """The caller's limit on the answer's length (never above the model's own)."""
+    sampling: Sampling | None = None
+    stream: TokenStream | None = None
+    """For a caller that reads the answer as it is made."""
+    finish_reason: str | None = None
+    """Why the model that answered stopped, as its provider says it."""
 
     def message(self, into: tasks_pb2.Task | None = None) -> tasks_pb2.Task:
         """The task as the aion.v1 message: ``into`` (filled in place: an empty Task that is part of
@@ -282,4 +326,4 @@ class TaskStore:
                 await task.wakeup.wait()
 
 
-__all__ = ["Attempt", "Finished", "Status", "Stored", "TaskError", "TaskRecord", "TaskStore"]
+__all__ = ["Attempt", "Finished", "Status", "Stored", "TaskError", "TaskRecord", "TaskStore", "TokenStream"]

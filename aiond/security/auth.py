@@ -157,6 +157,9 @@ HTTP_ROLES: Mapping[tuple[str, str], Role | None] = {
     ("GET", "/metrics"): None,
     ("GET", "/router/policy"): Role.VIEWER,
     ("POST", "/router/policy/reload"): Role.OPERATOR,
+    # The OpenAI-compatible endpoints, as SubmitTask and ListIntents.
+    ("POST", "/v1/chat/completions"): Role.OPERATOR,
+    ("GET", "/v1/models"): Role.VIEWER,
 }
 
 

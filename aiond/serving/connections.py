@@ -88,7 +88,7 @@ class Stage(enum.Enum):
 class Connection:
     """One accepted HTTP connection, as the watch sees it."""
 
-    __slots__ = ("handler", "stage", "starting", "timer", "transport")
+    __slots__ = ("handler", "lost", "stage", "starting", "timer", "transport")
 
     def __init__(self) -> None:
         self.stage = Stage.HEAD
@@ -97,6 +97,19 @@ class Connection:
         """Until the connection is made: asyncio setting it up (the TLS handshake, if any)."""
         self.transport: asyncio.Transport | None = None
         self.handler: web.RequestHandler | None = None
+        self.lost: asyncio.Future[None] | None = None
+        """Done when the connection closes."""
+
+
+LOST = "aion.connection_lost"
+"""The request key of a future done when the request's connection closes (the caller went away), so that
+work done only for that caller can stop (with a done callback: no task waits on it)."""
+
+
+def lost(request: web.Request) -> asyncio.Future[None]:
+    """A future done when ``request``'s connection closes (never done when nothing watches it)."""
+    future = request.get(LOST)
+    return future if isinstance(future, asyncio.Future) else asyncio.get_running_loop().create_future()
 
 
 class ConnectionWatch:
@@ -182,6 +195,11 @@ class ConnectionWatch:
             request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
         ) -> web.StreamResponse:
             self.request_started(request.protocol)
+            connection = self._by_handler.get(request.protocol)
+            if connection is not None:
+                if connection.lost is None:
+                    connection.lost = asyncio.get_running_loop().create_future()
+                request[LOST] = connection.lost
             try:
                 return await handler(request)
             finally:
@@ -211,6 +229,8 @@ class ConnectionWatch:
         if connection.handler is not None:
             self._by_handler.pop(connection.handler, None)
         self._cancel_timer(connection)
+        if connection.lost is not None and not connection.lost.done():
+            connection.lost.set_result(None)
 
     def _wait(self, connection: Connection, stage: Stage, timeout: float) -> None:
         if connection not in self._open:  # closed already; its connection_lost is on its way

@@ -49,6 +49,8 @@ from aiond.security.auth import (
     bearer,
     identity_of,
 )
+from aiond.serving import openai_api
+from aiond.serving.openai_api import OpenAIRoutes
 from aiond.serving.services import policies as policy_messages
 from aiond.serving.telemetry import Metrics
 
@@ -90,8 +92,11 @@ def build_app(
     policies: PolicyStore | None = None,
     authenticator: Authenticator | None = None,
     reporter: DenialReporter | None = None,
+    openai: OpenAIRoutes | None = None,
 ) -> web.Application:
-    """The aiohttp application; ``readiness`` is asked on every /readyz request."""
+    """The aiohttp application; ``readiness`` is asked on every /readyz request. With ``openai``, the
+    OpenAI-compatible endpoints under /v1 (:mod:`aiond.serving.openai_api`), whose errors (auth
+    included) take OpenAI's shape."""
     internal = Throttle(log, rate=5.0, burst=20)
 
     async def healthz(_request: web.Request) -> web.Response:
@@ -140,12 +145,15 @@ def build_app(
     async def errors(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
+        openai_shape = openai is not None and request.path.startswith("/v1/")
         try:
             return await handler(request)
-        except web.HTTPException:
+        except web.HTTPException as exc:
+            if openai_shape and exc.status >= 400:
+                return openai_api.http_error_response(exc)
             raise  # aiohttp's own answers (404, 405, 413)
         except Error as error:
-            return error_response(error)
+            return openai_api.error_response(error) if openai_shape else error_response(error)
         except Exception as exc:  # a bug: the caller gets an id, the log one line with it
             error_id = ulid()
             internal.log(
@@ -153,14 +161,20 @@ def build_app(
                 error_id, request.method, request.path, type(exc).__name__, str(exc)[:300],
             )  # fmt: skip
             log.debug("internal error %s", error_id, exc_info=exc)
-            return error_response(InternalError(error_id))
+            internal_error = InternalError(error_id)
+            return (
+                openai_api.error_response(internal_error) if openai_shape else error_response(internal_error)
+            )
 
-    app = web.Application(client_max_size=64 * 1024, middlewares=[errors, guard])
+    # Only the chat completions endpoint reads a body, after the guard has checked its caller.
+    app = web.Application(client_max_size=openai_api.MAX_BODY_BYTES, middlewares=[errors, guard])
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)
     if policies is not None:
         _add_policy_routes(app, policies)
+    if openai is not None:
+        openai.add_to(app)
     return app
 
 

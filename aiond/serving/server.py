@@ -50,6 +50,7 @@ from aion.addresses import HostPort
 from aion.errors import Error, InputError
 from aiond.serving import http, listeners
 from aiond.serving.interceptors import AuthInterceptor, ErrorInterceptor, TraceInterceptor
+from aiond.serving.openai_api import OpenAIRoutes
 from aiond.serving.runtime import Runtime, assemble
 from aiond.serving.services import admin, event_tail, health, modules, policies, router, tasks
 from aiond.serving.services import backup as backup_service
@@ -265,6 +266,7 @@ class Daemon:
             policies=rt.policies,
             authenticator=rt.authenticator,
             reporter=rt.denials,
+            openai=OpenAIRoutes(rt.executor, rt.policies, rt.live_state),
         )
 
     def _readiness(self) -> tuple[bool, str]:

@@ -257,8 +257,12 @@ def test_concurrent_tasks_never_spend_more_than_the_daily_cap(tmp_path: Path, st
             try:
                 task = submit(daemon, "summarize", "y" * 2000, route=common_pb2.ROUTE_API, key=f"k{i}").task
             except grpc.RpcError as exc:
-                refused = exc.code() is grpc.StatusCode.FAILED_PRECONDITION and "BUDGET_EXHAUSTED" in str(
-                    exc.details()
+                trailers = dict(exc.trailing_metadata() or ())
+                refused = (
+                    exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+                    and "BUDGET_EXHAUSTED" in str(exc.details())
+                    and trailers.get("aion-error") == "budget-exhausted"
+                    and float(trailers["retry-after-ms"]) >= 1000
                 )
                 return ("refused" if refused else f"failed: {exc}"), 0
             return tasks_pb2.TaskStatus.Name(task.status), task.usage.cost.nano_usd
