@@ -30,6 +30,10 @@ hypothesis_settings.register_profile("aion", max_examples=examples(DEFAULT_EXAMP
 hypothesis_settings.load_profile("aion")
 
 
+TESTS = Path(__file__).resolve().parents[1]
+INTEGRATION = TESTS / "integration"
+
+
 def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 
@@ -58,6 +62,27 @@ def _running(what: str, start: Callable[[], object], stop: Callable[[], object],
         yield
     finally:
         stop()
+
+
+SERIAL_GROUP = "integration"
+"""Under pytest-xdist (``-n 2 --dist loadgroup``, as the nox session runs it) the tests of
+tests/integration run together, in order, in one worker: they share the session's Kafka broker (one
+JVM, not one per worker), and some hold host-wide resources (the sandbox tests bound every process of
+the sandbox uid on the host) that another worker's modules would take from them. Every other test
+module is a group of its own, so that its module-scoped daemons start once."""
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Give every test an ``xdist_group`` (see SERIAL_GROUP) before pytest-xdist reads them."""
+    if not getattr(config.option, "loadgroup", False):
+        return
+    for item in items:
+        if item.get_closest_marker("xdist_group") is not None:
+            continue
+        path = Path(item.path).resolve()
+        group = SERIAL_GROUP if path.is_relative_to(INTEGRATION) else path.relative_to(TESTS).as_posix()
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")
