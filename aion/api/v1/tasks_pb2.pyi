@@ -534,12 +534,18 @@ class SubmitTaskRequest(_message.Message):
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     WAIT_FIELD_NUMBER: _builtins.int
+    STREAM_FIELD_NUMBER: _builtins.int
     intent: _builtins.str
     """Intent name as defined in intents.yml."""
     idempotency_key: _builtins.str
     """Repeated submissions with the same key return the first task instead of running again."""
     wait: _builtins.bool
     """Reply only when the task is terminal (bounded by the call's deadline); otherwise reply once admitted."""
+    stream: _builtins.bool
+    """Stream the answer's text to the task's watchers (WatchTask) as the model writes it. Once the first
+    piece has been sent the task no longer falls back to another target: a failure after it ends the
+    task with that error. Only the answer streams, never the hybrid route's local step.
+    """
     @_builtins.property
     def input(self) -> Global___TaskInput: ...
     @_builtins.property
@@ -555,10 +561,11 @@ class SubmitTaskRequest(_message.Message):
         idempotency_key: _builtins.str = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         wait: _builtins.bool = ...,
+        stream: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["hints", b"hints", "input", b"input"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["hints", b"hints", "idempotency_key", b"idempotency_key", "input", b"input", "intent", b"intent", "labels", b"labels", "wait", b"wait"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hints", b"hints", "idempotency_key", b"idempotency_key", "input", b"input", "intent", b"intent", "labels", b"labels", "stream", b"stream", "wait", b"wait"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -648,21 +655,38 @@ Global___WatchTaskRequest: _TypeAlias = WatchTaskRequest  # noqa: Y015
 
 @_typing.final
 class WatchTaskResponse(_message.Message):
+    """One message of a watch: a state of the task, or a piece of its answer's text. A watcher that reads only
+    `task` gets every state as before; it skips the messages that carry `delta` (they have no task).
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TASK_FIELD_NUMBER: _builtins.int
+    DELTA_FIELD_NUMBER: _builtins.int
+    delta: _builtins.str
+    """The next piece of the answer's text, for a task submitted with `stream`: every piece once, in
+    order, from the first (a watcher that starts late gets the earlier pieces first); joined, they
+    are the task's result. Pieces that arrived before a state are sent before it, and the terminal
+    state comes after the last piece. A watch that starts after the task has finished gets only
+    its final state, whose result holds the whole text.
+    """
     @_builtins.property
-    def task(self) -> Global___Task: ...
+    def task(self) -> Global___Task:
+        """The task, as it is now."""
+
     def __init__(
         self,
         *,
         task: Global___Task | None = ...,
+        delta: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["task", b"task"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "delta", b"delta", "task", b"task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["task", b"task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "delta", b"delta", "task", b"task"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType_change: _TypeAlias = _typing.Literal["task", "delta"]  # noqa: Y015
+    _WhichOneofArgType_change: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_change) -> _WhichOneofReturnType_change | None: ...
 
 Global___WatchTaskResponse: _TypeAlias = WatchTaskResponse  # noqa: Y015
 

@@ -78,7 +78,8 @@ class TaskServiceServicer:
 
     def WatchTask(self, request, context):
         """Streams the task's state: the current state first, then one message per change; the stream ends
-        after the terminal state.
+        after the terminal state. For a task submitted with `stream`, the answer's text comes too, piece by
+        piece as the model writes it, in messages of their own between the states (see WatchTaskResponse).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -41,7 +41,8 @@ class TaskServiceStub:
     """Returns a task by id."""
     WatchTask: _grpc.UnaryStreamMultiCallable[_tasks_pb2.WatchTaskRequest, _tasks_pb2.WatchTaskResponse]
     """Streams the task's state: the current state first, then one message per change; the stream ends
-    after the terminal state.
+    after the terminal state. For a task submitted with `stream`, the answer's text comes too, piece by
+    piece as the model writes it, in messages of their own between the states (see WatchTaskResponse).
     """
     CancelTask: _grpc.UnaryUnaryMultiCallable[_tasks_pb2.CancelTaskRequest, _tasks_pb2.CancelTaskResponse]
     """Cancels a task that has not finished. Cancelling a finished task is a no-op that returns it."""
@@ -59,7 +60,8 @@ class TaskServiceAsyncStub(TaskServiceStub):
     """Returns a task by id."""
     WatchTask: _aio.UnaryStreamMultiCallable[_tasks_pb2.WatchTaskRequest, _tasks_pb2.WatchTaskResponse]  # type: ignore[assignment]
     """Streams the task's state: the current state first, then one message per change; the stream ends
-    after the terminal state.
+    after the terminal state. For a task submitted with `stream`, the answer's text comes too, piece by
+    piece as the model writes it, in messages of their own between the states (see WatchTaskResponse).
     """
     CancelTask: _aio.UnaryUnaryMultiCallable[_tasks_pb2.CancelTaskRequest, _tasks_pb2.CancelTaskResponse]  # type: ignore[assignment]
     """Cancels a task that has not finished. Cancelling a finished task is a no-op that returns it."""
@@ -92,7 +94,8 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_tasks_pb2.WatchTaskResponse], _abc.AsyncIterator[_tasks_pb2.WatchTaskResponse]]:
         """Streams the task's state: the current state first, then one message per change; the stream ends
-        after the terminal state.
+        after the terminal state. For a task submitted with `stream`, the answer's text comes too, piece by
+        piece as the model writes it, in messages of their own between the states (see WatchTaskResponse).
         """
 
     @_abc_1.abstractmethod
