@@ -256,6 +256,13 @@ class Settings:
                       "seconds a keep-alive HTTP connection may wait for its next request before it is "
                       "closed", "SECONDS", _duration(0.1, 3600)),
     )  # fmt: skip
+    stream_write_timeout: float = dataclasses.field(
+        default=30.0,
+        metadata=_opt("--stream-write-timeout", "AIOND_STREAM_WRITE_TIMEOUT",
+                      "seconds a streaming caller (server-sent events on /v1/chat/completions) may leave "
+                      "an answer unread before it is cut off and its task canceled", "SECONDS",
+                      _duration(0.1, 3600)),
+    )  # fmt: skip
     grpc_handshake_timeout: float = dataclasses.field(
         default=10.0,
         metadata=_opt("--grpc-handshake-timeout", "AIOND_GRPC_HANDSHAKE_TIMEOUT",

@@ -26,7 +26,7 @@ audited. Nothing here routes, admits or retries.
 - **Streaming**: chunks as the provider sends its tokens. The task falls back to another target only
   until its first token; after that an error ends the stream with an ``error`` event. A caller that
   goes away cancels the task (the provider call stops; its slot and budget reservation are
-  released), and one that stops reading is cut off after :data:`WRITE_TIMEOUT` seconds.
+  released), and one that stops reading is cut off after ``--stream-write-timeout`` seconds.
 
 Every read is bounded: the body (:data:`MAX_BODY_BYTES`), the messages (:data:`MAX_MESSAGES`), labels,
 stop sequences and every string.
@@ -77,8 +77,6 @@ MAX_LABEL_KEY = 64
 MAX_LABEL_VALUE = 512
 MAX_KEY = 256
 MAX_OUTPUT_TOKENS = 1_000_000
-WRITE_TIMEOUT = 30.0
-"""Seconds a streaming caller may leave a chunk unread before it is cut off and its task canceled."""
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 _ROUTES = {"local": Route.LOCAL, "api": Route.API, "hybrid": Route.HYBRID}
 _ROUTE_WORDS = {
@@ -455,10 +453,18 @@ def completion_body(task: tasks_pb2.Task, model: str, finish_reason: str) -> dic
 
 
 class OpenAIRoutes:
-    def __init__(self, executor: Executor, policies: PolicyStore, live: Callable[[], LiveState]) -> None:
+    def __init__(
+        self,
+        executor: Executor,
+        policies: PolicyStore,
+        live: Callable[[], LiveState],
+        *,
+        write_timeout: float = 30.0,
+    ) -> None:
         self._executor = executor
         self._policies = policies
         self._live = live
+        self._write_timeout = write_timeout
 
     def add_to(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self.chat_completions)
@@ -583,10 +589,9 @@ class OpenAIRoutes:
                 request.transport.abort()
         return response
 
-    @staticmethod
-    async def _send(response: web.StreamResponse, data: bytes) -> None:
-        """Write one event; a caller that does not read it within WRITE_TIMEOUT is cut off."""
-        async with asyncio.timeout(WRITE_TIMEOUT):
+    async def _send(self, response: web.StreamResponse, data: bytes) -> None:
+        """Write one event; a caller that does not take it within the write timeout is cut off."""
+        async with asyncio.timeout(self._write_timeout):
             await response.write(data)
 
 

@@ -266,7 +266,9 @@ class Daemon:
             policies=rt.policies,
             authenticator=rt.authenticator,
             reporter=rt.denials,
-            openai=OpenAIRoutes(rt.executor, rt.policies, rt.live_state),
+            openai=OpenAIRoutes(
+                rt.executor, rt.policies, rt.live_state, write_timeout=rt.settings.stream_write_timeout
+            ),
         )
 
     def _readiness(self) -> tuple[bool, str]:

@@ -4,18 +4,26 @@ error as the SDK's exception type, and a 429 the SDK waits out and retries."""
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import json
+import socket
+import time
 from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
 
 import httpx
 import openai
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from aion.api.v1 import common_pb2, tasks_pb2, tasks_pb2_grpc
 from tests.e2e.test_tasks import write_config
 from tests.rig import providers as behave
 from tests.rig.daemon import Aiond
+from tests.rig.fuzz import examples
 from tests.rig.procs import poll
 from tests.rig.providers import StandIn
 
@@ -232,3 +240,254 @@ def test_a_full_route_is_a_429_that_the_sdk_waits_out_and_retries(daemon: Aiond,
         retried = client(daemon, max_retries=3).chat.completions.create(**chat)  # type: ignore[call-overload]
         assert retried.choices[0].message.content == "echo:hold"
         assert [h.result().choices[0].message.content for h in holders] == ["echo:hold"] * 2
+
+
+# -- the guarantees, under load and abuse ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Aiond, StandIn, StandIn]]:
+    """A daemon whose local providers are one stand-in and cloud providers another."""
+    root = tmp_path_factory.mktemp("split")
+    with StandIn() as local, StandIn() as cloud:
+        config = write_config(root, cloud, local_url=local.url)
+        d = Aiond(root, config_dir=config).start()
+        yield d, local, cloud
+        d.stop()
+
+
+routes = st.sampled_from([None, "local", "api", "hybrid", "API", "auto", ""])
+
+
+@settings(
+    max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    model=st.sampled_from(["invoice_ocr", "intent:invoice_ocr"]),
+    in_body=routes,
+    in_header=routes,
+    stream=st.booleans(),
+    text=st.text(min_size=1, max_size=200),
+    turns=st.integers(min_value=1, max_value=4),
+)
+def test_a_local_only_intent_never_reaches_a_cloud_provider(
+    split: tuple[Aiond, StandIn, StandIn],
+    model: str,
+    in_body: str | None,
+    in_header: str | None,
+    stream: bool,
+    text: str,
+    turns: int,
+) -> None:
+    """Whatever the route asked for, in the body or a header, streamed or not: the cloud stand-in
+    never hears of the task, and the answer comes from this host or is a refusal."""
+    daemon, local, cloud = split
+    messages = [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": f"{text} {i}"} for i in range(turns)
+    ]
+    if turns % 2 == 0:
+        messages.append({"role": "user", "content": text})
+    body: dict[str, object] = {"model": model, "messages": messages, "stream": stream}
+    if in_body is not None:
+        body["aion"] = {"route": in_body}
+    headers = {"Authorization": f"Bearer {daemon.tokens['operator']}"}
+    if in_header is not None:
+        headers["x-aion-route"] = in_header
+    with httpx.Client(timeout=30) as http:
+        answer = http.post(f"http://{daemon.http_addr}/v1/chat/completions", json=body, headers=headers)
+    assert cloud.calls() == 0
+    assert answer.status_code in (200, 400, 422), answer.text
+    if answer.status_code == 200:
+        assert answer.headers["x-aion-route"] in ("local", "hybrid")
+        assert local.calls() > 0
+
+
+@pytest.fixture
+def capped(tmp_path: Path) -> Iterator[tuple[Aiond, StandIn, Decimal]]:
+    cap = Decimal("0.05")
+    policies = {
+        "budget": {"daily_cap_usd": float(cap)},
+        "limits": {"concurrency": {"api": 64}, "queue_depth": {"api": 512}},
+    }
+    with StandIn() as stand_in:
+        d = Aiond(tmp_path, config_dir=write_config(tmp_path, stand_in, policies=policies)).start()
+        yield d, stand_in, cap
+        d.stop()
+
+
+def test_two_hundred_concurrent_streams_never_spend_more_than_the_daily_cap(
+    capped: tuple[Aiond, StandIn, Decimal],
+) -> None:
+    daemon, stand_in, cap = capped
+    stand_in.always(behave.slow(0.2))
+
+    refusals: list[openai.RateLimitError] = []
+
+    async def one(api: openai.AsyncOpenAI, i: int) -> str | None:
+        try:
+            raw = await api.chat.completions.with_raw_response.create(
+                model="summarize",
+                messages=[{"role": "user", "content": "y" * 2000}],
+                stream=True,
+                extra_headers={"x-aion-route": "api", "x-aion-idempotency-key": f"k{i}"},
+            )
+        except openai.RateLimitError as exc:
+            refusals.append(exc)
+            return None
+        async for _chunk in raw.parse():
+            pass
+        task_id: str = raw.headers["x-aion-task-id"]
+        return task_id
+
+    async def all_of_them() -> list[str | None]:
+        async with openai.AsyncOpenAI(
+            base_url=f"http://{daemon.http_addr}/v1", api_key=daemon.tokens["operator"], max_retries=0
+        ) as api:
+            return await asyncio.gather(*(one(api, i) for i in range(200)))
+
+    started = asyncio.run(all_of_them())
+    answered = [t for t in started if t is not None]
+    assert answered, "some streams fit in the cap"
+    assert len(answered) + len(refusals) == 200
+    assert refusals, "and the cap refused the rest"
+    assert {r.body["code"] for r in refusals} == {"BUDGET_EXHAUSTED"}  # type: ignore[index]
+    assert min(int(r.response.headers["Retry-After"]) for r in refusals) >= 1
+    with daemon.channel("viewer") as channel:
+        stub = tasks_pb2_grpc.TaskServiceStub(channel)
+        costs = [
+            stub.GetTask(tasks_pb2.GetTaskRequest(task_id=t), timeout=10).task.usage.cost.nano_usd
+            for t in answered
+        ]
+    assert sum(costs) <= cap * 10**9
+    assert all(c > 0 for c in costs)
+
+
+def test_a_caller_that_goes_away_mid_stream_cancels_its_task(daemon: Aiond, stand_in: StandIn) -> None:
+    """The provider stalls after a few pieces; the caller reads one and hangs up. The provider call
+    stops, the task is canceled, and its slot on the route (one, with one queue place) is free again."""
+    stand_in.script(behave.stall(after_chunks=3))
+    body = {"model": "summarize", "messages": [{"role": "user", "content": "a long story"}], "stream": True}
+    headers = {"Authorization": f"Bearer {daemon.tokens['operator']}", "x-aion-route": "local"}
+    with (
+        httpx.Client(timeout=30) as http,
+        http.stream(
+            "POST", f"http://{daemon.http_addr}/v1/chat/completions", json=body, headers=headers
+        ) as streamed,
+    ):
+        assert streamed.status_code == 200
+        task_id = streamed.headers["x-aion-task-id"]
+        lines = streamed.iter_lines()
+        assert next(line for line in lines if '"content": "' in line and '"content": ""' not in line)
+        assert stand_in.in_flight == 1
+    with daemon.channel("viewer") as channel:
+        stub = tasks_pb2_grpc.TaskServiceStub(channel)
+        poll(
+            lambda: (
+                stub.GetTask(tasks_pb2.GetTaskRequest(task_id=task_id), timeout=10).task.status
+                == tasks_pb2.TASK_STATUS_CANCELED
+            ),
+            timeout=10,
+            what="the task canceled",
+        )
+    poll(lambda: stand_in.in_flight == 0, timeout=10, what="the provider call to stop")
+    poll(lambda: gauge(daemon, "aion_budget_reserved_usd") == 0, timeout=10, what="the reservation released")
+    answers = [
+        client(daemon).chat.completions.create(
+            model="summarize",
+            messages=[{"role": "user", "content": "next"}],
+            extra_headers={"x-aion-route": "local"},
+        )
+        for _ in range(2)
+    ]
+    assert [a.choices[0].message.content for a in answers] == ["echo:next"] * 2
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_callers_that_stop_reading_are_cut_off_and_hold_no_memory(tmp_path: Path) -> None:
+    """Twenty callers ask for 3 MB answers and read none of them: every task ends, the callers are
+    cut off after the write timeout, and aiond's memory stays within what twenty answers take."""
+    with StandIn() as stand_in:
+        config = write_config(tmp_path, stand_in)
+        daemon = Aiond(tmp_path, config_dir=config, extra_args=["--stream-write-timeout", "1"]).start()
+        try:
+            stand_in.always(behave.huge(3 * 1024 * 1024))
+            assert daemon.process.proc is not None
+            pid = daemon.process.proc.pid
+            before = rss_kib(pid)
+            body = {
+                "model": "summarize",
+                "messages": [{"role": "user", "content": "everything"}],
+                "stream": True,
+            }
+            headers = {"Authorization": f"Bearer {daemon.tokens['operator']}", "x-aion-route": "local"}
+            sockets = []
+            for _ in range(20):
+                sock = socket.create_connection(tuple(daemon.http_addr.rsplit(":", 1)))  # type: ignore[arg-type]
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                payload = json.dumps(body).encode()
+                head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+                sock.sendall(
+                    f"POST /v1/chat/completions HTTP/1.1\r\nHost: aiond\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {len(payload)}\r\n{head}\r\n".encode()
+                    + payload
+                )
+                sockets.append(sock)
+            task_ids = [_task_id_of(sock) for sock in sockets]  # the head, and not a byte more
+            peak = before
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and stand_in.in_flight + _unfinished(daemon) > 0:
+                peak = max(peak, rss_kib(pid))
+                time.sleep(0.2)
+            assert _unfinished(daemon) == 0, "every unread stream's task ended"
+            with daemon.channel("viewer") as channel:
+                stub = tasks_pb2_grpc.TaskServiceStub(channel)
+                ended = [stub.GetTask(tasks_pb2.GetTaskRequest(task_id=t), timeout=10).task for t in task_ids]
+            # each ended: canceled when aiond cut its caller off, or failed when the stand-in's answer
+            # (which never ends properly) was all read before the kernel's buffers filled
+            assert {t.status for t in ended} <= {tasks_pb2.TASK_STATUS_CANCELED, tasks_pb2.TASK_STATUS_ERROR}
+            # at most the answer twice a caller (the provider's text, and what is not sent yet)
+            assert (peak - before) < 20 * 7 * 1024, f"aiond grew by {(peak - before) // 1024} MiB"
+            for sock in sockets:
+                sock.close()
+            stand_in.always(None)
+            fine = client(daemon).chat.completions.create(
+                model="summarize",
+                messages=[{"role": "user", "content": "still there?"}],
+                max_completion_tokens=2,
+            )
+            assert fine.choices[0].finish_reason == "length"
+        finally:
+            daemon.stop()
+
+
+def _task_id_of(sock: socket.socket) -> str:
+    """Read a response's head from ``sock`` (a byte at a time: nothing of the body) and return its
+    x-aion-task-id."""
+    head = b""
+    sock.settimeout(30)
+    while not head.endswith(b"\r\n\r\n") and len(head) < 8192:
+        head += sock.recv(1)
+    for line in head.decode().split("\r\n"):
+        if line.lower().startswith("x-aion-task-id:"):
+            return line.split(":", 1)[1].strip()
+    raise AssertionError(f"no task id in {head!r}")
+
+
+def gauge(daemon: Aiond, *names: str) -> float:
+    """The sum of the samples of ``names`` that aiond exports now."""
+    text = httpx.get(f"http://{daemon.http_addr}/metrics", timeout=10).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.split("{", 1)[0].split(" ", 1)[0] in names
+    )
+
+
+def _unfinished(daemon: Aiond) -> int:
+    return int(gauge(daemon, "aion_route_tasks_running", "aion_route_queue_depth"))

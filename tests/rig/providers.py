@@ -259,6 +259,7 @@ class StandIn:
         self._always: Behaviour | None = None
         self._model_always: dict[str, Behaviour] = {}
         self._requests: list[RecordedRequest] = []
+        self._in_flight = 0
         self._ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -321,6 +322,12 @@ class StandIn:
         """Every request received so far, oldest first (a copy)."""
         with self._lock:
             return list(self._requests)
+
+    @property
+    def in_flight(self) -> int:
+        """Requests being answered right now (a client that goes away ends its request's handler)."""
+        with self._lock:
+            return self._in_flight
 
     def calls(self, *, path: str | None = None, model: str | None = None) -> int:
         """How many requests arrived (for ``path`` and/or ``model`` when given)."""
@@ -455,6 +462,15 @@ class StandIn:
         return await self._handle(request, "anthropic")
 
     async def _handle(self, request: web.Request, wire: Wire) -> web.StreamResponse:
+        with self._lock:
+            self._in_flight += 1
+        try:
+            return await self._answer_request(request, wire)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    async def _answer_request(self, request: web.Request, wire: Wire) -> web.StreamResponse:
         body, authorized = await self._record(request, wire)
         model = body.get("model") if isinstance(body, dict) else None
         behaviour = self._next(model if isinstance(model, str) else None)
