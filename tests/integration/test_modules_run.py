@@ -163,6 +163,36 @@ def test_a_signed_wasm_module_answers_a_task_on_the_local_route(daemon: Aiond) -
     assert "Cafeteria" not in summary
 
 
+def test_a_module_answers_an_openai_client_like_any_model(daemon: Aiond) -> None:
+    """The summarize intent on the local route, asked through aiond's OpenAI-compatible endpoint with
+    the openai SDK: the WASM module's answer is an ordinary chat completion, plain or streamed."""
+    import openai
+
+    with openai.OpenAI(
+        base_url=f"http://{daemon.http_addr}/v1", api_key=daemon.tokens["operator"], max_retries=0
+    ) as api:
+        raw = api.chat.completions.with_raw_response.create(
+            model="summarize",
+            messages=[{"role": "user", "content": PARAGRAPH}],
+            extra_body={"aion": {"route": "local"}},
+        )
+        answer = raw.parse()
+        assert raw.headers["x-aion-target"] == "module:summarize_text"
+        assert raw.headers["x-aion-route"] == "local"
+        summary = answer.choices[0].message.content
+        assert summary is not None
+        assert "transfer switch" in summary
+        assert "Cafeteria" not in summary
+        streamed = api.chat.completions.create(
+            model="summarize",
+            messages=[{"role": "user", "content": PARAGRAPH}],
+            stream=True,
+            extra_headers={"x-aion-route": "local"},
+        )
+        pieces = [c.choices[0].delta.content or "" for c in streamed if c.choices]
+    assert "".join(pieces) == summary
+
+
 INVOICE = """ACME Tooling GmbH
 Rechnung / Invoice
 Invoice No.: INV-2026-0042
