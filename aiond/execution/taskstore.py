@@ -55,36 +55,63 @@ class TaskError:
 
 
 class TokenStream:
-    """The text of a streaming task's answer as the provider sends it, piece by piece, for the one
-    caller that reads it. What the caller has not read yet is kept, and no more: the answer itself is
-    bounded (``aion.providers.base.MAX_RESPONSE_BYTES``), and so is the number of tasks that run."""
+    """The text of a streaming task's answer as the provider sends it, piece by piece, for every caller
+    that reads it: each reader gets every piece once, in order, from the first, however late it starts.
+
+    Every piece is kept until the stream itself is dropped, with its task's record (the store keeps a
+    finished task as its final message only): no more than the answer, which is bounded
+    (``aion.providers.base.MAX_RESPONSE_BYTES`` of the provider's events, each piece came in one of
+    them), for no more tasks than can run at once."""
 
     def __init__(self) -> None:
-        self._parts: collections.deque[str] = collections.deque()
-        self._wakeup = asyncio.Event()
+        self._parts: list[str] = []
+        self._wakeup: asyncio.Event | None = None
+        """Set (and replaced) on each piece and at the close; only readers waiting for more wait on it."""
         self.started = False
         """Whether any text has arrived: from then on the task no longer falls back to another
-        target (the caller has seen part of this one's answer)."""
+        target (a caller has seen part of this one's answer)."""
         self.closed = False
 
     def push(self, text: str) -> None:
         self.started = True
         self._parts.append(text)
-        self._wakeup.set()
+        self._wake()
 
     def close(self) -> None:
         self.closed = True
-        self._wakeup.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._wakeup is not None:
+            self._wakeup.set()
+            self._wakeup = None
+
+    def __len__(self) -> int:
+        """How many pieces have arrived so far."""
+        return len(self._parts)
+
+    def piece(self, index: int) -> str:
+        """The piece at ``index`` (0 is the first), for a reader that counts what it has read."""
+        return self._parts[index]
+
+    async def grown(self, beyond: int) -> None:
+        """Return once there are more than ``beyond`` pieces, or the stream is closed."""
+        while len(self._parts) <= beyond and not self.closed:
+            if self._wakeup is None:
+                self._wakeup = asyncio.Event()
+            await self._wakeup.wait()
 
     async def pieces(self) -> AsyncIterator[str]:
-        """Each piece of text once, as it comes, until the task ends."""
+        """Each piece of text once, from the first, as it comes, until the task ends. Every call is a
+        reader of its own."""
+        read = 0
         while True:
-            while self._parts:
-                yield self._parts.popleft()
+            while read < len(self._parts):
+                read += 1
+                yield self._parts[read - 1]
             if self.closed:
                 return
-            self._wakeup.clear()
-            await self._wakeup.wait()
+            await self.grown(read)
 
 
 @dataclasses.dataclass

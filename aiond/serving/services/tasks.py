@@ -4,6 +4,11 @@ Errors reach the caller through the error table (:mod:`aion.errors`): a task the
 budget refuse is FAILED_PRECONDITION ("CODE: message"); a saturated route is RESOURCE_EXHAUSTED with
 the suggested wait in the ``retry-after-ms`` trailer (and in the message); an unknown task is
 NOT_FOUND; a malformed request INVALID_ARGUMENT.
+
+A task submitted with ``stream`` keeps its answer's text as the model writes it
+(:class:`aiond.execution.taskstore.TokenStream`); WatchTask sends each piece in a message of its own,
+between the task's states: the pieces that have arrived go before the next state, so the terminal state
+(which the executor records after the stream is closed) comes after the last piece.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from aion.config.model import Route
 from aion.errors import NotFound, UsageError
 from aion.inputs import quoted
 from aiond.execution.executor import Executor, Submission
-from aiond.execution.taskstore import Stored
+from aiond.execution.taskstore import Stored, TaskRecord, TaskStore, TokenStream
 
 SERVICE_NAME = tasks_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name
 MAX_LABELS = 32
@@ -74,6 +79,7 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
             idempotency_key=request.idempotency_key,
             labels=dict(request.labels),
             deadline=max(0.0, remaining - 0.05) if request.wait and remaining is not None else None,
+            stream=request.stream,
         )
         task, deduplicated = self._executor.submit(submission)  # raises Refused or Saturated
         if request.wait:
@@ -91,7 +97,12 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
         self, request: tasks_pb2.WatchTaskRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[tasks_pb2.WatchTaskResponse]:
         task = await self._find(request.task_id, context)
-        async for state in self._executor.store.watch(task):
+        store = self._executor.store
+        if isinstance(task, TaskRecord) and task.stream is not None:
+            async for change in _with_pieces(store, task, task.stream):
+                yield change
+            return
+        async for state in store.watch(task):
             yield tasks_pb2.WatchTaskResponse(task=state.message())
 
     async def CancelTask(
@@ -107,6 +118,53 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
         if task is None:
             raise NotFound(f"no task {quoted(task_id)} (finished tasks are kept for a while)")
         return task
+
+
+async def _with_pieces(
+    store: TaskStore, task: TaskRecord, stream: TokenStream
+) -> AsyncIterator[tasks_pb2.WatchTaskResponse]:
+    """The task's states, as :meth:`TaskStore.watch` gives them, with its answer's pieces between them:
+    the current state first, then every piece from the first; before each later state, the pieces
+    that arrived before it. Ends after the terminal state."""
+    seen = task.version
+    state, ended = _state(task)
+    yield state
+    if ended:
+        return
+    states = store.watch(task)
+    changed: asyncio.Future[Stored] = asyncio.ensure_future(anext(states))
+    grown: asyncio.Future[None] | None = None
+    read = 0
+    try:
+        while True:
+            while read < len(stream):  # the pieces that arrive while these are sent go too
+                read += 1
+                yield tasks_pb2.WatchTaskResponse(delta=stream.piece(read - 1))
+            if changed.done():
+                changed.result()
+                if task.version != seen:
+                    seen = task.version
+                    state, ended = _state(task)
+                    yield state
+                    if ended:
+                        return
+                changed = asyncio.ensure_future(anext(states))
+                continue
+            waits: set[asyncio.Future[Any]] = {changed}
+            if not stream.closed:  # closed, no piece comes any more: only the end is left to wait for
+                if grown is None or grown.done():
+                    grown = asyncio.ensure_future(stream.grown(read))
+                waits.add(grown)
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        changed.cancel()
+        if grown is not None:
+            grown.cancel()
+
+
+def _state(task: TaskRecord) -> tuple[tasks_pb2.WatchTaskResponse, bool]:
+    """The task's state as a message, and whether it is the last (the task is terminal)."""
+    return tasks_pb2.WatchTaskResponse(task=task.message()), task.status.terminal
 
 
 def add_to_server(server: grpc.aio.Server, executor: Executor) -> str:
