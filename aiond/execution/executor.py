@@ -538,8 +538,8 @@ class Executor:
             if isinstance(outcome, Completion):
                 return outcome
             last, retry_after = outcome
-            if not last.retryable:
-                return last
+            if not last.retryable or (task.stream is not None and task.stream.started):
+                return last  # nothing to retry; or the caller already has part of this answer
         return last
 
     async def _call(

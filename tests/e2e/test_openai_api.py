@@ -491,3 +491,32 @@ def gauge(daemon: Aiond, *names: str) -> float:
 
 def _unfinished(daemon: Aiond) -> int:
     return int(gauge(daemon, "aion_route_tasks_running", "aion_route_queue_depth"))
+
+
+def test_a_stream_falls_back_before_its_first_token_and_never_after(daemon: Aiond, stand_in: StandIn) -> None:
+    """A provider that fails before answering is replaced by the next target of the chain; one that
+    fails mid-answer ends the stream with an error event (the caller has half an answer that no
+    other target could continue)."""
+    api = client(daemon)
+    chat = {"model": "summarize", "messages": [{"role": "user", "content": "a fairly long answer here"}],
+            "stream": True, "extra_headers": {"x-aion-route": "api"}}  # fmt: skip
+    stand_in.script(behave.status(503))
+    pieces = [c.choices[0].delta.content or "" for c in api.chat.completions.create(**chat) if c.choices]  # type: ignore[call-overload]
+    assert "".join(pieces) == "echo:a fairly long answer here"
+    assert stand_in.calls() == 2, "the first target failed before its first token: the next one answered"
+
+    stand_in.clear()
+    stand_in.script(behave.stream_error(after_chunks=3))
+    got: list[str] = []
+
+    def read() -> None:
+        for c in api.chat.completions.create(**chat):  # type: ignore[call-overload]
+            if c.choices:
+                got.append(c.choices[0].delta.content or "")
+
+    with pytest.raises(openai.APIError) as ended:
+        read()
+    assert "".join(got)
+    assert "echo:a fairly long answer here".startswith("".join(got))
+    assert "PROVIDER" in str(ended.value)
+    assert stand_in.calls() == 1, "no fallback after the first token"
