@@ -253,6 +253,35 @@ def modules_tour(viewer: dict[str, str], admin: dict[str, str], provider: StandI
     show([aionctl, "module", "status"], viewer)
 
 
+def openai_tour(admin: dict[str, str]) -> None:
+    """An application that speaks the OpenAI Chat Completions API, pointed at aiond: the model names an
+    intent, the token is the API key, and the answer says how the task was routed."""
+    import json
+
+    say("An app using the OpenAI API: POST /v1/chat/completions with model=summarize (an intent)")
+    url = f"http://{admin['AION_HTTP_ADDR']}/v1/chat/completions"
+    body = {
+        "model": "summarize",
+        "messages": [
+            {"role": "user", "content": "The backup finished at 03:10. Nothing failed. Lunch is at noon."}
+        ],
+        "aion": {"route": "local"},
+    }
+    print(f"$ curl -H 'Authorization: Bearer $AION_TOKEN' {url} -d '{json.dumps(body)[:60]}...'", flush=True)
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {admin['AION_TOKEN']}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - the demo's own daemon
+        answer = json.load(response)
+        for header in ("x-aion-task-id", "x-aion-route", "x-aion-target", "x-aion-cost-usd"):
+            print(f"{header}: {response.headers[header]}", flush=True)
+    print(f"answer: {answer['choices'][0]['message']['content']!r}", flush=True)
+    if response.headers["x-aion-target"] != "module:summarize_text":
+        raise SystemExit("demo: the OpenAI-compatible task was not answered by the summarize_text module")
+
+
 def routing_tour(viewer: dict[str, str], admin: dict[str, str]) -> None:
     """Route explanations, a forced breaker, a runtime local-only switch, and a task that fails over."""
     aionctl = str(BIN / "aionctl")
@@ -315,6 +344,7 @@ def main() -> int:
             show([str(BIN / "aionctl"), "status"], env, expect=4)
 
             modules_tour(viewer, admin, provider)
+            openai_tour(admin)
             policy_tour(Path(work), config, viewer, admin)
             routing_tour(viewer, admin)
 
