@@ -520,3 +520,15 @@ def test_a_stream_falls_back_before_its_first_token_and_never_after(daemon: Aion
     assert "echo:a fairly long answer here".startswith("".join(got))
     assert "PROVIDER" in str(ended.value)
     assert stand_in.calls() == 1, "no fallback after the first token"
+
+
+def test_providers_that_never_answer_are_a_504(daemon: Aiond, stand_in: StandIn) -> None:
+    stand_in.always(behave.hang())
+    with pytest.raises(openai.APIStatusError) as caught:
+        client(daemon).chat.completions.create(
+            model="summarize",
+            messages=[{"role": "user", "content": "hi"}],
+            extra_headers={"x-aion-route": "local"},
+        )
+    assert caught.value.status_code == 504
+    assert caught.value.body["code"] in ("PROVIDER_TIMEOUT", "DEADLINE_EXCEEDED")  # type: ignore[index]
