@@ -1,7 +1,11 @@
 """``aionctl task submit|get|watch|cancel``: run tasks on aiond and follow them.
 
 ``submit`` prints the task once it is admitted, or, with ``--wait``, once it has finished (bounded by
-``--timeout``). Exit codes: 0 admitted (or finished OK with ``--wait``); 1 finished with ERROR, TIMEOUT
+``--timeout``). With ``--stream`` (which implies ``--wait``) it prints the answer's text on stdout as the
+model writes it, then a newline, and ends as ``--wait`` does; a task that does not end OK adds its error
+on stderr. It submits the task with ``stream`` and follows it with WatchTask; a task still running when
+``--timeout`` passes is canceled. With ``-o json|yaml`` only the final document is printed, as with
+``--wait``. Exit codes: 0 admitted (or finished OK with ``--wait``); 1 finished with ERROR, TIMEOUT
 or CANCELED (``--wait``), or refused by the hard rules or the budget; 3 the input cannot be read or
 is larger than the daemon's message cap (``--max-message-bytes``); 5 the route is saturated (the
 message says when to retry) or aiond is unreachable; 4 no token or too weak a role.
@@ -13,6 +17,9 @@ document per change: JSON Lines with ``-o json``, a ``---`` before each YAML doc
 
 from __future__ import annotations
 
+import dataclasses
+import sys
+import time
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -31,6 +38,8 @@ from aionctl.options import Output, budget_nano, command_app, global_options
 from aionctl.output import OutputFormat, document, emit, emit_streamed
 
 if TYPE_CHECKING:
+    import grpc
+
     from aion.api.v1 import tasks_pb2
 
 app = command_app()
@@ -139,6 +148,14 @@ def submit(
     ] = None,
     budget: Annotated[str | None, typer.Option("--budget", metavar="USD", help="The task's budget.")] = None,
     wait: Annotated[bool, typer.Option("--wait", "-w", help="Return when the task has finished.")] = False,
+    stream: Annotated[
+        bool,
+        typer.Option(
+            "--stream",
+            help="Print the answer's text as the model writes it, then exit as --wait does (implies "
+            "--wait; with -o json|yaml only the final document is printed).",
+        ),
+    ] = False,
     key: Annotated[
         str,
         typer.Option(
@@ -176,9 +193,11 @@ def submit(
         hints=hints,
         idempotency_key=key,
         labels=labels,
-        wait=wait,
+        wait=wait and not stream,
+        stream=stream,
     )
     check_request_size(request, max_message_bytes, "task submit")
+    started = time.monotonic()
     with channel(target) as ch:
         try:
             reply = tasks_pb2_grpc.TaskServiceStub(ch).SubmitTask(
@@ -195,9 +214,88 @@ def submit(
             if code is grpc.StatusCode.FAILED_PRECONDITION:
                 raise FindingsError(f"task submit refused: {detail}") from exc
             raise translate_rpc_error(exc, target, "task submit") from exc
+        if stream:
+            _streamed(ctx, ch, target, reply, output, deadline=started + target.timeout)
+            return
     _show(ctx, reply.task, output, deduplicated=reply.deduplicated)
     if wait and reply.task.status != tasks_pb2.TASK_STATUS_OK:
         raise typer.Exit(1)
+
+
+def _streamed(
+    ctx: typer.Context,
+    ch: grpc.Channel,
+    target: Endpoint,
+    reply: tasks_pb2.SubmitTaskResponse,
+    output: OutputFormat,
+    *,
+    deadline: float,
+) -> None:
+    """``submit --stream`` once the task is admitted: its text as it comes (or its final document), then
+    the exit ``--wait`` gives; in text, a task that did not end OK is an error line on stderr."""
+    from aion.api.v1 import tasks_pb2
+
+    task = _follow(ch, target, reply.task, text=output is OutputFormat.TEXT, deadline=deadline)
+    if output is not OutputFormat.TEXT:
+        _show(ctx, task, output, deduplicated=reply.deduplicated)
+    if task.status != tasks_pb2.TASK_STATUS_OK:
+        if output is OutputFormat.TEXT:
+            raise FindingsError(_ending(task))
+        raise typer.Exit(1)
+
+
+def _follow(
+    ch: grpc.Channel, target: Endpoint, task: tasks_pb2.Task, *, text: bool, deadline: float
+) -> tasks_pb2.Task:
+    """Watch a task submitted with ``stream`` until it ends and return its final state; with ``text``,
+    write the answer's pieces to stdout as they come, and a newline after the last. A task still
+    running at ``deadline`` (``--timeout``) is canceled, so that no task outlives the command that
+    waits for it (as ``--wait`` bounds it)."""
+    import grpc
+
+    from aion.api.v1 import tasks_pb2, tasks_pb2_grpc
+
+    stub = tasks_pb2_grpc.TaskServiceStub(ch)
+    last, written = task, False
+    watch = stub.WatchTask(
+        tasks_pb2.WatchTaskRequest(task_id=task.task_id),
+        timeout=max(0.001, deadline - time.monotonic()),
+        metadata=target.metadata(),
+    )
+    try:
+        try:
+            for reply in watch:
+                if reply.WhichOneof("change") == "delta":
+                    if text and reply.delta:
+                        sys.stdout.write(reply.delta)
+                        sys.stdout.flush()
+                        written = True
+                elif reply.HasField("task"):
+                    last = reply.task
+        except grpc.RpcError as exc:
+            code, _ = rpc_status(exc)
+            if code is not grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise translate_rpc_error(exc, target, "task submit") from exc
+            # --timeout passed: the task ends here too.
+            request = tasks_pb2.CancelTaskRequest(task_id=task.task_id, reason="aionctl: --timeout passed")
+            last = call(
+                dataclasses.replace(target, timeout=5.0), stub.CancelTask, request, "task submit"
+            ).task
+    finally:
+        if written:
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+    if text and not written and last.status == tasks_pb2.TASK_STATUS_OK and last.HasField("result"):
+        # Nothing streamed: a module answered, or the task ended before the watch began.
+        sys.stdout.write(_output_text(last.result) + "\n")
+        sys.stdout.flush()
+    return last
+
+
+def _ending(task: tasks_pb2.Task) -> str:
+    """How a task that did not end OK ended, for the error line."""
+    why = f": {task.error.code}: {task.error.message}" if task.HasField("error") else ""
+    return f"task {task.task_id} ended {_status(task.status)}{why}"
 
 
 def _read_input(input_file: str | None, text: str | None, limit: int) -> str:
@@ -260,6 +358,8 @@ def watch(
         )
         try:
             for reply in stream:
+                if not reply.HasField("task"):
+                    continue  # a piece of a streamed answer: the states are what a watch prints
                 last = reply.task
                 _show_change(ctx, last, output)
         except grpc.RpcError as exc:
