@@ -160,6 +160,7 @@ HTTP_ROLES: Mapping[tuple[str, str], Role | None] = {
     # The OpenAI-compatible endpoints, as SubmitTask and ListIntents.
     ("POST", "/v1/chat/completions"): Role.OPERATOR,
     ("GET", "/v1/models"): Role.VIEWER,
+    ("GET", "/v1/models/{model}"): Role.VIEWER,
 }
 
 

@@ -118,10 +118,7 @@ def build_app(
     ) -> web.StreamResponse:
         if request.match_info.http_exception is not None:
             return await handler(request)  # 404 or 405: nothing is served, no credentials needed
-        # HEAD is GET without a body (aiohttp answers it for every GET route); a served route the
-        # table does not know needs admin, so a new route is closed until someone decides otherwise.
-        method = "GET" if request.method == "HEAD" else request.method
-        needed = HTTP_ROLES.get((method, request.path), Role.ADMIN)
+        needed = _needed_role(request)
         if needed is None:
             return await handler(request)
         if authenticator is None:
@@ -199,6 +196,17 @@ def _add_policy_routes(app: web.Application, store: PolicyStore) -> None:
 
     app.router.add_get("/router/policy", policy_status)
     app.router.add_post("/router/policy/reload", policy_reload)
+
+
+def _needed_role(request: web.Request) -> Role | None:
+    """The least role a request's route needs (None: open). HEAD is GET without a body (aiohttp answers
+    it for every GET route); a served route the table does not know needs admin, so a new route is
+    closed until someone decides otherwise. Routes with a variable part are looked up by their pattern
+    (``/v1/models/{model}``)."""
+    method = "GET" if request.method == "HEAD" else request.method
+    resource = request.match_info.route.resource
+    path = resource.canonical if resource is not None else request.path
+    return HTTP_ROLES.get((method, path), Role.ADMIN)
 
 
 def _peer_identity(request: web.Request) -> str | None:

@@ -469,25 +469,39 @@ class OpenAIRoutes:
     def add_to(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self.chat_completions)
         app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/v1/models/{model}", self.model)
+
+    def _models(self) -> list[dict[str, Any]]:
+        active = self._policies.active
+        if active is None:
+            return []
+        created = int(time.time())
+        return [
+            {
+                "id": intent.name,
+                "object": "model",
+                "created": created,
+                "owned_by": "aion",
+                "aion": {
+                    "description": intent.description,
+                    "privacy": privacy.value,
+                    "routes": [r.value for r in routes],
+                },
+            }
+            for intent, privacy, routes in active.routing.intents(self._live())
+        ]
 
     async def models(self, _request: web.Request) -> web.Response:
-        active = self._policies.active
-        created = int(time.time())
-        data = []
-        if active is not None:
-            for intent, privacy, routes in active.routing.intents(self._live()):
-                data.append({
-                    "id": intent.name,
-                    "object": "model",
-                    "created": created,
-                    "owned_by": "aion",
-                    "aion": {
-                        "description": intent.description,
-                        "privacy": privacy.value,
-                        "routes": [r.value for r in routes],
-                    },
-                })  # fmt: skip
-        return web.json_response({"object": "list", "data": data})
+        return web.json_response({"object": "list", "data": self._models()})
+
+    async def model(self, request: web.Request) -> web.Response:
+        name = intent_name(request.match_info["model"])
+        found = next((m for m in self._models() if m["id"] == name), None)
+        if found is None:
+            raise NotFound(
+                f"no intent {name!r} in the active policy", hint="GET /v1/models lists the intents"
+            )
+        return web.json_response(found)
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:

@@ -161,6 +161,9 @@ def test_models_are_the_intents_with_their_routes(daemon: Aiond) -> None:
     assert extra["aion"]["privacy"] == "local-only"
     assert "api" not in extra["aion"]["routes"]
     assert "api" in (by_id["summarize"].model_extra or {})["aion"]["routes"]
+    assert client(daemon, "viewer").models.retrieve("intent:draft_reply").id == "draft_reply"
+    with pytest.raises(openai.NotFoundError):
+        client(daemon, "viewer").models.retrieve("nope")
 
 
 @pytest.mark.parametrize(
