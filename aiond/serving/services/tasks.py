@@ -132,7 +132,9 @@ async def _with_pieces(
     if ended:
         return
     states = store.watch(task)
-    changed: asyncio.Future[Stored] = asyncio.ensure_future(anext(states))
+    # None once the watch has ended: it ends when it finds the task terminal, which may be after it
+    # last yielded it (while the pieces were being sent), so its terminal state is sent from here.
+    changed: asyncio.Future[Stored | None] = asyncio.ensure_future(anext(states, None))
     grown: asyncio.Future[None] | None = None
     read = 0
     try:
@@ -141,14 +143,16 @@ async def _with_pieces(
                 read += 1
                 yield tasks_pb2.WatchTaskResponse(delta=stream.piece(read - 1))
             if changed.done():
-                changed.result()
+                over = changed.result() is None  # else the task, which is sent as it is now
                 if task.version != seen:
                     seen = task.version
                     state, ended = _state(task)
                     yield state
                     if ended:
                         return
-                changed = asyncio.ensure_future(anext(states))
+                if over:  # pragma: no cover - the watch ends only with the task, sent just above
+                    return
+                changed = asyncio.ensure_future(anext(states, None))
                 continue
             waits: set[asyncio.Future[Any]] = {changed}
             if not stream.closed:  # closed, no piece comes any more: only the end is left to wait for
