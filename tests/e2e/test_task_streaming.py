@@ -316,13 +316,25 @@ def test_aionctl_prints_the_pieces_before_the_task_ends_and_then_its_error(
         assert proc.poll() is None, "the task is still running: the pieces came as they were made"
         # The same key finds the running task; canceling it ends the command.
         task_id = submit(daemon, "summarize", "halfway there", key="stalled-1").task.task_id
-        with daemon.channel("operator") as channel:
-            tasks_pb2_grpc.TaskServiceStub(channel).CancelTask(
-                tasks_pb2.CancelTaskRequest(task_id=task_id), timeout=10
-            )
+        # `task watch` on it meanwhile gets the pieces too, and prints only the states.
+        viewer = {**os.environ, **daemon.aionctl_env("viewer")}
+        watch_argv = [program("aionctl"), "task", "watch", task_id, "-o", "json"]
+        with subprocess.Popen(watch_argv, env=viewer, stdout=subprocess.PIPE) as watching:
+            assert watching.stdout is not None
+            watched = Reader(watching.stdout)
+            poll(lambda: "\n" in watched.text() or None, timeout=15, what="the watch's first state")
+            with daemon.channel("operator") as channel:
+                tasks_pb2_grpc.TaskServiceStub(channel).CancelTask(
+                    tasks_pb2.CancelTaskRequest(task_id=task_id), timeout=10
+                )
+            assert watching.wait(30) == 1
+            watched.join()
         assert proc.wait(30) == 1
         out.join()
         stderr = proc.stderr.read().decode()
+    docs = [conforms(json.loads(line), "output/task") for line in watched.text().splitlines()]
+    assert {d["taskId"] for d in docs} == {task_id}
+    assert (docs[0]["status"], docs[-1]["status"]) == ("running", "canceled")
     assert out.text() == "echo:halfway\n"
     assert f"task {task_id} ended canceled: CANCELED" in stderr
     assert "Traceback" not in stderr
