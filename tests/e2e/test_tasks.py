@@ -257,7 +257,8 @@ def test_concurrent_tasks_never_spend_more_than_the_daily_cap(tmp_path: Path, st
             try:
                 task = submit(daemon, "summarize", "y" * 2000, route=common_pb2.ROUTE_API, key=f"k{i}").task
             except grpc.RpcError as exc:
-                trailers = dict(exc.trailing_metadata() or ())
+                metadata: Any = exc.trailing_metadata()  # the error of a call is its grpc.Call too
+                trailers = {str(k): v for k, v in metadata or ()}
                 refused = (
                     exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
                     and "BUDGET_EXHAUSTED" in str(exc.details())
