@@ -530,7 +530,7 @@ class OpenAIRoutes:
 
         gone.add_done_callback(abandon)
         try:
-            if asked.stream and isinstance(task, TaskRecord) and task.stream is not None:
+            if asked.stream:
                 return await self._stream(request, task, asked.intent, usage_chunk)
             await self._executor.store.until_finished(task)
         finally:
@@ -543,27 +543,31 @@ class OpenAIRoutes:
         )
 
     async def _stream(
-        self, request: web.Request, task: TaskRecord, model: str, usage_chunk: bool
+        self, request: web.Request, task: Stored, model: str, usage_chunk: bool
     ) -> web.StreamResponse:
-        assert task.stream is not None
-        pieces = task.stream.pieces()
+        # An earlier task with the same idempotency key may have finished already: its answer is
+        # then sent whole, as one chunk.
+        stream = task.stream if isinstance(task, TaskRecord) else None
+        pieces = stream.pieces() if stream is not None else None
         # Wait for the first piece (or the end) before answering: until then a failure is an ordinary
         # error response, and the task may still fall back to another target.
-        first = await anext(pieces, None)
-        if first is None and task.status is not Status.OK:
+        first = await anext(pieces, None) if pieces is not None else None
+        if first is None:
             await self._executor.store.until_finished(task)
-            raise failure(task.message())
+            if task.status is not Status.OK:
+                raise failure(task.message())
+        started = task.message()
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",
                 "Cache-Control": "no-cache",
-                "x-aion-task-id": task.task_id,
-                "x-aion-route": task.decision.route.value,
-                "x-aion-policy-version": str(task.policy_version),
+                "x-aion-task-id": started.task_id,
+                "x-aion-route": _ROUTE_WORDS.get(started.decision.route, "unspecified"),
+                "x-aion-policy-version": str(started.decision.policy_version),
             }
         )
-        created = int(task.created_at.timestamp())
-        chunk_id = f"chatcmpl-{task.task_id}"
+        created = started.created_at.seconds
+        chunk_id = f"chatcmpl-{started.task_id}"
 
         def event(doc: dict[str, Any]) -> bytes:
             return b"data: " + json.dumps(doc, ensure_ascii=False).encode() + b"\n\n"
@@ -577,7 +581,7 @@ class OpenAIRoutes:
         try:
             await response.prepare(request)
             await self._send(response, chunk({"role": "assistant", "content": ""}))
-            if first is not None:
+            if first is not None and pieces is not None:
                 await self._send(response, chunk({"content": first}))
                 async for piece in pieces:
                     await self._send(response, chunk({"content": piece}))

@@ -535,3 +535,17 @@ def test_providers_that_never_answer_are_a_504(daemon: Aiond, stand_in: StandIn)
         )
     assert caught.value.status_code == 504
     assert caught.value.body["code"] in ("PROVIDER_TIMEOUT", "DEADLINE_EXCEEDED")  # type: ignore[index]
+
+
+def test_an_idempotency_key_answers_a_repeat_with_the_first_task(daemon: Aiond, stand_in: StandIn) -> None:
+    api = client(daemon)
+    chat = {"model": "summarize", "messages": [{"role": "user", "content": "once only"}],
+            "extra_headers": {"x-aion-route": "api", "Idempotency-Key": "repeat-1"}}  # fmt: skip
+    first = api.chat.completions.with_raw_response.create(**chat)  # type: ignore[call-overload]
+    again = api.chat.completions.with_raw_response.create(**chat)  # type: ignore[call-overload]
+    streamed = api.chat.completions.create(stream=True, **chat)  # type: ignore[call-overload]
+    pieces = [c.choices[0].delta.content or "" for c in streamed if c.choices]
+    assert first.headers["x-aion-task-id"] == again.headers["x-aion-task-id"]
+    assert again.parse().choices[0].message.content == "echo:once only"
+    assert "".join(pieces) == "echo:once only", "a repeat asked as a stream gets the answer as one"
+    assert stand_in.calls() == 1
