@@ -204,15 +204,26 @@ def test_a_wrong_token_is_an_authentication_error(daemon: Aiond) -> None:
     assert caught.value.status_code == 401
 
 
-def test_providers_that_fail_are_a_502_with_the_cause_and_no_key(daemon: Aiond, stand_in: StandIn) -> None:
-    stand_in.always(behave.status(500))
+@pytest.mark.parametrize(
+    ("behaviour", "route", "status", "codes"),
+    [
+        (behave.status(500), "api", 502, {"PROVIDER_SERVER"}),
+        (behave.hang(), "local", 504, {"PROVIDER_TIMEOUT", "DEADLINE_EXCEEDED"}),
+    ],
+    ids=["failing", "silent"],
+)
+def test_providers_that_fail_or_never_answer_are_a_502_or_a_504_without_the_key(
+    daemon: Aiond, stand_in: StandIn, behaviour: behave.Behaviour, route: str, status: int, codes: set[str]
+) -> None:
+    stand_in.always(behaviour)
     with pytest.raises(openai.APIStatusError) as caught:
         client(daemon).chat.completions.create(
             model="summarize",
             messages=[{"role": "user", "content": "hi"}],
-            extra_headers={"x-aion-route": "api"},
+            extra_headers={"x-aion-route": route},
         )
-    assert caught.value.status_code == 502
+    assert caught.value.status_code == status
+    assert caught.value.body["code"] in codes  # type: ignore[index]
     assert behave.key_leaks(json.dumps(caught.value.body), "sk-stand-in-0123456789") == []
 
 
@@ -523,18 +534,6 @@ def test_a_stream_falls_back_before_its_first_token_and_never_after(daemon: Aion
     assert "echo:a fairly long answer here".startswith("".join(got))
     assert "PROVIDER" in str(ended.value)
     assert stand_in.calls() == 1, "no fallback after the first token"
-
-
-def test_providers_that_never_answer_are_a_504(daemon: Aiond, stand_in: StandIn) -> None:
-    stand_in.always(behave.hang())
-    with pytest.raises(openai.APIStatusError) as caught:
-        client(daemon).chat.completions.create(
-            model="summarize",
-            messages=[{"role": "user", "content": "hi"}],
-            extra_headers={"x-aion-route": "local"},
-        )
-    assert caught.value.status_code == 504
-    assert caught.value.body["code"] in ("PROVIDER_TIMEOUT", "DEADLINE_EXCEEDED")  # type: ignore[index]
 
 
 def test_an_idempotency_key_answers_a_repeat_with_the_first_task(daemon: Aiond, stand_in: StandIn) -> None:
