@@ -11,7 +11,7 @@ import contextlib
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from hypothesis import settings as hypothesis_settings
@@ -28,10 +28,6 @@ if TYPE_CHECKING:
 
 hypothesis_settings.register_profile("aion", max_examples=examples(DEFAULT_EXAMPLES))
 hypothesis_settings.load_profile("aion")
-
-
-TESTS = Path(__file__).resolve().parents[1]
-INTEGRATION = TESTS / "integration"
 
 
 def in_ci() -> bool:
@@ -64,25 +60,27 @@ def _running(what: str, start: Callable[[], object], stop: Callable[[], object],
         stop()
 
 
-SERIAL_GROUP = "integration"
-"""Under pytest-xdist (``-n 2 --dist loadgroup``, as the nox session runs it) the tests of
-tests/integration run together, in order, in one worker: they share the session's Kafka broker (one
-JVM, not one per worker), and some hold host-wide resources (the sandbox tests bound every process of
-the sandbox uid on the host) that another worker's modules would take from them. Every other test
-module is a group of its own, so that its module-scoped daemons start once."""
+SERIAL_GROUP = "tests/integration/"
+"""Under pytest-xdist with ``--dist loadfile`` (``-n 2 --dist loadfile``, as the nox session runs it)
+the tests of tests/integration run together, in order, in one worker: they share the session's Kafka
+broker (one JVM, not one per worker), and some hold host-wide resources (the sandbox tests bound every
+process of the sandbox uid on the host) that another worker's modules would take from them. Every
+other test file goes to one worker as a whole, so that its module-scoped daemons start once."""
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Give every test an ``xdist_group`` (see SERIAL_GROUP) before pytest-xdist reads them."""
-    if not getattr(config.option, "loadgroup", False):
-        return
-    for item in items:
-        if item.get_closest_marker("xdist_group") is not None:
-            continue
-        path = Path(item.path).resolve()
-        group = SERIAL_GROUP if path.is_relative_to(INTEGRATION) else path.relative_to(TESTS).as_posix()
-        item.add_marker(pytest.mark.xdist_group(group))
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadfile``, with all of tests/integration one unit of work (see SERIAL_GROUP)."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling  # type: ignore[import-not-found,import-untyped,unused-ignore]
+
+    class Scheduling(LoadFileScheduling):  # type: ignore[misc,unused-ignore]
+        def _split_scope(self, nodeid: str) -> str:
+            path = super()._split_scope(nodeid)
+            return SERIAL_GROUP if path.startswith(SERIAL_GROUP) else path
+
+    return Scheduling(config, log)
 
 
 @pytest.fixture(scope="session")
