@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -17,12 +18,21 @@ from tests.rig.procs import ManagedProcess, free_port, http_ok, poll
 from tests.rig.services import GoTools
 
 
+@pytest.fixture(scope="module")
+def shared_aiond(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Aiond]:
+    """One aiond for this module's tests that only read from it (no change of its state or counters
+    they assert, no signal); those that change something, or count calls, get their own."""
+    daemon = Aiond(tmp_path_factory.mktemp("shared-aiond")).start()
+    yield daemon
+    daemon.stop()
+
+
 def http_status(daemon: Aiond, path: str) -> int:
     return httpx.get(f"http://{daemon.http_addr}{path}", timeout=2, trust_env=False).status_code
 
 
-def test_health_reports_every_probe_ok(aiond: Aiond) -> None:
-    result = aionctl("health", "--output", "json", env=aiond.aionctl_env())
+def test_health_reports_every_probe_ok(shared_aiond: Aiond) -> None:
+    result = aionctl("health", "--output", "json", env=shared_aiond.aionctl_env())
     assert result.returncode == 0, result.stderr
     report = conforms(json.loads(result.stdout), "output/health")
     assert report["healthy"] is True
@@ -33,8 +43,8 @@ def test_health_reports_every_probe_ok(aiond: Aiond) -> None:
     ]
 
 
-def test_health_text_goes_to_stdout_without_escape_codes(aiond: Aiond) -> None:
-    result = aionctl("health", "--addr", aiond.grpc_addr, "--http-addr", aiond.http_addr)
+def test_health_text_goes_to_stdout_without_escape_codes(shared_aiond: Aiond) -> None:
+    result = aionctl("health", "--addr", shared_aiond.grpc_addr, "--http-addr", shared_aiond.http_addr)
     assert result.returncode == 0
     assert result.stderr == ""
     lines = result.stdout.splitlines()
@@ -42,37 +52,37 @@ def test_health_text_goes_to_stdout_without_escape_codes(aiond: Aiond) -> None:
     assert "\x1b[" not in result.stdout
 
 
-def test_health_yaml(aiond: Aiond) -> None:
+def test_health_yaml(shared_aiond: Aiond) -> None:
     import yaml
 
-    result = aionctl("health", "-o", "yaml", env=aiond.aionctl_env())
+    result = aionctl("health", "-o", "yaml", env=shared_aiond.aionctl_env())
     assert result.returncode == 0
     conforms(yaml.safe_load(result.stdout), "output/health")
 
 
-def test_status_describes_the_daemon(aiond: Aiond) -> None:
-    result = aionctl("status", "-o", "json", env=aiond.aionctl_env())
+def test_status_describes_the_daemon(shared_aiond: Aiond) -> None:
+    result = aionctl("status", "-o", "json", env=shared_aiond.aionctl_env())
     assert result.returncode == 0, result.stderr
     status = conforms(json.loads(result.stdout), "output/status")
     assert status["version"] == __version__
     assert status["state"] == "serving"
-    assert status["pid"] == aiond.process.pid
-    assert status["grpcAddress"] == aiond.grpc_addr
-    assert status["httpAddress"] == aiond.http_addr
-    assert status["stateDir"] == str(aiond.state_dir)
+    assert status["pid"] == shared_aiond.process.pid
+    assert status["grpcAddress"] == shared_aiond.grpc_addr
+    assert status["httpAddress"] == shared_aiond.http_addr
+    assert status["stateDir"] == str(shared_aiond.state_dir)
     assert status["inflightRpcs"] == 1  # the GetStatus call itself
     assert status["activePolicyVersion"] == 1  # a JSON number, as every integer in a document
 
 
-def test_grpc_health_probe_says_serving(aiond: Aiond, go_tools: GoTools) -> None:
+def test_grpc_health_probe_says_serving(shared_aiond: Aiond, go_tools: GoTools) -> None:
     result = go_tools.run(
-        "grpc_health_probe", f"-addr={aiond.grpc_addr}", "-connect-timeout=5s", "-rpc-timeout=5s"
+        "grpc_health_probe", f"-addr={shared_aiond.grpc_addr}", "-connect-timeout=5s", "-rpc-timeout=5s"
     )
     assert (result.stdout + result.stderr).strip() == "status: SERVING"
 
 
-def test_grpcurl_lists_the_whole_contract_through_reflection(aiond: Aiond, go_tools: GoTools) -> None:
-    listed = go_tools.run("grpcurl", "-plaintext", aiond.grpc_addr, "list").stdout.split()
+def test_grpcurl_lists_the_whole_contract_through_reflection(shared_aiond: Aiond, go_tools: GoTools) -> None:
+    listed = go_tools.run("grpcurl", "-plaintext", shared_aiond.grpc_addr, "list").stdout.split()
     assert listed == [
         "aion.v1.AdminService",
         "aion.v1.BackupService",
@@ -85,7 +95,7 @@ def test_grpcurl_lists_the_whole_contract_through_reflection(aiond: Aiond, go_to
         "grpc.reflection.v1alpha.ServerReflection",
     ]
     described = go_tools.run(
-        "grpcurl", "-plaintext", aiond.grpc_addr, "describe", "aion.v1.PolicyService"
+        "grpcurl", "-plaintext", shared_aiond.grpc_addr, "describe", "aion.v1.PolicyService"
     ).stdout
     assert (
         "rpc RollbackPolicy ( .aion.v1.RollbackPolicyRequest ) returns ( .aion.v1.RollbackPolicyResponse );"
@@ -93,10 +103,11 @@ def test_grpcurl_lists_the_whole_contract_through_reflection(aiond: Aiond, go_to
     )
 
 
-def test_grpcurl_calls_get_status(aiond: Aiond, go_tools: GoTools) -> None:
+def test_grpcurl_calls_get_status(shared_aiond: Aiond, go_tools: GoTools) -> None:
+    token = shared_aiond.tokens["viewer"]
     result = go_tools.run(
-        "grpcurl", "-plaintext", "-format", "json", "-H", f"authorization: Bearer {aiond.tokens['viewer']}",
-        aiond.grpc_addr, "aion.v1.AdminService/GetStatus",
+        "grpcurl", "-plaintext", "-format", "json", "-H", f"authorization: Bearer {token}",
+        shared_aiond.grpc_addr, "aion.v1.AdminService/GetStatus",
     )  # fmt: skip
     status = json.loads(result.stdout)
     assert status["version"] == __version__
@@ -192,23 +203,25 @@ def _run_aiond(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_a_second_daemon_cannot_take_the_grpc_port(aiond: Aiond, tmp_path: Path) -> None:
+def test_a_second_daemon_cannot_take_the_grpc_port(shared_aiond: Aiond, tmp_path: Path) -> None:
     result = _run_aiond(
         tmp_path, "--config", str(EXAMPLES), "--state-dir", str(tmp_path / "other"),
-        "--grpc-listen", aiond.grpc_addr, "--http-listen", f"127.0.0.1:{free_port()}",
+        "--grpc-listen", shared_aiond.grpc_addr, "--http-listen", f"127.0.0.1:{free_port()}",
     )  # fmt: skip
     assert result.returncode == 6, result.stderr
-    assert f"error: cannot listen for gRPC on {aiond.grpc_addr}: address already in use" in result.stderr
+    assert (
+        f"error: cannot listen for gRPC on {shared_aiond.grpc_addr}: address already in use" in result.stderr
+    )
     assert "Traceback" not in result.stderr
 
 
-def test_a_second_daemon_cannot_take_the_http_port(aiond: Aiond, tmp_path: Path) -> None:
+def test_a_second_daemon_cannot_take_the_http_port(shared_aiond: Aiond, tmp_path: Path) -> None:
     result = _run_aiond(
         tmp_path, "--config", str(EXAMPLES), "--state-dir", str(tmp_path / "other"),
-        "--grpc-listen", f"127.0.0.1:{free_port()}", "--http-listen", aiond.http_addr,
+        "--grpc-listen", f"127.0.0.1:{free_port()}", "--http-listen", shared_aiond.http_addr,
     )  # fmt: skip
     assert result.returncode == 6, result.stderr
-    assert f"cannot listen for HTTP on {aiond.http_addr}: address already in use" in result.stderr
+    assert f"cannot listen for HTTP on {shared_aiond.http_addr}: address already in use" in result.stderr
 
 
 def test_a_second_daemon_cannot_share_the_state_dir(aiond: Aiond, tmp_path: Path) -> None:
