@@ -28,6 +28,7 @@ import resource
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -101,7 +102,14 @@ class Connection:
         """Done when the connection closes."""
 
 
-LOST = "aion.connection_lost"
+def request_key(name: str, kind: type) -> Any:
+    """A key for a request's storage: aiohttp's typed ``RequestKey`` where it has one (3.14 on, which
+    warns about plain strings), else the name."""
+    maker = getattr(web, "RequestKey", None)
+    return maker(name, kind) if maker is not None else name
+
+
+LOST = request_key("aion.connection_lost", asyncio.Future)
 """The request key of a future done when the request's connection closes (the caller went away), so that
 work done only for that caller can stop (with a done callback: no task waits on it)."""
 

@@ -50,11 +50,15 @@ from aiond.security.auth import (
     identity_of,
 )
 from aiond.serving import openai_api
+from aiond.serving.connections import request_key
 from aiond.serving.openai_api import OpenAIRoutes
 from aiond.serving.services import policies as policy_messages
 from aiond.serving.telemetry import Metrics
 
 log = logging.getLogger("aiond.http")
+
+PRINCIPAL = request_key("aion.principal", Principal)
+"""Who made a request, once the guard has checked the token."""
 
 ReadinessProbe = Callable[[], tuple[bool, str]]
 """Returns (ready, phase name)."""
@@ -135,7 +139,7 @@ def build_app(
             if reporter is not None:
                 await reporter.report(denied, f"{request.method} {request.path}", "http")
             raise
-        request["principal"] = principal
+        request[PRINCIPAL] = principal
         return await handler(request)
 
     @web.middleware
@@ -183,7 +187,7 @@ def _add_policy_routes(app: web.Application, store: PolicyStore) -> None:
         dry = request.query.get("dry_run", "false").lower()
         if dry not in ("true", "false", "1", "0"):
             raise UsageError("dry_run must be true or false")
-        principal: Principal = request["principal"]
+        principal: Principal = request[PRINCIPAL]
         try:
             outcome = await store.reload(
                 principal=principal.name, source="http", dry_run=dry in ("true", "1")
