@@ -206,7 +206,9 @@ def test_a_deadline_from_the_caller_ends_the_task(daemon: Aiond, stand_in: Stand
 
 
 def test_breakers_open_on_failures_and_recover_through_half_open(tmp_path: Path, stand_in: StandIn) -> None:
-    policies = {"breakers": {"failure_ratio": 0.5, "window": 4, "min_requests": 2, "cooldown_ms": 1500},
+    # The cooldown outlasts the checks below on a loaded machine (an aionctl run and two tasks), so
+    # the breaker cannot turn half-open before the test has seen it skipped.
+    policies = {"breakers": {"failure_ratio": 0.5, "window": 4, "min_requests": 2, "cooldown_ms": 5000},
                 "retries": {"max_attempts": 1}}  # fmt: skip
     daemon = start(tmp_path, stand_in, policies=policies)
     try:
@@ -226,7 +228,7 @@ def test_breakers_open_on_failures_and_recover_through_half_open(tmp_path: Path,
             t = submit(daemon, "summarize").task
             return t if targets(t)[0] == ("ollama:qwen2.5", "TASK_STATUS_OK") else None
 
-        poll(recovered, timeout=10, what="half-open probe closing the breaker")
+        poll(recovered, timeout=20, what="half-open probe closing the breaker")
         listed = json.loads(aionctl("breaker", "list", "-o", "json", env=daemon.aionctl_env("viewer")).stdout)
         states = {(b["provider"], b["model"]): b["state"] for b in listed["breakers"]}
         assert states[("ollama", "qwen2.5")] == "closed"
