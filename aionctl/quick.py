@@ -19,6 +19,7 @@ the cost avoided; the standard library's ``textwrap`` does the wrapping.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import textwrap
@@ -34,11 +35,6 @@ INDENT = 2
 """How far a help section's body is indented (Typer's formatter's step)."""
 SHELLS = ("bash", "zsh", "fish", "powershell", "pwsh")
 
-_read: list[list[bytes]] = []
-"""The table's lines, once read."""
-_index: dict[str, int] = {}
-_nodes: dict[str, dict[str, Any] | None] = {}
-
 
 class StepAside(Exception):
     """The quick path cannot be sure to answer as Typer would: let Typer answer."""
@@ -49,28 +45,33 @@ class _Unknown(BaseException):
     that the completion functions' guard (which offers nothing on any Exception) lets it through."""
 
 
+@functools.cache
+def _table() -> tuple[list[bytes], dict[str, int]]:
+    """The table's lines, and the line of each command path; none when the table cannot be read."""
+    import json
+
+    try:
+        with open(TABLE, "rb") as file:  # noqa: PTH123 - see TABLE
+            lines = file.read().split(b"\n")
+        return lines, {p: i + 1 for i, p in enumerate(json.loads(lines[0])["paths"])}
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return [], {}
+
+
+@functools.cache
 def node(path: str) -> dict[str, Any] | None:
     """The table's entry for the command at ``path`` (``""`` for aionctl itself, ``"policy apply"``),
     or None. The table is one JSON document per line after an index line, and only the lines asked
     for are parsed: a TAB needs two or three of the eighty."""
     import json
 
-    if not _read:
-        lines: list[bytes] = []
-        try:
-            with open(TABLE, "rb") as file:  # noqa: PTH123 - see TABLE
-                lines = file.read().split(b"\n")
-            _index.update({p: i + 1 for i, p in enumerate(json.loads(lines[0])["paths"])})
-        except (OSError, ValueError, KeyError, TypeError, IndexError):
-            _index.clear()
-        _read.append(lines)
-    if path not in _nodes:
-        at = _index.get(path)
-        try:
-            _nodes[path] = json.loads(_read[0][at]) if at is not None else None
-        except (ValueError, IndexError):
-            _nodes[path] = None
-    return _nodes[path]
+    lines, index = _table()
+    at = index.get(path)
+    try:
+        entry: dict[str, Any] | None = json.loads(lines[at]) if at is not None else None
+    except (ValueError, IndexError):
+        return None
+    return entry
 
 
 # -- help --------------------------------------------------------------------------------------------

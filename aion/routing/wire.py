@@ -22,6 +22,11 @@ _CHOOSERS = {
 _KINDS = {TargetKind.MODEL: tasks_pb2.TARGET_KIND_MODEL, TargetKind.MODULE: tasks_pb2.TARGET_KIND_MODULE}
 
 
+def route_of(route: common_pb2.Route.ValueType) -> Route | None:
+    """The route a contract's Route value names; None for ROUTE_UNSPECIFIED."""
+    return _FROM_ROUTE.get(route)
+
+
 def request_from(intent: str, hints: tasks_pb2.RoutingHints, input_bytes: int) -> Request:
     """An engine request from the contract's hints."""
     return Request(
@@ -91,5 +96,6 @@ __all__ = [
     "fill_decision",
     "fill_target",
     "request_from",
+    "route_of",
     "target_message",
 ]

@@ -61,6 +61,7 @@ from aion.errors import (
 from aion.providers import Sampling
 from aion.routing import LiveState
 from aion.routing.engine import NANO_PER_USD
+from aion.routing.wire import route_of
 from aiond.execution.executor import Executor, Submission
 from aiond.execution.taskstore import Status, Stored, TaskRecord
 from aiond.policy.store import PolicyStore
@@ -78,12 +79,6 @@ MAX_LABEL_VALUE = 512
 MAX_KEY = 256
 MAX_OUTPUT_TOKENS = 1_000_000
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
-_ROUTES = {"local": Route.LOCAL, "api": Route.API, "hybrid": Route.HYBRID}
-_ROUTE_WORDS = {
-    common_pb2.ROUTE_LOCAL: "local",
-    common_pb2.ROUTE_API: "api",
-    common_pb2.ROUTE_HYBRID: "hybrid",
-}
 _UNSUPPORTED = {
     "tools": "tool calls are not supported by aiond",
     "tool_choice": "tool calls are not supported by aiond",
@@ -281,10 +276,10 @@ def _extension(body: Mapping[str, Any], headers: Mapping[str, str]) -> dict[str,
 def _route(value: object) -> Route | None:
     if value is None:
         return None
-    route = _ROUTES.get(str(value).lower()) if isinstance(value, str) else None
-    if route is None:
-        raise BadField("aion.route", "must be local, api or hybrid")
-    return route
+    try:
+        return Route(value.lower() if isinstance(value, str) else "")
+    except ValueError:
+        raise BadField("aion.route", "must be local, api or hybrid") from None
 
 
 def _budget_nano(value: object) -> int | None:
@@ -398,11 +393,16 @@ def _target_name(target: tasks_pb2.Target) -> str:
     return f"{target.provider}/{target.name}" if target.provider else target.name
 
 
+def _route_word(route: common_pb2.Route.ValueType) -> str:
+    decided = route_of(route)
+    return decided.value if decided is not None else "unspecified"
+
+
 def headers_of(task: tasks_pb2.Task) -> dict[str, str]:
     cost = Decimal(task.usage.cost.nano_usd) / NANO_PER_USD
     return {
         "x-aion-task-id": task.task_id,
-        "x-aion-route": _ROUTE_WORDS.get(task.decision.route, "unspecified"),
+        "x-aion-route": _route_word(task.decision.route),
         "x-aion-target": _answered_by(task),
         "x-aion-cost-usd": f"{cost:f}",
         "x-aion-policy-version": str(task.decision.policy_version),
@@ -562,7 +562,7 @@ class OpenAIRoutes:
                 "Content-Type": "text/event-stream",
                 "Cache-Control": "no-cache",
                 "x-aion-task-id": started.task_id,
-                "x-aion-route": _ROUTE_WORDS.get(started.decision.route, "unspecified"),
+                "x-aion-route": _route_word(started.decision.route),
                 "x-aion-policy-version": str(started.decision.policy_version),
             }
         )
