@@ -32,8 +32,9 @@ def tests(session: nox.Session) -> None:
     # that is fatal; locally the affected tests skip and say how to install what they need.
     session.run("python", "tests/rig/install.py", "all", success_codes=[0] if _in_ci() else [0, 1])
     session.install("-e", ".", *_groups("test"))
-    # Two pytest-xdist workers, each test file in one of them (and tests/integration all in one: see
-    # SERIAL_GROUP in tests/rig/plugin.py). Later options win: `-- -n 0` runs in one process.
+    # Two pytest-xdist workers, each test file in one of them (and the files that share the Kafka
+    # broker all in one: see KAFKA_FILES in tests/rig/plugin.py). Later options win: `-- -n 0` runs
+    # in one process.
     session.run("pytest", "-n", "2", "--dist", "loadfile", *session.posargs)
 
 

@@ -60,17 +60,28 @@ def _running(what: str, start: Callable[[], object], stop: Callable[[], object],
         stop()
 
 
-SERIAL_GROUP = "tests/integration/"
+KAFKA_GROUP = "tests/integration/[kafka]"
+KAFKA_FILES = frozenset(
+    f"tests/integration/{name}.py"
+    for name in (
+        "test_audit_verify",
+        "test_kafka_delivery",
+        "test_kafka_ops",
+        "test_rig_kafka",
+        "test_runbooks_services",
+    )
+)
 """Under pytest-xdist with ``--dist loadfile`` (``-n 2 --dist loadfile``, as the nox session runs it)
-the tests of tests/integration run together, in order, in one worker: they share the session's Kafka
-broker (one JVM, not one per worker), and some hold host-wide resources (the sandbox tests bound every
-process of the sandbox uid on the host) that another worker's modules would take from them. Every
-other test file goes to one worker as a whole, so that its module-scoped daemons start once."""
+the test files that use the session's Kafka broker (the ``kafka_broker`` fixture, directly or through
+another file's fixtures) run together, in order, in one worker: one JVM, not one per worker, and
+their broker restarts and outages cannot reach another worker's tests. Every other test file goes to
+one worker as a whole, so that its module-scoped daemons start once. A unit test keeps this list
+true (tests/unit/test_rig_schedule.py)."""
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """``--dist loadfile``, with all of tests/integration one unit of work (see SERIAL_GROUP)."""
+    """``--dist loadfile``, with the files of KAFKA_FILES one unit of work."""
     if config.getvalue("dist") != "loadfile":
         return None
     from xdist.scheduler import LoadFileScheduling  # type: ignore[import-not-found,import-untyped,unused-ignore]
@@ -78,7 +89,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     class Scheduling(LoadFileScheduling):  # type: ignore[misc,unused-ignore]
         def _split_scope(self, nodeid: str) -> str:
             path = super()._split_scope(nodeid)
-            return SERIAL_GROUP if path.startswith(SERIAL_GROUP) else path
+            return KAFKA_GROUP if path in KAFKA_FILES else path
 
     return Scheduling(config, log)
 
