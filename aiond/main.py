@@ -16,7 +16,6 @@ import sys
 from collections.abc import Sequence
 
 from aion import __version__
-from aion.errors import Error
 from aion.exitcodes import EXIT_CODE_HELP, ExitCode
 
 SWITCH_INTERVAL = 0.0001
@@ -41,6 +40,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     given = list(sys.argv[1:] if argv is None else argv)
+    try:
+        from aiond import quick
+
+        # --help answered from a table, before the settings and aion.errors (dataclasses) load.
+        quick.answer(given)
+        from aion.errors import Error
+    except KeyboardInterrupt:
+        return 130
     try:
         token = _token_command(given)
         if token is not None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from aion.errors import UsageError
 from aion.secrets.select import BACKENDS as SECRETS_BACKENDS
 from aion.secrets.select import check_addr, check_location
 from aion.secrets.select import check_settings as check_secrets_settings
+from aiond.quick import default_state_dir  # there, so that --help need not load this module
 
 DEFAULT_GRPC_LISTEN = HostPort("127.0.0.1", 8470)
 DEFAULT_HTTP_LISTEN = HostPort("127.0.0.1", 8471)
@@ -187,12 +187,6 @@ def _opt(
 def _switch(flag: str, env: str, help_text: str) -> dict[str, Option]:
     """A setting that is off unless its flag is given or its variable says yes (1, true, yes, on)."""
     return {"option": Option(flag=flag, env=env, help=help_text, metavar="", parse=_boolean, switch=True)}
-
-
-def default_state_dir() -> Path:
-    """``$XDG_STATE_HOME/aiond``, else ``~/.local/state/aiond``."""
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "aiond"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
