@@ -28,6 +28,7 @@ Exception tree, with each class's row of :data:`TABLE` (exit code, gRPC status, 
     │   └── RegistryAuthError      4  FAILED_PRECONDITION  502  a registry refused the credentials
     ├── DaemonUnavailable          5  UNAVAILABLE          503  cannot be reached, or cannot serve now
     │   ├── Saturated              5  RESOURCE_EXHAUSTED   429  full queues; retry after a while
+    │   ├── Draining               5  UNAVAILABLE          503  shutting down: no new work, retry in a moment
     │   └── EventsBacklogged       5  UNAVAILABLE          503  the event outbox is full: no audit, no change
     ├── ConflictError              6  FAILED_PRECONDITION  409  a precondition does not hold
     │   └── Stale                  6  ABORTED              409  what the caller expected has changed
@@ -197,6 +198,18 @@ class Saturated(DaemonUnavailable):
         return self.trailers + _retry_after(self.retry_after)
 
 
+class Draining(DaemonUnavailable):
+    """The daemon is shutting down: it takes no new work, while the work it has finishes. Try again
+    after ``retry_after`` seconds (another instance, or this one restarted)."""
+
+    def __init__(self, message: str, *, retry_after: float = 1.0, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.retry_after = retry_after
+
+    def metadata(self) -> Metadata:
+        return self.trailers + _retry_after(self.retry_after)
+
+
 def _retry_after(seconds: float | None) -> Metadata:
     return () if seconds is None else (("retry-after-ms", str(round(seconds * 1000))),)
 
@@ -275,6 +288,7 @@ TABLE: Mapping[type[Error], Transport] = {
     RegistryAuthError: Transport("registry-auth", ExitCode.AUTH, "FAILED_PRECONDITION", 502),
     DaemonUnavailable: Transport("unavailable", ExitCode.UNAVAILABLE, "UNAVAILABLE", 503),
     Saturated: Transport("saturated", ExitCode.UNAVAILABLE, "RESOURCE_EXHAUSTED", 429),
+    Draining: Transport("draining", ExitCode.UNAVAILABLE, "UNAVAILABLE", 503),
     EventsBacklogged: Transport("events-backlogged", ExitCode.UNAVAILABLE, "UNAVAILABLE", 503),
     ConflictError: Transport("conflict", ExitCode.CONFLICT, "FAILED_PRECONDITION", 409),
     Stale: Transport("stale", ExitCode.CONFLICT, "ABORTED", 409),
@@ -331,6 +345,7 @@ __all__ = [
     "ConfigError",
     "ConflictError",
     "DaemonUnavailable",
+    "Draining",
     "Error",
     "EventsBacklogged",
     "EvidenceMissing",

@@ -22,7 +22,9 @@ audited. Nothing here routes, admits or retries.
   HTTP status of the error's row in the one error table (:mod:`aion.errors`): 400 a bad request, 401
   and 403 auth, 404 an unknown intent, 422 a refusal by policy (``code`` is the reason, for example
   ``PRIVACY_LOCAL_ONLY``), 429 with ``Retry-After`` for a full route or an exhausted budget, 502 and
-  504 when no provider or module answered. No traceback and no provider key ever reach the caller.
+  504 when no provider or module answered, 503 with ``Retry-After`` (``code`` ``draining``) for a new
+  request once aiond is shutting down (streams already running finish). No traceback and no provider
+  key ever reach the caller.
 - **Streaming**: chunks as the provider sends its tokens. The task falls back to another target only
   until its first token; after that an error ends the stream with an ``error`` event. A caller that
   goes away cancels the task (the provider call stops; its slot and budget reservation are
@@ -48,6 +50,7 @@ from aion.api.v1 import common_pb2, tasks_pb2
 from aion.config.model import Route
 from aion.errors import (
     BudgetExhausted,
+    Draining,
     Error,
     NotFound,
     Refused,
@@ -121,7 +124,7 @@ def error_response(error: Error) -> web.Response:
     if isinstance(error, Unauthenticated):
         response.headers["WWW-Authenticate"] = 'Bearer realm="aiond"'
     retry_after = getattr(error, "retry_after", None)
-    if isinstance(error, (Saturated, BudgetExhausted)) and retry_after is not None:
+    if isinstance(error, (Saturated, BudgetExhausted, Draining)) and retry_after is not None:
         response.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
         response.headers["retry-after-ms"] = str(max(1, round(retry_after * 1000)))
     return response
@@ -460,11 +463,15 @@ class OpenAIRoutes:
         live: Callable[[], LiveState],
         *,
         write_timeout: float = 30.0,
+        taking_work: Callable[[], bool] = lambda: True,
     ) -> None:
+        """``taking_work`` says whether the daemon still takes new work: false from the moment its
+        shutdown stops gRPC taking calls, when a new chat completion is refused (Draining, 503)."""
         self._executor = executor
         self._policies = policies
         self._live = live
         self._write_timeout = write_timeout
+        self._taking_work = taking_work
 
     def add_to(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self.chat_completions)
@@ -504,6 +511,11 @@ class OpenAIRoutes:
         return web.json_response(found)
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+        if not self._taking_work():
+            raise Draining(
+                "aiond is shutting down and takes no new tasks",
+                hint="retry in a moment: another instance, or this one once it is back",
+            )
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
             raise UsageError(f"the request body is larger than {MAX_BODY_BYTES:,} bytes")
         raw = await request.read()

@@ -20,7 +20,8 @@ Shutdown order (:meth:`Daemon.shutdown`), which a test checks:
 1. Phase DRAINING: ``/readyz`` answers 503 and gRPC health answers NOT_SERVING.
 2. Wait ``--shutdown-delay`` seconds, so load balancers stop sending new work.
 3. End long-lived streams (health Watch), which would otherwise hold the server for the whole grace.
-4. Stop gRPC: new calls are refused; in-flight calls get ``--shutdown-grace`` seconds, then are cancelled.
+4. Stop taking work: gRPC refuses new calls, ``POST /v1/chat/completions`` new tasks (503, ``draining``);
+   in-flight calls get ``--shutdown-grace`` seconds, then are cancelled.
 5. Stop HTTP: the listener closes; in-flight requests finish.
 6. Close the runtime in the reverse of its making: tasks still running (submitted without waiting) get
    ``--shutdown-grace`` seconds to finish, then are canceled and settled; queued task events are
@@ -100,6 +101,8 @@ class Daemon:
         self.http_address: HostPort | None = None
         self.phase_log: list[Phase] = []
         self._shutdown: asyncio.Future[None] | None = None
+        self._taking_work = True
+        """False from step 4 of the shutdown on, when gRPC and the OpenAI endpoint refuse new work."""
 
     @property
     def phase(self) -> Phase:
@@ -210,7 +213,10 @@ class Daemon:
                 await asyncio.wait_for(self._force_stop.wait(), timeout=self.settings.shutdown_delay)
         # 3. End long-lived streams.
         await self._health.close()
-        # 4. gRPC: refuse new calls, let in-flight ones finish within the grace period.
+        # 4. No new work: gRPC refuses new calls, the OpenAI endpoint new tasks; in-flight ones finish
+        # within the grace period.
+        self._taking_work = False
+        log.info("draining: no new work taken, in-flight calls finish")
         server = self._grpc
         if server is None:  # pragma: no cover - SERVING is entered only after the server started
             return
@@ -267,7 +273,11 @@ class Daemon:
             authenticator=rt.authenticator,
             reporter=rt.denials,
             openai=OpenAIRoutes(
-                rt.executor, rt.policies, rt.live_state, write_timeout=rt.settings.stream_write_timeout
+                rt.executor,
+                rt.policies,
+                rt.live_state,
+                write_timeout=rt.settings.stream_write_timeout,
+                taking_work=lambda: self._taking_work,
             ),
         )
 

@@ -7,7 +7,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import os
+import signal
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -16,13 +19,15 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aion.api.v1 import common_pb2, tasks_pb2, tasks_pb2_grpc
+from tests.e2e.test_task_streaming import Reader
 from tests.e2e.test_tasks import write_config
 from tests.rig import providers as behave
-from tests.rig.daemon import Aiond
+from tests.rig.daemon import Aiond, aionctl, program
 from tests.rig.fuzz import examples
 from tests.rig.procs import poll
 from tests.rig.providers import StandIn
@@ -548,3 +553,74 @@ def test_an_idempotency_key_answers_a_repeat_with_the_first_task(daemon: Aiond, 
     assert again.parse().choices[0].message.content == "echo:once only"
     assert "".join(pieces) == "echo:once only", "a repeat asked as a stream gets the answer as one"
     assert stand_in.calls() == 1
+
+
+def test_a_draining_daemon_refuses_new_completions_while_running_streams_finish(
+    tmp_path: Path, stand_in: StandIn
+) -> None:
+    """SIGTERM while a completion streams slowly and `aionctl task watch` follows its task over gRPC
+    (an in-flight call, which holds the shutdown at the step where gRPC stops taking calls, with the
+    HTTP listener still open): a new completion is a 503 in OpenAI's shape with Retry-After, a new
+    task over gRPC is refused too, and the stream already running ends whole."""
+    # The answer takes seconds: the test waits for its end, which no deadline may come before.
+    latency = {"latency": {"p95_ms": {"local": 10_000, "api": 2000, "hybrid": 2300}}}
+    config = write_config(tmp_path, stand_in, policies=latency)
+    models = yaml.safe_load((config / "models.yml").read_text())
+    for provider in models["providers"].values():
+        provider["timeout_ms"] = 20_000
+    (config / "models.yml").write_text(yaml.safe_dump(models, sort_keys=False))
+    daemon = Aiond(tmp_path, config_dir=config).start()
+    try:
+        stand_in.script(behave.trickle(0.2))
+        text = "a slow answer, still being written when aiond is told to stop"
+        chat = {"model": "summarize", "messages": [{"role": "user", "content": text}],
+                "extra_headers": {"x-aion-route": "local"}}  # fmt: skip
+        chunks = iter(client(daemon).chat.completions.create(stream=True, **chat))  # type: ignore[call-overload]
+        first = next(c for c in chunks if c.choices and c.choices[0].delta.content)
+        got = [first.choices[0].delta.content or ""]
+        task_id = first.id.removeprefix("chatcmpl-")
+        viewer = {**os.environ, **daemon.aionctl_env("viewer")}
+        watch_argv = [program("aionctl"), "task", "watch", task_id, "-o", "json"]
+        with subprocess.Popen(watch_argv, env=viewer, stdout=subprocess.PIPE) as watching:
+            assert watching.stdout is not None
+            watched = Reader(watching.stdout)
+            try:
+                poll(lambda: "\n" in watched.text() or None, timeout=15, what="the watch's first state")
+                daemon.process.signal(signal.SIGTERM)
+                poll(
+                    lambda: "no new work taken" in daemon.process.log_path.read_text() or None,
+                    timeout=10,
+                    what="the drain to stop taking work",
+                )
+                with pytest.raises(openai.InternalServerError) as refused:
+                    client(daemon).chat.completions.create(**chat)  # type: ignore[call-overload]
+                assert stand_in.in_flight == 1, "the first answer is still being written"
+                error = refused.value
+                assert error.status_code == 503
+                assert error.body == {
+                    "message": "aiond is shutting down and takes no new tasks (retry in a moment: another "
+                    "instance, or this one once it is back)",
+                    "type": "api_error",
+                    "param": None,
+                    "code": "draining",
+                }
+                assert (error.response.headers["Retry-After"], error.response.headers["retry-after-ms"]) == (
+                    "1",
+                    "1000",
+                )
+                over_grpc = aionctl("task", "submit", "summarize", "--text", "x", "--timeout", "5",
+                                    env=daemon.aionctl_env("operator"))  # fmt: skip
+                assert over_grpc.returncode == 5, over_grpc.stderr
+                got += [c.choices[0].delta.content or "" for c in chunks if c.choices]
+                assert watching.wait(30) == 0
+            finally:
+                if watching.poll() is None:
+                    watching.kill()
+                watched.join()
+        assert daemon.process.wait(timeout=30) == 0
+    finally:
+        daemon.stop()
+    assert "".join(got) == f"echo:{text}"
+    states = [json.loads(line) for line in watched.text().splitlines()]
+    assert states[-1]["status"] == "ok"
+    assert stand_in.calls() == 1, "nothing refused reached the provider"

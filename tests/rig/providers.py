@@ -97,6 +97,12 @@ def slow(seconds: float) -> Behaviour:
     return Behaviour("slow", seconds=seconds)
 
 
+def trickle(seconds: float) -> Behaviour:
+    """Streaming: answer in full, ``seconds`` between one event and the next (a model that writes
+    slowly). Not streaming: like :func:`ok`."""
+    return Behaviour("trickle", seconds=seconds)
+
+
 def cut_stream(after_chunks: int = 1, *, graceful: bool = False) -> Behaviour:
     """Streaming: send ``after_chunks`` events, then drop the connection mid-body (``graceful``: end
     the HTTP body properly instead, just without ``[DONE]`` / ``message_stop``). Not streaming: send
@@ -567,7 +573,9 @@ class StandIn:
         usage = isinstance(options, dict) and options.get("include_usage") is True
         events = list(answer.openai_events(usage) if wire == "openai" else answer.anthropic_events())
         partial = behaviour.kind in ("cut", "stall", "stream_error", "echo_stream")
-        for event in events[: behaviour.after_chunks if partial else len(events)]:
+        for index, event in enumerate(events[: behaviour.after_chunks if partial else len(events)]):
+            if behaviour.kind == "trickle" and index:
+                await asyncio.sleep(behaviour.seconds)
             await response.write(event)
         if behaviour.kind == "stall":
             await self._until_stopped()
