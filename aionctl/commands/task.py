@@ -12,7 +12,11 @@ message says when to retry) or aiond is unreachable; 4 no token or too weak a ro
 
 The text is rendered from the typed Task message; ``-o json|yaml`` prints the task's document
 (schema ``output/task``: numbers as numbers, enums as the words the text shows). ``watch`` prints one
-document per change: JSON Lines with ``-o json``, a ``---`` before each YAML document.
+document per change: JSON Lines with ``-o json``, a ``---`` before each YAML document. In text, ``watch``
+also prints the answer of a task submitted with ``stream`` as ``submit --stream`` does (the same code):
+the states until the first piece, then the text as it comes and a newline, then the final state
+without its result (the text above is it); with ``-o json|yaml`` the documents alone, as with
+``submit --stream``.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ from aionctl.options import Output, budget_nano, command_app, global_options
 from aionctl.output import OutputFormat, document, emit, emit_streamed
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import grpc
 
     from aion.api.v1 import tasks_pb2
@@ -49,8 +55,9 @@ app.info.no_args_is_help = True
 TaskId = Annotated[str, typer.Argument(metavar="TASK_ID", help="The task's id, as submit printed it.")]
 
 
-def render_text(task: tasks_pb2.Task) -> str:
-    """The task for a person, from the typed message: what ran where, what it cost, how it ended."""
+def render_text(task: tasks_pb2.Task, *, result: bool = True) -> str:
+    """The task for a person, from the typed message: what ran where, what it cost, how it ended (and
+    its result, unless ``result`` is false: ``watch`` has just printed it as it streamed)."""
     from aion.api.v1 import common_pb2, tasks_pb2
     from aion.documents import enum_word
 
@@ -72,7 +79,7 @@ def render_text(task: tasks_pb2.Task) -> str:
         lines.append(f"first error: {task.first_error.code}: {task.first_error.message}")
     if task.HasField("error"):
         lines.append(f"error:   {task.error.code}: {task.error.message}")
-    if task.HasField("result"):
+    if result and task.HasField("result"):
         lines += ["result:", _output_text(task.result)]
     return "\n".join(lines) + "\n"
 
@@ -107,10 +114,15 @@ def _output_text(output: tasks_pb2.TaskOutput) -> str:
 
 
 def _show(
-    ctx: typer.Context, task: tasks_pb2.Task, output: OutputFormat, deduplicated: bool | None = None
+    ctx: typer.Context,
+    task: tasks_pb2.Task,
+    output: OutputFormat,
+    deduplicated: bool | None = None,
+    *,
+    result: bool = True,
 ) -> None:
     """Print one task: text from the typed message, or its document (``submit`` adds whether the
-    idempotency key matched an earlier task)."""
+    idempotency key matched an earlier task; ``result``: as :func:`render_text` takes it)."""
     if global_options(ctx).quiet and output is OutputFormat.TEXT:
         return
     body: Any = task
@@ -118,14 +130,15 @@ def _show(
         from aion.documents import to_dict
 
         body = {**to_dict(task), "deduplicated": deduplicated}
-    emit(document("Task", body), output, text=lambda: render_text(task))
+    emit(document("Task", body), output, text=lambda: render_text(task, result=result))
 
 
-def _show_change(ctx: typer.Context, task: tasks_pb2.Task, output: OutputFormat) -> None:
-    """One state of a watched task. A watch prints a stream of documents, so JSON is one document
-    per line (JSON Lines) and YAML one document after each ``---``, as ``events tail`` prints them."""
+def _show_change(ctx: typer.Context, task: tasks_pb2.Task, output: OutputFormat, streamed: bool) -> None:
+    """One state of a watched task (``streamed``: after its text, which is its result). A watch
+    prints a stream of documents, so JSON is one document per line (JSON Lines) and YAML one document
+    after each ``---``, as ``events tail`` prints them."""
     if output is OutputFormat.TEXT:
-        _show(ctx, task, output)
+        _show(ctx, task, output, result=not streamed)
         return
     emit_streamed(document("Task", task), output, text=lambda: "")
 
@@ -235,7 +248,13 @@ def _streamed(
     the exit ``--wait`` gives; in text, a task that did not end OK is an error line on stderr."""
     from aion.api.v1 import tasks_pb2
 
-    task = _follow(ch, target, reply.task, text=output is OutputFormat.TEXT, deadline=deadline)
+    text = _Text() if output is OutputFormat.TEXT else None
+    task = _follow(ch, target, reply.task, "task submit", text=text, deadline=deadline, cancel_late=True)
+    ok = task.status == tasks_pb2.TASK_STATUS_OK
+    if text is not None and not text.written and ok and task.HasField("result"):
+        # Nothing streamed: a module answered, or the task ended before the watch began.
+        sys.stdout.write(_output_text(task.result) + "\n")
+        sys.stdout.flush()
     if output is not OutputFormat.TEXT:
         _show(ctx, task, output, deduplicated=reply.deduplicated)
     if task.status != tasks_pb2.TASK_STATUS_OK:
@@ -244,51 +263,79 @@ def _streamed(
         raise typer.Exit(1)
 
 
+class _Text:
+    """A streamed answer on stdout, as ``submit --stream`` and ``watch`` print it: each piece written
+    as it comes, a newline after the last."""
+
+    def __init__(self) -> None:
+        self.written = False
+        self._open = False
+
+    def piece(self, piece: str) -> None:
+        if piece:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+            self.written = self._open = True
+
+    def end(self) -> None:
+        if self._open:
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+            self._open = False
+
+
 def _follow(
-    ch: grpc.Channel, target: Endpoint, task: tasks_pb2.Task, *, text: bool, deadline: float
+    ch: grpc.Channel,
+    target: Endpoint,
+    task: tasks_pb2.Task,
+    command: str,
+    *,
+    text: _Text | None,
+    deadline: float,
+    cancel_late: bool,
+    show: Callable[[tasks_pb2.Task, bool], None] | None = None,
 ) -> tasks_pb2.Task:
-    """Watch a task submitted with ``stream`` until it ends and return its final state; with ``text``,
-    write the answer's pieces to stdout as they come, and a newline after the last. A task still
-    running at ``deadline`` (``--timeout``) is canceled, so that no task outlives the command that
-    waits for it (as ``--wait`` bounds it)."""
+    """Watch ``task`` until it ends and return its final state (``task`` itself when the watch sends
+    none). The answer's pieces go to ``text`` as they come, ended by a newline. ``show`` (``watch``) is
+    given each state and whether the text came before it: once pieces have been printed, the states
+    that follow are held, and the last is given after the text has ended. At ``deadline``
+    (``--timeout``) a task still running is canceled with ``cancel_late`` (``submit``: no task outlives
+    the command that waits for it, as ``--wait`` bounds it); else the timeout is the command's error."""
     import grpc
 
     from aion.api.v1 import tasks_pb2, tasks_pb2_grpc
 
     stub = tasks_pb2_grpc.TaskServiceStub(ch)
-    last, written = task, False
+    last = task
     watch = stub.WatchTask(
         tasks_pb2.WatchTaskRequest(task_id=task.task_id),
         timeout=max(0.001, deadline - time.monotonic()),
         metadata=target.metadata(),
     )
+    streamed = False
     try:
         try:
             for reply in watch:
                 if reply.WhichOneof("change") == "delta":
-                    if text and reply.delta:
-                        sys.stdout.write(reply.delta)
-                        sys.stdout.flush()
-                        written = True
+                    if text is not None:
+                        text.piece(reply.delta)
+                        streamed = text.written
                 elif reply.HasField("task"):
                     last = reply.task
+                    if show is not None and not streamed:
+                        show(last, False)
         except grpc.RpcError as exc:
             code, _ = rpc_status(exc)
-            if code is not grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise translate_rpc_error(exc, target, "task submit") from exc
+            if not cancel_late or code is not grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise translate_rpc_error(exc, target, command) from exc
             # --timeout passed: the task ends here too.
             request = tasks_pb2.CancelTaskRequest(task_id=task.task_id, reason="aionctl: --timeout passed")
-            last = call(
-                dataclasses.replace(target, timeout=5.0), stub.CancelTask, request, "task submit"
-            ).task
+            last = call(dataclasses.replace(target, timeout=5.0), stub.CancelTask, request, command).task
     finally:
-        if written:
-            sys.stdout.write("\n")
-            sys.stdout.flush()
-    if text and not written and last.status == tasks_pb2.TASK_STATUS_OK and last.HasField("result"):
-        # Nothing streamed: a module answered, or the task ended before the watch began.
-        sys.stdout.write(_output_text(last.result) + "\n")
-        sys.stdout.flush()
+        if text is not None:
+            text.end()
+    if show is not None and streamed:
+        show(last, True)
     return last
 
 
@@ -346,24 +393,22 @@ def watch(
     task_id: TaskId,
     output: Output = OutputFormat.TEXT,
 ) -> None:
-    """Print a task's state, then every change, until it finishes (role viewer). Exit 0 when it ends OK."""
-    import grpc
+    """Print a task's state, then every change, until it finishes (role viewer); in text, a streamed
+    answer as it comes, as submit --stream prints it. Exit 0 when it ends OK."""
+    from aion.api.v1 import tasks_pb2
 
-    from aion.api.v1 import tasks_pb2, tasks_pb2_grpc
-
-    last = tasks_pb2.Task()
+    text = output is OutputFormat.TEXT
     with channel(target) as ch:
-        stream = tasks_pb2_grpc.TaskServiceStub(ch).WatchTask(
-            tasks_pb2.WatchTaskRequest(task_id=task_id), timeout=target.timeout, metadata=target.metadata()
+        last = _follow(
+            ch,
+            target,
+            tasks_pb2.Task(task_id=task_id),
+            "task watch",
+            text=_Text() if text else None,
+            deadline=time.monotonic() + target.timeout,
+            cancel_late=False,
+            show=lambda task, streamed: _show_change(ctx, task, output, streamed),
         )
-        try:
-            for reply in stream:
-                if not reply.HasField("task"):
-                    continue  # a piece of a streamed answer: the states are what a watch prints
-                last = reply.task
-                _show_change(ctx, last, output)
-        except grpc.RpcError as exc:
-            raise translate_rpc_error(exc, target, "task watch") from exc
     if last.status != tasks_pb2.TASK_STATUS_OK:
         raise typer.Exit(1)
 

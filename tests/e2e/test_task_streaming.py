@@ -1,7 +1,8 @@
 """A task's answer streamed to its watchers: a real aiond, the real stand-in provider (both wire formats,
 answers in pieces of four characters) and the real aionctl. WatchTask interleaves the pieces with the
 states; every watcher gets every piece; a failure after the first piece ends the task; the hybrid
-step's rewrite never streams; ``aionctl task submit --wait --stream`` prints the text as it comes."""
+step's rewrite never streams; ``aionctl task submit --wait --stream`` and ``aionctl task watch`` print
+the text as it comes."""
 
 from __future__ import annotations
 
@@ -338,6 +339,67 @@ def test_aionctl_prints_the_pieces_before_the_task_ends_and_then_its_error(
     assert out.text() == "echo:halfway\n"
     assert f"task {task_id} ended canceled: CANCELED" in stderr
     assert "Traceback" not in stderr
+
+
+def test_aionctl_watch_prints_the_answer_as_it_comes_between_the_states(
+    daemon: Aiond, stand_in: StandIn
+) -> None:
+    """Watched from the queue: the states until the first piece, the text as it comes and a newline,
+    then the final state without its result (the text is it)."""
+    stand_in.script(behave.hang(), model="qwen2.5")
+    blocker = submit(daemon, "summarize", "hold the slot", stream=False).task.task_id
+    poll(lambda: stand_in.calls(model="qwen2.5") >= 1 or None, timeout=15, what="the slot taken")
+    text = "watch me arrive"
+    task = submit(daemon, "summarize", text).task
+    assert task.status == tasks_pb2.TASK_STATUS_QUEUED
+    argv = [program("aionctl"), "task", "watch", task.task_id]
+    env = {**os.environ, **daemon.aionctl_env("viewer"), "NO_COLOR": "1"}
+    with subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        out = Reader(proc.stdout)
+        try:
+            poll(lambda: "status:  queued" in out.text() or None, timeout=15, what="the queued state")
+        finally:
+            cancel(daemon, blocker)
+        assert proc.wait(30) == 0
+        out.join()
+        stderr = proc.stderr.read().decode()
+    printed = out.text()
+    before, answer, after = printed.partition(f"echo:{text}\n")
+    assert answer, printed
+    assert before.startswith(f"task:    {task.task_id}\nstatus:  queued\n")
+    assert after.startswith(f"task:    {task.task_id}\nstatus:  ok\n"), printed
+    assert "usage:" in after
+    assert "result:" not in printed, "the text is printed once, as it came"
+    assert stderr == ""
+
+
+def test_aionctl_watch_prints_the_pieces_before_the_task_ends_and_then_how_it_ended(
+    daemon: Aiond, stand_in: StandIn
+) -> None:
+    stand_in.script(behave.stall(after_chunks=4), model="qwen2.5")
+    task_id = submit(daemon, "summarize", "halfway there").task.task_id
+    argv = [program("aionctl"), "task", "watch", task_id]
+    env = {**os.environ, **daemon.aionctl_env("viewer"), "NO_COLOR": "1"}
+    with subprocess.Popen(argv, env=env, stdout=subprocess.PIPE) as proc:
+        assert proc.stdout is not None
+        out = Reader(proc.stdout)
+        try:
+            poll(lambda: out.text().endswith("echo:halfway") or None, timeout=15, what="the first pieces")
+            assert proc.poll() is None, "the task is still running: the pieces came as they were made"
+        finally:
+            cancel(daemon, task_id)
+        assert proc.wait(30) == 1
+        out.join()
+    _, answer, after = out.text().partition("echo:halfway\n")
+    assert answer
+    assert after.startswith(f"task:    {task_id}\nstatus:  canceled\n")
+    # -o json: the documents alone, as submit --stream prints them (here the final state: it has ended).
+    as_json = aionctl("task", "watch", task_id, "-o", "json", env=daemon.aionctl_env("viewer"))
+    assert as_json.returncode == 1
+    (doc,) = [conforms(json.loads(line), "output/task") for line in as_json.stdout.splitlines()]
+    assert (doc["taskId"], doc["status"]) == (task_id, "canceled")
 
 
 def test_aionctl_cancels_a_streamed_task_still_running_at_its_timeout(
