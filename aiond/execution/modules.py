@@ -280,8 +280,6 @@ class Modules:
         return (st.st_size, st.st_mtime_ns, st.st_ino)
 
     def _verify_all(self) -> tuple[dict[str, Installed], dict[str, str]]:
-        from aion.modules.install import verify_installed
-
         try:
             lock = self._store.lock()
         except InputError as exc:
@@ -293,6 +291,9 @@ class Modules:
         problems: dict[str, str] = {}
         if trust is None:
             return {}, dict.fromkeys(lock, "no trust policy is active, so no module is run")
+        # Loaded only for a store with modules in it: the install pipeline (cryptography) is heavy.
+        from aion.modules.install import verify_installed
+
         checks = {c.name: c for c in verify_installed(self._store, trust[0], trust[1])}
         for name, entry in lock.items():
             check = checks.get(name)

@@ -23,7 +23,6 @@ are both gone, so it exits on its own right after the worker.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import contextlib
 import ctypes
@@ -73,6 +72,10 @@ class Validator:
     async def validate(
         self, sources: Sequence[Source], *, set_name: str, base_dir: Path, limits: Limits
     ) -> Report:
+        # Here, not at the top: the worker process imports this module too, and asyncio would be most
+        # of what it loads before its first validation (on every daemon's start-up path).
+        import asyncio
+
         if not self._processes:
             return await asyncio.to_thread(run_validation, sources, set_name, base_dir, limits)
         loop = asyncio.get_running_loop()

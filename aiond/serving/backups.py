@@ -20,13 +20,17 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from aion import __version__, backup
+from aion import __version__
 from aion.envelopes import audit
 from aion.errors import Error
 from aiond.events.journal import Journal
 from aiond.serving.telemetry import Metrics
 from aiond.settings import Settings
+
+if TYPE_CHECKING:
+    from aion import backup  # loaded by the first snapshot: tarfile and the format stay out of start-up
 
 log = logging.getLogger("aiond")
 
@@ -49,6 +53,8 @@ class Backups:
 
     async def make(self, out_dir: Path, *, principal: str, source: str) -> backup.Snapshot:
         """One snapshot into ``out_dir``, audited and counted; an aion error when it fails."""
+        from aion import backup
+
         async with self._one_at_a_time:
             try:
                 made = await asyncio.to_thread(
@@ -115,6 +121,8 @@ class Backups:
             self._metrics.backup_failures.labels(source="scheduled").inc()
             log.exception("scheduled backup failed")
             return False
+        from aion import backup
+
         try:
             deleted = await asyncio.to_thread(backup.prune, directory, keep)
         except (Error, OSError) as exc:

@@ -28,7 +28,6 @@ from aion.config.model import ConfigSnapshot, Trust
 from aion.errors import Error, NotFound, UsageError
 from aion.eventlog import EventSink
 from aion.inputs import quoted
-from aion.modules.install import InstallOptions, install, load_trust, remove, verify_installed
 from aion.modules.store import ModuleStore
 from aion.oci.model import Digest
 from aiond.execution.modules import Modules
@@ -73,6 +72,8 @@ class ModuleServicer(modules_pb2_grpc.ModuleServiceServicer):
         active = self._active_trust() if self._active_trust is not None else None
         if active is not None:
             return active
+        from aion.modules.install import load_trust  # the install pipeline loads when it is used
+
         return await asyncio.to_thread(load_trust, self._config_dir)
 
     async def ListModules(
@@ -100,6 +101,8 @@ class ModuleServicer(modules_pb2_grpc.ModuleServiceServicer):
     ) -> modules_pb2.InstallModuleResponse:
         if not request.ref.strip():
             raise UsageError("ref is required")
+        from aion.modules.install import InstallOptions, install
+
         trust = await self._trust()
         options = InstallOptions(
             trust=trust,
@@ -122,6 +125,8 @@ class ModuleServicer(modules_pb2_grpc.ModuleServiceServicer):
     async def VerifyModules(
         self, request: modules_pb2.VerifyModulesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> modules_pb2.VerifyModulesResponse:
+        from aion.modules.install import verify_installed
+
         trust = await self._trust()
         checks = await asyncio.to_thread(
             verify_installed, self._store, trust, self._config_dir, list(request.names) or None
@@ -152,6 +157,8 @@ class ModuleServicer(modules_pb2_grpc.ModuleServiceServicer):
     async def RemoveModule(
         self, request: modules_pb2.RemoveModuleRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> modules_pb2.RemoveModuleResponse:
+        from aion.modules.install import remove
+
         entry = await asyncio.to_thread(
             remove, request.name, self._store, principal=current_principal.get().name
         )
