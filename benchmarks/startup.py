@@ -187,9 +187,10 @@ replays the help Typer would print from the command table (aionctl/cli.jsonl, ge
 tools/cli_table.py; tests compare the two for every command at several widths). A command imports
 its heavy dependencies (grpc, protobuf, the config model) only when it runs. What `status` pays
 beyond the interpreter is mostly imports: Typer (about 30 ms on a quiet machine, more here), grpc
-(about 30 ms, asyncio included) and protobuf (about 10 ms). aiond's `--help` is argparse's, after
-its settings module (dataclasses, regular expressions) and, for `aiond token`, the token store's
-imports: not yet under the target.
+(about 30 ms, asyncio included) and protobuf (about 10 ms). aiond's `--help` and `aiond token
+[COMMAND] --help` are argparse's, on parsers aiond.quick rebuilds from the calls recorded in
+aiond/_help_table.py (tools/aiond_help_table.py; tests compare the two): neither the settings module
+(dataclasses, typing) nor the token store is loaded.
 """
     write_section("startup", body)
     return 0
