@@ -15,6 +15,7 @@ from aion.exitcodes import EXIT_CODE_HELP
 from aionctl.commands import COMMANDS
 from tests.integration.supply import conforms
 from tests.rig.daemon import aionctl, clean_env, program
+from tests.rig.generated import assert_current
 from tests.rig.procs import free_port
 
 
@@ -145,15 +146,7 @@ def test_bash_completion_completes_a_commands_options() -> None:
 
 
 def test_committed_completion_scripts_are_current() -> None:
-    from tests.rig.daemon import REPO
-
-    result = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "completions.py"), "--check"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
+    assert_current("completions.py")
 
 
 def test_readme_cli_reference_matches_help() -> None:

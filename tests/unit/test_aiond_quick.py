@@ -16,17 +16,14 @@ import pytest
 from aiond import _help_table, main, quick
 from aiond.security import tokens
 from tests.rig.daemon import REPO
+from tests.rig.generated import assert_current
 
 WIDTHS = ("50", "80", "163")
 TOKEN_COMMANDS = ("create", "list", "revoke", "rotate")
 
 
 def test_the_table_is_current() -> None:
-    result = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "aiond_help_table.py"), "--check"],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    assert_current("aiond_help_table.py")
 
 
 def _command(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:

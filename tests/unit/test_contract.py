@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import importlib
 import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FileDescriptor
+
+from tests.rig.generated import assert_current
 
 REPO = Path(__file__).resolve().parents[2]
 PROTO_MODULES = ["admin", "backup", "common", "events", "modules", "policies", "router", "tasks"]
@@ -26,13 +27,7 @@ def test_every_proto_file_has_generated_code() -> None:
 
 
 def test_generated_code_is_current() -> None:
-    result = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "protogen.py"), "--check"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, f"stale generated code; run `nox -s proto`\n{result.stderr}"
+    assert_current("protogen.py", "stale generated code; run `nox -s proto`")
 
 
 def test_staleness_check_detects_an_edit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,8 +12,6 @@ import io
 import json
 import os
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import redirect_stdout
 from pathlib import Path
@@ -26,6 +24,7 @@ from aion.modules.store import ModuleStore
 from aionctl import quick
 from aionctl.app import run
 from tests.rig.daemon import EXAMPLES, REPO
+from tests.rig.generated import assert_current
 
 TABLE = REPO / "aionctl" / "cli.jsonl"
 PATHS: list[str] = json.loads(TABLE.read_text(encoding="utf-8").split("\n", 1)[0])["paths"]
@@ -34,11 +33,7 @@ SHELLS = ("bash", "zsh", "fish-get", "fish-is", "powershell")
 
 
 def test_the_table_is_current() -> None:
-    result = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "cli_table.py"), "--check"],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    assert_current("cli_table.py")
 
 
 def test_the_table_holds_every_command_and_their_help() -> None:

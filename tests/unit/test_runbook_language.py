@@ -3,14 +3,11 @@ and the freshness of the command table validate checks runbooks against."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from aion import canary
 from aion.runbook import conditions, model, templates
-from tests.rig.daemon import REPO
+from tests.rig.generated import assert_current
 
 
 def resolve(ref: templates.Ref) -> object:
@@ -141,10 +138,4 @@ def test_the_canary_quantile_interpolates_like_prometheus() -> None:
 
 
 def test_the_runbook_command_table_is_current() -> None:
-    result = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "runbook_verbs.py"), "--check"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
+    assert_current("runbook_verbs.py")
