@@ -113,7 +113,16 @@ class RetryBudget:
                 queue.popleft()
 
     def call(self) -> None:
-        self._calls.append(self._clock())
+        now = self._clock()
+        # Trimmed here too, not only when a retry is asked for: with no retries at all, the window
+        # would otherwise keep the time of every call the daemon ever made.
+        self._trim(now)
+        self._calls.append(now)
+
+    @property
+    def held(self) -> int:
+        """Times kept for the window (first attempts and retries)."""
+        return len(self._calls) + len(self._retries)
 
     def allow_retry(self) -> bool:
         now = self._clock()

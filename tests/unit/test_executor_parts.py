@@ -205,6 +205,17 @@ def test_the_retry_budget_allows_a_floor_then_a_ratio_of_calls() -> None:
     assert budget.allow_retry()
 
 
+def test_the_retry_budget_keeps_only_its_window_when_nothing_is_retried() -> None:
+    """A daemon whose calls all succeed asks for no retry: its window still forgets old calls."""
+    now = [0.0]
+    budget = RetryBudget(0.1, window=10, clock=lambda: now[0])
+    for _ in range(100_000):  # 1,000 calls a second for 100 seconds
+        budget.call()
+        now[0] += 0.001
+    assert budget.held <= 10_001
+    assert sum(budget.allow_retry() for _ in range(2_000)) == RETRY_FLOOR + 1_000
+
+
 def test_utc_day_is_the_calendar_day_in_utc() -> None:
     from aiond.execution.budget import utc_day
 
