@@ -362,7 +362,7 @@ class Executor:
     async def _run(
         self, task: TaskRecord, ticket: Ticket, active: ActiveConfig, text: str, deadline: float
     ) -> None:
-        self._event(task, "queued" if ticket.waiting else "admitted")
+        self._event_soon(task, "queued" if ticket.waiting else "admitted")
         try:
             async with ticket:
                 task.status, task.started_at = Status.RUNNING, dt.datetime.now(dt.UTC)
@@ -385,7 +385,7 @@ class Executor:
                     await self._ledger.flush()
             self._observer.finished(task)
             self.store.changed(task)
-            self._event(task, task.status.name.lower())
+            self._event_soon(task, task.status.name.lower())
 
     async def _walk(self, task: TaskRecord, active: ActiveConfig, text: str, deadline: float) -> None:
         snapshot = active.snapshot
@@ -693,6 +693,13 @@ class Executor:
 
     def _event(self, task: TaskRecord, state: str) -> None:
         self._observer.changed(task, state)
+
+    def _event_soon(self, task: TaskRecord, state: str) -> None:
+        """Report a change on the loop's next turn. The caller waiting for the answer goes first: the
+        decision event is made while the provider works on the call, and the last event after the
+        answer has been written. Callbacks run in the order they were scheduled, so a task's events
+        keep their order, and whoever awaits the runner itself sees them made."""
+        asyncio.get_running_loop().call_soon(self._observer.changed, task, state)
 
 
 def _messages(
