@@ -1,20 +1,25 @@
 """The shipped runbooks that need more than aiond, against the rig's real services: the kafka runbook
-and the policy runbook's Kafka audit check on the rig's SASL/SCRAM broker, and the observability
-runbook through the rig's Prometheus scraping aiond."""
+(its lag step too, waiting for a real consumer group) and the policy runbook's Kafka audit check on
+the rig's SASL/SCRAM broker, and the observability runbook through the rig's Prometheus scraping
+aiond."""
 
 from __future__ import annotations
 
 import json
+import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
 import yaml
+from confluent_kafka import Consumer, KafkaError, KafkaException
 
 from tests.integration.delivery import Delivery
 from tests.integration.supply import conforms
 from tests.integration.test_audit_verify import daemon, delivery  # noqa: F401 - the fixtures
 from tests.rig.daemon import EXAMPLES, Aiond, aionctl
-from tests.rig.services import Prometheus
+from tests.rig.procs import poll
+from tests.rig.services import KafkaBroker, Prometheus
 
 
 def runbook(
@@ -48,6 +53,11 @@ def acls(source: Delivery, tmp_path: Path) -> Path:
 
 def statuses(doc: dict[str, Any]) -> dict[str, str]:
     return {step["name"]: step["status"] for step in doc["steps"]}
+
+
+def steps_of(doc: dict[str, Any]) -> list[tuple[str, str, Any]]:
+    """Each step's name, status and error: what a failed assertion shows."""
+    return [(step["name"], step["status"], step.get("error")) for step in doc["steps"]]
 
 
 def test_the_kafka_and_policy_runbooks_against_the_broker(
@@ -111,3 +121,87 @@ def test_the_kafka_runbook_broken_at_a_step_stops_and_resumes(
     doc = json.loads(resumed.stdout)
     assert resumed.returncode == 0, resumed.stderr
     assert [s["status"] for s in doc["steps"]] == ["reused", "passed", "passed", "skipped"]
+
+
+def test_the_kafka_runbook_waits_for_a_real_consumer_group_to_catch_up(
+    daemon: Aiond,  # noqa: F811
+    delivery: Delivery,  # noqa: F811
+    kafka_broker: KafkaBroker,
+    tmp_path: Path,
+) -> None:
+    from tests.integration.test_kafka_ops import produce
+
+    topic, group, produced, read_first = (
+        delivery.topics["decisions"],
+        f"runbook-lag-{uuid.uuid4().hex[:8]}",
+        6,
+        2,
+    )
+    assert (
+        produce(kafka_broker, kafka_broker.admin, topic, [f"record-{i}".encode() for i in range(produced)])
+        is None
+    )
+    consumer = Consumer(kafka_broker.client_config(kafka_broker.admin, **{
+        "group.id": group, "auto.offset.reset": "earliest", "enable.auto.commit": False,
+    }))  # fmt: skip
+    consumer.subscribe([topic])
+    config = acls(delivery, tmp_path)
+
+    def one() -> bool | None:
+        """Read a record and commit it; None while there is none yet."""
+        msg = consumer.poll(0.5)
+        if msg is None:
+            return None
+        error = msg.error()
+        if error is not None:
+            if error.code() == KafkaError._PARTITION_EOF:
+                return None
+            raise KafkaException(error)
+        consumer.commit(message=msg, asynchronous=False)
+        return True
+
+    def read(count: int) -> None:
+        for _ in range(count):
+            poll(one, timeout=30, what="a record to read")
+
+    def lag_run(max_lag: int, wait: str) -> tuple[int, dict[str, Any]]:
+        env = {
+            **daemon.aionctl_env("admin"),
+            "XDG_STATE_HOME": str(tmp_path / "xdg"),
+            "AIOND_SECRETS_DIR": str(delivery.path.parent / "secrets"),
+        }
+        result = aionctl(
+            "runbook", "run", "kafka", "--var", f"kafka_config={config}", "--var", f"group={group}",
+            "--var", f"max_lag={max_lag}", "--var", f"lag_wait={wait}", "-o", "json", env=env, timeout=300,
+        )  # fmt: skip
+        assert "Traceback" not in result.stderr, result.stderr
+        doc: dict[str, Any] = conforms(json.loads(result.stdout), "output/runbook-report")
+        return result.returncode, doc
+
+    try:
+        read(read_first)
+        behind = produced - read_first
+        code, doc = lag_run(behind, "5s")  # exactly at the limit: passes at once
+        assert code == 0, steps_of(doc)
+        assert statuses(doc)["lag"] == "passed"
+        assert next(s for s in doc["steps"] if s["name"] == "lag")["result"]["total"] == behind
+
+        code, doc = lag_run(behind - 1, "2s")  # one record over, and nobody reads: fails when the wait ends
+        assert code == 1, steps_of(doc)
+        assert doc["failedStep"] == "lag"
+        step = next(s for s in doc["steps"] if s["name"] == "lag")
+        assert step["status"] == "failed"
+        assert "under max_lag" in json.dumps(step), step
+
+        # The group catches up while the runbook waits: the step passes once it has.
+        catching_up = threading.Timer(2.0, read, args=(behind,))
+        catching_up.start()
+        try:
+            code, doc = lag_run(0, "60s")
+        finally:
+            catching_up.join()
+        assert code == 0, steps_of(doc)
+        assert statuses(doc)["lag"] == "passed"
+        assert next(s for s in doc["steps"] if s["name"] == "lag")["result"]["total"] == 0
+    finally:
+        consumer.close()
