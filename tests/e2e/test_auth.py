@@ -394,6 +394,30 @@ def test_whoami_names_the_principal_and_role_the_daemon_sees(mtls_daemon: Aiond,
     ]  # fmt: skip
 
 
+def test_the_bootstrap_runbook_checks_mtls_when_it_is_required(
+    mtls_daemon: Aiond, daemon: Aiond, pki: dict[str, Any], tmp_path: Path
+) -> None:
+    def bootstrap(env: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        env = env | {"XDG_STATE_HOME": str(tmp_path / "xdg")}
+        args = ("runbook", "run", "bootstrap", "--var", "require_mtls=true", "--var", "ready_within=5s")
+        result = aionctl(*args, "-o", "json", env=env, timeout=120)
+        assert "Traceback" not in result.stderr, result.stderr
+        doc: dict[str, Any] = conforms(json.loads(result.stdout), "output/runbook-report")
+        return result.returncode, doc
+
+    code, doc = bootstrap(tls_env(mtls_daemon, pki, "client"))
+    assert code == 0, [(s["name"], s["status"], s.get("error")) for s in doc["steps"]]
+    assert {s["name"]: s["status"] for s in doc["steps"]} == {
+        "ready": "passed", "serving": "passed", "identity": "passed", "mtls": "passed",
+    }  # fmt: skip
+    # The same runbook against a daemon reached in plain text: every step before the last passes,
+    # and the last says what is wrong.
+    code, doc = bootstrap(daemon.aionctl_env("admin"))
+    assert code == 1
+    assert doc["failedStep"] == "mtls"
+    assert "the connection to aiond is TLS" in json.dumps(doc["steps"][-1])
+
+
 def test_https_policy_endpoint_with_a_client_certificate(mtls_daemon: Aiond, pki: dict[str, Any]) -> None:
     import ssl
 
