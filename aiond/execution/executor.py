@@ -367,7 +367,7 @@ class Executor:
             async with ticket:
                 task.status, task.started_at = Status.RUNNING, dt.datetime.now(dt.UTC)
                 self.store.changed(task)
-                self._event(task, "running")
+                self._event_soon(task, "running")
                 await self._walk(task, active, text, deadline)
         except asyncio.CancelledError:
             self._finish(task, Status.CANCELED, error=TaskError("CANCELED", "the task was canceled"))
@@ -697,8 +697,9 @@ class Executor:
     def _event_soon(self, task: TaskRecord, state: str) -> None:
         """Report a change on the loop's next turn. The caller waiting for the answer goes first: the
         decision event is made while the provider works on the call, and the last event after the
-        answer has been written. Callbacks run in the order they were scheduled, so a task's events
-        keep their order, and whoever awaits the runner itself sees them made."""
+        answer has been written. Every change of a running task is reported this way, and callbacks
+        run in the order they were scheduled, so a task's events keep their order; whoever awaits the
+        runner itself sees them all made."""
         asyncio.get_running_loop().call_soon(self._observer.changed, task, state)
 
 
