@@ -1,5 +1,5 @@
-"""Helpers for tests of aiond's Kafka delivery: a kafka.yml for the rig's broker with topics of the
-test's own, and a consumer that reads them back."""
+"""Helpers for tests that use the rig's Kafka broker: a kafka.yml with topics of the test's own, a
+consumer that reads them back, a reader that commits as it reads (for lag), and a producer."""
 
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from aion.kafka.config import ROLES
+from tests.rig.procs import poll
 from tests.rig.services import KafkaBroker, KafkaUser
 
 PASSWORD_SECRET = "KAFKA_AIOND_PASSWORD"
@@ -148,3 +149,49 @@ def _at_end(consumer: Consumer, names: list[str]) -> bool:
         if tp.offset < high and not (tp.offset < 0 and high == 0):
             return False
     return True
+
+
+class CommittingReader:
+    """A consumer in ``group`` reading ``topic`` from its start, committing each record as it reads it:
+    the group's lag is then exactly what it has not read yet."""
+
+    def __init__(self, broker: KafkaBroker, topic: str, group: str) -> None:
+        self._consumer = Consumer(broker.client_config(broker.admin, **{
+            "group.id": group, "auto.offset.reset": "earliest", "enable.auto.commit": False,
+        }))  # fmt: skip
+        self._consumer.subscribe([topic])
+
+    def _one(self) -> bool | None:
+        msg = self._consumer.poll(0.5)
+        if msg is None:
+            return None
+        error = msg.error()
+        if error is not None:
+            if error.code() == KafkaError._PARTITION_EOF:
+                return None
+            raise KafkaException(error)
+        self._consumer.commit(message=msg, asynchronous=False)
+        return True
+
+    def read(self, count: int) -> None:
+        for _ in range(count):
+            poll(self._one, timeout=30, what="a record to read")
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def produce(
+    broker: KafkaBroker, user: KafkaUser, topic: str, values: list[bytes], *, idempotent: bool = True
+) -> KafkaError | None:
+    """Produce (idempotently by default, as aiond does); the first delivery error, or None. A user
+    without IDEMPOTENT_WRITE fails an idempotent producer as a whole, so refusals are checked with a
+    plain one: its delivery report names the topic's refusal."""
+    reports: list[KafkaError | None] = []
+    settings = {"enable.idempotence": idempotent, "acks": "all", "message.timeout.ms": 10000}
+    producer = Producer(broker.client_config(user, **settings))
+    for value in values:
+        producer.produce(topic, value, key=value, on_delivery=lambda err, _msg: reports.append(err))
+    producer.flush(20)
+    assert len(reports) == len(values), "a delivery report is missing"
+    return next((err for err in reports if err is not None), None)

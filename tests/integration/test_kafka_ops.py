@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaError
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
+from tests.integration.delivery import CommittingReader, produce
 from tests.integration.supply import conforms
 from tests.rig.daemon import aionctl
 from tests.rig.procs import free_port, poll
-from tests.rig.services import KafkaBroker, KafkaUser
+from tests.rig.services import KafkaBroker
 
 DAY_MS = 86_400_000
 ADMIN_SECRET = "KAFKA_ADMIN_PASSWORD"
@@ -213,22 +214,6 @@ def test_a_replication_factor_the_cluster_cannot_hold_is_a_conflict(
 # -- acls apply ---------------------------------------------------------------------------------------
 
 
-def produce(
-    broker: KafkaBroker, user: KafkaUser, topic: str, values: list[bytes], *, idempotent: bool = True
-) -> KafkaError | None:
-    """Produce (idempotently by default, as aiond does); the first delivery error, or None. A user
-    without IDEMPOTENT_WRITE fails an idempotent producer as a whole, so refusals are checked with a
-    plain one: its delivery report names the topic's refusal."""
-    reports: list[KafkaError | None] = []
-    settings = {"enable.idempotence": idempotent, "acks": "all", "message.timeout.ms": 10000}
-    producer = Producer(broker.client_config(user, **settings))
-    for value in values:
-        producer.produce(topic, value, key=value, on_delivery=lambda err, _msg: reports.append(err))
-    producer.flush(20)
-    assert len(reports) == len(values), "a delivery report is missing"
-    return next((err for err in reports if err is not None), None)
-
-
 def test_acls_are_applied_again_idempotently_and_the_broker_enforces_them(
     kafka_broker: KafkaBroker, tmp_path: Path, secrets_dir: Path, prefix: str
 ) -> None:
@@ -314,28 +299,11 @@ def test_lag_after_producing_n_and_consuming_m(
         produce(kafka_broker, kafka_broker.admin, topic, [f"task-{i}".encode() for i in range(produced)])
         is None
     )
-    consumer = Consumer(kafka_broker.client_config(kafka_broker.admin, **{
-        "group.id": group, "auto.offset.reset": "earliest", "enable.auto.commit": False,
-    }))  # fmt: skip
-    consumer.subscribe([topic])
-    seen = 0
+    reader = CommittingReader(kafka_broker, topic, group)
     try:
-
-        def one() -> bool | None:
-            nonlocal seen
-            msg = consumer.poll(0.5)
-            if msg is None:
-                return None
-            if msg.error():
-                raise KafkaException(msg.error())
-            consumer.commit(message=msg, asynchronous=False)
-            seen += 1
-            return True
-
-        for _ in range(consumed):
-            poll(one, timeout=30, what="a record to consume")
+        reader.read(consumed)
     finally:
-        consumer.close()
+        reader.close()
 
     shown = run("lag", group, str(file), "-o", "json", secrets=secrets_dir)
     assert shown.returncode == 0, shown.stderr

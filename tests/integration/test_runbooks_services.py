@@ -12,13 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from confluent_kafka import Consumer, KafkaError, KafkaException
 
-from tests.integration.delivery import Delivery
+from tests.integration.delivery import CommittingReader, Delivery, produce
 from tests.integration.supply import conforms
 from tests.integration.test_audit_verify import daemon, delivery  # noqa: F401 - the fixtures
 from tests.rig.daemon import EXAMPLES, Aiond, aionctl
-from tests.rig.procs import poll
 from tests.rig.services import KafkaBroker, Prometheus
 
 
@@ -129,8 +127,6 @@ def test_the_kafka_runbook_waits_for_a_real_consumer_group_to_catch_up(
     kafka_broker: KafkaBroker,
     tmp_path: Path,
 ) -> None:
-    from tests.integration.test_kafka_ops import produce
-
     topic, group, produced, read_first = (
         delivery.topics["decisions"],
         f"runbook-lag-{uuid.uuid4().hex[:8]}",
@@ -141,28 +137,8 @@ def test_the_kafka_runbook_waits_for_a_real_consumer_group_to_catch_up(
         produce(kafka_broker, kafka_broker.admin, topic, [f"record-{i}".encode() for i in range(produced)])
         is None
     )
-    consumer = Consumer(kafka_broker.client_config(kafka_broker.admin, **{
-        "group.id": group, "auto.offset.reset": "earliest", "enable.auto.commit": False,
-    }))  # fmt: skip
-    consumer.subscribe([topic])
+    reader = CommittingReader(kafka_broker, topic, group)
     config = acls(delivery, tmp_path)
-
-    def one() -> bool | None:
-        """Read a record and commit it; None while there is none yet."""
-        msg = consumer.poll(0.5)
-        if msg is None:
-            return None
-        error = msg.error()
-        if error is not None:
-            if error.code() == KafkaError._PARTITION_EOF:
-                return None
-            raise KafkaException(error)
-        consumer.commit(message=msg, asynchronous=False)
-        return True
-
-    def read(count: int) -> None:
-        for _ in range(count):
-            poll(one, timeout=30, what="a record to read")
 
     def lag_run(max_lag: int, wait: str) -> tuple[int, dict[str, Any]]:
         env = {
@@ -179,7 +155,7 @@ def test_the_kafka_runbook_waits_for_a_real_consumer_group_to_catch_up(
         return result.returncode, doc
 
     try:
-        read(read_first)
+        reader.read(read_first)
         behind = produced - read_first
         code, doc = lag_run(behind, "5s")  # exactly at the limit: passes at once
         assert code == 0, steps_of(doc)
@@ -194,7 +170,7 @@ def test_the_kafka_runbook_waits_for_a_real_consumer_group_to_catch_up(
         assert "under max_lag" in json.dumps(step), step
 
         # The group catches up while the runbook waits: the step passes once it has.
-        catching_up = threading.Timer(2.0, read, args=(behind,))
+        catching_up = threading.Timer(2.0, reader.read, args=(behind,))
         catching_up.start()
         try:
             code, doc = lag_run(0, "60s")
@@ -204,4 +180,4 @@ def test_the_kafka_runbook_waits_for_a_real_consumer_group_to_catch_up(
         assert statuses(doc)["lag"] == "passed"
         assert next(s for s in doc["steps"] if s["name"] == "lag")["result"]["total"] == 0
     finally:
-        consumer.close()
+        reader.close()
