@@ -65,6 +65,10 @@ class Error(Exception):
         """Extra response metadata a transport sends with this error (for example the findings of a
         refused activation); set by whoever raises it."""
 
+    retry_after: float | None = None
+    """When the caller may try again, in seconds (sent as ``retry-after-ms``); set by the errors that
+    know (:class:`Saturated`, :class:`BudgetExhausted`, :class:`Draining`)."""
+
     @property
     def exit_code(self) -> ExitCode:
         return transport(self).exit_code
@@ -77,7 +81,7 @@ class Error(Exception):
 
     def metadata(self) -> Metadata:
         """What a transport sends along with this error, beyond its status and message."""
-        return self.trailers
+        return self.trailers + _retry_after(self.retry_after)
 
 
 class UsageError(Error):
@@ -152,9 +156,6 @@ class BudgetExhausted(Refused):
         super().__init__(message, code="BUDGET_EXHAUSTED", hint=hint)
         self.retry_after = retry_after
 
-    def metadata(self) -> Metadata:
-        return self.trailers + _retry_after(self.retry_after)
-
 
 class VerificationError(FindingsError):
     pass
@@ -194,9 +195,6 @@ class Saturated(DaemonUnavailable):
         super().__init__(message, hint=hint)
         self.retry_after = retry_after
 
-    def metadata(self) -> Metadata:
-        return self.trailers + _retry_after(self.retry_after)
-
 
 class Draining(DaemonUnavailable):
     """The daemon is shutting down: it takes no new work, while the work it has finishes. Try again
@@ -205,9 +203,6 @@ class Draining(DaemonUnavailable):
     def __init__(self, message: str, *, retry_after: float = 1.0, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.retry_after = retry_after
-
-    def metadata(self) -> Metadata:
-        return self.trailers + _retry_after(self.retry_after)
 
 
 def _retry_after(seconds: float | None) -> Metadata:

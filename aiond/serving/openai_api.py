@@ -54,7 +54,6 @@ from aion.errors import (
     Error,
     NotFound,
     Refused,
-    Saturated,
     Unauthenticated,
     UpstreamFailed,
     UpstreamTimeout,
@@ -123,8 +122,8 @@ def error_response(error: Error) -> web.Response:
     response = web.json_response(error_body(error), status=transport(error).http)
     if isinstance(error, Unauthenticated):
         response.headers["WWW-Authenticate"] = 'Bearer realm="aiond"'
-    retry_after = getattr(error, "retry_after", None)
-    if isinstance(error, (Saturated, BudgetExhausted, Draining)) and retry_after is not None:
+    retry_after = error.retry_after
+    if retry_after is not None:
         response.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
         response.headers["retry-after-ms"] = str(max(1, round(retry_after * 1000)))
     return response
